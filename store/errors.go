@@ -1,0 +1,32 @@
+package store
+
+import (
+	"errors"
+	"strings"
+)
+
+var (
+	// ErrInvalid is matched by errors for malformed arguments.
+	ErrInvalid = errors.New("store: invalid argument")
+	// ErrNotFound is returned when a named record does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrLeaseLost is matched by *LeaseLostError.
+	ErrLeaseLost = errors.New("store: lease lost")
+	// ErrNotifyUnsupported is returned by Listen when the store cannot
+	// notify; the queue then polls.
+	ErrNotifyUnsupported = errors.New("store: notifications not supported")
+)
+
+// LeaseLostError is returned by Checkpoint when some states were refused
+// because their lease had been taken over.
+type LeaseLostError struct {
+	// Domains are the refused domains.
+	Domains []string
+}
+
+func (e *LeaseLostError) Error() string {
+	return "store: lease lost for " + strings.Join(e.Domains, ", ")
+}
+
+// Is reports whether target is ErrLeaseLost.
+func (e *LeaseLostError) Is(target error) bool { return target == ErrLeaseLost }

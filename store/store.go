@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the persistence contract of a queue. Implementations must be safe
+// for concurrent use by many goroutines and, for shared databases, by many
+// processes. Every method that can block takes a context first and returns an
+// error wrapping ctx.Err() when the context ends.
+//
+// A store validates what it is given: a malformed argument (an empty domain, a
+// non-positive TTL, an empty owner, a negative limit) is refused with an error
+// that matches ErrInvalid and changes nothing.
+type Store interface {
+	// Append atomically appends activities to the log in the given order and
+	// returns their IDs, which are strictly increasing and greater than every
+	// ID appended before. In the same atomic step it registers every domain
+	// named in an activity's Domains that the store does not know yet, so that
+	// no activity addressed to a new domain is skipped: the new domain's
+	// cursor is at most the ID just before the first appended activity that
+	// names it, and at most the Head of the log as readers saw it then (so an
+	// append by another transaction that is still open, with a lower ID, is not
+	// passed over). Either every activity is appended or none is. An empty
+	// batch, or an activity without a body, is an error matching ErrInvalid.
+	Append(ctx context.Context, activities []NewActivity) ([]int64, error)
+
+	// Activities returns up to limit activities with ID greater than after, in
+	// ID order. It never returns an activity with an ID greater than that of an
+	// activity whose append has not yet committed, so a reader that advances
+	// past the last returned ID never skips an activity that commits later.
+	// Pruned activities are absent. limit must be positive.
+	Activities(ctx context.Context, after int64, limit int) ([]Activity, error)
+
+	// Head returns the highest ID that Activities may return now (see the
+	// commit rule above), or 0 when the log has never held an activity.
+	Head(ctx context.Context) (int64, error)
+
+	// RegisterDomains adds domains the store does not know yet, with their
+	// cursor at the current head, and sets the shared inbox of every listed
+	// domain whose registration names one. A domain already known keeps its
+	// cursor, status and lease.
+	RegisterDomains(ctx context.Context, domains []DomainRegistration) error
+
+	// Domains returns the state of the named domains, or of every known domain
+	// when names is empty, sorted by domain name. Unknown names are left out.
+	Domains(ctx context.Context, names []string) ([]DomainState, error)
+
+	// Checkpoint saves domain states and records dead letters in one atomic
+	// step, fenced by leases: a state is saved only if its LeaseToken is still
+	// the domain's current lease token and its Owner the lease's owner. States
+	// that fail the check, and the dead letters of their domains, are not
+	// saved; the rest are, and the error is a *LeaseLostError (matching
+	// ErrLeaseLost) naming the refused domains. It saves Cursor, Status,
+	// FailCount, FailingSince, NextAttemptAt, LastStatus, LastError and
+	// LastSuccessAt; SharedInbox and the lease fields are left as they are.
+	// Dead letters get their ID and, when zero, their CreatedAt from the store.
+	Checkpoint(ctx context.Context, states []DomainState, deadLetters []DeadLetter) error
+
+	// AcquireLeases gives owner the leases, for ttl, of up to limit domains
+	// that have no live lease (never leased, released, or expired), preferring
+	// domains with the lowest cursor. Each acquisition increments the domain's
+	// LeaseToken, so saves by a previous owner are refused from then on. It
+	// returns the acquired domains' states with their new lease fields.
+	AcquireLeases(ctx context.Context, owner string, ttl time.Duration, limit int) ([]DomainState, error)
+
+	// RenewLeases extends to ttl from now the leases that owner still holds
+	// among the given ones (matched by domain and token) and returns them with
+	// their new expiry. A lease that expired but was not taken over by another
+	// owner is renewed too. Leases that were lost are left out of the result.
+	RenewLeases(ctx context.Context, owner string, leases []Lease, ttl time.Duration) ([]Lease, error)
+
+	// ReleaseLeases ends the given leases that owner still holds, so another
+	// owner can acquire the domains at once. Leases already lost are ignored.
+	ReleaseLeases(ctx context.Context, owner string, leases []Lease) error
+
+	// LeaseStats reports how many domains are known and how many distinct
+	// owners hold a live lease, so that processes sharing a store can split
+	// the domains evenly without configuration.
+	LeaseStats(ctx context.Context) (LeaseStats, error)
+
+	// DeadLetters returns dead letters matching filter, oldest first.
+	DeadLetters(ctx context.Context, filter DeadLetterFilter) ([]DeadLetter, error)
+
+	// DeleteDeadLetters removes the dead letters with the given IDs and
+	// returns how many it removed. Unknown IDs are ignored.
+	DeleteDeadLetters(ctx context.Context, ids []int64) (int, error)
+
+	// Prune deletes activities that every live domain (status active or
+	// paused) has settled: those with an ID at or below the lowest cursor of a
+	// live domain, or at or below the head when no domain is live. Dead
+	// domains whose cursor is below that point are fast-forwarded to it in the
+	// same atomic step and reported, never skipped silently.
+	Prune(ctx context.Context) (PruneResult, error)
+
+	// Listen calls notify whenever activities are appended, by this process
+	// or, for a shared database, by any other, until ctx ends; it then returns
+	// ctx.Err(). notify must not block: callers coalesce wake-ups. A store
+	// that cannot notify returns ErrNotifyUnsupported at once, and the queue
+	// falls back to polling.
+	Listen(ctx context.Context, notify func()) error
+}
+
+// TxAppender is implemented by stores that can append inside a transaction
+// owned by the caller, so that an activity is delivered if and only if that
+// transaction commits. The type of tx is defined by the store (for
+// store/postgres it is a pgx.Tx); any other value is refused with an error
+// matching ErrInvalid.
+type TxAppender interface {
+	AppendTx(ctx context.Context, tx any, activities []NewActivity) ([]int64, error)
+}

@@ -1,0 +1,181 @@
+package store
+
+import "time"
+
+// NewActivity is an activity to append to the log. The queue validates and
+// normalises it first; a store checks only what its own integrity needs.
+type NewActivity struct {
+	// Actor is the IRI of the local actor that signs the deliveries.
+	Actor string
+	// OrderingKey groups activities that must never be in flight to one
+	// domain at once (by default the IRI of the activity's object).
+	OrderingKey string
+	// Body is the JSON object delivered to every inbox.
+	Body []byte
+	// Inboxes are explicit, normalised inbox URLs.
+	Inboxes []string
+	// Domains are the normalised domains of Inboxes, without repeats. The
+	// store registers those it does not know yet.
+	Domains []string
+	// Audiences are keys (for example a followers collection IRI) that the
+	// queue's Resolver turns into the inboxes of each domain.
+	Audiences []string
+	// AllDomains addresses the activity to every known domain, for example an
+	// account deletion.
+	AllDomains bool
+}
+
+// Activity is an activity in the log.
+type Activity struct {
+	// ID is assigned by the store: strictly increasing, never reused.
+	ID int64
+	// EnqueuedAt is when the store appended the activity.
+	EnqueuedAt time.Time
+
+	Actor       string
+	OrderingKey string
+	Body        []byte
+	Inboxes     []string
+	Domains     []string
+	Audiences   []string
+	AllDomains  bool
+}
+
+// DomainStatus says whether a domain is being delivered to.
+type DomainStatus string
+
+const (
+	// StatusActive is a domain that is delivered to (possibly in backoff).
+	StatusActive DomainStatus = "active"
+	// StatusPaused is a domain an admin paused: nothing is sent, its backlog
+	// is kept.
+	StatusPaused DomainStatus = "paused"
+	// StatusDead is a domain that failed continuously for the queue's
+	// DeadAfter, or answered 410 Gone from its shared inbox: it is only probed
+	// now and then, and its backlog is not kept for it.
+	StatusDead DomainStatus = "dead"
+)
+
+// Valid reports whether s is one of the defined statuses.
+func (s DomainStatus) Valid() bool {
+	switch s {
+	case StatusActive, StatusPaused, StatusDead:
+		return true
+	}
+	return false
+}
+
+// DomainRegistration names a domain, with its shared inbox when known.
+type DomainRegistration struct {
+	Domain      string
+	SharedInbox string
+}
+
+// Lease identifies one owner's hold on one domain.
+type Lease struct {
+	Domain string
+	// Token is the fencing token: it increases with every acquisition of the
+	// domain, so a save carrying an older token is refused.
+	Token     int64
+	ExpiresAt time.Time
+}
+
+// DomainState is the persistent state of one remote domain.
+type DomainState struct {
+	// Domain is host[:port], lower-case, IDNA-normalised.
+	Domain string
+	// SharedInbox is the domain's shared inbox URL, if known.
+	SharedInbox string
+	// Cursor is the highest ID at and below which every activity is settled
+	// for this domain: delivered, or failed for good and recorded.
+	Cursor int64
+	Status DomainStatus
+	// FailCount counts consecutive failed attempts since the last success.
+	FailCount int
+	// FailingSince is when the current run of failures began (zero when the
+	// domain is healthy).
+	FailingSince time.Time
+	// NextAttemptAt is the earliest time of the next attempt (zero: now).
+	NextAttemptAt time.Time
+	// LastStatus is the HTTP status of the last attempt (0: none or no
+	// response).
+	LastStatus int
+	// LastError is the reason of the last failure, empty after a success.
+	LastError string
+	// LastSuccessAt is when the domain last accepted a delivery.
+	LastSuccessAt time.Time
+
+	// Owner, LeaseToken and LeaseExpiresAt describe the domain's lease. They
+	// are set by AcquireLeases and RenewLeases only; Checkpoint uses Owner and
+	// LeaseToken as its fencing check.
+	Owner          string
+	LeaseToken     int64
+	LeaseExpiresAt time.Time
+}
+
+// Lease returns the lease fields of s as a Lease.
+func (s DomainState) Lease() Lease {
+	return Lease{Domain: s.Domain, Token: s.LeaseToken, ExpiresAt: s.LeaseExpiresAt}
+}
+
+// LeaseStats summarises the leases of a store.
+type LeaseStats struct {
+	// Domains is the number of known domains.
+	Domains int
+	// Owners is the number of distinct owners holding at least one live lease.
+	Owners int
+}
+
+// DeadLetter records a delivery that failed for good. It keeps a copy of the
+// activity so that it can be inspected and re-enqueued after the log was
+// pruned.
+type DeadLetter struct {
+	// ID is assigned by the store when the dead letter is recorded.
+	ID          int64
+	ActivityID  int64
+	Domain      string
+	Inbox       string
+	Actor       string
+	OrderingKey string
+	Body        []byte
+	// Status is the HTTP status of the last attempt (0: no response).
+	Status int
+	// Reason says why the delivery failed for good.
+	Reason   string
+	Attempts int
+	// CreatedAt is when the dead letter was recorded.
+	CreatedAt time.Time
+}
+
+// DeadLetterFilter selects dead letters. Zero fields match everything.
+type DeadLetterFilter struct {
+	// Domain keeps only dead letters for this domain.
+	Domain string
+	// AfterID keeps only dead letters with an ID greater than this, for paging.
+	AfterID int64
+	// Limit caps the number returned; zero means 100.
+	Limit int
+}
+
+// DeadLetterLimitDefault is the number of dead letters returned when a
+// DeadLetterFilter has no Limit.
+const DeadLetterLimitDefault = 100
+
+// PruneResult reports what Prune did.
+type PruneResult struct {
+	// Below is the ID at and below which activities were deleted.
+	Below int64
+	// Deleted is the number of activities deleted.
+	Deleted int64
+	// FastForwarded lists dead domains whose cursor was moved up to Below.
+	FastForwarded []FastForward
+}
+
+// FastForward records a dead domain whose cursor Prune moved.
+type FastForward struct {
+	Domain string
+	// From is the cursor before; the activities in (From, To] were never
+	// delivered to the domain.
+	From int64
+	To   int64
+}
