@@ -8,8 +8,8 @@ import (
 // Fake is a clock that moves only when Advance is called. Timers fire when
 // the fake time reaches their deadline.
 type Fake struct {
-	mu      sync.Mutex
-	now     time.Time
+	mu     sync.Mutex
+	now    time.Time
 	timers []*fakeTimer
 }
 
