@@ -1,0 +1,144 @@
+package memory
+
+import (
+	"context"
+	"slices"
+	"sort"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// RegisterDomains implements store.Store.
+func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegistration) error {
+	const op = "register domains"
+	if err := checkCtx(ctx, op); err != nil {
+		return err
+	}
+	for i, r := range domains {
+		if r.Domain == "" {
+			return invalid(op, "registration %d has an empty domain", i)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range domains {
+		d := s.registerLocked(r.Domain, s.head)
+		if r.SharedInbox != "" {
+			d.SharedInbox = r.SharedInbox
+		}
+	}
+	return nil
+}
+
+// registerLocked returns the state of domain, adding it, active and with its
+// cursor at cursor, when it is not known yet.
+func (s *Store) registerLocked(domain string, cursor int64) *store.DomainState {
+	d, ok := s.domains[domain]
+	if !ok {
+		d = &store.DomainState{Domain: domain, Cursor: cursor, Status: store.StatusActive}
+		s.domains[domain] = d
+	}
+	return d
+}
+
+// Domains implements store.Store.
+func (s *Store) Domains(ctx context.Context, names []string) ([]store.DomainState, error) {
+	if err := checkCtx(ctx, "read domains"); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []store.DomainState
+	if len(names) == 0 {
+		out = make([]store.DomainState, 0, len(s.domains))
+		for _, d := range s.domains {
+			out = append(out, *d)
+		}
+	} else {
+		names = slices.Clone(names)
+		slices.Sort(names)
+		names = slices.Compact(names)
+		out = make([]store.DomainState, 0, len(names))
+		for _, n := range names {
+			if d, ok := s.domains[n]; ok {
+				out = append(out, *d)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
+	return out, nil
+}
+
+// Checkpoint implements store.Store. A state is saved only when its Owner
+// holds the domain's lease with its LeaseToken (expired or not: a lease is
+// lost only when another owner acquires it or the owner releases it).
+func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, deadLetters []store.DeadLetter) error {
+	const op = "checkpoint"
+	if err := checkCtx(ctx, op); err != nil {
+		return err
+	}
+	for i, st := range states {
+		if st.Domain == "" {
+			return invalid(op, "state %d has an empty domain", i)
+		}
+		if !st.Status.Valid() {
+			return invalid(op, "state of %s has status %q", st.Domain, st.Status)
+		}
+		if st.FailCount < 0 {
+			return invalid(op, "state of %s has negative fail count", st.Domain)
+		}
+	}
+	for i, dl := range deadLetters {
+		if dl.Domain == "" {
+			return invalid(op, "dead letter %d has an empty domain", i)
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	refused := make(map[string]bool)
+	for _, st := range states {
+		d, ok := s.domains[st.Domain]
+		if !ok || st.Owner == "" || d.Owner != st.Owner || d.LeaseToken != st.LeaseToken {
+			refused[st.Domain] = true
+		}
+	}
+	for _, st := range states {
+		if refused[st.Domain] {
+			continue
+		}
+		d := s.domains[st.Domain]
+		d.Cursor = st.Cursor
+		d.Status = st.Status
+		d.FailCount = st.FailCount
+		d.FailingSince = truncate(st.FailingSince)
+		d.NextAttemptAt = truncate(st.NextAttemptAt)
+		d.LastStatus = st.LastStatus
+		d.LastError = st.LastError
+		d.LastSuccessAt = truncate(st.LastSuccessAt)
+	}
+	now := s.timeNow()
+	for _, dl := range deadLetters {
+		if refused[dl.Domain] {
+			continue
+		}
+		s.lastDeadID++
+		dl.ID = s.lastDeadID
+		dl.Body = slices.Clone(dl.Body)
+		if dl.CreatedAt.IsZero() {
+			dl.CreatedAt = now
+		} else {
+			dl.CreatedAt = truncate(dl.CreatedAt)
+		}
+		s.deadLetters = append(s.deadLetters, dl)
+	}
+	if len(refused) > 0 {
+		lost := make([]string, 0, len(refused))
+		for d := range refused {
+			lost = append(lost, d)
+		}
+		slices.Sort(lost)
+		return &store.LeaseLostError{Domains: lost}
+	}
+	return nil
+}

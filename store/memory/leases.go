@@ -1,0 +1,126 @@
+package memory
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// live reports whether d has a lease that has not expired at now.
+func live(d *store.DomainState, now time.Time) bool {
+	return d.Owner != "" && now.Before(d.LeaseExpiresAt)
+}
+
+// AcquireLeases implements store.Store.
+func (s *Store) AcquireLeases(ctx context.Context, owner string, ttl time.Duration, limit int) ([]store.DomainState, error) {
+	const op = "acquire leases"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := checkLeaseArgs(op, owner, ttl); err != nil {
+		return nil, err
+	}
+	if limit < 0 {
+		return nil, invalid(op, "negative limit %d", limit)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.timeNow()
+	var free []*store.DomainState
+	for _, d := range s.domains {
+		if !live(d, now) {
+			free = append(free, d)
+		}
+	}
+	sort.Slice(free, func(i, j int) bool {
+		if free[i].Cursor != free[j].Cursor {
+			return free[i].Cursor < free[j].Cursor
+		}
+		return free[i].Domain < free[j].Domain
+	})
+	free = free[:min(limit, len(free))]
+	out := make([]store.DomainState, len(free))
+	for i, d := range free {
+		d.Owner = owner
+		d.LeaseToken++
+		d.LeaseExpiresAt = truncate(now.Add(ttl))
+		out[i] = *d
+	}
+	return out, nil
+}
+
+// RenewLeases implements store.Store.
+func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Lease, ttl time.Duration) ([]store.Lease, error) {
+	const op = "renew leases"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := checkLeaseArgs(op, owner, ttl); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.timeNow()
+	out := make([]store.Lease, 0, len(leases))
+	for _, l := range leases {
+		d, ok := s.domains[l.Domain]
+		if !ok || d.Owner != owner || d.LeaseToken != l.Token {
+			continue
+		}
+		d.LeaseExpiresAt = truncate(now.Add(ttl))
+		out = append(out, d.Lease())
+	}
+	return out, nil
+}
+
+// ReleaseLeases implements store.Store. The token is kept, so the next
+// acquisition still increments it.
+func (s *Store) ReleaseLeases(ctx context.Context, owner string, leases []store.Lease) error {
+	const op = "release leases"
+	if err := checkCtx(ctx, op); err != nil {
+		return err
+	}
+	if owner == "" {
+		return invalid(op, "empty owner")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range leases {
+		d, ok := s.domains[l.Domain]
+		if !ok || d.Owner != owner || d.LeaseToken != l.Token {
+			continue
+		}
+		d.Owner = ""
+		d.LeaseExpiresAt = time.Time{}
+	}
+	return nil
+}
+
+// LeaseStats implements store.Store.
+func (s *Store) LeaseStats(ctx context.Context) (store.LeaseStats, error) {
+	if err := checkCtx(ctx, "lease stats"); err != nil {
+		return store.LeaseStats{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.timeNow()
+	owners := make(map[string]struct{})
+	for _, d := range s.domains {
+		if live(d, now) {
+			owners[d.Owner] = struct{}{}
+		}
+	}
+	return store.LeaseStats{Domains: len(s.domains), Owners: len(owners)}, nil
+}
+
+func checkLeaseArgs(op, owner string, ttl time.Duration) error {
+	if owner == "" {
+		return invalid(op, "empty owner")
+	}
+	if ttl <= 0 {
+		return invalid(op, "ttl %v is not positive", ttl)
+	}
+	return nil
+}

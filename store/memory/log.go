@@ -1,0 +1,143 @@
+package memory
+
+import (
+	"context"
+	"slices"
+	"sort"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// Append implements store.Store. New domains start with their cursor at the
+// head before the batch, so every activity of the batch is ahead of them.
+func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]int64, error) {
+	const op = "append"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	if len(activities) == 0 {
+		return nil, invalid(op, "empty batch")
+	}
+	for i, a := range activities {
+		if len(a.Body) == 0 {
+			return nil, invalid(op, "activity %d has no body", i)
+		}
+		for _, d := range a.Domains {
+			if d == "" {
+				return nil, invalid(op, "activity %d names an empty domain", i)
+			}
+		}
+	}
+
+	s.mu.Lock()
+	now := s.timeNow()
+	before := s.head
+	ids := make([]int64, len(activities))
+	for i, a := range activities {
+		s.head++
+		ids[i] = s.head
+		s.log = append(s.log, store.Activity{
+			ID:          s.head,
+			EnqueuedAt:  now,
+			Actor:       a.Actor,
+			OrderingKey: a.OrderingKey,
+			Body:        slices.Clone(a.Body),
+			Inboxes:     slices.Clone(a.Inboxes),
+			Domains:     slices.Clone(a.Domains),
+			Audiences:   slices.Clone(a.Audiences),
+			AllDomains:  a.AllDomains,
+		})
+		for _, d := range a.Domains {
+			s.registerLocked(d, before)
+		}
+	}
+	notify := s.listenersLocked()
+	s.mu.Unlock()
+
+	for _, l := range notify {
+		l.notify()
+	}
+	return ids, nil
+}
+
+// Activities implements store.Store.
+func (s *Store) Activities(ctx context.Context, after int64, limit int) ([]store.Activity, error) {
+	const op = "read activities"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, invalid(op, "limit %d is not positive", limit)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := s.indexAfterLocked(after)
+	n := min(limit, len(s.log)-i)
+	out := make([]store.Activity, n)
+	for j := range n {
+		out[j] = cloneActivity(s.log[i+j])
+	}
+	return out, nil
+}
+
+// Head implements store.Store.
+func (s *Store) Head(ctx context.Context) (int64, error) {
+	if err := checkCtx(ctx, "read head"); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.head, nil
+}
+
+// Prune implements store.Store. The activities kept are copied into a new
+// slice, so the memory of the pruned ones is released.
+func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
+	if err := checkCtx(ctx, "prune"); err != nil {
+		return store.PruneResult{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	below := s.head
+	for _, d := range s.domains {
+		if d.Status != store.StatusDead && d.Cursor < below {
+			below = d.Cursor
+		}
+	}
+	below = max(below, 0)
+
+	var res store.PruneResult
+	res.Below = below
+	for _, d := range s.domains {
+		if d.Status == store.StatusDead && d.Cursor < below {
+			res.FastForwarded = append(res.FastForwarded, store.FastForward{Domain: d.Domain, From: d.Cursor, To: below})
+			d.Cursor = below
+		}
+	}
+	sort.Slice(res.FastForwarded, func(i, j int) bool {
+		return res.FastForwarded[i].Domain < res.FastForwarded[j].Domain
+	})
+
+	i := s.indexAfterLocked(below)
+	if i > 0 {
+		res.Deleted = int64(i)
+		// A fresh slice, so that the pruned activities' bodies can be freed.
+		s.log = slices.Clone(s.log[i:])
+	}
+	return res, nil
+}
+
+// indexAfterLocked returns the index in s.log of the first activity with an
+// ID greater than after.
+func (s *Store) indexAfterLocked(after int64) int {
+	return sort.Search(len(s.log), func(i int) bool { return s.log[i].ID > after })
+}
+
+func cloneActivity(a store.Activity) store.Activity {
+	a.Body = slices.Clone(a.Body)
+	a.Inboxes = slices.Clone(a.Inboxes)
+	a.Domains = slices.Clone(a.Domains)
+	a.Audiences = slices.Clone(a.Audiences)
+	return a
+}

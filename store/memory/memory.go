@@ -1,0 +1,75 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// Store is a goroutine-safe, in-memory store.Store. Its zero value is not
+// usable; create one with New or NewWithClock.
+type Store struct {
+	now func() time.Time
+
+	mu sync.Mutex
+	// log holds the activities not yet pruned, in ID order.
+	log []store.Activity
+	// head is the highest ID ever assigned; IDs are never reused.
+	head        int64
+	domains     map[string]*store.DomainState
+	deadLetters []store.DeadLetter
+	lastDeadID  int64
+	listeners   map[*listener]struct{}
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns an empty store that tells the time with the system clock.
+func New() *Store {
+	return NewWithClock(time.Now)
+}
+
+// NewWithClock returns an empty store that tells the time with now, so that
+// lease expiry and timestamps can be driven by a fake clock in tests.
+func NewWithClock(now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{
+		now:       now,
+		domains:   make(map[string]*store.DomainState),
+		listeners: make(map[*listener]struct{}),
+	}
+}
+
+// timeNow returns the current time at the microsecond precision PostgreSQL
+// keeps, so that the two stores round-trip times alike.
+func (s *Store) timeNow() time.Time {
+	return truncate(s.now())
+}
+
+// truncate drops the monotonic reading and everything below a microsecond.
+// The zero time stays zero.
+func truncate(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.Round(0).Truncate(time.Microsecond).UTC()
+}
+
+// checkCtx returns an error wrapping ctx.Err() when ctx has ended, so that a
+// call made with an ended context fails even though nothing here blocks.
+func checkCtx(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory: %s: %w", op, err)
+	}
+	return nil
+}
+
+// invalid returns an error matching store.ErrInvalid.
+func invalid(op, format string, args ...any) error {
+	return fmt.Errorf("memory: %s: %s: %w", op, fmt.Sprintf(format, args...), store.ErrInvalid)
+}

@@ -1,0 +1,273 @@
+package storetest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// testLeases checks acquiring, renewing and releasing leases, their expiry,
+// and the fencing tokens that make a taken-over lease detectable.
+func testLeases(t *testing.T, su suite) {
+	su.run(t, "Acquire", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example", "b.example")
+		before := time.Now()
+		got, err := s.AcquireLeases(ctx, "owner-a", longTTL, 10)
+		after := time.Now()
+		require.NoError(t, err)
+		require.ElementsMatch(t, []string{"a.example", "b.example"}, names(got))
+		for _, st := range got {
+			require.Equal(t, "owner-a", st.Owner)
+			require.Positive(t, st.LeaseToken)
+			requireNear(t, before.Add(longTTL), after.Add(longTTL), st.LeaseExpiresAt, "LeaseExpiresAt")
+			require.Equal(t, store.StatusActive, st.Status)
+
+			saved := domainState(t, s, st.Domain)
+			require.Equal(t, "owner-a", saved.Owner)
+			require.Equal(t, st.LeaseToken, saved.LeaseToken)
+			requireTimeEqual(t, st.LeaseExpiresAt, saved.LeaseExpiresAt, "saved LeaseExpiresAt")
+		}
+
+		// Held leases are not acquired again, by anyone.
+		again, err := s.AcquireLeases(ctx, "owner-a", longTTL, 10)
+		require.NoError(t, err)
+		require.Empty(t, again)
+		other, err := s.AcquireLeases(ctx, "owner-b", longTTL, 10)
+		require.NoError(t, err)
+		require.Empty(t, other, "a held lease was given to another owner")
+	})
+
+	su.run(t, "AcquireRespectsLimit", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example", "b.example", "c.example", "d.example", "e.example")
+		first, err := s.AcquireLeases(ctx, "owner-a", longTTL, 2)
+		require.NoError(t, err)
+		require.Len(t, first, 2)
+		none, err := s.AcquireLeases(ctx, "owner-b", longTTL, 0)
+		require.NoError(t, err)
+		require.Empty(t, none, "limit 0 acquired leases")
+		rest, err := s.AcquireLeases(ctx, "owner-b", longTTL, 10)
+		require.NoError(t, err)
+		require.Len(t, rest, 3)
+		require.ElementsMatch(t,
+			[]string{"a.example", "b.example", "c.example", "d.example", "e.example"},
+			append(names(first), names(rest)...))
+	})
+
+	su.run(t, "AcquirePrefersLowestCursor", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "z-behind.example")
+		appendN(t, s, 2)
+		register(t, s, "a-middle.example")
+		appendN(t, s, 2)
+		register(t, s, "m-ahead.example")
+		for _, want := range []string{"z-behind.example", "a-middle.example", "m-ahead.example"} {
+			got, err := s.AcquireLeases(ctx, "owner-a", longTTL, 1)
+			require.NoError(t, err)
+			require.Equal(t, []string{want}, names(got))
+		}
+	})
+
+	su.run(t, "TokensIncrease", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example")
+		last := domainState(t, s, "a.example").LeaseToken
+		for _, owner := range []string{"owner-a", "owner-b", "owner-a"} {
+			got, err := s.AcquireLeases(ctx, owner, longTTL, 1)
+			require.NoError(t, err)
+			require.Len(t, got, 1)
+			require.Greater(t, got[0].LeaseToken, last, "acquisition by %s did not increase the token", owner)
+			last = got[0].LeaseToken
+			require.NoError(t, s.ReleaseLeases(ctx, owner, leasesOf(got)))
+		}
+	})
+
+	su.run(t, "ExpiredLeaseIsTakenOver", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example")
+		a, err := s.AcquireLeases(ctx, "owner-a", shortTTL, 1)
+		require.NoError(t, err)
+		require.Len(t, a, 1)
+		expires := a[0].LeaseExpiresAt
+
+		var b []store.DomainState
+		require.Eventually(t, func() bool {
+			b, err = s.AcquireLeases(ctx, "owner-b", longTTL, 1)
+			require.NoError(t, err)
+			if len(b) > 0 {
+				// Taken over no earlier than the lease's expiry.
+				require.False(t, time.Now().Before(expires.Add(-100*time.Millisecond)),
+					"lease expiring at %v taken over at %v", expires, time.Now())
+			}
+			return len(b) > 0
+		}, waitFor, tick, "an expired lease was not taken over")
+		require.Equal(t, "owner-b", b[0].Owner)
+		require.Greater(t, b[0].LeaseToken, a[0].LeaseToken)
+		require.Equal(t, "owner-b", domainState(t, s, "a.example").Owner)
+	})
+
+	su.run(t, "Renew", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example", "b.example")
+		held, err := s.AcquireLeases(ctx, "owner-a", longTTL, 10)
+		require.NoError(t, err)
+		require.Len(t, held, 2)
+
+		before := time.Now()
+		renewed, err := s.RenewLeases(ctx, "owner-a", leasesOf(held), 2*longTTL)
+		after := time.Now()
+		require.NoError(t, err)
+		require.Len(t, renewed, 2)
+		tokens := byDomain(held)
+		for _, l := range renewed {
+			require.Equal(t, tokens[l.Domain].LeaseToken, l.Token, "renewal changed the token")
+			requireNear(t, before.Add(2*longTTL), after.Add(2*longTTL), l.ExpiresAt, "renewed ExpiresAt")
+			saved := domainState(t, s, l.Domain)
+			requireTimeEqual(t, l.ExpiresAt, saved.LeaseExpiresAt, "saved renewed expiry")
+			require.Equal(t, "owner-a", saved.Owner)
+		}
+
+		// Leases the owner does not hold with that token are left out.
+		stale := held[0].Lease()
+		stale.Token--
+		got, err := s.RenewLeases(ctx, "owner-a", []store.Lease{stale, {Domain: "unknown.example", Token: 1}}, longTTL)
+		require.NoError(t, err)
+		require.Empty(t, got)
+		got, err = s.RenewLeases(ctx, "owner-b", leasesOf(held), longTTL)
+		require.NoError(t, err)
+		require.Empty(t, got, "another owner renewed owner-a's leases")
+		require.Equal(t, "owner-a", domainState(t, s, held[0].Domain).Owner)
+	})
+
+	su.run(t, "RenewOmitsLostLeases", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "kept.example")
+		appendN(t, s, 1)
+		register(t, s, "lost.example")
+		kept, err := s.AcquireLeases(ctx, "owner-a", longTTL, 1)
+		require.NoError(t, err)
+		require.Equal(t, []string{"kept.example"}, names(kept))
+		lost, err := s.AcquireLeases(ctx, "owner-a", shortTTL, 1)
+		require.NoError(t, err)
+		require.Equal(t, []string{"lost.example"}, names(lost))
+		require.Eventually(t, func() bool {
+			b, err := s.AcquireLeases(ctx, "owner-b", longTTL, 1)
+			require.NoError(t, err)
+			return len(b) == 1
+		}, waitFor, tick)
+
+		renewed, err := s.RenewLeases(ctx, "owner-a", leasesOf(append(kept, lost...)), longTTL)
+		require.NoError(t, err)
+		require.Len(t, renewed, 1)
+		require.Equal(t, "kept.example", renewed[0].Domain)
+		require.Equal(t, "owner-b", domainState(t, s, "lost.example").Owner, "renewal took back a lost lease")
+	})
+
+	su.run(t, "RenewExpiredButNotTakenOver", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example")
+		held, err := s.AcquireLeases(ctx, "owner-a", shortTTL, 1)
+		require.NoError(t, err)
+		require.Len(t, held, 1)
+		require.Eventually(t, func() bool {
+			st, err := s.LeaseStats(ctx)
+			require.NoError(t, err)
+			return st.Owners == 0
+		}, waitFor, tick, "the lease did not expire")
+
+		renewed, err := s.RenewLeases(ctx, "owner-a", leasesOf(held), longTTL)
+		require.NoError(t, err)
+		require.Len(t, renewed, 1, "an expired lease nobody took over was not renewed")
+		require.Equal(t, held[0].LeaseToken, renewed[0].Token)
+		require.True(t, renewed[0].ExpiresAt.After(time.Now().Add(longTTL/2)))
+		b, err := s.AcquireLeases(ctx, "owner-b", longTTL, 1)
+		require.NoError(t, err)
+		require.Empty(t, b, "a renewed lease was taken over")
+	})
+
+	su.run(t, "Release", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example")
+		a, err := s.AcquireLeases(ctx, "owner-a", longTTL, 1)
+		require.NoError(t, err)
+		require.Len(t, a, 1)
+
+		// Another owner cannot release it.
+		require.NoError(t, s.ReleaseLeases(ctx, "owner-b", leasesOf(a)))
+		b, err := s.AcquireLeases(ctx, "owner-b", longTTL, 1)
+		require.NoError(t, err)
+		require.Empty(t, b, "a lease released by a non-owner was acquired")
+
+		require.NoError(t, s.ReleaseLeases(ctx, "owner-a", leasesOf(a)))
+		require.Empty(t, domainState(t, s, "a.example").Owner)
+		b, err = s.AcquireLeases(ctx, "owner-b", longTTL, 1)
+		require.NoError(t, err)
+		require.Len(t, b, 1, "a released lease was not acquired at once")
+		require.Greater(t, b[0].LeaseToken, a[0].LeaseToken)
+
+		// Releasing a lost lease is ignored.
+		require.NoError(t, s.ReleaseLeases(ctx, "owner-a", leasesOf(a)))
+		require.Equal(t, "owner-b", domainState(t, s, "a.example").Owner)
+		require.NoError(t, s.ReleaseLeases(ctx, "owner-a", []store.Lease{{Domain: "unknown.example", Token: 1}}))
+	})
+
+	su.run(t, "Stats", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		st, err := s.LeaseStats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, store.LeaseStats{}, st)
+
+		register(t, s, "a.example", "b.example", "c.example", "d.example")
+		a, err := s.AcquireLeases(ctx, "owner-a", longTTL, 2)
+		require.NoError(t, err)
+		require.Len(t, a, 2)
+		_, err = s.AcquireLeases(ctx, "owner-b", longTTL, 1)
+		require.NoError(t, err)
+		st, err = s.LeaseStats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, store.LeaseStats{Domains: 4, Owners: 2}, st)
+
+		require.NoError(t, s.ReleaseLeases(ctx, "owner-a", leasesOf(a)))
+		st, err = s.LeaseStats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, store.LeaseStats{Domains: 4, Owners: 1}, st)
+
+		// An expired lease does not count.
+		_, err = s.AcquireLeases(ctx, "owner-c", shortTTL, 1)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			st, err := s.LeaseStats(ctx)
+			require.NoError(t, err)
+			return st == store.LeaseStats{Domains: 4, Owners: 1}
+		}, waitFor, tick)
+	})
+
+	su.run(t, "InvalidArguments", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example")
+		_, err := s.AcquireLeases(ctx, "", longTTL, 1)
+		require.ErrorIs(t, err, store.ErrInvalid, "empty owner")
+		_, err = s.AcquireLeases(ctx, "owner-a", 0, 1)
+		require.ErrorIs(t, err, store.ErrInvalid, "zero ttl")
+		_, err = s.AcquireLeases(ctx, "owner-a", -time.Second, 1)
+		require.ErrorIs(t, err, store.ErrInvalid, "negative ttl")
+		_, err = s.AcquireLeases(ctx, "owner-a", longTTL, -1)
+		require.ErrorIs(t, err, store.ErrInvalid, "negative limit")
+		require.Empty(t, domainState(t, s, "a.example").Owner, "a refused call acquired a lease")
+
+		held, err := s.AcquireLeases(ctx, "owner-a", longTTL, 1)
+		require.NoError(t, err)
+		require.Len(t, held, 1)
+		_, err = s.RenewLeases(ctx, "", leasesOf(held), longTTL)
+		require.ErrorIs(t, err, store.ErrInvalid, "renew: empty owner")
+		_, err = s.RenewLeases(ctx, "owner-a", leasesOf(held), 0)
+		require.ErrorIs(t, err, store.ErrInvalid, "renew: zero ttl")
+		err = s.ReleaseLeases(ctx, "", leasesOf(held))
+		require.ErrorIs(t, err, store.ErrInvalid, "release: empty owner")
+		require.Equal(t, "owner-a", domainState(t, s, "a.example").Owner)
+	})
+}
