@@ -1,0 +1,119 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// checkpointer saves the changed state of every domain of this process in
+// one store call, on an interval and early when a domain has settled many
+// deliveries since the last save.
+type checkpointer struct {
+	q     *Queue
+	wants chan struct{}
+	saves int64 // store calls made
+}
+
+func newCheckpointer(q *Queue) *checkpointer {
+	return &checkpointer{q: q, wants: make(chan struct{}, 1)}
+}
+
+// kick asks for a checkpoint soon, without blocking.
+func (c *checkpointer) kick() {
+	select {
+	case c.wants <- struct{}{}:
+	default:
+	}
+}
+
+func (c *checkpointer) run(ctx context.Context) {
+	ticker := time.NewTicker(c.q.cfg.CheckpointInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		case <-c.wants:
+		}
+		if err := c.save(ctx, c.q.workerList()); err != nil && ctx.Err() == nil {
+			c.q.logger.WarnContext(ctx, "apqueue: checkpoint failed, will retry", slog.Any("error", err))
+		}
+	}
+}
+
+// save checkpoints the given workers' changed states and dead letters.
+// Domains whose lease turned out lost are dropped from this process.
+func (c *checkpointer) save(ctx context.Context, workers []*worker) error {
+	var states []store.DomainState
+	var dls []store.DeadLetter
+	var taken []*worker
+	for _, w := range workers {
+		st, wdl, ok := w.takeCheckpoint()
+		if !ok {
+			continue
+		}
+		states = append(states, st)
+		dls = append(dls, wdl...)
+		taken = append(taken, w)
+	}
+	if len(states) == 0 {
+		return nil
+	}
+	c.saves++
+	err := c.q.store.Checkpoint(ctx, states, dls)
+	var lost *store.LeaseLostError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &lost):
+		// The other domains were saved; the refused ones belong to another
+		// process now, which re-sends what was not saved here.
+		for _, d := range lost.Domains {
+			c.q.dropWorker(d, "lease lost at checkpoint")
+		}
+		return nil
+	default:
+		for _, w := range taken {
+			w.restoreCheckpoint(dlsOf(dls, w.domain))
+		}
+		return err
+	}
+}
+
+func dlsOf(dls []store.DeadLetter, domain string) []store.DeadLetter {
+	var out []store.DeadLetter
+	for _, dl := range dls {
+		if dl.Domain == domain {
+			out = append(out, dl)
+		}
+	}
+	return out
+}
+
+// takeCheckpoint returns the worker's state and dead letters to save if it
+// changed since the last checkpoint, and marks it clean.
+func (w *worker) takeCheckpoint() (store.DomainState, []store.DeadLetter, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.dirty && len(w.deadLetters) == 0 {
+		return store.DomainState{}, nil, false
+	}
+	dls := w.deadLetters
+	w.deadLetters = nil
+	w.dirty = false
+	w.settledSince = 0
+	return w.state, dls, true
+}
+
+// restoreCheckpoint puts back what a failed checkpoint did not save.
+func (w *worker) restoreCheckpoint(dls []store.DeadLetter) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.deadLetters = append(dls, w.deadLetters...)
+	w.dirty = true
+}

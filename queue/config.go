@@ -1,0 +1,236 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/apqueue/apqueue/internal/clock"
+)
+
+// Defaults applied by New to zero fields of Config.
+const (
+	// MaxInFlightPerDomainDefault is the number of requests in flight to one
+	// domain while it is healthy.
+	MaxInFlightPerDomainDefault = 4
+	// MaxBodyBytesDefault caps the size of an activity body (1 MiB).
+	MaxBodyBytesDefault = 1 << 20
+	// BackoffMinDefault is the delay after the first failure.
+	BackoffMinDefault = 2 * time.Second
+	// BackoffMaxDefault caps every backoff delay, Retry-After included.
+	BackoffMaxDefault = time.Hour
+	// BackoffJitterDefault spreads each delay by ±20%.
+	BackoffJitterDefault = 0.2
+	// MaxAttemptsDefault is how many times one delivery is tried, while its
+	// domain accepts other deliveries, before it becomes a dead letter.
+	MaxAttemptsDefault = 10
+	// DomainBackoffAfterDefault is how many consecutive failures without a
+	// success make the queue back off the whole domain even when the sender
+	// did not blame the domain (a storm of 5xx answers).
+	DomainBackoffAfterDefault = 3
+	// DeadAfterDefault is how long a domain must fail continuously before it
+	// is marked dead.
+	DeadAfterDefault = 3 * 24 * time.Hour
+	// ProbeIntervalDefault is how often a dead domain is probed.
+	ProbeIntervalDefault = 6 * time.Hour
+	// CheckpointIntervalDefault is how often changed domain states are saved.
+	CheckpointIntervalDefault = time.Second
+	// CheckpointDeliveriesDefault saves early once a domain has settled this
+	// many deliveries since the last checkpoint, bounding re-sends after a
+	// crash.
+	CheckpointDeliveriesDefault = 100
+	// LeaseTTLDefault is how long a domain lease lasts without renewal: the
+	// longest an orphaned domain waits for another process to take it over.
+	LeaseTTLDefault = 30 * time.Second
+	// PollIntervalDefault is how often the log is polled when no wake-up
+	// arrives (from this process or, through the store, from another).
+	PollIntervalDefault = 2 * time.Second
+	// ReadBatchDefault is how many activities one read of the log returns.
+	ReadBatchDefault = 256
+	// WindowSizeDefault is how many recent activities the shared window keeps
+	// in memory for the domains that are caught up.
+	WindowSizeDefault = 4096
+	// ResolverTTLDefault is how long a Resolver's answer is cached.
+	ResolverTTLDefault = time.Minute
+	// StopTimeoutDefault is how long Stop waits for in-flight requests when
+	// its context has no deadline.
+	StopTimeoutDefault = 10 * time.Second
+)
+
+// Config configures a Queue. A nil *Config means all defaults; zero fields
+// take the default named in their documentation.
+type Config struct {
+	// MaxInFlightPerDomain is the number of requests in flight to one healthy
+	// domain; 1 means strictly serial. While a domain is failing it drops to
+	// one. Default MaxInFlightPerDomainDefault.
+	MaxInFlightPerDomain int
+	// MaxBodyBytes caps the size of an activity body. Default
+	// MaxBodyBytesDefault.
+	MaxBodyBytes int
+	// AllowHTTP accepts plain http inbox URLs (tests, local development).
+	// Default false: only https.
+	AllowHTTP bool
+
+	// BackoffMin is the delay after the first failure; each further failure
+	// doubles it. Default BackoffMinDefault.
+	BackoffMin time.Duration
+	// BackoffMax caps every delay, including a receiver's Retry-After.
+	// Default BackoffMaxDefault.
+	BackoffMax time.Duration
+	// BackoffJitter spreads delays by ± this fraction, in [0, 1). Negative
+	// disables jitter. Default BackoffJitterDefault.
+	BackoffJitter float64
+	// MaxAttempts bounds the attempts of one delivery that keeps failing while
+	// its domain is otherwise healthy; it then becomes a dead letter. Default
+	// MaxAttemptsDefault.
+	MaxAttempts int
+	// DomainBackoffAfter is how many consecutive failures back off the whole
+	// domain even when the sender did not blame the domain. Default
+	// DomainBackoffAfterDefault.
+	DomainBackoffAfter int
+	// DeadAfter is how long a domain must fail continuously before it is
+	// marked dead. Default DeadAfterDefault.
+	DeadAfter time.Duration
+	// ProbeInterval is how often a dead domain is tried again. Default
+	// ProbeIntervalDefault.
+	ProbeInterval time.Duration
+
+	// CheckpointInterval is how often changed domain states are saved, in one
+	// store call for all domains. Default CheckpointIntervalDefault.
+	CheckpointInterval time.Duration
+	// CheckpointDeliveries triggers an early checkpoint once a domain has
+	// settled this many deliveries since the last one. Default
+	// CheckpointDeliveriesDefault.
+	CheckpointDeliveries int
+	// LeaseTTL is the lifetime of a domain lease; leases are renewed every
+	// third of it. Default LeaseTTLDefault.
+	LeaseTTL time.Duration
+	// PollInterval is how often the log is read when no wake-up arrives.
+	// Default PollIntervalDefault.
+	PollInterval time.Duration
+	// ReadBatch is how many activities one read of the log returns. Default
+	// ReadBatchDefault.
+	ReadBatch int
+	// WindowSize is how many recent activities are kept in memory and shared
+	// by every caught-up domain of this process. Default WindowSizeDefault.
+	WindowSize int
+	// StopTimeout bounds how long Stop waits for in-flight requests when its
+	// context has no deadline. Default StopTimeoutDefault.
+	StopTimeout time.Duration
+
+	// Resolver turns audience keys into inboxes. Required only for activities
+	// with Audiences.
+	Resolver Resolver
+	// ResolverTTL is how long a Resolver answer is cached. Default
+	// ResolverTTLDefault.
+	ResolverTTL time.Duration
+
+	// Observer receives delivery and domain events, for metrics. Default:
+	// none.
+	Observer Observer
+
+	// OwnerID names this process in leases. Default: host name, process ID
+	// and a random suffix.
+	OwnerID string
+	// Logger receives the queue's logs. Default slog.Default().
+	Logger *slog.Logger
+
+	// clock drives delivery scheduling; tests set a fake one.
+	clock clock.Clock
+}
+
+// withDefaults returns a copy of c (or of the zero Config) with defaults
+// applied.
+func (c *Config) withDefaults() Config {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	setDefault(&out.MaxInFlightPerDomain, MaxInFlightPerDomainDefault)
+	setDefault(&out.MaxBodyBytes, MaxBodyBytesDefault)
+	setDefault(&out.BackoffMin, BackoffMinDefault)
+	setDefault(&out.BackoffMax, BackoffMaxDefault)
+	if out.BackoffJitter == 0 {
+		out.BackoffJitter = BackoffJitterDefault
+	} else if out.BackoffJitter < 0 {
+		out.BackoffJitter = 0
+	}
+	setDefault(&out.MaxAttempts, MaxAttemptsDefault)
+	setDefault(&out.DomainBackoffAfter, DomainBackoffAfterDefault)
+	setDefault(&out.DeadAfter, DeadAfterDefault)
+	setDefault(&out.ProbeInterval, ProbeIntervalDefault)
+	setDefault(&out.CheckpointInterval, CheckpointIntervalDefault)
+	setDefault(&out.CheckpointDeliveries, CheckpointDeliveriesDefault)
+	setDefault(&out.LeaseTTL, LeaseTTLDefault)
+	setDefault(&out.PollInterval, PollIntervalDefault)
+	setDefault(&out.ReadBatch, ReadBatchDefault)
+	setDefault(&out.WindowSize, WindowSizeDefault)
+	setDefault(&out.StopTimeout, StopTimeoutDefault)
+	setDefault(&out.ResolverTTL, ResolverTTLDefault)
+	if out.OwnerID == "" {
+		out.OwnerID = defaultOwnerID()
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	if out.clock == nil {
+		out.clock = clock.Real{}
+	}
+	return out
+}
+
+// validate reports every invalid field of a defaulted Config.
+func (c *Config) validate() error {
+	var errs []error
+	positive := func(name string, ok bool) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	positive("MaxInFlightPerDomain", c.MaxInFlightPerDomain > 0)
+	positive("MaxBodyBytes", c.MaxBodyBytes > 0)
+	positive("BackoffMin", c.BackoffMin > 0)
+	positive("MaxAttempts", c.MaxAttempts > 0)
+	positive("DomainBackoffAfter", c.DomainBackoffAfter > 0)
+	positive("DeadAfter", c.DeadAfter > 0)
+	positive("ProbeInterval", c.ProbeInterval > 0)
+	positive("CheckpointInterval", c.CheckpointInterval > 0)
+	positive("CheckpointDeliveries", c.CheckpointDeliveries > 0)
+	positive("PollInterval", c.PollInterval > 0)
+	positive("ReadBatch", c.ReadBatch > 0)
+	positive("StopTimeout", c.StopTimeout > 0)
+	positive("ResolverTTL", c.ResolverTTL > 0)
+	if c.BackoffMax < c.BackoffMin {
+		errs = append(errs, fmt.Errorf("BackoffMax (%v) must not be below BackoffMin (%v)", c.BackoffMax, c.BackoffMin))
+	}
+	if c.BackoffJitter >= 1 {
+		errs = append(errs, fmt.Errorf("BackoffJitter must be below 1, got %v", c.BackoffJitter))
+	}
+	if c.LeaseTTL < 3*time.Millisecond {
+		errs = append(errs, fmt.Errorf("LeaseTTL must be at least 3ms, got %v", c.LeaseTTL))
+	}
+	if c.WindowSize < c.ReadBatch {
+		errs = append(errs, fmt.Errorf("WindowSize (%d) must be at least ReadBatch (%d)", c.WindowSize, c.ReadBatch))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("queue: invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+func defaultOwnerID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "apqueue"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(uint64(time.Now().UnixNano())&0xffffff, 36)
+}

@@ -1,0 +1,39 @@
+package queue
+
+import (
+	"time"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// delivery is one activity on its way to one inbox of a worker's domain.
+type delivery struct {
+	entry  *entry
+	inbox  string
+	shared bool // inbox is the domain's shared inbox
+
+	attempts     int
+	firstFailure time.Time
+	nextAttempt  time.Time
+	inFlight     bool
+	settled      bool
+	sentAt       time.Time // real time the current attempt started
+}
+
+func (d *delivery) key() string { return d.entry.act.OrderingKey }
+
+// deadLetter records d as failed for good.
+func (d *delivery) deadLetter(dom string, status int, reason string) store.DeadLetter {
+	a := d.entry.act
+	return store.DeadLetter{
+		ActivityID:  a.ID,
+		Domain:      dom,
+		Inbox:       d.inbox,
+		Actor:       a.Actor,
+		OrderingKey: a.OrderingKey,
+		Body:        a.Body,
+		Status:      status,
+		Reason:      reason,
+		Attempts:    d.attempts,
+	}
+}

@@ -1,0 +1,218 @@
+package queue
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/store"
+)
+
+// blockKind says why an ordering key cannot be dispatched now.
+type blockKind uint8
+
+const (
+	blockedInFlight blockKind = iota + 1 // an earlier delivery with the key is in flight
+	blockedWaiting                       // an earlier delivery with the key waits for a retry
+)
+
+// dispatch starts as many pending deliveries as the domain's state allows.
+// First attempts go out in ID order; a delivery never overtakes an earlier
+// unsettled one with the same ordering key.
+func (w *worker) dispatch() {
+	now := w.clock().Now()
+	w.mu.Lock()
+	status, next, failing := w.state.Status, w.state.NextAttemptAt, w.state.FailCount > 0
+	leaseOK := time.Now().Before(w.leaseUntil)
+	w.mu.Unlock()
+	if status == store.StatusPaused || now.Before(next) || !leaseOK {
+		return
+	}
+	limit := w.q.cfg.MaxInFlightPerDomain
+	if failing || status == store.StatusDead {
+		limit = 1 // one request at a time until a success
+	}
+	if w.inflight >= limit {
+		return
+	}
+	var blocked map[string]blockKind
+	block := func(key string, kind blockKind) {
+		if key == "" {
+			return
+		}
+		if blocked == nil {
+			blocked = make(map[string]blockKind)
+		}
+		if blocked[key] != blockedInFlight {
+			blocked[key] = kind
+		}
+	}
+	for _, d := range w.pending {
+		if d.settled {
+			continue
+		}
+		key := d.key()
+		if d.inFlight {
+			block(key, blockedInFlight)
+			continue
+		}
+		if kind := blocked[key]; key != "" && kind != 0 {
+			if kind == blockedInFlight && d.attempts == 0 {
+				return // keep first attempts in ID order
+			}
+			continue
+		}
+		if d.nextAttempt.After(now) {
+			block(key, blockedWaiting)
+			continue
+		}
+		if w.inflight >= limit {
+			return
+		}
+		w.send(d)
+		block(key, blockedInFlight)
+	}
+}
+
+// send starts one attempt in its own goroutine; the result comes back on
+// w.results, which has room for every request in flight.
+func (w *worker) send(d *delivery) {
+	d.inFlight = true
+	d.attempts++
+	d.sentAt = time.Now()
+	w.inflight++
+	del := &sender.Delivery{
+		Activity:    d.entry.payload,
+		Inbox:       d.inbox,
+		Domain:      w.domain,
+		SharedInbox: d.shared,
+		Attempt:     d.attempts,
+	}
+	w.q.observe(Event{Kind: EventDispatched, Domain: w.domain, Inbox: d.inbox, ActivityID: d.entry.act.ID, Attempt: d.attempts})
+	go func() {
+		res := w.q.sender.Send(w.sendCtx, del)
+		w.results <- result{d: d, res: res}
+	}()
+}
+
+// handle applies the result of one attempt to the delivery and the domain.
+func (w *worker) handle(r result) {
+	d, res := r.d, r.res
+	d.inFlight = false
+	w.inflight--
+	if w.sendCtx.Err() != nil {
+		// Cancelled by a stop or a lost lease: not an answer from the domain.
+		d.attempts--
+		return
+	}
+	now := w.clock().Now()
+	cfg := &w.q.cfg
+	ev := Event{Domain: w.domain, Inbox: d.inbox, ActivityID: d.entry.act.ID, Attempt: d.attempts, HTTPStatus: res.Status, Reason: res.Reason, Latency: time.Since(d.sentAt)}
+	w.mu.Lock()
+	st := &w.state
+	statusBefore := st.Status
+	st.LastStatus = res.Status
+	w.dirty = true
+	switch res.Outcome {
+	case sender.Delivered:
+		ev.Kind = EventDelivered
+		w.settle(d, nil)
+		w.counts.Delivered++
+		w.latency.add(ev.Latency)
+		if st.Status == store.StatusDead {
+			st.Status = store.StatusActive
+			w.q.logger.InfoContext(w.ctx, "apqueue: dead domain revived", slog.String("domain", w.domain))
+		}
+		st.FailCount = 0
+		st.FailingSince = time.Time{}
+		st.NextAttemptAt = time.Time{}
+		st.LastError = ""
+		st.LastSuccessAt = now
+	case sender.Permanent:
+		ev.Kind = EventDeadLetter
+		dl := d.deadLetter(w.domain, res.Status, res.Reason)
+		w.settle(d, &dl)
+	case sender.DomainGone:
+		if st.FailingSince.IsZero() {
+			st.FailingSince = now
+		}
+		st.Status = store.StatusDead
+		st.LastError = "gone: " + res.Reason
+		st.NextAttemptAt = now.Add(cfg.ProbeInterval)
+		d.nextAttempt = st.NextAttemptAt
+		w.q.logger.WarnContext(w.ctx, "apqueue: domain is gone, marked dead", slog.String("domain", w.domain), slog.Int("status", res.Status), slog.String("reason", res.Reason))
+	default:
+		if res.Outcome != sender.Retry {
+			res.Reason = "sender returned no outcome: " + res.Reason
+		}
+		if w.retry(d, res, now) {
+			ev.Kind, ev.Reason = EventDeadLetter, w.deadLetters[len(w.deadLetters)-1].Reason
+		} else {
+			ev.Kind, ev.RetryAt = EventRetry, d.nextAttempt
+		}
+	}
+	statusAfter, lastError := st.Status, st.LastError
+	w.mu.Unlock()
+
+	if ev.Kind != 0 {
+		w.q.observe(ev)
+	}
+	if statusAfter != statusBefore {
+		w.q.observe(Event{Kind: EventDomainStatus, Domain: w.domain, Status: statusAfter, Reason: lastError})
+	}
+}
+
+// retry handles a failed attempt that may pass later, and reports whether
+// it gave up on the delivery instead. Caller holds w.mu.
+func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLettered bool) {
+	cfg := &w.q.cfg
+	st := &w.state
+	w.counts.Retried++
+	if d.firstFailure.IsZero() {
+		d.firstFailure = now
+	}
+	st.FailCount++
+	if st.FailingSince.IsZero() {
+		st.FailingSince = now
+	}
+	st.LastError = res.Reason
+	w.q.logger.DebugContext(w.ctx, "apqueue: delivery failed, will retry", slog.String("domain", w.domain), slog.Int64("activity_id", d.entry.act.ID), slog.Int("attempt", d.attempts), slog.Int("status", res.Status), slog.String("reason", res.Reason))
+
+	if d.attempts >= cfg.MaxAttempts && st.LastSuccessAt.After(d.firstFailure) {
+		// The domain accepts other deliveries: this one is the problem.
+		dl := d.deadLetter(w.domain, res.Status, "gave up after repeated failures: "+res.Reason)
+		w.settle(d, &dl)
+		return true
+	}
+	d.nextAttempt = now.Add(w.q.backoff.Delay(d.attempts, res.RetryAfter))
+	if res.DomainLevel || st.FailCount >= cfg.DomainBackoffAfter || st.Status == store.StatusDead {
+		st.NextAttemptAt = now.Add(w.q.backoff.Delay(st.FailCount, res.RetryAfter))
+	}
+	switch {
+	case st.Status == store.StatusDead:
+		st.NextAttemptAt = now.Add(cfg.ProbeInterval)
+	case now.Sub(st.FailingSince) >= cfg.DeadAfter:
+		st.Status = store.StatusDead
+		st.NextAttemptAt = now.Add(cfg.ProbeInterval)
+		w.q.logger.WarnContext(w.ctx, "apqueue: domain failing continuously, marked dead", slog.String("domain", w.domain), slog.Time("failing_since", st.FailingSince), slog.String("reason", res.Reason))
+	}
+	if d.nextAttempt.Before(st.NextAttemptAt) {
+		d.nextAttempt = st.NextAttemptAt
+	}
+	return false
+}
+
+// settle marks d as done, recording dl when it failed for good. Caller holds
+// w.mu.
+func (w *worker) settle(d *delivery, dl *store.DeadLetter) {
+	d.settled = true
+	if dl != nil {
+		w.deadLetters = append(w.deadLetters, *dl)
+		w.counts.DeadLettered++
+		w.q.logger.WarnContext(w.ctx, "apqueue: delivery failed for good", slog.String("domain", w.domain), slog.Int64("activity_id", dl.ActivityID), slog.String("inbox", dl.Inbox), slog.Int("status", dl.Status), slog.String("reason", dl.Reason))
+	}
+	w.settledSince++
+	if w.settledSince >= w.q.cfg.CheckpointDeliveries {
+		w.q.checkpoints.kick()
+	}
+}

@@ -1,0 +1,95 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// Enqueue appends one activity to the log and returns its ID. Once it
+// returns without error the activity is durable in the store, and it will
+// reach every recipient or be recorded as a dead letter. Invalid input is an
+// *ActivityError wrapping one of the Err* reasons, and changes nothing.
+func (q *Queue) Enqueue(ctx context.Context, a Activity) (int64, error) {
+	ids, err := q.EnqueueMany(ctx, []Activity{a})
+	if err != nil {
+		return 0, err
+	}
+	return ids[0], nil
+}
+
+// EnqueueMany appends a batch of activities atomically: all of them, in
+// order, or none. It costs one store call however many recipients the
+// activities have.
+func (q *Queue) EnqueueMany(ctx context.Context, acts []Activity) ([]int64, error) {
+	batch, err := q.prepareBatch(acts)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := q.store.Append(ctx, batch)
+	if err != nil {
+		return nil, fmt.Errorf("queue: enqueue: %w", err)
+	}
+	q.appended(batch)
+	return ids, nil
+}
+
+// EnqueueTx appends one activity inside the caller's transaction, so that it
+// is delivered if and only if the transaction commits. tx is the store's
+// transaction type (a pgx.Tx for store/postgres); a store without
+// transactions returns ErrTxUnsupported.
+func (q *Queue) EnqueueTx(ctx context.Context, tx any, a Activity) (int64, error) {
+	ids, err := q.EnqueueManyTx(ctx, tx, []Activity{a})
+	if err != nil {
+		return 0, err
+	}
+	return ids[0], nil
+}
+
+// EnqueueManyTx is EnqueueMany inside the caller's transaction.
+func (q *Queue) EnqueueManyTx(ctx context.Context, tx any, acts []Activity) ([]int64, error) {
+	txs, ok := q.store.(store.TxAppender)
+	if !ok {
+		return nil, ErrTxUnsupported
+	}
+	batch, err := q.prepareBatch(acts)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := txs.AppendTx(ctx, tx, batch)
+	if err != nil {
+		return nil, fmt.Errorf("queue: enqueue in transaction: %w", err)
+	}
+	// The store notifies every process when the transaction commits.
+	return ids, nil
+}
+
+func (q *Queue) prepareBatch(acts []Activity) ([]store.NewActivity, error) {
+	if len(acts) == 0 {
+		return nil, ErrEmptyBatch
+	}
+	batch := make([]store.NewActivity, len(acts))
+	for i, a := range acts {
+		n, err := q.prepare(a)
+		if err != nil {
+			return nil, &ActivityError{Index: i, Err: err}
+		}
+		batch[i] = n
+	}
+	return batch, nil
+}
+
+// appended wakes this process's workers at once, and takes leases on the
+// domains the batch introduced.
+func (q *Queue) appended(batch []store.NewActivity) {
+	q.window.wake()
+	for _, a := range batch {
+		for _, d := range a.Domains {
+			if !q.holds(d) {
+				q.leases.kick()
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/store"
+	"github.com/apqueue/apqueue/store/memory"
+)
+
+const testActor = "https://local.example/users/alice"
+
+// quietLogger keeps test output readable; set APQUEUE_TEST_LOG=1 to see logs.
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// testConfig is a configuration that reacts quickly, for tests.
+func testConfig() *Config {
+	return &Config{
+		BackoffMin:         10 * time.Millisecond,
+		BackoffMax:         50 * time.Millisecond,
+		BackoffJitter:      -1,
+		LeaseTTL:           3 * time.Second,
+		CheckpointInterval: 20 * time.Millisecond,
+		PollInterval:       time.Hour, // prove wake-ups, not polling
+		Logger:             quietLogger(),
+	}
+}
+
+// note returns a Create of note n, ordered by the note.
+func note(n int, inboxes ...string) Activity {
+	return Activity{
+		Body:    fmt.Appendf(nil, `{"id":"https://local.example/activities/%d","type":"Create","actor":%q,"object":"https://local.example/notes/%d"}`, n, testActor, n),
+		Inboxes: inboxes,
+	}
+}
+
+// keyed returns an activity with the given ordering key.
+func keyed(n int, key string, inboxes ...string) Activity {
+	a := note(n, inboxes...)
+	a.OrderingKey = key
+	return a
+}
+
+// startQueue creates and starts a queue and stops it when the test ends.
+func startQueue(t *testing.T, st store.Store, snd sender.Sender, cfg *Config) *Queue {
+	t.Helper()
+	q, err := New(st, snd, cfg)
+	require.NoError(t, err)
+	require.NoError(t, q.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := q.Stop(ctx)
+		if err != nil && err != ErrNotStarted {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return q
+}
+
+func enqueueAll(t *testing.T, q *Queue, acts ...Activity) []int64 {
+	t.Helper()
+	ids, err := q.EnqueueMany(context.Background(), acts)
+	require.NoError(t, err)
+	return ids
+}
+
+// domainState reads a domain's saved state from the store.
+func domainState(t *testing.T, st store.Store, dom string) store.DomainState {
+	t.Helper()
+	states, err := st.Domains(context.Background(), []string{dom})
+	require.NoError(t, err)
+	require.Len(t, states, 1, "domain %s unknown", dom)
+	return states[0]
+}
+
+func newMemory() *memory.Store { return memory.New() }
+
+// eventually waits for cond with a tight bound.
+func eventually(t *testing.T, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	require.Eventually(t, cond, 5*time.Second, 2*time.Millisecond, append([]any{msg}, args...)...)
+}

@@ -1,0 +1,118 @@
+package queue
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// leaseKeeper renews the leases of this process's domains, takes its fair
+// share of the domains that nobody holds, and gives back what exceeds that
+// share, so that processes sharing a store split the domains among
+// themselves without configuration.
+type leaseKeeper struct {
+	q     *Queue
+	wants chan struct{}
+}
+
+func newLeaseKeeper(q *Queue) *leaseKeeper {
+	return &leaseKeeper{q: q, wants: make(chan struct{}, 1)}
+}
+
+// kick asks for an acquisition round soon (a new domain was enqueued).
+func (l *leaseKeeper) kick() {
+	select {
+	case l.wants <- struct{}{}:
+	default:
+	}
+}
+
+func (l *leaseKeeper) run(ctx context.Context) {
+	interval := l.q.cfg.LeaseTTL / 3
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		if err := l.round(ctx); err != nil && ctx.Err() == nil {
+			l.q.logger.WarnContext(ctx, "apqueue: lease round failed, will retry", slog.Any("error", err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		case <-l.wants:
+		}
+	}
+}
+
+// round renews held leases, then acquires or releases toward a fair share.
+func (l *leaseKeeper) round(ctx context.Context) error {
+	q := l.q
+	ttl := q.cfg.LeaseTTL
+	workers := q.workerList()
+	if len(workers) > 0 {
+		leases := make([]store.Lease, len(workers))
+		for i, w := range workers {
+			leases[i] = w.lease()
+		}
+		asked := time.Now()
+		renewed, err := q.store.RenewLeases(ctx, q.cfg.OwnerID, leases, ttl)
+		if err != nil {
+			return err
+		}
+		kept := make(map[string]store.Lease, len(renewed))
+		for _, r := range renewed {
+			kept[r.Domain] = r
+		}
+		for _, w := range workers {
+			if r, ok := kept[w.domain]; ok {
+				w.renewed(r, asked.Add(ttl))
+			} else {
+				q.dropWorker(w.domain, "lease lost")
+			}
+		}
+	}
+
+	stats, err := q.store.LeaseStats(ctx)
+	if err != nil {
+		return err
+	}
+	held := q.workerCount()
+	owners := stats.Owners
+	if held == 0 {
+		owners++ // this process, not yet counted
+	}
+	share := (stats.Domains + owners - 1) / max(owners, 1)
+	switch {
+	case held < share:
+		asked := time.Now()
+		got, err := q.store.AcquireLeases(ctx, q.cfg.OwnerID, ttl, share-held)
+		if err != nil {
+			return err
+		}
+		for _, st := range got {
+			q.startWorker(st, asked.Add(ttl))
+		}
+	case held > share+1:
+		q.releaseExcess(ctx, held-share)
+	}
+	return nil
+}
+
+// lease returns the worker's current lease.
+func (w *worker) lease() store.Lease {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.state.Lease()
+}
+
+// renewed records a successful renewal and lets the worker dispatch again if
+// it had paused for an expiring lease.
+func (w *worker) renewed(l store.Lease, until time.Time) {
+	w.mu.Lock()
+	w.state.LeaseExpiresAt = l.ExpiresAt
+	w.leaseUntil = until
+	w.mu.Unlock()
+	w.poke()
+}

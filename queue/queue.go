@@ -1,0 +1,376 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/apqueue/apqueue/internal/backoff"
+	"github.com/apqueue/apqueue/internal/domain"
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/store"
+)
+
+// Queue delivers activities to remote inboxes: persistently, in order per
+// domain, with retries, backoff and leases so that many processes can share
+// one store. Create it with New, Start it, Enqueue activities, and Stop it
+// to save every cursor. It is safe for concurrent use.
+type Queue struct {
+	store    store.Store
+	sender   sender.Sender
+	cfg      Config
+	logger   *slog.Logger
+	backoff  backoff.Policy
+	resolver *resolverCache
+
+	window      *window
+	checkpoints *checkpointer
+	leases      *leaseKeeper
+
+	lifecycle sync.Mutex // serialises Start and Stop
+	running   bool
+	loopsStop context.CancelFunc // ends the background loops
+	hardStop  context.CancelFunc // ends every worker at once
+	workCtx   context.Context    // parent of every worker
+	loops     sync.WaitGroup
+	workerWG  sync.WaitGroup
+
+	mu      sync.Mutex
+	workers map[string]*worker
+}
+
+// New returns a queue that keeps its state in st and delivers with snd. A
+// nil cfg means all defaults; an invalid cfg is an error.
+func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
+	if st == nil {
+		return nil, errors.New("queue: nil store")
+	}
+	if snd == nil {
+		return nil, errors.New("queue: nil sender")
+	}
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	q := &Queue{
+		store:   st,
+		sender:  snd,
+		cfg:     c,
+		logger:  c.Logger,
+		backoff: backoff.Policy{Min: c.BackoffMin, Max: c.BackoffMax, Jitter: c.BackoffJitter},
+		workers: make(map[string]*worker),
+	}
+	if c.Resolver != nil {
+		q.resolver = newResolverCache(c.Resolver, c.ResolverTTL, c.clock)
+	}
+	q.window = newWindow(st, c.ReadBatch, c.WindowSize, c.Logger)
+	q.checkpoints = newCheckpointer(q)
+	q.leases = newLeaseKeeper(q)
+	return q, nil
+}
+
+// Start begins delivering: it takes leases on domains, starts their workers
+// and listens for new activities. It returns once the queue runs; ctx only
+// bounds the start-up reads.
+func (q *Queue) Start(ctx context.Context) error {
+	q.lifecycle.Lock()
+	defer q.lifecycle.Unlock()
+	if q.running {
+		return ErrStarted
+	}
+	if err := q.window.init(ctx); err != nil {
+		return fmt.Errorf("queue: start: %w", err)
+	}
+	loopCtx, loopsStop := context.WithCancel(context.WithoutCancel(ctx))
+	workCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	q.loopsStop, q.hardStop = loopsStop, hardStop
+	q.mu.Lock()
+	q.workers = make(map[string]*worker)
+	q.mu.Unlock()
+	q.workCtx = workCtx
+	q.running = true
+
+	q.goLoop(func() { q.window.run(loopCtx, q.cfg.PollInterval) })
+	q.goLoop(func() { q.checkpoints.run(loopCtx) })
+	q.goLoop(func() { q.leases.run(loopCtx) })
+	q.goLoop(func() { q.listen(loopCtx) })
+	if q.resolver != nil {
+		q.goLoop(func() { q.sweepResolver(loopCtx) })
+	}
+	q.logger.InfoContext(ctx, "apqueue: queue started", slog.String("owner", q.cfg.OwnerID))
+	return nil
+}
+
+func (q *Queue) goLoop(f func()) {
+	q.loops.Add(1)
+	go func() {
+		defer q.loops.Done()
+		f()
+	}()
+}
+
+// listen wakes the window whenever the store reports an append, by this
+// process or another; it retries after errors and gives up only when the
+// store cannot notify, leaving polling to the window.
+func (q *Queue) listen(ctx context.Context) {
+	failures := 0
+	for {
+		err := q.store.Listen(ctx, q.window.wake)
+		if ctx.Err() != nil || errors.Is(err, store.ErrNotifyUnsupported) {
+			return
+		}
+		failures++
+		delay := q.backoff.Delay(failures, 0)
+		q.logger.WarnContext(ctx, "apqueue: listening for new activities failed; polling meanwhile", slog.Any("error", err), slog.Duration("retry_in", delay))
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (q *Queue) sweepResolver(ctx context.Context) {
+	ticker := time.NewTicker(q.cfg.ResolverTTL)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			q.resolver.sweep()
+		}
+	}
+}
+
+// Stop stops dispatching, waits for in-flight requests until ctx ends (or
+// Config.StopTimeout when ctx has no deadline), cancels those still running,
+// saves every domain's state and releases the leases. The queue can be
+// started again afterwards.
+func (q *Queue) Stop(ctx context.Context) error {
+	q.lifecycle.Lock()
+	defer q.lifecycle.Unlock()
+	if !q.running {
+		return ErrNotStarted
+	}
+	q.running = false
+	q.loopsStop()
+	q.loops.Wait()
+
+	workers := q.workerList()
+	waitCtx, cancel := q.stopContext(ctx)
+	q.drain(waitCtx, workers)
+	cancel()
+
+	saveCtx, cancelSave := context.WithTimeout(context.WithoutCancel(ctx), q.cfg.StopTimeout)
+	defer cancelSave()
+	var errs []error
+	if err := q.checkpoints.save(saveCtx, workers); err != nil {
+		errs = append(errs, fmt.Errorf("saving domain states: %w", err))
+	}
+	leases := make([]store.Lease, 0, len(workers))
+	for _, w := range workers {
+		leases = append(leases, w.lease())
+	}
+	if len(leases) > 0 {
+		if err := q.store.ReleaseLeases(saveCtx, q.cfg.OwnerID, leases); err != nil {
+			errs = append(errs, fmt.Errorf("releasing leases: %w", err))
+		}
+	}
+	q.hardStop()
+	q.workerWG.Wait()
+	q.mu.Lock()
+	q.workers = make(map[string]*worker)
+	q.mu.Unlock()
+	q.logger.InfoContext(ctx, "apqueue: queue stopped", slog.String("owner", q.cfg.OwnerID), slog.Int("domains", len(workers)))
+	if len(errs) > 0 {
+		return fmt.Errorf("queue: stop: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// stopContext bounds the wait for in-flight requests.
+func (q *Queue) stopContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, q.cfg.StopTimeout)
+}
+
+// drain stops the workers, waits for their in-flight requests until ctx
+// ends, then cancels what is left and waits for the workers to exit.
+func (q *Queue) drain(ctx context.Context, workers []*worker) {
+	for _, w := range workers {
+		w.stop()
+	}
+	for _, w := range workers {
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+			for _, w := range workers {
+				w.sendCancel()
+			}
+		}
+	}
+	for _, w := range workers {
+		<-w.done
+	}
+}
+
+// kill ends the queue as a crash would: no checkpoint, no lease release.
+// Tests use it to prove what survives a crash.
+func (q *Queue) kill() {
+	q.lifecycle.Lock()
+	defer q.lifecycle.Unlock()
+	if !q.running {
+		return
+	}
+	q.running = false
+	q.loopsStop()
+	q.hardStop()
+	q.loops.Wait()
+	q.workerWG.Wait()
+}
+
+// startWorker starts a worker for a domain this process just leased.
+func (q *Queue) startWorker(st store.DomainState, leaseUntil time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, ok := q.workers[st.Domain]; ok || q.workCtx == nil || q.workCtx.Err() != nil {
+		return
+	}
+	w := newWorker(q, q.workCtx, st, leaseUntil)
+	q.workers[st.Domain] = w
+	q.workerWG.Add(1)
+	go func() {
+		defer q.workerWG.Done()
+		w.run()
+	}()
+}
+
+// dropWorker ends the worker of a domain whose lease was lost, at once: its
+// in-flight requests are cancelled and nothing more of it is saved.
+func (q *Queue) dropWorker(dom, reason string) {
+	q.mu.Lock()
+	w, ok := q.workers[dom]
+	delete(q.workers, dom)
+	q.mu.Unlock()
+	if !ok {
+		return
+	}
+	w.cancel()
+	q.logger.WarnContext(context.Background(), "apqueue: stopped working domain", slog.String("domain", dom), slog.String("reason", reason))
+}
+
+// releaseExcess hands n domains back to the store for other processes:
+// their workers finish in-flight requests, their state is saved, then their
+// leases are released.
+func (q *Queue) releaseExcess(ctx context.Context, n int) {
+	q.mu.Lock()
+	var give []*worker
+	for dom, w := range q.workers {
+		if len(give) == n {
+			break
+		}
+		give = append(give, w)
+		delete(q.workers, dom)
+	}
+	q.mu.Unlock()
+	waitCtx, cancel := context.WithTimeout(ctx, q.cfg.StopTimeout)
+	q.drain(waitCtx, give)
+	cancel()
+	if err := q.checkpoints.save(ctx, give); err != nil {
+		q.logger.WarnContext(ctx, "apqueue: saving released domains failed", slog.Any("error", err))
+		return // the leases expire; the next owner re-sends what was not saved
+	}
+	leases := make([]store.Lease, len(give))
+	for i, w := range give {
+		leases[i] = w.lease()
+	}
+	if err := q.store.ReleaseLeases(ctx, q.cfg.OwnerID, leases); err != nil {
+		q.logger.WarnContext(ctx, "apqueue: releasing leases failed", slog.Any("error", err))
+	}
+}
+
+func (q *Queue) workerList() []*worker {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]*worker, 0, len(q.workers))
+	for _, w := range q.workers {
+		out = append(out, w)
+	}
+	return out
+}
+
+func (q *Queue) workerCount() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.workers)
+}
+
+func (q *Queue) holds(dom string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, ok := q.workers[dom]
+	return ok
+}
+
+// InvalidateAudience drops the cached Resolver answers for an audience, so
+// that activities read from now on use a fresh answer. An empty audience
+// drops every cached answer.
+func (q *Queue) InvalidateAudience(audience string) {
+	if q.resolver != nil {
+		q.resolver.invalidate(audience)
+	}
+}
+
+// AddDomains makes domains known to the queue (host[:port]), with their
+// cursor at the log's head, so that activities addressed to audiences or to
+// all domains reach them from now on. Call it when a remote domain first
+// becomes relevant, for example when the first follower from it is accepted.
+func (q *Queue) AddDomains(ctx context.Context, domains ...string) error {
+	regs := make([]store.DomainRegistration, len(domains))
+	for i, d := range domains {
+		n, err := domain.Normalize(d, "https")
+		if err != nil {
+			return fmt.Errorf("queue: add domain %q: %w", d, err)
+		}
+		regs[i] = store.DomainRegistration{Domain: n}
+	}
+	if len(regs) == 0 {
+		return nil
+	}
+	if err := q.store.RegisterDomains(ctx, regs); err != nil {
+		return fmt.Errorf("queue: add domains: %w", err)
+	}
+	q.leases.kick()
+	return nil
+}
+
+// SetSharedInbox records the shared inbox of its domain (registering the
+// domain if new). Deliveries to that domain then go to the shared inbox,
+// once per activity, instead of to each personal inbox.
+func (q *Queue) SetSharedInbox(ctx context.Context, inboxURL string) error {
+	inbox, dom, err := q.checkInbox(inboxURL)
+	if err != nil {
+		return fmt.Errorf("queue: set shared inbox: %w", err)
+	}
+	if err := q.store.RegisterDomains(ctx, []store.DomainRegistration{{Domain: dom, SharedInbox: inbox}}); err != nil {
+		return fmt.Errorf("queue: set shared inbox: %w", err)
+	}
+	q.mu.Lock()
+	w := q.workers[dom]
+	q.mu.Unlock()
+	if w != nil {
+		w.mu.Lock()
+		w.state.SharedInbox = inbox
+		w.mu.Unlock()
+	}
+	q.leases.kick()
+	return nil
+}

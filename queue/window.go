@@ -1,0 +1,197 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/store"
+)
+
+// entry is one activity of the log as this process's workers see it: the
+// stored activity, the payload shared by all its deliveries (so its digest is
+// computed once), and its explicit inboxes grouped by domain.
+type entry struct {
+	act      store.Activity
+	payload  *sender.Activity
+	byDomain map[string][]string
+}
+
+func newEntry(a store.Activity) *entry {
+	e := &entry{
+		act:     a,
+		payload: &sender.Activity{ID: a.ID, Actor: a.Actor, Body: a.Body},
+	}
+	if len(a.Inboxes) > 0 {
+		e.byDomain = make(map[string][]string, len(a.Domains))
+		for _, inbox := range a.Inboxes {
+			d := domainOf(inbox)
+			e.byDomain[d] = append(e.byDomain[d], inbox)
+		}
+	}
+	return e
+}
+
+// window is the per-process shared view of the newest part of the activity
+// log. One read of the store serves every domain that is caught up; a domain
+// that is further behind than the window reads the store itself, in batches.
+// Its memory is bounded by its size, not by the backlog.
+type window struct {
+	store  store.Store
+	batch  int
+	size   int
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	entries []*entry // ascending IDs; together they are every activity in (base, head]
+	base    int64
+	head    int64
+	moved   chan struct{} // closed when head advances
+	kick    chan struct{} // a refresh is wanted
+
+	reads int64 // store reads made, for stats and tests
+}
+
+func newWindow(st store.Store, batch, size int, logger *slog.Logger) *window {
+	return &window{store: st, batch: batch, size: size, logger: logger, moved: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+// init places the window at the log's current head.
+func (w *window) init(ctx context.Context) error {
+	head, err := w.store.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("reading log head: %w", err)
+	}
+	w.mu.Lock()
+	w.base, w.head = head, head
+	w.mu.Unlock()
+	return nil
+}
+
+// wake asks for a refresh without blocking; wake-ups coalesce.
+func (w *window) wake() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run refreshes the window whenever woken and at least every poll interval,
+// until ctx ends.
+func (w *window) run(ctx context.Context, poll time.Duration) {
+	ticker := time.NewTicker(poll)
+	defer ticker.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.kick:
+		case <-ticker.C:
+		}
+		if err := w.refresh(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			w.logger.WarnContext(ctx, "apqueue: reading the activity log failed", slog.Any("error", err), slog.Int("attempt", failures))
+			// Retry on the next tick or wake-up; the ticker bounds the rate.
+			continue
+		}
+		failures = 0
+	}
+}
+
+// refresh reads every activity after the head into the window.
+func (w *window) refresh(ctx context.Context) error {
+	for {
+		w.mu.Lock()
+		head := w.head
+		w.mu.Unlock()
+		acts, err := w.store.Activities(ctx, head, w.batch)
+		w.mu.Lock()
+		w.reads++
+		w.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if len(acts) == 0 {
+			return nil
+		}
+		w.append(acts)
+		if len(acts) < w.batch {
+			return nil
+		}
+	}
+}
+
+func (w *window) append(acts []store.Activity) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, a := range acts {
+		if a.ID <= w.head {
+			continue
+		}
+		w.entries = append(w.entries, newEntry(a))
+		w.head = a.ID
+	}
+	if over := len(w.entries) - w.size; over > 0 {
+		w.base = w.entries[over-1].act.ID
+		clear(w.entries[:over])
+		w.entries = append(w.entries[:0:0], w.entries[over:]...)
+	}
+	close(w.moved)
+	w.moved = make(chan struct{})
+}
+
+// read returns up to limit activities after the given ID and the ID up to
+// which the log has been scanned (every activity at or below it that exists
+// was returned or is at or below after). When the caller is caught up, it
+// returns no entries and a channel that is closed when more arrive.
+func (w *window) read(ctx context.Context, after int64, limit int) ([]*entry, int64, <-chan struct{}, error) {
+	w.mu.Lock()
+	if after >= w.head {
+		moved := w.moved
+		w.mu.Unlock()
+		return nil, after, moved, nil
+	}
+	if after >= w.base {
+		i := sort.Search(len(w.entries), func(i int) bool { return w.entries[i].act.ID > after })
+		j := min(i+limit, len(w.entries))
+		out := append([]*entry(nil), w.entries[i:j]...)
+		scanned := w.head
+		if j < len(w.entries) {
+			scanned = w.entries[j-1].act.ID
+		}
+		w.mu.Unlock()
+		return out, scanned, nil, nil
+	}
+	w.reads++
+	w.mu.Unlock()
+
+	// Behind the window: read the store directly.
+	acts, err := w.store.Activities(ctx, after, limit)
+	if err != nil {
+		return nil, after, nil, fmt.Errorf("reading activities after %d: %w", after, err)
+	}
+	out := make([]*entry, len(acts))
+	for i, a := range acts {
+		out[i] = newEntry(a)
+	}
+	scanned := after
+	if len(acts) > 0 {
+		scanned = acts[len(acts)-1].ID
+	}
+	return out, scanned, nil, nil
+}
+
+// storeReads returns how many reads of the log this window made.
+func (w *window) storeReads() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.reads
+}
