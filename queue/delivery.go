@@ -13,6 +13,7 @@ type delivery struct {
 	shared bool // inbox is the domain's shared inbox
 
 	attempts     int
+	firstAttempt time.Time
 	firstFailure time.Time
 	nextAttempt  time.Time
 	inFlight     bool

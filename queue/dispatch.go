@@ -80,6 +80,9 @@ func (w *worker) send(d *delivery) {
 	d.inFlight = true
 	d.attempts++
 	d.sentAt = time.Now()
+	if d.attempts == 1 {
+		d.firstAttempt = w.clock().Now()
+	}
 	w.inflight++
 	del := &sender.Delivery{
 		Activity:    d.entry.payload,
@@ -178,8 +181,9 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 	st.LastError = res.Reason
 	w.q.logger.DebugContext(w.ctx, "apqueue: delivery failed, will retry", slog.String("domain", w.domain), slog.Int64("activity_id", d.entry.act.ID), slog.Int("attempt", d.attempts), slog.Int("status", res.Status), slog.String("reason", res.Reason))
 
-	if d.attempts >= cfg.MaxAttempts && st.LastSuccessAt.After(d.firstFailure) {
-		// The domain accepts other deliveries: this one is the problem.
+	if d.attempts >= cfg.MaxAttempts && !st.LastSuccessAt.Before(d.firstAttempt) {
+		// The domain accepted other deliveries since this one was first
+		// tried: this one is the problem, not the domain.
 		dl := d.deadLetter(w.domain, res.Status, "gave up after repeated failures: "+res.Reason)
 		w.settle(d, &dl)
 		return true

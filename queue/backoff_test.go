@@ -1,0 +1,246 @@
+package queue
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/internal/clock"
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/sender/sendertest"
+	"github.com/apqueue/apqueue/store"
+)
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// waitTimer waits until the worker has handled attempt n and armed its timer,
+// and returns how far in the future the timer fires.
+func waitTimer(t *testing.T, fake *sendertest.Fake, clk *clock.Fake, n int) time.Duration {
+	t.Helper()
+	var in time.Duration
+	eventually(t, func() bool {
+		if len(fake.Calls()) < n {
+			return false
+		}
+		at, ok := clk.NextDeadline()
+		if !ok || !at.After(clk.Now()) {
+			return false
+		}
+		in = at.Sub(clk.Now())
+		return true
+	}, "attempt %d handled and timer armed", n)
+	return in
+}
+
+func TestBackoffDoublesAndHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(epoch)
+	var attempts atomic.Int32
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		switch attempts.Add(1) {
+		case 1, 2:
+			return sender.Result{Outcome: sender.Retry, Status: 503, DomainLevel: true, Reason: "503 Service Unavailable"}
+		case 3:
+			return sender.Result{Outcome: sender.Retry, Status: 429, DomainLevel: true, RetryAfter: 20 * time.Second, Reason: "429 Too Many Requests"}
+		case 4:
+			return sender.Result{Outcome: sender.Retry, Status: 429, DomainLevel: true, RetryAfter: 5 * time.Hour, Reason: "429 Too Many Requests"}
+		}
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	cfg.BackoffMin = time.Second
+	cfg.BackoffMax = time.Minute
+	cfg.clock = clk
+	q := startQueue(t, newMemory(), fake, cfg)
+	enqueueAll(t, q, note(1, "https://a.example/inbox"))
+
+	require.Equal(t, time.Second, waitTimer(t, fake, clk, 1), "first failure waits BackoffMin")
+	clk.Advance(time.Second)
+	require.Equal(t, 2*time.Second, waitTimer(t, fake, clk, 2), "second failure doubles")
+	clk.Advance(2 * time.Second)
+	require.Equal(t, 20*time.Second, waitTimer(t, fake, clk, 3), "Retry-After longer than the backoff is honoured")
+	clk.Advance(20 * time.Second)
+	require.Equal(t, time.Minute, waitTimer(t, fake, clk, 4), "Retry-After is capped at BackoffMax")
+	clk.Advance(time.Minute)
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 1 }, "delivered after the backoff")
+	calls := fake.Calls()
+	require.Len(t, calls, 5, "no attempt before its backoff ended")
+}
+
+func TestFailingDomainDropsToOneRequestInFlight(t *testing.T) {
+	t.Parallel()
+	var failing, retrySeen atomic.Bool
+	failing.Store(true)
+	var mu sync.Mutex
+	inflight, maxWhileFailing := 0, 0
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		mu.Lock()
+		inflight++
+		if failing.Load() && retrySeen.Load() {
+			// Started after the queue handled a failure.
+			maxWhileFailing = max(maxWhileFailing, inflight)
+		}
+		mu.Unlock()
+		time.Sleep(time.Millisecond) // simulated latency, so overlap would show
+		mu.Lock()
+		inflight--
+		mu.Unlock()
+		if failing.Load() {
+			return sender.Result{Outcome: sender.Retry, Status: 502, DomainLevel: true, Reason: "502 Bad Gateway"}
+		}
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	cfg.MaxInFlightPerDomain = 8
+	cfg.BackoffMin = time.Millisecond
+	cfg.BackoffMax = 2 * time.Millisecond
+	cfg.Observer = ObserverFunc(func(e Event) {
+		if e.Kind == EventRetry {
+			retrySeen.Store(true)
+		}
+	})
+	q := startQueue(t, newMemory(), fake, cfg)
+	var acts []Activity
+	for i := range 30 {
+		acts = append(acts, note(i, "https://a.example/inbox"))
+	}
+	enqueueAll(t, q, acts...)
+	eventually(t, func() bool { return len(fake.Calls()) >= 20 }, "several failed attempts")
+	failing.Store(false)
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 30 }, "all delivered after recovery")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, 1, maxWhileFailing, "one request at a time while failing")
+	require.Greater(t, fake.MaxInFlight("a.example"), 1, "back to parallel after a success")
+}
+
+func TestDeadLetterAfterBoundedAttemptsOnHealthyDomain(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	var poison atomic.Int64
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Activity.ID == poison.Load() {
+			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+		}
+		if d.Activity.ID == poison.Load()+1 {
+			return sender.Result{Outcome: sender.Permanent, Status: 400, Reason: "400 Bad Request"}
+		}
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	cfg.MaxAttempts = 3
+	cfg.BackoffMin = time.Millisecond
+	cfg.BackoffMax = 5 * time.Millisecond
+	q, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	var acts []Activity
+	for i := range 10 {
+		acts = append(acts, note(i, "https://a.example/inbox"))
+	}
+	ids, err := q.EnqueueMany(context.Background(), acts)
+	require.NoError(t, err)
+	poison.Store(ids[2])
+	require.NoError(t, q.Start(context.Background()))
+	t.Cleanup(func() { _ = q.Stop(context.Background()) })
+
+	eventually(t, func() bool { return domainState(t, st, "a.example").Cursor == ids[9] }, "the cursor passes the failing activities")
+	dls, err := st.DeadLetters(context.Background(), store.DeadLetterFilter{Domain: "a.example"})
+	require.NoError(t, err)
+	require.Len(t, dls, 2)
+	slices.SortFunc(dls, func(a, b store.DeadLetter) int { return cmp.Compare(a.ActivityID, b.ActivityID) })
+	require.Equal(t, ids[2], dls[0].ActivityID)
+	require.Equal(t, 3, dls[0].Attempts, "gave up after MaxAttempts")
+	require.Equal(t, 500, dls[0].Status)
+	require.Contains(t, dls[0].Reason, "500 Internal Server Error")
+	require.Equal(t, "https://a.example/inbox", dls[0].Inbox)
+	require.JSONEq(t, string(acts[2].Body), string(dls[0].Body), "the dead letter keeps the activity")
+	require.Equal(t, ids[3], dls[1].ActivityID)
+	require.Equal(t, 1, dls[1].Attempts, "a permanent refusal is not retried")
+	require.Equal(t, 400, dls[1].Status)
+	require.Len(t, fake.Delivered("https://a.example/inbox"), 8)
+}
+
+func TestDomainFailingTooLongIsMarkedDeadThenRevived(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(epoch)
+	st := newMemory()
+	var alive atomic.Bool
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if alive.Load() {
+			return sender.Success(202)
+		}
+		return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: "connection refused"}
+	}}
+	var statusMu sync.Mutex
+	var statuses []store.DomainStatus
+	cfg := testConfig()
+	cfg.clock = clk
+	cfg.BackoffMin = time.Minute
+	cfg.BackoffMax = 10 * time.Minute
+	cfg.DeadAfter = time.Hour
+	cfg.ProbeInterval = 6 * time.Hour
+	cfg.Observer = ObserverFunc(func(e Event) {
+		if e.Kind == EventDomainStatus {
+			statusMu.Lock()
+			statuses = append(statuses, e.Status)
+			statusMu.Unlock()
+		}
+	})
+	q := startQueue(t, st, fake, cfg)
+	ids := enqueueAll(t, q, note(1, "https://a.example/inbox"), note(2, "https://a.example/inbox"))
+
+	// Fail until an hour has passed.
+	n := 1
+	for clk.Now().Sub(epoch) < time.Hour {
+		clk.Advance(waitTimer(t, fake, clk, n))
+		n++
+	}
+	in := waitTimer(t, fake, clk, n)
+	require.Equal(t, 6*time.Hour, in, "a dead domain is only probed every ProbeInterval")
+	w := q.workerList()[0]
+	w.mu.Lock()
+	require.Equal(t, store.StatusDead, w.state.Status)
+	w.mu.Unlock()
+
+	// A failed probe keeps it dead; a successful one revives it.
+	clk.Advance(in)
+	n++
+	require.Equal(t, 6*time.Hour, waitTimer(t, fake, clk, n))
+	alive.Store(true)
+	clk.Advance(6 * time.Hour)
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 2 }, "revived and caught up")
+	eventually(t, func() bool {
+		s := domainState(t, st, "a.example")
+		return s.Status == store.StatusActive && s.Cursor == ids[1] && s.FailCount == 0 && s.LastError == ""
+	}, "the revived state is saved")
+	statusMu.Lock()
+	require.Equal(t, []store.DomainStatus{store.StatusDead, store.StatusActive}, statuses)
+	statusMu.Unlock()
+}
+
+func TestGoneSharedInboxMarksDomainDead(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.SharedInbox {
+			return sender.Result{Outcome: sender.DomainGone, Status: 410, Reason: "410 Gone"}
+		}
+		return sender.Success(202)
+	}}
+	q := startQueue(t, st, fake, testConfig())
+	require.NoError(t, q.SetSharedInbox(context.Background(), "https://gone.example/inbox"))
+	enqueueAll(t, q, note(1, "https://gone.example/users/bob/inbox"))
+	eventually(t, func() bool { return domainState(t, st, "gone.example").Status == store.StatusDead }, "marked dead")
+	s := domainState(t, st, "gone.example")
+	require.Contains(t, s.LastError, "410 Gone")
+	require.Zero(t, s.Cursor, "nothing is skipped: the backlog stays until an admin or the retention says so")
+	calls := fake.Calls()
+	require.Len(t, calls, 1)
+	require.Equal(t, "https://gone.example/inbox", calls[0].Inbox, "the shared inbox is preferred")
+}
