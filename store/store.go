@@ -76,8 +76,13 @@ type Store interface {
 	ReleaseLeases(ctx context.Context, owner string, leases []Lease) error
 
 	// LeaseStats reports how many domains are known and how many distinct
-	// owners hold a live lease, so that processes sharing a store can split
-	// the domains evenly without configuration.
+	// owners are live, so that processes sharing a store can split the
+	// domains evenly without configuration. An owner is live while it holds
+	// an unexpired lease, and also for ttl after each AcquireLeases or
+	// RenewLeases call it made with that ttl, even if it got no domain: that
+	// is how a process that has just started, and holds nothing yet, makes the
+	// others give up part of their share. ReleaseLeases ends the latter (an
+	// owner that releases is leaving or shedding load).
 	LeaseStats(ctx context.Context) (LeaseStats, error)
 
 	// DeadLetters returns dead letters matching filter, oldest first.

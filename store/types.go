@@ -122,7 +122,7 @@ func (s DomainState) Lease() Lease {
 type LeaseStats struct {
 	// Domains is the number of known domains.
 	Domains int
-	// Owners is the number of distinct owners holding at least one live lease.
+	// Owners is the number of distinct live owners (see Store.LeaseStats).
 	Owners int
 }
 

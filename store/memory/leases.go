@@ -28,6 +28,7 @@ func (s *Store) AcquireLeases(ctx context.Context, owner string, ttl time.Durati
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.timeNow()
+	s.heartbeat(owner, now.Add(ttl))
 	var free []*store.DomainState
 	for _, d := range s.domains {
 		if !live(d, now) {
@@ -63,6 +64,7 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Le
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.timeNow()
+	s.heartbeat(owner, now.Add(ttl))
 	out := make([]store.Lease, 0, len(leases))
 	for _, l := range leases {
 		d, ok := s.domains[l.Domain]
@@ -87,6 +89,7 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string, leases []store.
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.owners, owner)
 	for _, l := range leases {
 		d, ok := s.domains[l.Domain]
 		if !ok || d.Owner != owner || d.LeaseToken != l.Token {
@@ -112,7 +115,25 @@ func (s *Store) LeaseStats(ctx context.Context) (store.LeaseStats, error) {
 			owners[d.Owner] = struct{}{}
 		}
 	}
+	for o, until := range s.owners {
+		if now.Before(until) {
+			owners[o] = struct{}{}
+		} else {
+			delete(s.owners, o)
+		}
+	}
 	return store.LeaseStats{Domains: len(s.domains), Owners: len(owners)}, nil
+}
+
+// heartbeat records that owner is live until the given time. Caller holds
+// s.mu.
+func (s *Store) heartbeat(owner string, until time.Time) {
+	if s.owners == nil {
+		s.owners = make(map[string]time.Time)
+	}
+	if until.After(s.owners[owner]) {
+		s.owners[owner] = until
+	}
 }
 
 func checkLeaseArgs(op, owner string, ttl time.Duration) error {

@@ -23,6 +23,9 @@ type Store struct {
 	deadLetters []store.DeadLetter
 	lastDeadID  int64
 	listeners   map[*listener]struct{}
+	// owners maps an owner to the end of its liveness from its last lease
+	// call, for LeaseStats.
+	owners map[string]time.Time
 }
 
 var _ store.Store = (*Store)(nil)

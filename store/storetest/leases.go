@@ -246,6 +246,38 @@ func testLeases(t *testing.T, su suite) {
 		}, waitFor, tick)
 	})
 
+	su.run(t, "StatsCountOwnersThatHoldNothingYet", func(t *testing.T, s store.Store) {
+		// A process that just started holds no lease, but must be counted so
+		// that the others shed part of their domains for it.
+		ctx := t.Context()
+		register(t, s, "a.example", "b.example")
+		a, err := s.AcquireLeases(ctx, "owner-a", longTTL, 2)
+		require.NoError(t, err)
+		require.Len(t, a, 2)
+		b, err := s.AcquireLeases(ctx, "owner-b", longTTL, 1)
+		require.NoError(t, err)
+		require.Empty(t, b)
+		st, err := s.LeaseStats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, store.LeaseStats{Domains: 2, Owners: 2}, st, "an owner asking for leases is live")
+
+		require.NoError(t, s.ReleaseLeases(ctx, "owner-b", nil))
+		st, err = s.LeaseStats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, store.LeaseStats{Domains: 2, Owners: 1}, st, "releasing ends an owner's liveness")
+
+		_, err = s.RenewLeases(ctx, "owner-c", nil, shortTTL)
+		require.NoError(t, err)
+		st, err = s.LeaseStats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 2, st.Owners, "an owner renewing is live")
+		require.Eventually(t, func() bool {
+			st, err := s.LeaseStats(ctx)
+			require.NoError(t, err)
+			return st.Owners == 1
+		}, waitFor, tick, "liveness without leases ends after the ttl")
+	})
+
 	su.run(t, "InvalidArguments", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		register(t, s, "a.example")
