@@ -15,6 +15,9 @@ import (
 type leaseKeeper struct {
 	q     *Queue
 	wants chan struct{}
+	// liveUntil is when the store stops counting this process as a live
+	// owner, absent further lease calls. Used by the run goroutine only.
+	liveUntil time.Time
 }
 
 func newLeaseKeeper(q *Queue) *leaseKeeper {
@@ -61,6 +64,7 @@ func (l *leaseKeeper) round(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		l.liveUntil = asked.Add(ttl)
 		kept := make(map[string]store.Lease, len(renewed))
 		for _, r := range renewed {
 			kept[r.Domain] = r
@@ -80,8 +84,8 @@ func (l *leaseKeeper) round(ctx context.Context) error {
 	}
 	held := q.workerCount()
 	owners := stats.Owners
-	if held == 0 {
-		owners++ // this process, not yet counted
+	if !time.Now().Before(l.liveUntil) {
+		owners++ // this process, not counted until its first lease call
 	}
 	share := (stats.Domains + owners - 1) / max(owners, 1)
 	switch {
@@ -91,6 +95,7 @@ func (l *leaseKeeper) round(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		l.liveUntil = asked.Add(ttl)
 		for _, st := range got {
 			q.startWorker(st, asked.Add(ttl))
 		}
