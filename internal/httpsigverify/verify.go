@@ -136,8 +136,10 @@ func SigningString(r *http.Request, headers []string) (string, error) {
 		}
 		switch h {
 		case "(request-target)":
+			// The origin-form as sent; a client request or an absolute-form
+			// request line falls back to the parsed URL.
 			target := r.RequestURI
-			if target == "" {
+			if !strings.HasPrefix(target, "/") {
 				target = r.URL.RequestURI()
 			}
 			b.WriteString("(request-target): ")
