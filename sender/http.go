@@ -1,0 +1,302 @@
+package sender
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/apqueue/apqueue/internal/domain"
+)
+
+// Defaults of HTTPConfig, applied by NewHTTP to zero fields.
+const (
+	// DialTimeoutDefault bounds establishing a TCP connection.
+	DialTimeoutDefault = 5 * time.Second
+	// TLSHandshakeTimeoutDefault bounds the TLS handshake.
+	TLSHandshakeTimeoutDefault = 10 * time.Second
+	// ResponseHeaderTimeoutDefault bounds the wait for response headers
+	// after the request is written; inboxes that process synchronously can
+	// be slow, so it is generous.
+	ResponseHeaderTimeoutDefault = 20 * time.Second
+	// RequestTimeoutDefault bounds a whole attempt: dial, TLS, writing the
+	// request, and reading the response.
+	RequestTimeoutDefault = 30 * time.Second
+	// MaxResponseBytesDefault caps how much of a response body is read.
+	// Inbox responses carry nothing the queue needs; the body is read (up to
+	// the cap) so the connection can be reused, and its start goes into
+	// Result.Reason.
+	MaxResponseBytesDefault = 64 << 10
+	// MaxIdleConnsPerHostDefault is how many idle connections are kept per
+	// remote host for reuse, enough for several requests in flight per
+	// domain.
+	MaxIdleConnsPerHostDefault = 16
+	// MaxIdleConnsDefault is how many idle connections are kept in total.
+	MaxIdleConnsDefault = 1024
+	// IdleConnTimeoutDefault is how long an idle connection is kept.
+	IdleConnTimeoutDefault = 90 * time.Second
+	// UnauthorizedAttemptsDefault is how many attempts of one delivery may
+	// end in 401 Unauthorized and still be retried: the receiver may hold a
+	// stale copy of the actor's key and refresh it.
+	UnauthorizedAttemptsDefault = 3
+	// UserAgentDefault is the User-Agent sent unless configured. Servers
+	// should set their own, naming their software and URL, as Mastodon does.
+	UserAgentDefault = "apqueue (+https://github.com/apqueue/apqueue)"
+)
+
+// ContentType is the Content-Type of every delivery.
+const ContentType = "application/activity+json"
+
+// accept is sent as Accept: any JSON-LD answer will do.
+const accept = `application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"`
+
+// Signer signs a delivery request: it sets Date, Digest, Host and Signature.
+// It is called on every attempt with a freshly built request. *signer.Signer
+// implements it.
+type Signer interface {
+	Sign(ctx context.Context, r *http.Request, actor, digest string) error
+}
+
+// HTTPConfig configures the HTTP sender. A nil *HTTPConfig means defaults.
+type HTTPConfig struct {
+	// Signer signs every request with the key of Activity.Actor. Nil sends
+	// unsigned requests, which real servers reject: for tests and
+	// benchmarks only. Default: nil.
+	Signer Signer
+	// UserAgent is sent with every request. Default: UserAgentDefault.
+	UserAgent string
+	// DialTimeout bounds establishing a TCP connection.
+	// Default: DialTimeoutDefault (5 s).
+	DialTimeout time.Duration
+	// TLSHandshakeTimeout bounds the TLS handshake.
+	// Default: TLSHandshakeTimeoutDefault (10 s).
+	TLSHandshakeTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for response headers.
+	// Default: ResponseHeaderTimeoutDefault (20 s).
+	ResponseHeaderTimeout time.Duration
+	// RequestTimeout bounds a whole attempt including reading the response.
+	// Default: RequestTimeoutDefault (30 s).
+	RequestTimeout time.Duration
+	// MaxResponseBytes caps how much of a response body is read; the rest
+	// is dropped with the connection. Default: MaxResponseBytesDefault
+	// (64 KiB).
+	MaxResponseBytes int64
+	// MaxIdleConnsPerHost is how many idle connections are kept per host.
+	// Default: MaxIdleConnsPerHostDefault (16).
+	MaxIdleConnsPerHost int
+	// MaxIdleConns is how many idle connections are kept in total.
+	// Default: MaxIdleConnsDefault (1024).
+	MaxIdleConns int
+	// IdleConnTimeout is how long an idle connection is kept.
+	// Default: IdleConnTimeoutDefault (90 s).
+	IdleConnTimeout time.Duration
+	// UnauthorizedAttempts is how many attempts may end in 401 and still be
+	// retried (Delivery.Attempt <= UnauthorizedAttempts); later ones are
+	// Permanent. Negative makes every 401 Permanent.
+	// Default: UnauthorizedAttemptsDefault (3).
+	UnauthorizedAttempts int
+	// AllowPrefixes are address ranges the SSRF guard lets through although
+	// they are loopback, private or otherwise reserved (see CheckAddr), for
+	// example a trusted relay on a private network. Default: none.
+	AllowPrefixes []netip.Prefix
+	// AllowLoopback adds LoopbackPrefixes to AllowPrefixes, for tests and
+	// the quick start, whose inboxes listen on loopback. Default: false.
+	AllowLoopback bool
+	// TLSClientConfig is the TLS configuration, cloned; nil uses the system
+	// roots. Default: nil.
+	TLSClientConfig *tls.Config
+	// Resolver resolves host names. Default: nil, the net package's resolver.
+	Resolver *net.Resolver
+	// NowFunc is the clock Retry-After dates are measured against.
+	// Default: time.Now.
+	NowFunc func() time.Time
+}
+
+// HTTP is the Sender that POSTs activities to inboxes over HTTP(S). It keeps
+// one connection pool for all deliveries, refuses to dial addresses the SSRF
+// guard blocks, does not follow redirects (a 3xx is Permanent: a redirected
+// POST would reach a host that was never checked as a delivery target, and
+// ActivityPub inboxes do not move), and classifies every outcome into a
+// Result. It is safe for concurrent use.
+//
+// HTTP ignores proxy environment variables: the SSRF guard checks the address
+// actually dialed, which would be the proxy's.
+type HTTP struct {
+	cfg       HTTPConfig
+	transport *http.Transport
+	client    *http.Client
+}
+
+var _ Sender = (*HTTP)(nil)
+
+// NewHTTP returns an HTTP sender configured by cfg (nil means defaults).
+func NewHTTP(cfg *HTTPConfig) (*HTTP, error) {
+	c := HTTPConfig{}
+	if cfg != nil {
+		c = *cfg
+	}
+	if err := c.applyDefaults(); err != nil {
+		return nil, err
+	}
+	t := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dialerFor(&c).DialContext,
+		TLSClientConfig:       c.TLSClientConfig,
+		TLSHandshakeTimeout:   c.TLSHandshakeTimeout,
+		ResponseHeaderTimeout: c.ResponseHeaderTimeout,
+		MaxIdleConns:          c.MaxIdleConns,
+		MaxIdleConnsPerHost:   c.MaxIdleConnsPerHost,
+		IdleConnTimeout:       c.IdleConnTimeout,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     true,
+		// Response bodies are discarded; do not ask for compression.
+		DisableCompression: true,
+	}
+	h := &HTTP{cfg: c, transport: t}
+	h.client = &http.Client{
+		Transport: t,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	return h, nil
+}
+
+func (c *HTTPConfig) applyDefaults() error {
+	durations := []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"DialTimeout", &c.DialTimeout, DialTimeoutDefault},
+		{"TLSHandshakeTimeout", &c.TLSHandshakeTimeout, TLSHandshakeTimeoutDefault},
+		{"ResponseHeaderTimeout", &c.ResponseHeaderTimeout, ResponseHeaderTimeoutDefault},
+		{"RequestTimeout", &c.RequestTimeout, RequestTimeoutDefault},
+		{"IdleConnTimeout", &c.IdleConnTimeout, IdleConnTimeoutDefault},
+	}
+	for _, d := range durations {
+		if *d.v < 0 {
+			return fmt.Errorf("sender: HTTPConfig.%s is negative (%s)", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.MaxResponseBytes < 0 || c.MaxIdleConnsPerHost < 0 || c.MaxIdleConns < 0 {
+		return errors.New("sender: HTTPConfig.MaxResponseBytes, MaxIdleConnsPerHost and MaxIdleConns must not be negative")
+	}
+	if c.MaxResponseBytes == 0 {
+		c.MaxResponseBytes = MaxResponseBytesDefault
+	}
+	if c.MaxIdleConnsPerHost == 0 {
+		c.MaxIdleConnsPerHost = MaxIdleConnsPerHostDefault
+	}
+	if c.MaxIdleConns == 0 {
+		c.MaxIdleConns = MaxIdleConnsDefault
+	}
+	if c.UnauthorizedAttempts == 0 {
+		c.UnauthorizedAttempts = UnauthorizedAttemptsDefault
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = UserAgentDefault
+	}
+	if strings.ContainsAny(c.UserAgent, "\r\n") {
+		return errors.New("sender: HTTPConfig.UserAgent contains a line break")
+	}
+	allow := make([]netip.Prefix, 0, len(c.AllowPrefixes)+len(LoopbackPrefixes))
+	for _, p := range c.AllowPrefixes {
+		if !p.IsValid() {
+			return fmt.Errorf("sender: HTTPConfig.AllowPrefixes holds an invalid prefix %v", p)
+		}
+		allow = append(allow, p.Masked())
+	}
+	if c.AllowLoopback {
+		allow = append(allow, LoopbackPrefixes...)
+	}
+	c.AllowPrefixes = allow
+	if c.TLSClientConfig != nil {
+		c.TLSClientConfig = c.TLSClientConfig.Clone()
+	}
+	if c.NowFunc == nil {
+		c.NowFunc = time.Now
+	}
+	return nil
+}
+
+// Close closes idle connections. In-flight deliveries are not affected;
+// cancel their contexts to stop them.
+func (h *HTTP) Close() {
+	h.transport.CloseIdleConnections()
+}
+
+// Send POSTs d.Activity.Body to d.Inbox, signed for d.Activity.Actor, and
+// classifies the outcome. It returns when the attempt ends, the request
+// timeout expires or ctx ends.
+func (h *HTTP) Send(ctx context.Context, d *Delivery) Result {
+	if d == nil || d.Activity == nil {
+		return Result{Outcome: Permanent, Reason: "delivery without activity"}
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.RequestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.Inbox, bytes.NewReader(d.Activity.Body))
+	if err != nil {
+		return Result{Outcome: Permanent, Reason: oneLine("invalid inbox URL: " + err.Error())}
+	}
+	if u := req.URL; (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+		return Result{Outcome: Permanent, Reason: oneLine(fmt.Sprintf("invalid inbox URL %q: want an absolute http(s) URL", d.Inbox))}
+	}
+	if _, err := domain.Normalize(req.URL.Host, req.URL.Scheme); err != nil {
+		return Result{Outcome: Permanent, Reason: oneLine("invalid inbox URL: " + err.Error())}
+	}
+	digest := d.Activity.Digest()
+	req.Header.Set("Content-Type", ContentType)
+	req.Header.Set("Accept", accept)
+	req.Header.Set("User-Agent", h.cfg.UserAgent)
+	req.Header.Set("Digest", digest)
+	if h.cfg.Signer != nil {
+		if err := h.cfg.Signer.Sign(ctx, req, d.Activity.Actor, digest); err != nil {
+			// A key source may fail for a moment (its database); the queue
+			// bounds the retries of one activity.
+			if parent.Err() != nil {
+				return Result{Outcome: Retry, Reason: oneLine("canceled while signing: " + err.Error())}
+			}
+			return Result{Outcome: Retry, Reason: oneLine("signing: " + err.Error())}
+		}
+	}
+
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return classifyError(parent, err)
+	}
+	defer resp.Body.Close()
+	snippet := h.readBody(resp)
+	return classifyResponse(resp, d, snippet, h.cfg.UnauthorizedAttempts, h.cfg.NowFunc())
+}
+
+// snippetBytes is how much of an error response goes into Result.Reason.
+const snippetBytes = 256
+
+// readBody reads the response body up to the cap, so the connection can be
+// reused, and returns the start of it for non-2xx responses.
+func (h *HTTP) readBody(resp *http.Response) []byte {
+	limit := h.cfg.MaxResponseBytes
+	var snippet []byte
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		buf := make([]byte, min(limit, snippetBytes))
+		n, _ := io.ReadFull(resp.Body, buf)
+		snippet = buf[:n]
+		limit -= int64(n)
+	}
+	if limit > 0 {
+		_, _ = io.CopyN(io.Discard, resp.Body, limit)
+	}
+	return snippet
+}
