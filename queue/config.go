@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/apqueue/apqueue/internal/clock"
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/signer"
 )
 
 // Defaults applied by New to zero fields of Config.
@@ -127,6 +129,14 @@ type Config struct {
 	// ResolverTTL is how long a Resolver answer is cached. Default
 	// ResolverTTLDefault.
 	ResolverTTL time.Duration
+
+	// Keys provides the actors' signing keys for the HTTP sender that New
+	// builds when it is given no sender. Required then; ignored otherwise.
+	Keys signer.KeySource
+	// HTTP configures that HTTP sender (timeouts, User-Agent, addresses the
+	// SSRF guard allows). Its Signer is set from Keys. Default: nil, the
+	// sender's defaults.
+	HTTP *sender.HTTPConfig
 
 	// Observer receives delivery and domain events, for metrics. Default:
 	// none.

@@ -90,3 +90,5 @@ func eventually(t *testing.T, cond func() bool, msg string, args ...any) {
 	t.Helper()
 	require.Eventually(t, cond, 5*time.Second, 2*time.Millisecond, append([]any{msg}, args...)...)
 }
+
+func storeFilter(dom string) store.DeadLetterFilter { return store.DeadLetterFilter{Domain: dom} }

@@ -11,6 +11,7 @@ import (
 	"github.com/apqueue/apqueue/internal/backoff"
 	"github.com/apqueue/apqueue/internal/domain"
 	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/signer"
 	"github.com/apqueue/apqueue/store"
 )
 
@@ -43,17 +44,22 @@ type Queue struct {
 }
 
 // New returns a queue that keeps its state in st and delivers with snd. A
-// nil cfg means all defaults; an invalid cfg is an error.
+// nil snd means the HTTP sender of package sender, configured by cfg.HTTP and
+// signing with cfg.Keys. A nil cfg means all defaults; an invalid cfg is an
+// error.
 func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 	if st == nil {
 		return nil, errors.New("queue: nil store")
 	}
-	if snd == nil {
-		return nil, errors.New("queue: nil sender")
-	}
 	c := cfg.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, err
+	}
+	if snd == nil {
+		var err error
+		if snd, err = defaultSender(&c); err != nil {
+			return nil, err
+		}
 	}
 	q := &Queue{
 		store:   st,
@@ -70,6 +76,27 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 	q.checkpoints = newCheckpointer(q)
 	q.leases = newLeaseKeeper(q)
 	return q, nil
+}
+
+// defaultSender builds the HTTP sender that signs with c.Keys.
+func defaultSender(c *Config) (sender.Sender, error) {
+	if c.Keys == nil {
+		return nil, errors.New("queue: no sender given and no Config.Keys to sign the HTTP sender's requests with")
+	}
+	sig, err := signer.New(c.Keys, nil)
+	if err != nil {
+		return nil, fmt.Errorf("queue: signer: %w", err)
+	}
+	var hc sender.HTTPConfig
+	if c.HTTP != nil {
+		hc = *c.HTTP
+	}
+	hc.Signer = sig
+	h, err := sender.NewHTTP(&hc)
+	if err != nil {
+		return nil, fmt.Errorf("queue: HTTP sender: %w", err)
+	}
+	return h, nil
 }
 
 // Start begins delivering: it takes leases on domains, starts their workers

@@ -44,6 +44,16 @@ type worker struct {
 	leaseUntil   time.Time // local time the lease is known to hold until
 	counts       counts
 	latency      latencyRing
+	view         workerView
+}
+
+// workerView is what Stats may read of the run goroutine's own fields,
+// published under mu after every step.
+type workerView struct {
+	pending  int
+	oldest   time.Time
+	inFlight int
+	scanned  int64
 }
 
 // counts are a domain's delivery counters since this process took it.
@@ -304,10 +314,18 @@ func (w *worker) advanceCursor() {
 		}
 	}
 	cursor := w.scanned
+	view := workerView{inFlight: w.inflight, scanned: w.scanned}
 	if len(w.pending) > 0 {
 		cursor = min(cursor, w.pending[0].entry.act.ID-1)
+		view.oldest = w.pending[0].entry.act.EnqueuedAt
+		for _, d := range w.pending {
+			if !d.settled {
+				view.pending++
+			}
+		}
 	}
 	w.mu.Lock()
+	w.view = view
 	if cursor > w.state.Cursor {
 		w.state.Cursor = cursor
 		w.dirty = true

@@ -1,0 +1,145 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// DomainStats describes one remote domain.
+type DomainStats struct {
+	Domain      string
+	SharedInbox string
+	Status      store.DomainStatus
+	// Cursor: every activity at or below it is settled for the domain.
+	Cursor int64
+	// Owner is the process whose lease covers the domain ("" when none).
+	Owner string
+	// Local reports whether this process works the domain; the fields
+	// below up to Latency are live only then (otherwise zero or as saved).
+	Local bool
+	// Pending counts deliveries read and addressed to the domain, not yet
+	// settled.
+	Pending int
+	// Unread counts log IDs after the domain's read position, up to the
+	// head, not yet examined (some may be addressed elsewhere).
+	Unread int64
+	// OldestPending is when the oldest unsettled activity was enqueued (zero
+	// when none): the domain's lag in time.
+	OldestPending time.Time
+	InFlight      int
+	FailCount     int
+	FailingSince  time.Time
+	NextAttemptAt time.Time
+	LastStatus    int
+	LastError     string
+	LastSuccessAt time.Time
+	// Counters since this process took the domain.
+	Delivered    int64
+	Retried      int64
+	DeadLettered int64
+	// LatencyP50 and LatencyP90 are over the last deliveries.
+	LatencyP50 time.Duration
+	LatencyP90 time.Duration
+}
+
+// Lag returns how long the oldest unsettled activity has waited, at now.
+func (d DomainStats) Lag(now time.Time) time.Duration {
+	if d.OldestPending.IsZero() {
+		return 0
+	}
+	return now.Sub(d.OldestPending)
+}
+
+// Stats is a snapshot of the queue.
+type Stats struct {
+	// Head is the highest activity ID in the log.
+	Head int64
+	// Owner is this process's lease owner ID.
+	Owner string
+	// Domains are sorted by name.
+	Domains []DomainStats
+	// Totals over Domains.
+	Delivered    int64
+	Retried      int64
+	DeadLettered int64
+	Pending      int
+	InFlight     int
+	Failing      int // domains with failures since their last success
+	Dead         int
+	Paused       int
+}
+
+// Stats returns the state of every known domain: live figures for the
+// domains this process works, the saved state for the others.
+func (q *Queue) Stats(ctx context.Context) (Stats, error) {
+	head, err := q.store.Head(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("queue: stats: %w", err)
+	}
+	states, err := q.store.Domains(ctx, nil)
+	if err != nil {
+		return Stats{}, fmt.Errorf("queue: stats: %w", err)
+	}
+	local := make(map[string]*worker)
+	for _, w := range q.workerList() {
+		local[w.domain] = w
+	}
+	now := time.Now()
+	out := Stats{Head: head, Owner: q.cfg.OwnerID, Domains: make([]DomainStats, 0, len(states))}
+	for _, s := range states {
+		if w, ok := local[s.Domain]; ok {
+			out.Domains = append(out.Domains, w.stats(head))
+			delete(local, s.Domain)
+			continue
+		}
+		owner := s.Owner
+		if !now.Before(s.LeaseExpiresAt) {
+			owner = ""
+		}
+		out.Domains = append(out.Domains, DomainStats{
+			Domain: s.Domain, SharedInbox: s.SharedInbox, Status: s.Status, Cursor: s.Cursor, Owner: owner,
+			Unread: max(head-s.Cursor, 0), FailCount: s.FailCount, FailingSince: s.FailingSince,
+			NextAttemptAt: s.NextAttemptAt, LastStatus: s.LastStatus, LastError: s.LastError, LastSuccessAt: s.LastSuccessAt,
+		})
+	}
+	for _, w := range local { // leased since the store read
+		out.Domains = append(out.Domains, w.stats(head))
+	}
+	sort.Slice(out.Domains, func(i, j int) bool { return out.Domains[i].Domain < out.Domains[j].Domain })
+	for _, d := range out.Domains {
+		out.Delivered += d.Delivered
+		out.Retried += d.Retried
+		out.DeadLettered += d.DeadLettered
+		out.Pending += d.Pending
+		out.InFlight += d.InFlight
+		switch {
+		case d.Status == store.StatusDead:
+			out.Dead++
+		case d.Status == store.StatusPaused:
+			out.Paused++
+		case d.FailCount > 0:
+			out.Failing++
+		}
+	}
+	return out, nil
+}
+
+// stats returns the live figures of a worker's domain.
+func (w *worker) stats(head int64) DomainStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.state
+	return DomainStats{
+		Domain: s.Domain, SharedInbox: s.SharedInbox, Status: s.Status, Cursor: s.Cursor,
+		Owner: w.q.cfg.OwnerID, Local: true,
+		Pending: w.view.pending, Unread: max(head-w.view.scanned, 0), OldestPending: w.view.oldest, InFlight: w.view.inFlight,
+		FailCount: s.FailCount, FailingSince: s.FailingSince, NextAttemptAt: s.NextAttemptAt,
+		LastStatus: s.LastStatus, LastError: s.LastError, LastSuccessAt: s.LastSuccessAt,
+		Delivered: w.counts.Delivered, Retried: w.counts.Retried, DeadLettered: w.counts.DeadLettered,
+		LatencyP50: w.latency.percentile(50), LatencyP90: w.latency.percentile(90),
+	}
+}
