@@ -57,6 +57,8 @@ const (
 	WindowSizeDefault = 4096
 	// ResolverTTLDefault is how long a Resolver's answer is cached.
 	ResolverTTLDefault = time.Minute
+	// PruneIntervalDefault is how often settled activities are deleted.
+	PruneIntervalDefault = time.Minute
 	// StopTimeoutDefault is how long Stop waits for in-flight requests when
 	// its context has no deadline.
 	StopTimeoutDefault = 10 * time.Second
@@ -119,6 +121,10 @@ type Config struct {
 	// WindowSize is how many recent activities are kept in memory and shared
 	// by every caught-up domain of this process. Default WindowSizeDefault.
 	WindowSize int
+	// PruneInterval is how often activities settled by every live domain are
+	// deleted from the log. Negative disables pruning (another process, or
+	// the operator, does it). Default PruneIntervalDefault.
+	PruneInterval time.Duration
 	// StopTimeout bounds how long Stop waits for in-flight requests when its
 	// context has no deadline. Default StopTimeoutDefault.
 	StopTimeout time.Duration
@@ -179,6 +185,7 @@ func (c *Config) withDefaults() Config {
 	setDefault(&out.ReadBatch, ReadBatchDefault)
 	setDefault(&out.WindowSize, WindowSizeDefault)
 	setDefault(&out.StopTimeout, StopTimeoutDefault)
+	setDefault(&out.PruneInterval, PruneIntervalDefault)
 	setDefault(&out.ResolverTTL, ResolverTTLDefault)
 	if out.OwnerID == "" {
 		out.OwnerID = defaultOwnerID()

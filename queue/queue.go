@@ -127,6 +127,9 @@ func (q *Queue) Start(ctx context.Context) error {
 	if q.resolver != nil {
 		q.goLoop(func() { q.sweepResolver(loopCtx) })
 	}
+	if q.cfg.PruneInterval > 0 {
+		q.goLoop(func() { q.prune(loopCtx) })
+	}
 	q.logger.InfoContext(ctx, "apqueue: queue started", slog.String("owner", q.cfg.OwnerID))
 	return nil
 }

@@ -45,6 +45,7 @@ type worker struct {
 	counts       counts
 	latency      latencyRing
 	view         workerView
+	skipTo       int64 // move past this ID (retention, admin skip); 0: none
 }
 
 // workerView is what Stats may read of the run goroutine's own fields,
@@ -126,6 +127,7 @@ func (w *worker) run() {
 				return
 			}
 		} else {
+			w.applySkip()
 			w.fill()
 			w.dispatch()
 		}

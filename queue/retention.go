@@ -1,0 +1,74 @@
+package queue
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// prune deletes delivered activities on an interval: those below the lowest
+// cursor of a live domain. A dead domain left behind is fast-forwarded by the
+// store in the same step; each one is logged with how many IDs it skipped,
+// and a local worker of it moves on too.
+func (q *Queue) prune(ctx context.Context) {
+	ticker := time.NewTicker(q.cfg.PruneInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		res, err := q.store.Prune(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				q.logger.WarnContext(ctx, "apqueue: pruning the activity log failed", slog.Any("error", err))
+			}
+			continue
+		}
+		for _, ff := range res.FastForwarded {
+			q.logger.WarnContext(ctx, "apqueue: dead domain fast-forwarded by retention; these activities were never delivered to it",
+				slog.String("domain", ff.Domain), slog.Int64("from", ff.From), slog.Int64("to", ff.To), slog.Int64("skipped_ids", ff.To-ff.From))
+			q.mu.Lock()
+			w := q.workers[ff.Domain]
+			q.mu.Unlock()
+			if w != nil {
+				w.fastForward(ff.To)
+			}
+		}
+		if res.Deleted > 0 {
+			q.logger.DebugContext(ctx, "apqueue: pruned activity log", slog.Int64("deleted", res.Deleted), slog.Int64("below", res.Below))
+		}
+	}
+}
+
+// fastForward moves a dead domain's worker past IDs the store no longer
+// keeps for it. It is applied by the run goroutine.
+func (w *worker) fastForward(to int64) {
+	w.mu.Lock()
+	w.skipTo = max(w.skipTo, to)
+	w.mu.Unlock()
+	w.poke()
+}
+
+// applySkip drops pending deliveries at or below a requested skip point and
+// moves the read position past it. Called by the run goroutine.
+func (w *worker) applySkip() {
+	w.mu.Lock()
+	to := w.skipTo
+	w.skipTo = 0
+	w.mu.Unlock()
+	if to == 0 {
+		return
+	}
+	kept := w.pending[:0]
+	for _, d := range w.pending {
+		if d.entry.act.ID <= to && !d.inFlight {
+			continue
+		}
+		kept = append(kept, d)
+	}
+	clear(w.pending[len(kept):])
+	w.pending = kept
+	w.scanned = max(w.scanned, to)
+}

@@ -1,0 +1,100 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/sender/sendertest"
+	"github.com/apqueue/apqueue/store"
+)
+
+// countingStore counts reads of the activity log.
+type countingStore struct {
+	store.Store
+	reads atomic.Int64
+}
+
+func (s *countingStore) Activities(ctx context.Context, after int64, limit int) ([]store.Activity, error) {
+	s.reads.Add(1)
+	return s.Store.Activities(ctx, after, limit)
+}
+
+func TestOneLogReadServesEveryCaughtUpDomain(t *testing.T) {
+	t.Parallel()
+	st := &countingStore{Store: newMemory()}
+	fake := &sendertest.Fake{}
+	q := startQueue(t, st, fake, testConfig())
+	var inboxes []string
+	var domains []string
+	for i := range 50 {
+		domains = append(domains, fmt.Sprintf("d%d.example", i))
+		inboxes = append(inboxes, fmt.Sprintf("https://d%d.example/inbox", i))
+	}
+	require.NoError(t, q.AddDomains(context.Background(), domains...))
+	eventually(t, func() bool { return q.workerCount() == 50 }, "a worker per domain")
+
+	for round := 1; round <= 5; round++ {
+		before := st.reads.Load()
+		enqueueAll(t, q, note(round, inboxes...))
+		eventually(t, func() bool { return fake.DeliveredCount() == 50*round }, "delivered to every domain")
+		reads := st.reads.Load() - before
+		require.LessOrEqual(t, reads, int64(3), "round %d: %d log reads for 50 caught-up domains", round, reads)
+	}
+}
+
+func TestLaggingDomainHoldsABoundedBatch(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) })
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	cfg.ReadBatch = 16
+	cfg.WindowSize = 32
+	q, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	var acts []Activity
+	for i := range 200 {
+		acts = append(acts, note(i, "https://a.example/inbox"))
+	}
+	ids, err := q.EnqueueMany(context.Background(), acts)
+	require.NoError(t, err)
+	require.NoError(t, q.Start(context.Background()))
+	t.Cleanup(func() { _ = q.Stop(context.Background()) })
+
+	eventually(t, func() bool { return q.workerCount() == 1 }, "worker started")
+	w := q.workerList()[0]
+	eventually(t, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.view.inFlight == q.cfg.MaxInFlightPerDomain
+	}, "requests in flight")
+	w.mu.Lock()
+	pending := w.view.pending
+	w.mu.Unlock()
+	require.Equal(t, cfg.ReadBatch, pending, "a backlog of 200 holds one read batch in memory")
+
+	releaseOnce.Do(func() { close(release) })
+	eventually(t, func() bool { return fake.DeliveredCount() == 200 }, "the backlog behind the window is delivered")
+	require.Equal(t, ids, sortedIDs(fake.Delivered("https://a.example/inbox")))
+}
+
+func sortedIDs(ids []int64) []int64 {
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return out
+}
