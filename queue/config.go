@@ -57,6 +57,8 @@ const (
 	WindowSizeDefault = 4096
 	// ResolverTTLDefault is how long a Resolver's answer is cached.
 	ResolverTTLDefault = time.Minute
+	// SummaryIntervalDefault is how often the federation summary is logged.
+	SummaryIntervalDefault = time.Minute
 	// PruneIntervalDefault is how often settled activities are deleted.
 	PruneIntervalDefault = time.Minute
 	// StopTimeoutDefault is how long Stop waits for in-flight requests when
@@ -121,6 +123,10 @@ type Config struct {
 	// WindowSize is how many recent activities are kept in memory and shared
 	// by every caught-up domain of this process. Default WindowSizeDefault.
 	WindowSize int
+	// SummaryInterval is how often the queue logs, at Info level, the
+	// domains that are behind or failing (with the causes) and a one-line
+	// total. Negative turns the summary off. Default SummaryIntervalDefault.
+	SummaryInterval time.Duration
 	// PruneInterval is how often activities settled by every live domain are
 	// deleted from the log. Negative disables pruning (another process, or
 	// the operator, does it). Default PruneIntervalDefault.
@@ -186,6 +192,7 @@ func (c *Config) withDefaults() Config {
 	setDefault(&out.WindowSize, WindowSizeDefault)
 	setDefault(&out.StopTimeout, StopTimeoutDefault)
 	setDefault(&out.PruneInterval, PruneIntervalDefault)
+	setDefault(&out.SummaryInterval, SummaryIntervalDefault)
 	setDefault(&out.ResolverTTL, ResolverTTLDefault)
 	if out.OwnerID == "" {
 		out.OwnerID = defaultOwnerID()

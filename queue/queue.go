@@ -130,6 +130,9 @@ func (q *Queue) Start(ctx context.Context) error {
 	if q.cfg.PruneInterval > 0 {
 		q.goLoop(func() { q.prune(loopCtx) })
 	}
+	if q.cfg.SummaryInterval > 0 {
+		q.goLoop(func() { q.summarize(loopCtx) })
+	}
 	q.logger.InfoContext(ctx, "apqueue: queue started", slog.String("owner", q.cfg.OwnerID))
 	return nil
 }

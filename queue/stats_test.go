@@ -2,7 +2,10 @@ package queue
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -60,4 +63,30 @@ func TestStatsShowLagFailuresAndCounts(t *testing.T) {
 	require.Equal(t, 1, s.Failing)
 	require.Equal(t, int64(5), s.Delivered)
 	require.Equal(t, store.StatusActive, slow.Status)
+}
+
+func TestSummaryLogsDomainsBehindWithCauses(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Domain == "broken.example" {
+			return sender.Result{Outcome: sender.Retry, Status: 502, DomainLevel: true, Reason: "502 Bad Gateway"}
+		}
+		return sender.Success(202)
+	}}
+	logs := &logBuffer{}
+	cfg := testConfig()
+	cfg.SummaryInterval = 20 * time.Millisecond
+	cfg.BackoffMin = time.Minute
+	cfg.BackoffMax = time.Hour
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	q := startQueue(t, st, fake, cfg)
+	enqueueAll(t, q, note(1, "https://ok.example/inbox", "https://broken.example/inbox"))
+	eventually(t, func() bool { return strings.Contains(logs.String(), "domain=broken.example") }, "failing domain logged")
+	eventually(t, func() bool { return strings.Contains(logs.String(), "federation summary") }, "total logged")
+	out := logs.String()
+	require.Contains(t, out, `last_error="502 Bad Gateway"`)
+	require.Contains(t, out, "retry_in=")
+	require.NotContains(t, out, "domain=ok.example", "healthy domains stay out of the summary")
+	require.Regexp(t, `federation summary.*domains=2 behind_or_failing=1 failing=1`, out)
 }
