@@ -11,39 +11,39 @@ import (
 
 // DomainStats describes one remote domain.
 type DomainStats struct {
-	Domain      string
-	SharedInbox string
-	Status      store.DomainStatus
+	Domain      string             `json:"domain"`
+	SharedInbox string             `json:"shared_inbox,omitempty"`
+	Status      store.DomainStatus `json:"status"`
 	// Cursor: every activity at or below it is settled for the domain.
-	Cursor int64
+	Cursor int64 `json:"cursor"`
 	// Owner is the process whose lease covers the domain ("" when none).
-	Owner string
+	Owner string `json:"owner"`
 	// Local reports whether this process works the domain; the fields
 	// below up to Latency are live only then (otherwise zero or as saved).
-	Local bool
+	Local bool `json:"local"`
 	// Pending counts deliveries read and addressed to the domain, not yet
 	// settled.
-	Pending int
+	Pending int `json:"pending"`
 	// Unread counts log IDs after the domain's read position, up to the
 	// head, not yet examined (some may be addressed elsewhere).
-	Unread int64
+	Unread int64 `json:"unread"`
 	// OldestPending is when the oldest unsettled activity was enqueued (zero
 	// when none): the domain's lag in time.
-	OldestPending time.Time
-	InFlight      int
-	FailCount     int
-	FailingSince  time.Time
-	NextAttemptAt time.Time
-	LastStatus    int
-	LastError     string
-	LastSuccessAt time.Time
+	OldestPending time.Time `json:"oldest_pending"`
+	InFlight      int       `json:"in_flight"`
+	FailCount     int       `json:"fail_count"`
+	FailingSince  time.Time `json:"failing_since"`
+	NextAttemptAt time.Time `json:"next_attempt_at"`
+	LastStatus    int       `json:"last_status"`
+	LastError     string    `json:"last_error"`
+	LastSuccessAt time.Time `json:"last_success_at"`
 	// Counters since this process took the domain.
-	Delivered    int64
-	Retried      int64
-	DeadLettered int64
+	Delivered    int64 `json:"delivered"`
+	Retried      int64 `json:"retried"`
+	DeadLettered int64 `json:"dead_lettered"`
 	// LatencyP50 and LatencyP90 are over the last deliveries.
-	LatencyP50 time.Duration
-	LatencyP90 time.Duration
+	LatencyP50 time.Duration `json:"latency_p50_ns"`
+	LatencyP90 time.Duration `json:"latency_p90_ns"`
 }
 
 // Lag returns how long the oldest unsettled activity has waited, at now.
@@ -57,20 +57,20 @@ func (d DomainStats) Lag(now time.Time) time.Duration {
 // Stats is a snapshot of the queue.
 type Stats struct {
 	// Head is the highest activity ID in the log.
-	Head int64
+	Head int64 `json:"head"`
 	// Owner is this process's lease owner ID.
-	Owner string
+	Owner string `json:"owner"`
 	// Domains are sorted by name.
-	Domains []DomainStats
+	Domains []DomainStats `json:"domains"`
 	// Totals over Domains.
-	Delivered    int64
-	Retried      int64
-	DeadLettered int64
-	Pending      int
-	InFlight     int
-	Failing      int // domains with failures since their last success
-	Dead         int
-	Paused       int
+	Delivered    int64 `json:"delivered"`
+	Retried      int64 `json:"retried"`
+	DeadLettered int64 `json:"dead_lettered"`
+	Pending      int   `json:"pending"`
+	InFlight     int   `json:"in_flight"`
+	Failing      int   // domains with failures since their last success
+	Dead         int   `json:"dead"`
+	Paused       int   `json:"paused"`
 }
 
 // Stats returns the state of every known domain: live figures for the
