@@ -154,7 +154,6 @@ func NewHTTP(cfg *HTTPConfig) (*HTTP, error) {
 		MaxIdleConns:          c.MaxIdleConns,
 		MaxIdleConnsPerHost:   c.MaxIdleConnsPerHost,
 		IdleConnTimeout:       c.IdleConnTimeout,
-		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     true,
 		// Response bodies are discarded; do not ask for compression.
 		DisableCompression: true,

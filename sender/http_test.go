@@ -558,3 +558,25 @@ func TestNewHTTPValidatesConfig(t *testing.T) {
 	require.Empty(t, h.cfg.AllowPrefixes)
 	h.Close()
 }
+
+func TestSignedDeliveryOverHTTP2(t *testing.T) {
+	t.Parallel()
+	got := make(chan error, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.ProtoMajor != 2 {
+			got <- fmt.Errorf("want HTTP/2, got %s", r.Proto)
+		} else {
+			_, err := httpsigverify.Verify(r, body, func(string) (*rsa.PublicKey, error) { return &testKey().PublicKey, nil }, nil)
+			got <- err
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	h := newTestSender(t, &HTTPConfig{Signer: newTestSigner(t), TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig})
+	res := h.Send(context.Background(), testDelivery(srv.URL+"/inbox"))
+	require.Equal(t, Delivered, res.Outcome, res.Reason)
+	require.NoError(t, <-got)
+}
