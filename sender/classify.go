@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/apqueue/apqueue/signer"
 )
 
 // maxReason bounds Result.Reason in bytes.
@@ -72,6 +74,20 @@ func classifyResponse(resp *http.Response, d *Delivery, snippet []byte, unauthor
 	}
 	r.Reason = oneLine(status)
 	return r
+}
+
+// classifySignError maps a signing failure to a Result. An actor without a
+// key, or with a key too weak to use, cannot be fixed by retrying; anything
+// else (a key source whose database failed for a moment) is retried, and
+// the queue bounds the retries of one activity.
+func classifySignError(parent context.Context, err error) Result {
+	switch {
+	case parent.Err() != nil:
+		return Result{Outcome: Retry, Reason: oneLine("canceled while signing: " + err.Error())}
+	case errors.Is(err, signer.ErrUnknownActor), errors.Is(err, signer.ErrWeakKey):
+		return Result{Outcome: Permanent, Reason: oneLine("signing: " + err.Error())}
+	}
+	return Result{Outcome: Retry, Reason: oneLine("signing: " + err.Error())}
 }
 
 // classifyError maps a failed round trip to a Result. parent is the

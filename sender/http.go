@@ -154,7 +154,6 @@ func NewHTTP(cfg *HTTPConfig) (*HTTP, error) {
 		MaxIdleConns:          c.MaxIdleConns,
 		MaxIdleConnsPerHost:   c.MaxIdleConnsPerHost,
 		IdleConnTimeout:       c.IdleConnTimeout,
-		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     true,
 		// Response bodies are discarded; do not ask for compression.
 		DisableCompression: true,
@@ -263,12 +262,7 @@ func (h *HTTP) Send(ctx context.Context, d *Delivery) Result {
 	req.Header.Set("Digest", digest)
 	if h.cfg.Signer != nil {
 		if err := h.cfg.Signer.Sign(ctx, req, d.Activity.Actor, digest); err != nil {
-			// A key source may fail for a moment (its database); the queue
-			// bounds the retries of one activity.
-			if parent.Err() != nil {
-				return Result{Outcome: Retry, Reason: oneLine("canceled while signing: " + err.Error())}
-			}
-			return Result{Outcome: Retry, Reason: oneLine("signing: " + err.Error())}
+			return classifySignError(parent, err)
 		}
 	}
 

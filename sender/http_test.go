@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -277,16 +278,27 @@ func TestInvalidInboxIsPermanent(t *testing.T) {
 	require.Equal(t, Permanent, h.Send(context.Background(), &Delivery{Inbox: "https://remote.example/inbox"}).Outcome)
 }
 
-func TestSigningFailureIsRetried(t *testing.T) {
+func TestSigningFailures(t *testing.T) {
 	t.Parallel()
 	srv := statusServer(t)
+	inbox := srv.URL + "/status/202"
+
 	h := newTestSender(t, &HTTPConfig{Signer: newTestSigner(t)})
-	d := testDelivery(srv.URL + "/status/202")
+	d := testDelivery(inbox)
 	d.Activity.Actor = "https://local.example/users/nobody"
 	res := h.Send(context.Background(), d)
+	require.Equal(t, Permanent, res.Outcome, "no key for the actor: retrying cannot help")
+	require.True(t, strings.HasPrefix(res.Reason, "signing: "), res.Reason)
+
+	flaky, err := signer.New(signer.KeySourceFunc(func(context.Context, string) (signer.Key, error) {
+		return signer.Key{}, errors.New("database is down")
+	}), nil)
+	require.NoError(t, err)
+	h = newTestSender(t, &HTTPConfig{Signer: flaky})
+	res = h.Send(context.Background(), testDelivery(inbox))
 	require.Equal(t, Retry, res.Outcome)
 	require.False(t, res.DomainLevel)
-	require.Contains(t, res.Reason, "signing: ")
+	require.Contains(t, res.Reason, "database is down")
 }
 
 func TestConnectionErrorsAreDomainLevel(t *testing.T) {
@@ -557,4 +569,26 @@ func TestNewHTTPValidatesConfig(t *testing.T) {
 	require.Equal(t, UserAgentDefault, h.cfg.UserAgent)
 	require.Empty(t, h.cfg.AllowPrefixes)
 	h.Close()
+}
+
+func TestSignedDeliveryOverHTTP2(t *testing.T) {
+	t.Parallel()
+	got := make(chan error, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.ProtoMajor != 2 {
+			got <- fmt.Errorf("want HTTP/2, got %s", r.Proto)
+		} else {
+			_, err := httpsigverify.Verify(r, body, func(string) (*rsa.PublicKey, error) { return &testKey().PublicKey, nil }, nil)
+			got <- err
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	h := newTestSender(t, &HTTPConfig{Signer: newTestSigner(t), TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig})
+	res := h.Send(context.Background(), testDelivery(srv.URL+"/inbox"))
+	require.Equal(t, Delivered, res.Outcome, res.Reason)
+	require.NoError(t, <-got)
 }

@@ -18,6 +18,7 @@ type BlockedAddressError struct {
 	Range string
 }
 
+// Error says which address was refused and how to allow it.
 func (e *BlockedAddressError) Error() string {
 	return fmt.Sprintf("refusing to connect to %s (%s address); allow it with HTTPConfig.AllowPrefixes", e.Addr, e.Range)
 }

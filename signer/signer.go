@@ -14,8 +14,8 @@ import (
 	"github.com/apqueue/apqueue/internal/domain"
 )
 
-// SignedHeaders are the components every signature covers, in order.
-var SignedHeaders = []string{httpsig.RequestTarget, "host", "date", "digest"}
+// signedHeaders are the components every signature covers, in order.
+var signedHeaders = []string{httpsig.RequestTarget, "host", "date", "digest"}
 
 // Config configures a Signer. A nil *Config means defaults.
 type Config struct {
@@ -61,7 +61,7 @@ func New(keys KeySource, cfg *Config) (*Signer, error) {
 }
 
 func newHTTPSigner() (httpsig.SignerWithOptions, error) {
-	hs, algo, err := httpsig.NewSigner([]httpsig.Algorithm{httpsig.RSA_SHA256}, httpsig.DigestSha256, SignedHeaders, httpsig.Signature, 0)
+	hs, algo, err := httpsig.NewSigner([]httpsig.Algorithm{httpsig.RSA_SHA256}, httpsig.DigestSha256, signedHeaders, httpsig.Signature, 0)
 	if err != nil {
 		return nil, fmt.Errorf("signer: creating httpsig signer: %w", err)
 	}

@@ -32,10 +32,13 @@ var DefaultRequired = []string{"(request-target)", "host", "date", "digest"}
 
 // Params are the parsed parameters of a Signature header.
 type Params struct {
-	KeyID     string
+	// KeyID identifies the key, usually the actor's public key IRI.
+	KeyID string
+	// Algorithm is the label as sent ("rsa-sha256", "hs2019" or empty).
 	Algorithm string
 	// Headers are the signed components in order, lower-case.
-	Headers   []string
+	Headers []string
+	// Signature is the decoded signature.
 	Signature []byte
 }
 

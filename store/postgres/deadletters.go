@@ -1,0 +1,69 @@
+package postgres
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+const deadLettersSQL = `SELECT id, activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at
+FROM {s}.dead_letters
+WHERE id > $1 AND ($2::text = '' OR domain = $2::text)
+ORDER BY id
+LIMIT $3`
+
+const deleteDeadLettersSQL = `DELETE FROM {s}.dead_letters WHERE id = ANY($1::bigint[])`
+
+// DeadLetters implements store.Store.
+func (s *Store) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) ([]store.DeadLetter, error) {
+	const op = "read dead letters"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	if filter.Limit < 0 {
+		return nil, invalid(op, "negative limit %d", filter.Limit)
+	}
+	limit := filter.Limit
+	if limit == 0 {
+		limit = store.DeadLetterLimitDefault
+	}
+	s.count(1)
+	rows, err := s.pool.Query(ctx, s.sql.deadLetters, filter.AfterID, filter.Domain, limit)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.DeadLetter, error) {
+		var (
+			dl store.DeadLetter
+			at pgtype.Timestamptz
+		)
+		err := row.Scan(&dl.ID, &dl.ActivityID, &dl.Domain, &dl.Inbox, &dl.Actor, &dl.OrderingKey, &dl.Body,
+			&dl.Status, &dl.Reason, &dl.Attempts, &at)
+		dl.CreatedAt = fromTS(at)
+		return dl, err
+	})
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return out, nil
+}
+
+// DeleteDeadLetters implements store.Store.
+func (s *Store) DeleteDeadLetters(ctx context.Context, ids []int64) (int, error) {
+	const op = "delete dead letters"
+	if err := checkCtx(ctx, op); err != nil {
+		return 0, err
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	s.count(1)
+	tag, err := s.pool.Exec(ctx, s.sql.deleteDeadLetters, ids)
+	if err != nil {
+		return 0, s.fail(ctx, op, err)
+	}
+	return int(tag.RowsAffected()), nil
+}

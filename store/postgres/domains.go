@@ -1,0 +1,245 @@
+package postgres
+
+import (
+	"context"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// registerSQL adds unknown domains at the safe head and sets the shared
+// inboxes that are given. Domains are inserted in the given (sorted) order,
+// so concurrent registrations lock them in one order.
+const registerSQL = `INSERT INTO {s}.domains (domain, shared_inbox, cursor)
+SELECT u.domain, u.shared_inbox, {safe_head}
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(domain, shared_inbox, ord)
+ORDER BY u.ord
+ON CONFLICT (domain) DO UPDATE SET shared_inbox = EXCLUDED.shared_inbox
+	WHERE EXCLUDED.shared_inbox <> '' AND {s}.domains.shared_inbox IS DISTINCT FROM EXCLUDED.shared_inbox`
+
+const domainColumns = `domain, shared_inbox, cursor, status, fail_count, failing_since, next_attempt_at,
+	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at`
+
+const domainsSQL = `SELECT ` + domainColumns + ` FROM {s}.domains
+WHERE cardinality($1::text[]) = 0 OR domain = ANY($1::text[])
+ORDER BY domain COLLATE "C"`
+
+// checkpointSQL saves every state whose owner still holds the lease with
+// its token, and the dead letters of every domain not refused, in one
+// statement. It returns the saved domains; the caller reports the others.
+const checkpointSQL = `WITH st AS (
+	SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::integer[],
+		$7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[], $11::timestamptz[])
+		AS st(domain, owner, token, cursor, status, fail_count, failing_since, next_attempt_at,
+			last_status, last_error, last_success_at)
+), saved AS (
+	UPDATE {s}.domains d SET cursor = st.cursor, status = st.status, fail_count = st.fail_count,
+		failing_since = st.failing_since, next_attempt_at = st.next_attempt_at,
+		last_status = st.last_status, last_error = st.last_error, last_success_at = st.last_success_at
+	FROM st
+	WHERE d.domain = st.domain AND st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token
+	RETURNING d.domain
+), dl AS (
+	INSERT INTO {s}.dead_letters (activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at)
+	SELECT x.activity_id, x.domain, x.inbox, x.actor, x.ordering_key, x.body, x.status, x.reason, x.attempts,
+		coalesce(x.created_at, date_trunc('microseconds', statement_timestamp()))
+	FROM unnest($12::bigint[], $13::text[], $14::text[], $15::text[], $16::text[], $17::bytea[],
+		$18::integer[], $19::text[], $20::integer[], $21::timestamptz[]) WITH ORDINALITY
+		AS x(activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at, ord)
+	WHERE x.domain NOT IN (SELECT domain FROM st) OR x.domain IN (SELECT domain FROM saved)
+	ORDER BY x.ord
+)
+SELECT domain FROM saved`
+
+// RegisterDomains implements store.Store.
+func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegistration) error {
+	const op = "register domains"
+	if err := checkCtx(ctx, op); err != nil {
+		return err
+	}
+	// One entry per domain (a statement may not update a row twice), the
+	// last shared inbox given winning, in sorted order.
+	inbox := make(map[string]string, len(domains))
+	for i, r := range domains {
+		if r.Domain == "" {
+			return invalid(op, "registration %d has an empty domain", i)
+		}
+		if _, ok := inbox[r.Domain]; !ok || r.SharedInbox != "" {
+			inbox[r.Domain] = r.SharedInbox
+		}
+	}
+	if len(inbox) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(inbox))
+	for d := range inbox {
+		names = append(names, d)
+	}
+	slices.Sort(names)
+	shared := make([]string, len(names))
+	for i, d := range names {
+		shared[i] = inbox[d]
+	}
+	s.count(1)
+	if _, err := s.pool.Exec(ctx, s.sql.register, names, shared); err != nil {
+		return s.fail(ctx, op, err)
+	}
+	return nil
+}
+
+// Domains implements store.Store.
+func (s *Store) Domains(ctx context.Context, names []string) ([]store.DomainState, error) {
+	const op = "read domains"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	if names == nil {
+		names = []string{}
+	}
+	s.count(1)
+	rows, err := s.pool.Query(ctx, s.sql.domains, names)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	out, err := pgx.CollectRows(rows, scanDomain)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return out, nil
+}
+
+// scanDomain reads a row of domainColumns.
+func scanDomain(row pgx.CollectableRow) (store.DomainState, error) {
+	var (
+		d                                          store.DomainState
+		status                                     string
+		failingSince, nextAttempt, lastOK, expires pgtype.Timestamptz
+	)
+	err := row.Scan(&d.Domain, &d.SharedInbox, &d.Cursor, &status, &d.FailCount, &failingSince, &nextAttempt,
+		&d.LastStatus, &d.LastError, &lastOK, &d.Owner, &d.LeaseToken, &expires)
+	d.Status = store.DomainStatus(status)
+	d.FailingSince = fromTS(failingSince)
+	d.NextAttemptAt = fromTS(nextAttempt)
+	d.LastSuccessAt = fromTS(lastOK)
+	d.LeaseExpiresAt = fromTS(expires)
+	return d, err
+}
+
+// Checkpoint implements store.Store in one statement: see checkpointSQL.
+// When a domain appears more than once in states, the last state wins.
+func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, deadLetters []store.DeadLetter) error {
+	const op = "checkpoint"
+	if err := checkCtx(ctx, op); err != nil {
+		return err
+	}
+	for i, st := range states {
+		if st.Domain == "" {
+			return invalid(op, "state %d has an empty domain", i)
+		}
+		if !st.Status.Valid() {
+			return invalid(op, "state of %s has status %q", st.Domain, st.Status)
+		}
+		if st.FailCount < 0 {
+			return invalid(op, "state of %s has negative fail count", st.Domain)
+		}
+	}
+	for i, dl := range deadLetters {
+		if dl.Domain == "" {
+			return invalid(op, "dead letter %d has an empty domain", i)
+		}
+	}
+	if len(states) == 0 && len(deadLetters) == 0 {
+		return nil
+	}
+
+	last := make(map[string]int, len(states))
+	for i, st := range states {
+		last[st.Domain] = i
+	}
+	var (
+		domains, owners, statuses, lastErrors     []string
+		tokens, cursors                           []int64
+		failCounts, lastStatuses                  []int32
+		failingSince, nextAttempt, lastSuccessAts []pgtype.Timestamptz
+	)
+	for i, st := range states {
+		if last[st.Domain] != i {
+			continue
+		}
+		domains = append(domains, st.Domain)
+		owners = append(owners, st.Owner)
+		tokens = append(tokens, st.LeaseToken)
+		cursors = append(cursors, st.Cursor)
+		statuses = append(statuses, string(st.Status))
+		failCounts = append(failCounts, int32(st.FailCount))
+		failingSince = append(failingSince, toTS(st.FailingSince))
+		nextAttempt = append(nextAttempt, toTS(st.NextAttemptAt))
+		lastStatuses = append(lastStatuses, int32(st.LastStatus))
+		lastErrors = append(lastErrors, st.LastError)
+		lastSuccessAts = append(lastSuccessAts, toTS(st.LastSuccessAt))
+	}
+	var (
+		dlActivity                                  []int64
+		dlDomain, dlInbox, dlActor, dlKey, dlReason []string
+		dlBody                                      [][]byte
+		dlStatus, dlAttempts                        []int32
+		dlCreated                                   []pgtype.Timestamptz
+	)
+	for _, dl := range deadLetters {
+		dlActivity = append(dlActivity, dl.ActivityID)
+		dlDomain = append(dlDomain, dl.Domain)
+		dlInbox = append(dlInbox, dl.Inbox)
+		dlActor = append(dlActor, dl.Actor)
+		dlKey = append(dlKey, dl.OrderingKey)
+		body := dl.Body
+		if body == nil {
+			body = []byte{}
+		}
+		dlBody = append(dlBody, body)
+		dlStatus = append(dlStatus, int32(dl.Status))
+		dlReason = append(dlReason, dl.Reason)
+		dlAttempts = append(dlAttempts, int32(dl.Attempts))
+		dlCreated = append(dlCreated, toTS(dl.CreatedAt))
+	}
+
+	s.count(1)
+	rows, err := s.pool.Query(ctx, s.sql.checkpoint,
+		nonNil(domains), nonNil(owners), nonNil(tokens), nonNil(cursors), nonNil(statuses), nonNil(failCounts),
+		nonNil(failingSince), nonNil(nextAttempt), nonNil(lastStatuses), nonNil(lastErrors), nonNil(lastSuccessAts),
+		nonNil(dlActivity), nonNil(dlDomain), nonNil(dlInbox), nonNil(dlActor), nonNil(dlKey), nonNil(dlBody),
+		nonNil(dlStatus), nonNil(dlReason), nonNil(dlAttempts), nonNil(dlCreated))
+	if err != nil {
+		return s.fail(ctx, op, err)
+	}
+	saved, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return s.fail(ctx, op, err)
+	}
+	if len(saved) == len(domains) {
+		return nil
+	}
+	ok := make(map[string]bool, len(saved))
+	for _, d := range saved {
+		ok[d] = true
+	}
+	var lost []string
+	for _, d := range domains {
+		if !ok[d] {
+			lost = append(lost, d)
+		}
+	}
+	slices.Sort(lost)
+	return &store.LeaseLostError{Domains: lost}
+}
+
+// nonNil returns l, or an empty slice when l is nil, so that an empty list
+// is sent as an empty array rather than NULL.
+func nonNil[T any](l []T) []T {
+	if l == nil {
+		return []T{}
+	}
+	return l
+}

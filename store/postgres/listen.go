@@ -1,0 +1,97 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+const (
+	// listenBackoffMin and listenBackoffMax bound the wait between attempts
+	// to reconnect the listener.
+	listenBackoffMin = 100 * time.Millisecond
+	listenBackoffMax = 5 * time.Second
+	// listenHealthy is how long a listening connection must last for the
+	// backoff to start over at listenBackoffMin.
+	listenHealthy = 30 * time.Second
+)
+
+// Listen implements store.Store with LISTEN on a dedicated connection (not
+// one of the pool's), made from Config.ListenConnString or else from the
+// pool's configuration. When the connection is lost (the server restarted,
+// the network dropped, the backend was terminated) Listen logs it,
+// reconnects with capped exponential backoff and jitter, and calls notify
+// once it listens again, since appends made in between were not notified.
+// It returns ctx.Err() when ctx ends, or store.ErrNotifyUnsupported at once
+// with Config.PollOnly.
+func (s *Store) Listen(ctx context.Context, notify func()) error {
+	if s.pollOnly {
+		return store.ErrNotifyUnsupported
+	}
+	if notify == nil {
+		return invalid("listen", "nil notify")
+	}
+	backoff := listenBackoffMin
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		started := time.Now()
+		err := s.listenOnce(ctx, notify, attempt > 0)
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		if time.Since(started) > listenHealthy {
+			backoff = listenBackoffMin
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		s.logger.WarnContext(ctx, "apqueue: postgres listener lost its connection; reconnecting",
+			"schema", s.schema, "error", err, "retry_in", wait)
+		backoff = min(2*backoff, listenBackoffMax)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// listenOnce connects, listens and forwards notifications until the
+// connection fails or ctx ends. After a reconnection it calls notify once
+// it listens.
+func (s *Store) listenOnce(ctx context.Context, notify func(), reconnected bool) error {
+	conn, err := pgx.ConnectConfig(ctx, s.listenConf.Copy())
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	s.count(1)
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if reconnected {
+		s.logger.InfoContext(ctx, "apqueue: postgres listener reconnected", "schema", s.schema)
+		notify()
+	}
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return err
+			}
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+		// Several appends may have notified at once; one wake-up is enough
+		// for all that have arrived, and the caller coalesces the rest.
+		notify()
+	}
+}

@@ -1,0 +1,43 @@
+package postgres_test
+
+import (
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/internal/leakcheck"
+	"github.com/apqueue/apqueue/internal/pgtest"
+	"github.com/apqueue/apqueue/store/postgres"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }
+
+// modes are the query execution modes the store must work in: pgx's
+// default, and the two that work through pgBouncer in transaction mode.
+var modes = []struct {
+	name string
+	mode pgx.QueryExecMode
+}{
+	{"cache_statement", pgx.QueryExecModeCacheStatement},
+	{"exec", pgx.QueryExecModeExec},
+	{"simple_protocol", pgx.QueryExecModeSimpleProtocol},
+}
+
+// newStore returns a migrated store in a schema of t's own, on a pool in
+// the given mode (zero: pgx's default).
+func newStore(t testing.TB, mode pgx.QueryExecMode, cfg *postgres.Config) (*postgres.Store, *pgtest.DB) {
+	t.Helper()
+	db := pgtest.New(t, &pgtest.Options{Mode: mode})
+	var c postgres.Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c.Schema = db.Schema
+	s, err := postgres.New(db.Pool, &c)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	_, err = s.Migrate(t.Context())
+	require.NoError(t, err)
+	return s, db
+}

@@ -1,0 +1,160 @@
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// migration is one versioned SQL file, named NNNN_what.sql.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations in version order.
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var out []migration
+	for _, e := range entries {
+		name := e.Name()
+		num, _, ok := strings.Cut(name, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: name must start with a positive version and '_'", name)
+		}
+		body, err := migrationFiles.ReadFile(path.Join("migrations", name))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, migration{version: v, name: name, sql: string(body)})
+	}
+	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
+	return out, nil
+}
+
+// LatestVersion is the schema version this version of the library migrates
+// to.
+func LatestVersion() int {
+	ms, err := migrations()
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].version
+}
+
+// Migrate creates the store's schema and tables, or brings them up to
+// LatestVersion, and returns the version it left the schema at.
+//
+// It is safe to call on every start from every process: migrations run in
+// one transaction, serialised by a transaction-scoped advisory lock
+// (pg_advisory_xact_lock, released at commit, so it works through
+// pgBouncer), and a version already applied is skipped. Migrations only add
+// tables, columns with defaults and indexes, so processes running an older
+// version of the library keep working while newer ones migrate. A schema
+// newer than this library is left alone.
+func (s *Store) Migrate(ctx context.Context) (int, error) {
+	const op = "migrate"
+	if err := checkCtx(ctx, op); err != nil {
+		return 0, err
+	}
+	ms, err := migrations()
+	if err != nil {
+		return 0, fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	var version int
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		s.count(2) // BEGIN, COMMIT
+		s.count(1)
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.migrationLockKey()); err != nil {
+			return err
+		}
+		schema := pgx.Identifier{s.schema}.Sanitize()
+		s.count(1)
+		if err := tx.Conn().PgConn().Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema+";\n"+
+			"CREATE TABLE IF NOT EXISTS "+schema+".schema_migrations ("+
+			"version integer PRIMARY KEY, name text NOT NULL, "+
+			"applied_at timestamptz NOT NULL DEFAULT now())").Close(); err != nil {
+			return err
+		}
+		var applied []int
+		s.count(1)
+		rows, err := tx.Query(ctx, "SELECT version FROM "+schema+".schema_migrations")
+		if err != nil {
+			return err
+		}
+		applied, err = pgx.CollectRows(rows, pgx.RowTo[int])
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if slices.Contains(applied, m.version) {
+				continue
+			}
+			sql := strings.ReplaceAll(m.sql, "{s}", schema)
+			s.count(2)
+			if err := tx.Conn().PgConn().Exec(ctx, sql).Close(); err != nil {
+				return fmt.Errorf("%s: %w", m.name, err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO "+schema+".schema_migrations (version, name) VALUES ($1, $2)",
+				m.version, m.name); err != nil {
+				return fmt.Errorf("%s: %w", m.name, err)
+			}
+			applied = append(applied, m.version)
+		}
+		version = slices.Max(applied)
+		return nil
+	})
+	if err != nil {
+		return 0, s.fail(ctx, op, err)
+	}
+	return version, nil
+}
+
+// Version returns the schema version applied to the store's schema, 0 when
+// Migrate never ran there. Compare it with LatestVersion to see whether a
+// migration is due.
+func (s *Store) Version(ctx context.Context) (int, error) {
+	const op = "read schema version"
+	if err := checkCtx(ctx, op); err != nil {
+		return 0, err
+	}
+	var v int
+	s.count(1)
+	err := s.pool.QueryRow(ctx, s.sql.version).Scan(&v)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "3F000" || pgErr.Code == "42P01") {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.fail(ctx, op, err)
+	}
+	return v, nil
+}
+
+const versionSQL = `SELECT coalesce(max(version), 0) FROM {s}.schema_migrations`
+
+// migrationLockKey is the advisory lock key that serialises migrations of
+// this schema, and only of this schema.
+func (s *Store) migrationLockKey() int64 {
+	h := fnv.New64a()
+	h.Write([]byte("apqueue migrate " + s.schema))
+	return int64(h.Sum64())
+}

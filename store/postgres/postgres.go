@@ -1,0 +1,217 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// SchemaDefault is the schema that holds apqueue's tables when
+// Config.Schema is empty.
+const SchemaDefault = "apqueue"
+
+// ReserveConnsDefault is the number of connections of the store's own small
+// pool, used by AppendTx to reserve IDs outside the caller's transaction.
+const ReserveConnsDefault = 2
+
+// Config configures a Store. A nil *Config means every default.
+type Config struct {
+	// Schema is the PostgreSQL schema holding the store's tables: a plain
+	// identifier of lower-case letters, digits and underscores, starting
+	// with a letter or underscore. Several stores (for example one per
+	// tenant, or one per test) can share a database under different
+	// schemas. Default: SchemaDefault.
+	Schema string
+
+	// PollOnly turns LISTEN/NOTIFY wake-ups off: Listen returns
+	// store.ErrNotifyUnsupported and the queue polls. Set it behind a
+	// pgBouncer in transaction pooling mode without ListenConnString, where
+	// LISTEN cannot work. Appends still send NOTIFY, which is harmless.
+	// Default: false.
+	PollOnly bool
+
+	// ListenConnString is the connection string of the dedicated connection
+	// Listen holds open. Set it when the pool goes through a pooler in
+	// transaction mode (pgBouncer) but the database can also be reached
+	// directly. Default: the pool's own connection configuration.
+	ListenConnString string
+
+	// Logger receives the store's rare log lines (the listener losing and
+	// regaining its connection). Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// QueryStats counts the work a Store asked of the database.
+type QueryStats struct {
+	// Statements is the number of SQL statements the store sent, each one a
+	// round trip (transaction control included; LISTEN waits excluded).
+	Statements int64
+}
+
+// Store is a store.Store and store.TxAppender on PostgreSQL. It is safe for
+// concurrent use, and any number of Stores, in any number of processes, may
+// share one schema. Create it with New, create its tables with Migrate, and
+// Close it when done.
+type Store struct {
+	pool       *pgxpool.Pool
+	schema     string
+	channel    string
+	pollOnly   bool
+	listenConf *pgx.ConnConfig
+	logger     *slog.Logger
+	sql        queries
+
+	statements atomic.Int64
+
+	// reserveMu guards reserve, the store's own small pool for ID
+	// reservations made on behalf of AppendTx, created on first use.
+	reserveMu sync.Mutex
+	reserve   *pgxpool.Pool
+	closed    bool
+}
+
+var (
+	_ store.Store      = (*Store)(nil)
+	_ store.TxAppender = (*Store)(nil)
+)
+
+var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// New returns a Store that keeps its data in the given pool's database, in
+// the schema named by cfg. It does not touch the database: call Migrate
+// before the first use. The caller keeps ownership of pool and closes it
+// after closing the Store.
+func New(pool *pgxpool.Pool, cfg *Config) (*Store, error) {
+	if pool == nil {
+		return nil, fmt.Errorf("postgres: new store: nil pool: %w", store.ErrInvalid)
+	}
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.Schema == "" {
+		c.Schema = SchemaDefault
+	}
+	if !identRE.MatchString(c.Schema) {
+		return nil, fmt.Errorf("postgres: new store: schema %q is not a plain lower-case identifier: %w", c.Schema, store.ErrInvalid)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	listenConf := pool.Config().ConnConfig.Copy()
+	if c.ListenConnString != "" {
+		lc, err := pgx.ParseConfig(c.ListenConnString)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: new store: parse ListenConnString: %v: %w", err, store.ErrInvalid)
+		}
+		listenConf = lc
+	}
+	s := &Store{
+		pool:       pool,
+		schema:     c.Schema,
+		channel:    c.Schema + "_activities",
+		pollOnly:   c.PollOnly,
+		listenConf: listenConf,
+		logger:     c.Logger,
+	}
+	s.sql = newQueries(pgx.Identifier{c.Schema}.Sanitize())
+	return s, nil
+}
+
+// Schema returns the name of the schema that holds the store's tables.
+func (s *Store) Schema() string { return s.schema }
+
+// Stats returns the number of statements the store has sent so far. At
+// steady state the queue reads the log once per batch for every caught-up
+// domain and saves every changed domain in one checkpoint statement per
+// interval, so a delivery costs a small fraction of a statement.
+func (s *Store) Stats() QueryStats {
+	return QueryStats{Statements: s.statements.Load()}
+}
+
+// Close releases the connections the store opened itself (the reservation
+// pool of AppendTx). It does not close the caller's pool, and it does not end
+// a running Listen, which ends with its context.
+func (s *Store) Close() {
+	s.reserveMu.Lock()
+	defer s.reserveMu.Unlock()
+	s.closed = true
+	if s.reserve != nil {
+		s.reserve.Close()
+		s.reserve = nil
+	}
+}
+
+// reservePool returns the store's own pool, creating it on first use. It is
+// separate from the caller's pool so that AppendTx, called while the caller
+// holds one of the pool's connections in a transaction, can never wait for a
+// connection that only the caller's commit would free.
+func (s *Store) reservePool(ctx context.Context) (*pgxpool.Pool, error) {
+	s.reserveMu.Lock()
+	defer s.reserveMu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("postgres: store is closed")
+	}
+	if s.reserve != nil {
+		return s.reserve, nil
+	}
+	cfg := s.pool.Config()
+	cfg.MaxConns = ReserveConnsDefault
+	cfg.MinConns = 0
+	p, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.reserve = p
+	return p, nil
+}
+
+// count records n statements sent.
+func (s *Store) count(n int) { s.statements.Add(int64(n)) }
+
+// queries holds the store's SQL with the schema name filled in.
+type queries struct {
+	append, reserve, insertTx, activities, head                string
+	register, domains, checkpoint, acquire, renew, release     string
+	leaseStats, deadLetters, deleteDeadLetters, prune, version string
+}
+
+func newQueries(schema string) queries {
+	r := strings.NewReplacer("{s}", schema, "{safe_head}", safeHeadSQL)
+	q := queries{
+		append:            appendSQL,
+		reserve:           reserveSQL,
+		insertTx:          insertTxSQL,
+		activities:        activitiesSQL,
+		head:              headSQL,
+		register:          registerSQL,
+		domains:           domainsSQL,
+		checkpoint:        checkpointSQL,
+		acquire:           acquireSQL,
+		renew:             renewSQL,
+		release:           releaseSQL,
+		leaseStats:        leaseStatsSQL,
+		deadLetters:       deadLettersSQL,
+		deleteDeadLetters: deleteDeadLettersSQL,
+		prune:             pruneSQL,
+		version:           versionSQL,
+	}
+	for _, p := range []*string{
+		&q.append, &q.reserve, &q.insertTx, &q.activities, &q.head, &q.register, &q.domains,
+		&q.checkpoint, &q.acquire, &q.renew, &q.release, &q.leaseStats, &q.deadLetters,
+		&q.deleteDeadLetters, &q.prune, &q.version,
+	} {
+		// Twice: {safe_head} itself names {s}.
+		*p = r.Replace(r.Replace(*p))
+	}
+	return q
+}
