@@ -22,6 +22,7 @@ import (
 type Queue struct {
 	store    store.Store
 	sender   sender.Sender
+	ownHTTP  *sender.HTTP // the default sender New built, closed by Stop
 	cfg      Config
 	logger   *slog.Logger
 	backoff  backoff.Policy
@@ -55,15 +56,18 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	var ownHTTP *sender.HTTP
 	if snd == nil {
 		var err error
-		if snd, err = defaultSender(&c); err != nil {
+		if ownHTTP, err = defaultSender(&c); err != nil {
 			return nil, err
 		}
+		snd = ownHTTP
 	}
 	q := &Queue{
 		store:   st,
 		sender:  snd,
+		ownHTTP: ownHTTP,
 		cfg:     c,
 		logger:  c.Logger,
 		backoff: backoff.Policy{Min: c.BackoffMin, Max: c.BackoffMax, Jitter: c.BackoffJitter},
@@ -79,7 +83,7 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 }
 
 // defaultSender builds the HTTP sender that signs with c.Keys.
-func defaultSender(c *Config) (sender.Sender, error) {
+func defaultSender(c *Config) (*sender.HTTP, error) {
 	if c.Keys == nil {
 		return nil, errors.New("queue: no sender given and no Config.Keys to sign the HTTP sender's requests with")
 	}
@@ -220,6 +224,9 @@ func (q *Queue) Stop(ctx context.Context) error {
 	q.mu.Lock()
 	q.workers = make(map[string]*worker)
 	q.mu.Unlock()
+	if q.ownHTTP != nil {
+		q.ownHTTP.Close() // idle connections; a restart opens new ones
+	}
 	q.logger.InfoContext(ctx, "apqueue: queue stopped", slog.String("owner", q.cfg.OwnerID), slog.Int("domains", len(workers)))
 	if len(errs) > 0 {
 		return fmt.Errorf("queue: stop: %w", errors.Join(errs...))
