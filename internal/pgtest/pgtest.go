@@ -50,7 +50,8 @@ type DB struct {
 	// ends.
 	Pool *pgxpool.Pool
 	// Schema is the name of a schema made for this test alone; it is
-	// dropped, with everything in it, when the test ends.
+	// dropped, with everything in it, when the test ends. It is also the
+	// application_name of the pool's connections.
 	Schema string
 	// ConnString is the connection string the pool was made from.
 	ConnString string
@@ -95,6 +96,9 @@ func New(t testing.TB, opts *Options) *DB {
 	cfg.MinConns = 0
 
 	schema := "apqueue_test_" + randomHex(6)
+	// Every connection made from this configuration (copies included) is
+	// named after the schema, so a test can find and terminate them all.
+	cfg.ConnConfig.RuntimeParams["application_name"] = schema
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -126,6 +130,23 @@ func drop(t testing.TB, url, schema string) {
 	if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
 		t.Errorf("pgtest: drop schema %s: %v", schema, err)
 	}
+}
+
+// TerminateConnections ends, on the server, every connection whose
+// application_name is db.Schema (those of db.Pool and of any connection made
+// from its configuration), as a server restart would, and returns how many
+// it ended. It uses a connection of its own.
+func (db *DB) TerminateConnections(ctx context.Context) (int, error) {
+	conn, err := pgx.Connect(ctx, db.ConnString)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	var n int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM (
+		SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE application_name = $1 AND pid <> pg_backend_pid()) AS t`, db.Schema).Scan(&n)
+	return n, err
 }
 
 func randomHex(n int) string {

@@ -1,0 +1,324 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/internal/pgtest"
+	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/sender/sendertest"
+	"github.com/apqueue/apqueue/store"
+	"github.com/apqueue/apqueue/store/postgres"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// queueConfig reacts quickly, and relies on wake-ups through the database
+// rather than polling.
+func queueConfig(owner string) *queue.Config {
+	return &queue.Config{
+		OwnerID:            owner,
+		BackoffMin:         10 * time.Millisecond,
+		BackoffMax:         200 * time.Millisecond,
+		BackoffJitter:      -1,
+		LeaseTTL:           time.Second,
+		CheckpointInterval: 20 * time.Millisecond,
+		PollInterval:       time.Hour,
+		SummaryInterval:    -1,
+		Logger:             quietLogger(),
+	}
+}
+
+// note is a Create of note n addressed to inboxes.
+func note(n int, inboxes ...string) queue.Activity {
+	return queue.Activity{
+		Body: fmt.Appendf(nil, `{"id":"https://local.example/activities/%d","type":"Create",`+
+			`"actor":"https://local.example/users/alice","object":"https://local.example/notes/%d"}`, n, n),
+		Inboxes: inboxes,
+	}
+}
+
+// poolVia returns a pool on db's database through addr (a proxy), its
+// connections named after db's schema.
+func poolVia(t *testing.T, db *pgtest.DB, addr *net.TCPAddr) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(db.ConnString)
+	require.NoError(t, err)
+	cfg.ConnConfig.Host = addr.IP.String()
+	cfg.ConnConfig.Port = uint16(addr.Port)
+	cfg.ConnConfig.Fallbacks = nil
+	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	cfg.ConnConfig.RuntimeParams["application_name"] = db.Schema
+	cfg.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// storeOn returns a store on pool in db's schema (already migrated).
+func storeOn(t *testing.T, pool *pgxpool.Pool, db *pgtest.DB) *postgres.Store {
+	t.Helper()
+	s, err := postgres.New(pool, &postgres.Config{Schema: db.Schema, Logger: quietLogger()})
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// startQueue starts a queue and stops it when the test ends.
+func startQueue(t *testing.T, st store.Store, snd sender.Sender, cfg *queue.Config) *queue.Queue {
+	t.Helper()
+	q, err := queue.New(st, snd, cfg)
+	require.NoError(t, err)
+	require.NoError(t, q.Start(t.Context()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = q.Stop(ctx)
+	})
+	return q
+}
+
+// overlapDetector wraps senders of several processes and records any moment
+// at which two of them had a request in flight to one domain.
+type overlapDetector struct {
+	mu       sync.Mutex
+	inFlight map[string]map[string]int // domain -> process -> requests
+	overlaps []string
+}
+
+func (o *overlapDetector) sender(process string) *sendertest.Fake {
+	return &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		o.mu.Lock()
+		if o.inFlight == nil {
+			o.inFlight = make(map[string]map[string]int)
+		}
+		if o.inFlight[d.Domain] == nil {
+			o.inFlight[d.Domain] = make(map[string]int)
+		}
+		for p, n := range o.inFlight[d.Domain] {
+			if p != process && n > 0 {
+				o.overlaps = append(o.overlaps, fmt.Sprintf("%s worked by %s and %s", d.Domain, p, process))
+			}
+		}
+		o.inFlight[d.Domain][process]++
+		o.mu.Unlock()
+		select { // a little latency, so that an overlap would show
+		case <-time.After(time.Millisecond):
+		case <-ctx.Done():
+		}
+		o.mu.Lock()
+		o.inFlight[d.Domain][process]--
+		o.mu.Unlock()
+		return sender.Success(202)
+	}}
+}
+
+func (o *overlapDetector) Overlaps() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.overlaps)
+}
+
+// owners returns how many domains each owner holds, from the database.
+func owners(t *testing.T, st store.Store) map[string]int {
+	t.Helper()
+	doms, err := st.Domains(t.Context(), nil)
+	require.NoError(t, err)
+	out := make(map[string]int)
+	for _, d := range doms {
+		if d.Owner != "" && d.LeaseExpiresAt.After(time.Now()) {
+			out[d.Owner]++
+		}
+	}
+	return out
+}
+
+// allAt reports whether every domain's cursor is at least id.
+func allAt(t *testing.T, st store.Store, id int64) bool {
+	t.Helper()
+	doms, err := st.Domains(t.Context(), nil)
+	require.NoError(t, err)
+	for _, d := range doms {
+		if d.Cursor < id {
+			return false
+		}
+	}
+	return len(doms) > 0
+}
+
+// TestQueuesSplitAndFence runs two queues as two processes on one schema.
+// They split the domains without configuration; when one is cut off from
+// the database the other takes its domains over within the lease TTL; when
+// it comes back, its stale saves are refused (cursors never move back) and
+// at no time do both work one domain.
+func TestQueuesSplitAndFence(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, &pgtest.Options{MaxConns: 6})
+	setup, _ := newStoreOn(t, db, &postgres.Config{Logger: quietLogger()})
+	const domains = 12
+	var inboxes []string
+	var regs []store.DomainRegistration
+	for i := range domains {
+		regs = append(regs, store.DomainRegistration{Domain: fmt.Sprintf("d%02d.example", i)})
+		inboxes = append(inboxes, fmt.Sprintf("https://d%02d.example/inbox", i))
+	}
+	require.NoError(t, setup.RegisterDomains(t.Context(), regs))
+
+	var od overlapDetector
+	px := newProxy(t, net.JoinHostPort(db.Pool.Config().ConnConfig.Host, strconv.Itoa(int(db.Pool.Config().ConnConfig.Port))))
+	stA := storeOn(t, poolVia(t, db, px.Addr()), db)
+	stB := storeOn(t, db.Pool, db)
+	fakeA, fakeB := od.sender("a"), od.sender("b")
+	startQueue(t, stA, fakeA, queueConfig("a"))
+	qb := startQueue(t, stB, fakeB, queueConfig("b"))
+
+	require.Eventually(t, func() bool {
+		o := owners(t, setup)
+		return o["a"] == domains/2 && o["b"] == domains/2
+	}, 15*time.Second, 20*time.Millisecond, "the two processes did not split the domains evenly")
+
+	var ids []int64
+	for i := range 10 * domains {
+		id, err := qb.Enqueue(t.Context(), note(i, inboxes[i%domains]))
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	require.Eventually(t, func() bool { return allAt(t, setup, ids[len(ids)-1]) }, 15*time.Second, 20*time.Millisecond)
+	require.Positive(t, fakeA.DeliveredCount())
+	require.Positive(t, fakeB.DeliveredCount())
+
+	// Cut a off: b takes over a's domains once their leases expire.
+	px.Cut()
+	cutAt := time.Now()
+	for i := range 5 * domains {
+		id, err := qb.Enqueue(t.Context(), note(1000+i, inboxes[i%domains]))
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	require.Eventually(t, func() bool { return owners(t, setup)["b"] == domains }, 10*time.Second, 20*time.Millisecond,
+		"b did not take over a's domains")
+	t.Logf("takeover %v after the partition (lease TTL 1s)", time.Since(cutAt).Round(10*time.Millisecond))
+	require.Eventually(t, func() bool { return allAt(t, setup, ids[len(ids)-1]) }, 15*time.Second, 20*time.Millisecond)
+	final := ids[len(ids)-1]
+
+	// a comes back: its saves carry superseded tokens and are refused; it
+	// rebalances by acquiring leases afresh.
+	px.Restore()
+	require.Eventually(t, func() bool {
+		o := owners(t, setup)
+		return o["a"] > 0 && o["b"] > 0
+	}, 15*time.Second, 20*time.Millisecond, "a did not rejoin")
+	for i := range domains {
+		id, err := qb.Enqueue(t.Context(), note(2000+i, inboxes[i]))
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	require.Eventually(t, func() bool { return allAt(t, setup, ids[len(ids)-1]) }, 15*time.Second, 20*time.Millisecond)
+	doms, err := setup.Domains(t.Context(), nil)
+	require.NoError(t, err)
+	for _, d := range doms {
+		require.GreaterOrEqual(t, d.Cursor, final, "%s moved back", d.Domain)
+	}
+
+	require.Empty(t, od.Overlaps(), "two processes worked one domain at once")
+	delivered := make(map[int64]bool)
+	for _, f := range []*sendertest.Fake{fakeA, fakeB} {
+		for _, inbox := range inboxes {
+			for _, id := range f.Delivered(inbox) {
+				delivered[id] = true
+			}
+		}
+	}
+	for _, id := range ids {
+		require.True(t, delivered[id], "activity %d never delivered", id)
+	}
+}
+
+// TestQueueSurvivesDatabaseRestart ends every connection of the queue's
+// store (pool, listener, reservation pool) several times while activities
+// are enqueued and delivered: the queue must resume by itself, deliver every
+// activity in order per domain, and keep getting wake-ups through LISTEN
+// (polling is off).
+func TestQueueSurvivesDatabaseRestart(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, &postgres.Config{Logger: quietLogger()})
+	fake := &sendertest.Fake{}
+	cfg := queueConfig("p")
+	cfg.MaxInFlightPerDomain = 1
+	q := startQueue(t, s, fake, cfg)
+
+	const domains = 4
+	inbox := func(i int) string { return fmt.Sprintf("https://d%d.example/inbox", i%domains) }
+	var ids []int64
+	enqueue := func(n int) {
+		// An enqueue that fails with the connection is retried, as a
+		// caller would; only IDs returned count.
+		for {
+			id, err := q.Enqueue(t.Context(), note(n, inbox(n)))
+			if err == nil {
+				ids = append(ids, id)
+				return
+			}
+			require.NoError(t, t.Context().Err())
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for round := range 4 {
+		for i := range 25 {
+			enqueue(round*100 + i)
+		}
+		n, err := db.TerminateConnections(t.Context())
+		require.NoError(t, err)
+		t.Logf("round %d: ended %d connections", round, n)
+	}
+	for i := range 25 {
+		enqueue(900 + i)
+	}
+	deliveredAll := func() (map[int64]bool, bool) {
+		seen := make(map[int64]bool)
+		for i := range domains {
+			for _, id := range fake.Delivered(inbox(i)) {
+				seen[id] = true
+			}
+		}
+		for _, id := range ids {
+			if !seen[id] {
+				return seen, false
+			}
+		}
+		return seen, true
+	}
+	require.Eventually(t, func() bool { _, ok := deliveredAll(); return ok }, 20*time.Second, 20*time.Millisecond,
+		"the queue did not resume and deliver every activity")
+	for i := range domains {
+		seen := make(map[int64]bool)
+		var firsts []int64
+		for _, id := range fake.Delivered(inbox(i)) {
+			if !seen[id] {
+				seen[id] = true
+				firsts = append(firsts, id)
+			}
+		}
+		require.True(t, slices.IsSorted(firsts), "%s received out of order: %v", inbox(i), firsts)
+	}
+
+	// Wake-ups still arrive through the reconnected listener.
+	start := time.Now()
+	enqueue(5000)
+	require.Eventually(t, func() bool { return slices.Contains(fake.Delivered(inbox(5000)), ids[len(ids)-1]) },
+		5*time.Second, 5*time.Millisecond)
+	t.Logf("enqueue to delivery after the restarts: %v", time.Since(start).Round(time.Millisecond))
+}
