@@ -213,4 +213,3 @@ func (w *worker) reloadIfWanted() {
 		w.q.observe(Event{Kind: EventDomainStatus, Domain: w.domain, Status: row.Status, Reason: "admin change"})
 	}
 }
-
