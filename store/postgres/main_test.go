@@ -28,7 +28,18 @@ var modes = []struct {
 // the given mode (zero: pgx's default).
 func newStore(t testing.TB, mode pgx.QueryExecMode, cfg *postgres.Config) (*postgres.Store, *pgtest.DB) {
 	t.Helper()
-	db := pgtest.New(t, &pgtest.Options{Mode: mode})
+	return newStoreOn(t, pgtest.New(t, &pgtest.Options{Mode: mode}), cfg)
+}
+
+// newStoreWith returns a migrated store on a pool made with opts.
+func newStoreWith(t testing.TB, opts pgtest.Options) (*postgres.Store, *pgtest.DB) {
+	t.Helper()
+	return newStoreOn(t, pgtest.New(t, &opts), nil)
+}
+
+// newStoreOn returns a migrated store in db's schema.
+func newStoreOn(t testing.TB, db *pgtest.DB, cfg *postgres.Config) (*postgres.Store, *pgtest.DB) {
+	t.Helper()
 	var c postgres.Config
 	if cfg != nil {
 		c = *cfg

@@ -72,3 +72,9 @@ CREATE TABLE IF NOT EXISTS {s}.dead_letters (
 	created_at   timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_domain_idx ON {s}.dead_letters (domain, id);
+
+-- Statistics for the tiny tables every append reads, so the planner never
+-- takes them for large ones (on a never-analysed table it guesses thousands
+-- of rows, and the append statement would cross-join those guesses past
+-- jit_above_cost and spend milliseconds compiling a sub-millisecond query).
+ANALYZE {s}.id_counter, {s}.pending_appends;

@@ -1,0 +1,217 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/apqueue/apqueue/internal/pgtest"
+	"github.com/apqueue/apqueue/store"
+	"github.com/apqueue/apqueue/store/postgres"
+)
+
+func TestNewValidatesConfig(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	cases := []struct {
+		name string
+		cfg  *postgres.Config
+		ok   bool
+	}{
+		{"nil config", nil, true},
+		{"default schema", &postgres.Config{}, true},
+		{"plain schema", &postgres.Config{Schema: "fedi_queue2"}, true},
+		{"upper case", &postgres.Config{Schema: "Queue"}, false},
+		{"quote", &postgres.Config{Schema: `a"b`}, false},
+		{"dot", &postgres.Config{Schema: "public.x"}, false},
+		{"leading digit", &postgres.Config{Schema: "1queue"}, false},
+		{"too long", &postgres.Config{Schema: "a123456789012345678901234567890123456789012345678901234567890123"}, false},
+		{"bad listen connection string", &postgres.Config{ListenConnString: "postgres://%zz"}, false},
+	}
+	for _, c := range cases {
+		s, err := postgres.New(db.Pool, c.cfg)
+		if c.ok {
+			require.NoError(t, err, c.name)
+			s.Close()
+			continue
+		}
+		require.ErrorIs(t, err, store.ErrInvalid, c.name)
+	}
+	_, err := postgres.New(nil, nil)
+	require.ErrorIs(t, err, store.ErrInvalid)
+
+	s, err := postgres.New(db.Pool, nil)
+	require.NoError(t, err)
+	require.Equal(t, postgres.SchemaDefault, s.Schema())
+}
+
+func TestMigrate(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	ctx := t.Context()
+	s, err := postgres.New(db.Pool, &postgres.Config{Schema: db.Schema})
+	require.NoError(t, err)
+	defer s.Close()
+
+	v, err := s.Version(ctx)
+	require.NoError(t, err)
+	require.Zero(t, v, "version before Migrate")
+	_, err = s.Head(ctx)
+	require.ErrorIs(t, err, postgres.ErrNotMigrated)
+
+	v, err = s.Migrate(ctx)
+	require.NoError(t, err)
+	require.Equal(t, postgres.LatestVersion(), v)
+	require.Positive(t, v)
+	id := appendOne(t, s, "a.example")
+
+	// Again: nothing changes, data is kept.
+	v, err = s.Migrate(ctx)
+	require.NoError(t, err)
+	require.Equal(t, postgres.LatestVersion(), v)
+	got, err := s.Version(ctx)
+	require.NoError(t, err)
+	require.Equal(t, v, got)
+	require.Equal(t, []int64{id}, readAll(t, s, 0))
+}
+
+func TestMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			db := pgtest.New(t, &pgtest.Options{Mode: m.mode, MaxConns: 8})
+			// The schema does not exist yet either: Migrate creates it.
+			schema := db.Schema + "_new"
+			t.Cleanup(func() {
+				_, _ = db.Pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+			})
+			var g errgroup.Group
+			for range 6 {
+				g.Go(func() error {
+					s, err := postgres.New(db.Pool, &postgres.Config{Schema: schema})
+					if err != nil {
+						return err
+					}
+					defer s.Close()
+					v, err := s.Migrate(t.Context())
+					if err != nil {
+						return err
+					}
+					if v != postgres.LatestVersion() {
+						return errors.New("migrated to the wrong version")
+					}
+					return nil
+				})
+			}
+			require.NoError(t, g.Wait())
+			s, err := postgres.New(db.Pool, &postgres.Config{Schema: schema})
+			require.NoError(t, err)
+			defer s.Close()
+			var n int
+			require.NoError(t, db.Pool.QueryRow(t.Context(),
+				"SELECT count(*) FROM "+pgx.Identifier{schema, "schema_migrations"}.Sanitize()).Scan(&n))
+			require.Equal(t, postgres.LatestVersion(), n, "a migration was recorded twice")
+			appendOne(t, s)
+		})
+	}
+}
+
+// TestListenReconnects terminates the listener's connection on the server
+// and checks that notifications resume, with a wake-up on reconnection.
+func TestListenReconnects(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var calls atomic.Int64
+	result := make(chan error, 1)
+	go func() { result <- s.Listen(ctx, func() { calls.Add(1) }) }()
+
+	channel := `LISTEN "` + db.Schema + `_activities"`
+	listenerPID := func() int32 {
+		var pid int32
+		err := db.Pool.QueryRow(t.Context(), "SELECT pid FROM pg_stat_activity WHERE query = $1", channel).Scan(&pid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return 0
+		}
+		require.NoError(t, err)
+		return pid
+	}
+	var pid int32
+	require.Eventually(t, func() bool { pid = listenerPID(); return pid != 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		appendOne(t, s)
+		return calls.Load() > 0
+	}, 5*time.Second, 10*time.Millisecond, "no notification before the disconnection")
+
+	var ok bool
+	require.NoError(t, db.Pool.QueryRow(t.Context(), "SELECT pg_terminate_backend($1)", pid).Scan(&ok))
+	require.True(t, ok)
+	require.Eventually(t, func() bool { p := listenerPID(); return p != 0 && p != pid }, 10*time.Second, 10*time.Millisecond,
+		"the listener did not reconnect")
+	before := calls.Load()
+	require.Eventually(t, func() bool {
+		appendOne(t, s)
+		return calls.Load() > before
+	}, 5*time.Second, 10*time.Millisecond, "no notification after reconnecting")
+
+	cancel()
+	require.ErrorIs(t, <-result, context.Canceled)
+}
+
+func TestPollOnly(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, pgx.QueryExecModeSimpleProtocol, &postgres.Config{PollOnly: true})
+	err := s.Listen(t.Context(), func() {})
+	require.ErrorIs(t, err, store.ErrNotifyUnsupported)
+	appendOne(t, s) // appends still work (and still NOTIFY, harmlessly)
+}
+
+// TestStatsCountStatements checks the statement counter the load generator
+// reads: one statement per store call, three for AppendTx.
+func TestStatsCountStatements(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx := t.Context()
+	start := s.Stats().Statements
+
+	ids, err := s.Append(ctx, []store.NewActivity{newActivity("a.example"), newActivity("b.example")})
+	require.NoError(t, err)
+	_, err = s.Activities(ctx, 0, 10)
+	require.NoError(t, err)
+	leased, err := s.AcquireLeases(ctx, "owner-a", time.Minute, 10)
+	require.NoError(t, err)
+	for i := range leased {
+		leased[i].Cursor = ids[1]
+	}
+	require.NoError(t, s.Checkpoint(ctx, leased, nil))
+	require.Equal(t, int64(4), s.Stats().Statements-start, "a batch of two domains cost more than one statement per call")
+
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = s.AppendTx(ctx, tx, []store.NewActivity{newActivity()})
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, int64(7), s.Stats().Statements-start)
+
+	// Calls refused before reaching the database cost nothing.
+	_, err = s.Activities(ctx, 0, 0)
+	require.ErrorIs(t, err, store.ErrInvalid)
+	require.Equal(t, int64(7), s.Stats().Statements-start)
+}
+
+func TestInvalidTextIsInvalid(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, 0, nil)
+	a := newActivity()
+	a.Actor = "nul\x00byte"
+	_, err := s.Append(t.Context(), []store.NewActivity{a})
+	require.ErrorIs(t, err, store.ErrInvalid)
+}
