@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/apqueue/apqueue/store"
@@ -66,23 +67,38 @@ func (c *checkpointer) save(ctx context.Context, workers []*worker) error {
 	}
 	c.saves++
 	err := c.q.store.Checkpoint(ctx, states, dls)
-	var lost *store.LeaseLostError
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case errors.As(err, &lost):
-		// The other domains were saved; the refused ones belong to another
-		// process now, which re-sends what was not saved here.
+	}
+	var lost *store.LeaseLostError
+	var stale *store.StaleStateError
+	refusedOnly := false
+	if errors.As(err, &lost) {
+		// The refused domains belong to another process now, which re-sends
+		// what was not saved here.
 		for _, d := range lost.Domains {
 			c.q.dropWorker(d, "lease lost at checkpoint")
 		}
-		return nil
-	default:
-		for _, w := range taken {
-			w.restoreCheckpoint(dlsOf(dls, w.domain))
-		}
-		return err
+		refusedOnly = true
 	}
+	if errors.As(err, &stale) {
+		// An admin changed these domains: take the change in, then save
+		// again, dead letters included.
+		for _, w := range taken {
+			if slices.Contains(stale.Domains, w.domain) {
+				w.restoreCheckpoint(dlsOf(dls, w.domain))
+				w.wantReload()
+			}
+		}
+		refusedOnly = true
+	}
+	if refusedOnly {
+		return nil // every other state was saved
+	}
+	for _, w := range taken {
+		w.restoreCheckpoint(dlsOf(dls, w.domain))
+	}
+	return err
 }
 
 func dlsOf(dls []store.DeadLetter, domain string) []store.DeadLetter {

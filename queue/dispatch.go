@@ -195,7 +195,7 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 	switch {
 	case st.Status == store.StatusDead:
 		st.NextAttemptAt = now.Add(cfg.ProbeInterval)
-	case now.Sub(st.FailingSince) >= cfg.DeadAfter:
+	case st.Status == store.StatusActive && now.Sub(st.FailingSince) >= cfg.DeadAfter:
 		st.Status = store.StatusDead
 		st.NextAttemptAt = now.Add(cfg.ProbeInterval)
 		w.q.logger.WarnContext(w.ctx, "apqueue: domain failing continuously, marked dead", slog.String("domain", w.domain), slog.Time("failing_since", st.FailingSince), slog.String("reason", res.Reason))

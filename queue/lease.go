@@ -72,6 +72,9 @@ func (l *leaseKeeper) round(ctx context.Context) error {
 		for _, w := range workers {
 			if r, ok := kept[w.domain]; ok {
 				w.renewed(r, asked.Add(ttl))
+				if r.Revision != w.revision() {
+					w.wantReload() // an admin changed the domain
+				}
 			} else {
 				q.dropWorker(w.domain, "lease lost")
 			}

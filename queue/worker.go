@@ -46,6 +46,7 @@ type worker struct {
 	latency      latencyRing
 	view         workerView
 	skipTo       int64 // move past this ID (retention, admin skip); 0: none
+	reload       bool  // re-read the saved state: an admin changed it
 }
 
 // workerView is what Stats may read of the run goroutine's own fields,
@@ -127,6 +128,7 @@ func (w *worker) run() {
 				return
 			}
 		} else {
+			w.reloadIfWanted()
 			w.applySkip()
 			w.fill()
 			w.dispatch()

@@ -12,6 +12,8 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	// ErrLeaseLost is matched by *LeaseLostError.
 	ErrLeaseLost = errors.New("store: lease lost")
+	// ErrStale is matched by *StaleStateError.
+	ErrStale = errors.New("store: state based on an older revision")
 	// ErrNotifyUnsupported is returned by Listen when the store cannot
 	// notify; the queue then polls.
 	ErrNotifyUnsupported = errors.New("store: notifications not supported")
@@ -30,3 +32,18 @@ func (e *LeaseLostError) Error() string {
 
 // Is reports whether target is ErrLeaseLost.
 func (e *LeaseLostError) Is(target error) bool { return target == ErrLeaseLost }
+
+// StaleStateError is returned by Checkpoint when some states were refused
+// because an admin changed their domains since the owner read them; the
+// owner reloads those domains and saves again.
+type StaleStateError struct {
+	// Domains are the refused domains.
+	Domains []string
+}
+
+func (e *StaleStateError) Error() string {
+	return "store: admin change not yet seen for " + strings.Join(e.Domains, ", ")
+}
+
+// Is reports whether target is ErrStale.
+func (e *StaleStateError) Is(target error) bool { return target == ErrStale }

@@ -52,7 +52,11 @@ type Store interface {
 	// the domain's current lease token and its Owner the lease's owner. States
 	// that fail the check, and the dead letters of their domains, are not
 	// saved; the rest are, and the error is a *LeaseLostError (matching
-	// ErrLeaseLost) naming the refused domains. It saves Cursor, Status,
+	// ErrLeaseLost) naming the refused domains. Likewise a state whose
+	// Revision is not the domain's current one (an admin changed the domain
+	// since the owner read it) is refused with its dead letters, reported by
+	// a *StaleStateError (matching ErrStale); when both happen the error
+	// joins both (errors.Join). It saves Cursor, Status,
 	// FailCount, FailingSince, NextAttemptAt, LastStatus, LastError and
 	// LastSuccessAt; SharedInbox and the lease fields are left as they are.
 	// Dead letters get their ID and, when zero, their CreatedAt from the store.
@@ -67,9 +71,14 @@ type Store interface {
 
 	// RenewLeases extends to ttl from now the leases that owner still holds
 	// among the given ones (matched by domain and token) and returns them with
-	// their new expiry. A lease that expired but was not taken over by another
+	// their new expiry and the domain's current Revision. A lease that expired but was not taken over by another
 	// owner is renewed too. Leases that were lost are left out of the result.
 	RenewLeases(ctx context.Context, owner string, leases []Lease, ttl time.Duration) ([]Lease, error)
+
+	// ChangeDomain applies an admin's change to a domain at once, whoever
+	// holds its lease, increments its Revision, and returns the new state.
+	// An unknown domain is an error matching ErrNotFound.
+	ChangeDomain(ctx context.Context, domain string, change DomainChange) (DomainState, error)
 
 	// ReleaseLeases ends the given leases that owner still holds, so another
 	// owner can acquire the domains at once. Leases already lost are ignored.

@@ -78,6 +78,9 @@ type Lease struct {
 	// domain, so a save carrying an older token is refused.
 	Token     int64
 	ExpiresAt time.Time
+	// Revision is the domain's admin revision (see DomainState.Revision),
+	// returned by RenewLeases so that the owner notices admin changes.
+	Revision int64
 }
 
 // DomainState is the persistent state of one remote domain.
@@ -104,6 +107,10 @@ type DomainState struct {
 	LastError string
 	// LastSuccessAt is when the domain last accepted a delivery.
 	LastSuccessAt time.Time
+	// Revision counts the admin changes made to the domain (ChangeDomain).
+	// Checkpoint refuses a state based on an older revision, so an owner
+	// that has not seen an admin change yet cannot undo it.
+	Revision int64
 
 	// Owner, LeaseToken and LeaseExpiresAt describe the domain's lease. They
 	// are set by AcquireLeases and RenewLeases only; Checkpoint uses Owner and
@@ -115,7 +122,21 @@ type DomainState struct {
 
 // Lease returns the lease fields of s as a Lease.
 func (s DomainState) Lease() Lease {
-	return Lease{Domain: s.Domain, Token: s.LeaseToken, ExpiresAt: s.LeaseExpiresAt}
+	return Lease{Domain: s.Domain, Token: s.LeaseToken, ExpiresAt: s.LeaseExpiresAt, Revision: s.Revision}
+}
+
+// DomainChange is an admin's change to a domain's state. Zero fields change
+// nothing.
+type DomainChange struct {
+	// Status, when set, becomes the domain's status: StatusPaused to pause,
+	// StatusActive to resume or to mark a dead domain alive.
+	Status DomainStatus
+	// ClearBackoff forgets the failures: FailCount, FailingSince,
+	// NextAttemptAt and LastError are reset, so the next attempt is now.
+	ClearBackoff bool
+	// SkipTo raises the cursor to this ID (never lowers it): the activities
+	// up to it are not delivered to the domain.
+	SkipTo int64
 }
 
 // LeaseStats summarises the leases of a store.
@@ -151,6 +172,8 @@ type DeadLetter struct {
 type DeadLetterFilter struct {
 	// Domain keeps only dead letters for this domain.
 	Domain string
+	// IDs, when not nil, keeps only the dead letters with these IDs.
+	IDs []int64
 	// AfterID keeps only dead letters with an ID greater than this, for paging.
 	AfterID int64
 	// Limit caps the number returned; zero means 100.

@@ -28,7 +28,8 @@ func (s *Store) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) 
 		if len(out) == limit {
 			break
 		}
-		if dl.ID <= filter.AfterID || (filter.Domain != "" && dl.Domain != filter.Domain) {
+		if dl.ID <= filter.AfterID || (filter.Domain != "" && dl.Domain != filter.Domain) ||
+			(filter.IDs != nil && !slices.Contains(filter.IDs, dl.ID)) {
 			continue
 		}
 		dl.Body = slices.Clone(dl.Body)

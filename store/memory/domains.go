@@ -2,8 +2,11 @@ package memory
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/apqueue/apqueue/store"
 )
@@ -97,9 +100,13 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	refused := make(map[string]bool)
+	var stale []string
 	for _, st := range states {
 		d, ok := s.domains[st.Domain]
 		if !ok || st.Owner == "" || d.Owner != st.Owner || d.LeaseToken != st.LeaseToken {
+			refused[st.Domain] = true
+		} else if d.Revision != st.Revision {
+			stale = append(stale, st.Domain)
 			refused[st.Domain] = true
 		}
 	}
@@ -132,13 +139,61 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		}
 		s.deadLetters = append(s.deadLetters, dl)
 	}
-	if len(refused) > 0 {
-		lost := make([]string, 0, len(refused))
+	var errs []error
+	if len(refused) > len(stale) {
+		lost := make([]string, 0, len(refused)-len(stale))
 		for d := range refused {
-			lost = append(lost, d)
+			if !slices.Contains(stale, d) {
+				lost = append(lost, d)
+			}
 		}
 		slices.Sort(lost)
-		return &store.LeaseLostError{Domains: lost}
+		errs = append(errs, &store.LeaseLostError{Domains: lost})
 	}
-	return nil
+	if len(stale) > 0 {
+		slices.Sort(stale)
+		errs = append(errs, &store.StaleStateError{Domains: stale})
+	}
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return errors.Join(errs...)
+}
+
+// ChangeDomain implements store.Store.
+func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.DomainChange) (store.DomainState, error) {
+	const op = "change domain"
+	if err := checkCtx(ctx, op); err != nil {
+		return store.DomainState{}, err
+	}
+	if domain == "" {
+		return store.DomainState{}, invalid(op, "empty domain")
+	}
+	if change.Status != "" && !change.Status.Valid() {
+		return store.DomainState{}, invalid(op, "status %q", change.Status)
+	}
+	if change.SkipTo < 0 {
+		return store.DomainState{}, invalid(op, "negative skip %d", change.SkipTo)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.domains[domain]
+	if !ok {
+		return store.DomainState{}, fmt.Errorf("memory store: %s %q: %w", op, domain, store.ErrNotFound)
+	}
+	if change.Status != "" {
+		d.Status = change.Status
+	}
+	if change.ClearBackoff {
+		d.FailCount = 0
+		d.FailingSince = time.Time{}
+		d.NextAttemptAt = time.Time{}
+		d.LastError = ""
+	}
+	d.Cursor = max(d.Cursor, change.SkipTo)
+	d.Revision++
+	return *d, nil
 }

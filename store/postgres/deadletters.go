@@ -11,7 +11,7 @@ import (
 
 const deadLettersSQL = `SELECT id, activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at
 FROM {s}.dead_letters
-WHERE id > $1 AND ($2::text = '' OR domain = $2::text)
+WHERE id > $1 AND ($2::text = '' OR domain = $2::text) AND ($4::bigint[] IS NULL OR id = ANY($4::bigint[]))
 ORDER BY id
 LIMIT $3`
 
@@ -31,7 +31,9 @@ func (s *Store) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) 
 		limit = store.DeadLetterLimitDefault
 	}
 	s.count(1)
-	rows, err := s.pool.Query(ctx, s.sql.deadLetters, filter.AfterID, filter.Domain, limit)
+	// A nil IDs filter is sent as NULL (no filter), an empty one as an empty
+	// array (nothing matches).
+	rows, err := s.pool.Query(ctx, s.sql.deadLetters, filter.AfterID, filter.Domain, limit, filter.IDs)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}

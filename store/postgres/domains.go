@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/jackc/pgx/v5"
@@ -21,26 +23,29 @@ ON CONFLICT (domain) DO UPDATE SET shared_inbox = EXCLUDED.shared_inbox
 	WHERE EXCLUDED.shared_inbox <> '' AND {s}.domains.shared_inbox IS DISTINCT FROM EXCLUDED.shared_inbox`
 
 const domainColumns = `domain, shared_inbox, cursor, status, fail_count, failing_since, next_attempt_at,
-	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at`
+	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision`
 
 const domainsSQL = `SELECT ` + domainColumns + ` FROM {s}.domains
 WHERE cardinality($1::text[]) = 0 OR domain = ANY($1::text[])
 ORDER BY domain COLLATE "C"`
 
 // checkpointSQL saves every state whose owner still holds the lease with
-// its token, and the dead letters of every domain not refused, in one
-// statement. It returns the saved domains; the caller reports the others.
+// its token and that is based on the domain's current revision, and the
+// dead letters of every domain not refused, in one statement. It returns
+// every given domain with whether it was saved and whether its lease held,
+// so the caller tells lost leases from stale states.
 const checkpointSQL = `WITH st AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::integer[],
-		$7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[], $11::timestamptz[])
+		$7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[], $11::timestamptz[], $22::bigint[])
 		AS st(domain, owner, token, cursor, status, fail_count, failing_since, next_attempt_at,
-			last_status, last_error, last_success_at)
+			last_status, last_error, last_success_at, revision)
 ), saved AS (
 	UPDATE {s}.domains d SET cursor = st.cursor, status = st.status, fail_count = st.fail_count,
 		failing_since = st.failing_since, next_attempt_at = st.next_attempt_at,
 		last_status = st.last_status, last_error = st.last_error, last_success_at = st.last_success_at
 	FROM st
 	WHERE d.domain = st.domain AND st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token
+		AND d.revision = st.revision
 	RETURNING d.domain
 ), dl AS (
 	INSERT INTO {s}.dead_letters (activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at)
@@ -52,7 +57,9 @@ const checkpointSQL = `WITH st AS (
 	WHERE x.domain NOT IN (SELECT domain FROM st) OR x.domain IN (SELECT domain FROM saved)
 	ORDER BY x.ord
 )
-SELECT domain FROM saved`
+SELECT st.domain, st.domain IN (SELECT domain FROM saved),
+	coalesce(st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token, false)
+FROM st LEFT JOIN {s}.domains d ON d.domain = st.domain`
 
 // RegisterDomains implements store.Store.
 func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegistration) error {
@@ -119,7 +126,7 @@ func scanDomain(row pgx.CollectableRow) (store.DomainState, error) {
 		failingSince, nextAttempt, lastOK, expires pgtype.Timestamptz
 	)
 	err := row.Scan(&d.Domain, &d.SharedInbox, &d.Cursor, &status, &d.FailCount, &failingSince, &nextAttempt,
-		&d.LastStatus, &d.LastError, &lastOK, &d.Owner, &d.LeaseToken, &expires)
+		&d.LastStatus, &d.LastError, &lastOK, &d.Owner, &d.LeaseToken, &expires, &d.Revision)
 	d.Status = store.DomainStatus(status)
 	d.FailingSince = fromTS(failingSince)
 	d.NextAttemptAt = fromTS(nextAttempt)
@@ -161,7 +168,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 	}
 	var (
 		domains, owners, statuses, lastErrors     []string
-		tokens, cursors                           []int64
+		tokens, cursors, revisions                []int64
 		failCounts, lastStatuses                  []int32
 		failingSince, nextAttempt, lastSuccessAts []pgtype.Timestamptz
 	)
@@ -180,6 +187,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		lastStatuses = append(lastStatuses, int32(st.LastStatus))
 		lastErrors = append(lastErrors, st.LastError)
 		lastSuccessAts = append(lastSuccessAts, toTS(st.LastSuccessAt))
+		revisions = append(revisions, st.Revision)
 	}
 	var (
 		dlActivity                                  []int64
@@ -210,29 +218,85 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		nonNil(domains), nonNil(owners), nonNil(tokens), nonNil(cursors), nonNil(statuses), nonNil(failCounts),
 		nonNil(failingSince), nonNil(nextAttempt), nonNil(lastStatuses), nonNil(lastErrors), nonNil(lastSuccessAts),
 		nonNil(dlActivity), nonNil(dlDomain), nonNil(dlInbox), nonNil(dlActor), nonNil(dlKey), nonNil(dlBody),
-		nonNil(dlStatus), nonNil(dlReason), nonNil(dlAttempts), nonNil(dlCreated))
+		nonNil(dlStatus), nonNil(dlReason), nonNil(dlAttempts), nonNil(dlCreated), nonNil(revisions))
 	if err != nil {
 		return s.fail(ctx, op, err)
 	}
-	saved, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return s.fail(ctx, op, err)
-	}
-	if len(saved) == len(domains) {
-		return nil
-	}
-	ok := make(map[string]bool, len(saved))
-	for _, d := range saved {
-		ok[d] = true
-	}
-	var lost []string
-	for _, d := range domains {
-		if !ok[d] {
-			lost = append(lost, d)
+	var lost, stale []string
+	var domain string
+	var saved, leased bool
+	_, err = pgx.ForEachRow(rows, []any{&domain, &saved, &leased}, func() error {
+		switch {
+		case saved:
+		case leased:
+			stale = append(stale, domain)
+		default:
+			lost = append(lost, domain)
 		}
+		return nil
+	})
+	if err != nil {
+		return s.fail(ctx, op, err)
 	}
-	slices.Sort(lost)
-	return &store.LeaseLostError{Domains: lost}
+	var errs []error
+	if len(lost) > 0 {
+		slices.Sort(lost)
+		errs = append(errs, &store.LeaseLostError{Domains: lost})
+	}
+	if len(stale) > 0 {
+		slices.Sort(stale)
+		errs = append(errs, &store.StaleStateError{Domains: stale})
+	}
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return errors.Join(errs...)
+}
+
+// changeDomainSQL applies an admin change ($2 status or ”, $3 clear
+// backoff, $4 skip-to) to domain $1 and bumps its revision.
+const changeDomainSQL = `UPDATE {s}.domains SET
+	status = CASE WHEN $2::text = '' THEN status ELSE $2::text END,
+	fail_count = CASE WHEN $3::boolean THEN 0 ELSE fail_count END,
+	failing_since = CASE WHEN $3::boolean THEN NULL ELSE failing_since END,
+	next_attempt_at = CASE WHEN $3::boolean THEN NULL ELSE next_attempt_at END,
+	last_error = CASE WHEN $3::boolean THEN '' ELSE last_error END,
+	cursor = greatest(cursor, $4::bigint),
+	revision = revision + 1
+WHERE domain = $1
+RETURNING ` + domainColumns
+
+// ChangeDomain implements store.Store in one statement.
+func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.DomainChange) (store.DomainState, error) {
+	const op = "change domain"
+	if err := checkCtx(ctx, op); err != nil {
+		return store.DomainState{}, err
+	}
+	if domain == "" {
+		return store.DomainState{}, invalid(op, "empty domain")
+	}
+	if change.Status != "" && !change.Status.Valid() {
+		return store.DomainState{}, invalid(op, "status %q", change.Status)
+	}
+	if change.SkipTo < 0 {
+		return store.DomainState{}, invalid(op, "negative skip %d", change.SkipTo)
+	}
+	s.count(1)
+	rows, err := s.pool.Query(ctx, s.sql.changeDomain, domain, string(change.Status), change.ClearBackoff, change.SkipTo)
+	if err != nil {
+		return store.DomainState{}, s.fail(ctx, op, err)
+	}
+	states, err := pgx.CollectRows(rows, scanDomain)
+	if err != nil {
+		return store.DomainState{}, s.fail(ctx, op, err)
+	}
+	if len(states) == 0 {
+		return store.DomainState{}, fmt.Errorf("postgres store: %s %q: %w", op, domain, store.ErrNotFound)
+	}
+	return states[0], nil
 }
 
 // nonNil returns l, or an empty slice when l is nil, so that an empty list

@@ -38,7 +38,7 @@ UPDATE {s}.domains d
 SET owner = $1, lease_token = d.lease_token + 1, lease_expires_at = now() + $2::bigint * interval '1 microsecond'
 FROM free WHERE d.domain = free.domain
 RETURNING d.domain, d.shared_inbox, d.cursor, d.status, d.fail_count, d.failing_since, d.next_attempt_at,
-	d.last_status, d.last_error, d.last_success_at, d.owner, d.lease_token, d.lease_expires_at`
+	d.last_status, d.last_error, d.last_success_at, d.owner, d.lease_token, d.lease_expires_at, d.revision`
 
 // renewSQL extends the leases ($3 domains, $4 tokens) owner $1 still holds.
 const renewSQL = `WITH o AS (` + heartbeatSQL + `
@@ -46,7 +46,7 @@ const renewSQL = `WITH o AS (` + heartbeatSQL + `
 UPDATE {s}.domains d SET lease_expires_at = now() + $2::bigint * interval '1 microsecond'
 FROM unnest($3::text[], $4::bigint[]) AS l(domain, token)
 WHERE d.domain = l.domain AND d.owner = $1 AND d.lease_token = l.token
-RETURNING d.domain, d.lease_token, d.lease_expires_at`
+RETURNING d.domain, d.lease_token, d.lease_expires_at, d.revision`
 
 // releaseSQL ends owner $1's liveness and the leases ($2 domains, $3
 // tokens) it still holds. The token is kept, so the next acquisition still
@@ -109,7 +109,7 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Le
 			l  store.Lease
 			ts pgtype.Timestamptz
 		)
-		err := row.Scan(&l.Domain, &l.Token, &ts)
+		err := row.Scan(&l.Domain, &l.Token, &ts, &l.Revision)
 		l.ExpiresAt = fromTS(ts)
 		return l, err
 	})

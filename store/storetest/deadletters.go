@@ -131,6 +131,13 @@ func testDeadLetters(t *testing.T, su suite) {
 		require.Equal(t, "c.example", page[0].Domain)
 		require.Greater(t, page[0].ID, onlyB[0].ID)
 
+		byIDs, err := s.DeadLetters(ctx, store.DeadLetterFilter{IDs: []int64{all[7].ID, all[2].ID, 1 << 40}})
+		require.NoError(t, err)
+		require.Equal(t, []int64{all[2].ID, all[7].ID}, deadIDs(byIDs), "selected by ID, oldest first, unknown IDs ignored")
+		byIDs, err = s.DeadLetters(ctx, store.DeadLetterFilter{IDs: []int64{all[2].ID, all[7].ID}, Domain: "c.example"})
+		require.NoError(t, err)
+		require.Equal(t, []int64{all[2].ID}, deadIDs(byIDs), "IDs combine with the other fields")
+
 		_, err = s.DeadLetters(ctx, store.DeadLetterFilter{Limit: -1})
 		require.ErrorIs(t, err, store.ErrInvalid)
 	})

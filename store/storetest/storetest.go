@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Domains", testDomains},
 		{"Leases", testLeases},
 		{"Checkpoint", testCheckpoint},
+		{"ChangeDomain", testChangeDomain},
 		{"DeadLetters", testDeadLetters},
 		{"Prune", testPrune},
 		{"Concurrency", testConcurrency},

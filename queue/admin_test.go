@@ -1,0 +1,180 @@
+package queue
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/sender/sendertest"
+	"github.com/apqueue/apqueue/store"
+)
+
+func TestPauseAndResume(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{}
+	q := startQueue(t, st, fake, testConfig())
+	ctx := context.Background()
+	enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "delivered before the pause")
+
+	require.NoError(t, q.Pause(ctx, "A.Example"))
+	eventually(t, func() bool {
+		w := q.workerList()[0]
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.state.Status == store.StatusPaused
+	}, "the worker took the pause in")
+	ids := enqueueAll(t, q, note(2, "https://a.example/inbox"), note(3, "https://b.example/inbox"))
+	eventually(t, func() bool { return len(fake.Delivered("https://b.example/inbox")) == 1 }, "other domains go on")
+	require.Len(t, fake.Delivered("https://a.example/inbox"), 1, "nothing sent to a paused domain")
+	s := domainState(t, st, "a.example")
+	require.Equal(t, store.StatusPaused, s.Status)
+	require.Less(t, s.Cursor, ids[0])
+
+	require.NoError(t, q.Resume(ctx, "a.example"))
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 2 }, "the backlog goes out after Resume")
+	eventually(t, func() bool { return domainState(t, st, "a.example").Status == store.StatusActive }, "saved active")
+
+	require.ErrorIs(t, q.Pause(ctx, "unknown.example"), store.ErrNotFound)
+	require.Error(t, q.Pause(ctx, "bad host"))
+}
+
+func TestRetryNowClearsBackoff(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	var up atomic.Bool
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if up.Load() {
+			return sender.Success(202)
+		}
+		return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: "connection refused"}
+	}}
+	cfg := testConfig()
+	cfg.BackoffMin = time.Hour
+	cfg.BackoffMax = time.Hour
+	q := startQueue(t, st, fake, cfg)
+	enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return domainState(t, st, "a.example").FailCount == 1 }, "failed once, backing off an hour")
+	up.Store(true)
+	require.NoError(t, q.RetryNow(context.Background(), "a.example"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "retried at once")
+	eventually(t, func() bool {
+		s := domainState(t, st, "a.example")
+		return s.FailCount == 0 && s.LastError == ""
+	}, "saved healthy")
+}
+
+func TestSkipToHeadAndMarkAlive(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	var alive atomic.Bool
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Domain == "gone.example" && !alive.Load() {
+			return sender.Result{Outcome: sender.DomainGone, Status: 410, Reason: "410 Gone"}
+		}
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	q := startQueue(t, st, fake, cfg)
+	ctx := context.Background()
+	require.NoError(t, q.SetSharedInbox(ctx, "https://gone.example/inbox"))
+	ids := enqueueAll(t, q, note(1, "https://gone.example/inbox"), note(2, "https://gone.example/inbox"), note(3, "https://gone.example/inbox"))
+	eventually(t, func() bool { return domainState(t, st, "gone.example").Status == store.StatusDead }, "dead")
+
+	skipped, err := q.SkipToHead(ctx, "gone.example")
+	require.NoError(t, err)
+	require.Equal(t, int64(3), skipped)
+	eventually(t, func() bool {
+		w := q.workerList()[0]
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.state.Cursor == ids[2] && w.view.pending == 0
+	}, "the worker dropped the skipped backlog")
+
+	alive.Store(true)
+	require.NoError(t, q.MarkAlive(ctx, "gone.example"))
+	more := enqueueAll(t, q, note(4, "https://gone.example/inbox"))
+	eventually(t, func() bool { return len(fake.Delivered("https://gone.example/inbox")) == 1 }, "delivers again")
+	require.Equal(t, more, fake.Delivered("https://gone.example/inbox"), "the skipped activities were not sent")
+	eventually(t, func() bool {
+		s := domainState(t, st, "gone.example")
+		return s.Status == store.StatusActive && s.Cursor == more[0]
+	}, "saved alive")
+}
+
+func TestAdminChangeReachesTheOwningProcess(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{}
+	owner := testConfig()
+	owner.OwnerID = "owner"
+	owner.LeaseTTL = 150 * time.Millisecond
+	qa := startQueue(t, st, fake, owner)
+	enqueueAll(t, qa, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "worked by the owner")
+
+	// An admin process that holds no domain.
+	admin, err := New(st, &sendertest.Fake{}, testConfig())
+	require.NoError(t, err)
+	require.NoError(t, admin.Pause(context.Background(), "a.example"))
+	eventually(t, func() bool {
+		w := qa.workerList()[0]
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.state.Status == store.StatusPaused
+	}, "the owner takes the pause in at its next renewal")
+	enqueueAll(t, qa, note(2, "https://a.example/inbox"))
+	// Give the owner a checkpoint and a renewal to prove the pause holds.
+	require.NoError(t, qa.checkpoints.save(context.Background(), qa.workerList()))
+	require.Equal(t, store.StatusPaused, domainState(t, st, "a.example").Status, "the owner did not undo the pause")
+	require.Equal(t, 1, fake.DeliveredCount())
+}
+
+func TestRequeueAndDiscardDeadLetters(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	var accept atomic.Bool
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if accept.Load() {
+			return sender.Success(202)
+		}
+		return sender.Result{Outcome: sender.Permanent, Status: 422, Reason: "422 Unprocessable Entity"}
+	}}
+	q := startQueue(t, st, fake, testConfig())
+	ctx := context.Background()
+	ids := enqueueAll(t, q, note(1, "https://a.example/inbox"), note(2, "https://a.example/inbox"), note(3, "https://b.example/inbox"))
+	eventually(t, func() bool {
+		dls, err := q.DeadLetters(ctx, store.DeadLetterFilter{})
+		require.NoError(t, err)
+		return len(dls) == 3
+	}, "three dead letters")
+	dls, err := q.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
+	require.NoError(t, err)
+	require.Len(t, dls, 2)
+
+	accept.Store(true)
+	newIDs, err := q.RequeueDeadLetters(ctx, dls[0].ID, dls[1].ID)
+	require.NoError(t, err)
+	require.Len(t, newIDs, 2)
+	require.Greater(t, newIDs[0], ids[2])
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 2 }, "requeued deliveries arrive")
+
+	rest, err := q.DeadLetters(ctx, store.DeadLetterFilter{})
+	require.NoError(t, err)
+	require.Len(t, rest, 1, "requeued dead letters are gone")
+	require.Equal(t, "b.example", rest[0].Domain)
+
+	_, err = q.RequeueDeadLetters(ctx, rest[0].ID, 999999)
+	require.ErrorIs(t, err, store.ErrNotFound, "unknown IDs: nothing done")
+	n, err := q.DiscardDeadLetters(ctx, rest[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	left, err := q.DeadLetters(ctx, store.DeadLetterFilter{})
+	require.NoError(t, err)
+	require.Empty(t, left)
+}
