@@ -178,3 +178,23 @@ func TestRequeueAndDiscardDeadLetters(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, left)
 }
+
+func TestSharedInboxReachesTheOwningProcess(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{}
+	owner := testConfig()
+	owner.OwnerID = "owner"
+	owner.LeaseTTL = 150 * time.Millisecond
+	qa := startQueue(t, st, fake, owner)
+	enqueueAll(t, qa, note(1, "https://a.example/users/1/inbox"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "worked by the owner")
+
+	other, err := New(st, &sendertest.Fake{}, testConfig())
+	require.NoError(t, err)
+	require.NoError(t, other.SetSharedInbox(context.Background(), "https://a.example/inbox"))
+	eventually(t, func() bool { return qa.workerList()[0].sharedInbox() == "https://a.example/inbox" }, "the owner learns the shared inbox")
+	enqueueAll(t, qa, note(2, "https://a.example/users/1/inbox", "https://a.example/users/2/inbox"))
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 1 }, "sent once, to the shared inbox")
+	require.Len(t, fake.Delivered("https://a.example/users/2/inbox"), 0)
+}

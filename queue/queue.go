@@ -393,8 +393,8 @@ func (q *Queue) AddDomains(ctx context.Context, domains ...string) error {
 }
 
 // SetSharedInbox records the shared inbox of its domain (registering the
-// domain if new). Deliveries to that domain then go to the shared inbox,
-// once per activity, instead of to each personal inbox.
+// domain if new). Deliveries to that domain read from then on go to the
+// shared inbox, once per activity, instead of to each personal inbox.
 func (q *Queue) SetSharedInbox(ctx context.Context, inboxURL string) error {
 	inbox, dom, err := q.checkInbox(inboxURL)
 	if err != nil {
@@ -407,9 +407,7 @@ func (q *Queue) SetSharedInbox(ctx context.Context, inboxURL string) error {
 	w := q.workers[dom]
 	q.mu.Unlock()
 	if w != nil {
-		w.mu.Lock()
-		w.state.SharedInbox = inbox
-		w.mu.Unlock()
+		w.wantReload() // an owner elsewhere learns it at its next renewal
 	}
 	q.leases.kick()
 	return nil

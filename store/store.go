@@ -40,7 +40,8 @@ type Store interface {
 	// RegisterDomains adds domains the store does not know yet, with their
 	// cursor at the current head, and sets the shared inbox of every listed
 	// domain whose registration names one. A domain already known keeps its
-	// cursor, status and lease.
+	// cursor, status and lease; a change of its shared inbox increments its
+	// Revision, so that its owner takes the new inbox in (see Checkpoint).
 	RegisterDomains(ctx context.Context, domains []DomainRegistration) error
 
 	// Domains returns the state of the named domains, or of every known domain

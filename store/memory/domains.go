@@ -26,8 +26,9 @@ func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegis
 	defer s.mu.Unlock()
 	for _, r := range domains {
 		d := s.registerLocked(r.Domain, s.head)
-		if r.SharedInbox != "" {
+		if r.SharedInbox != "" && r.SharedInbox != d.SharedInbox {
 			d.SharedInbox = r.SharedInbox
+			d.Revision++
 		}
 	}
 	return nil

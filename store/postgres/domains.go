@@ -19,7 +19,7 @@ const registerSQL = `INSERT INTO {s}.domains (domain, shared_inbox, cursor)
 SELECT u.domain, u.shared_inbox, {safe_head}
 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(domain, shared_inbox, ord)
 ORDER BY u.ord
-ON CONFLICT (domain) DO UPDATE SET shared_inbox = EXCLUDED.shared_inbox
+ON CONFLICT (domain) DO UPDATE SET shared_inbox = EXCLUDED.shared_inbox, revision = {s}.domains.revision + 1
 	WHERE EXCLUDED.shared_inbox <> '' AND {s}.domains.shared_inbox IS DISTINCT FROM EXCLUDED.shared_inbox`
 
 const domainColumns = `domain, shared_inbox, cursor, status, fail_count, failing_since, next_attempt_at,

@@ -63,9 +63,18 @@ func testRegisterDomains(t *testing.T, su suite) {
 		require.Equal(t, store.StatusDead, b.Status, "registration changed a status")
 		require.Equal(t, "https://b.example/inbox", b.SharedInbox, "shared inbox not set")
 
-		// A registration without a shared inbox keeps the known one.
-		require.NoError(t, s.RegisterDomains(ctx, []store.DomainRegistration{{Domain: "a.example"}}))
-		require.Equal(t, "https://a.example/shared", domainState(t, s, "a.example").SharedInbox)
+		// A new shared inbox is a change the owner must take in.
+		require.Equal(t, byDomain(leased)["a.example"].Revision+1, a.Revision, "a new shared inbox bumps the revision")
+		err = s.Checkpoint(ctx, []store.DomainState{byDomain(leased)["a.example"]}, nil)
+		require.ErrorIs(t, err, store.ErrStale, "an owner unaware of the new shared inbox saved")
+
+		// A registration without a shared inbox, or with the same one, keeps
+		// the known one and the revision.
+		require.NoError(t, s.RegisterDomains(ctx, []store.DomainRegistration{{Domain: "a.example"}, {Domain: "b.example", SharedInbox: "https://b.example/inbox"}}))
+		again := domainState(t, s, "a.example")
+		require.Equal(t, "https://a.example/shared", again.SharedInbox)
+		require.Equal(t, a.Revision, again.Revision)
+		require.Equal(t, b.Revision, domainState(t, s, "b.example").Revision)
 	})
 
 	su.run(t, "EmptyDomainIsInvalid", func(t *testing.T, s store.Store) {
