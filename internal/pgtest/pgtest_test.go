@@ -1,0 +1,79 @@
+package pgtest_test
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/internal/leakcheck"
+	"github.com/apqueue/apqueue/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }
+
+// recorder is a testing.TB whose Skipf and Fatalf record and end the
+// goroutine, as the real ones do.
+type recorder struct {
+	testing.TB
+	skipped, failed string
+}
+
+func (r *recorder) Helper() {}
+func (r *recorder) Skipf(format string, args ...any) {
+	r.skipped = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.failed = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func callURL(tb *recorder) string {
+	done := make(chan string)
+	go func() {
+		url := ""
+		defer func() { done <- url }()
+		url = pgtest.URL(tb)
+	}()
+	return <-done
+}
+
+func TestURLWithoutDatabase(t *testing.T) {
+	t.Setenv(pgtest.EnvURL, "")
+
+	t.Setenv(pgtest.EnvRequire, "")
+	r := &recorder{TB: t}
+	require.Empty(t, callURL(r))
+	require.Contains(t, r.skipped, pgtest.EnvURL+" is not set")
+	require.Empty(t, r.failed)
+
+	t.Setenv(pgtest.EnvRequire, "1")
+	r = &recorder{TB: t}
+	require.Empty(t, callURL(r))
+	require.Contains(t, r.failed, pgtest.EnvRequire+"=1")
+	require.Empty(t, r.skipped)
+}
+
+func TestNewGivesASchemaDroppedAtTheEnd(t *testing.T) {
+	t.Parallel()
+	var schema string
+	t.Run("inner", func(t *testing.T) {
+		db := pgtest.New(t, nil)
+		schema = db.Schema
+		_, err := db.Pool.Exec(t.Context(), "CREATE TABLE "+schema+".t (x int)")
+		require.NoError(t, err)
+		require.EqualValues(t, pgtest.MaxConnsDefault, db.Pool.Config().MaxConns)
+	})
+	db := pgtest.New(t, nil)
+	require.NotEqual(t, schema, db.Schema)
+	var exists bool
+	require.NoError(t, db.Pool.QueryRow(t.Context(),
+		"SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema).Scan(&exists))
+	require.False(t, exists, "the schema outlived its test")
+
+	n, err := db.TerminateConnections(t.Context())
+	require.NoError(t, err)
+	require.Positive(t, n, "the pool's connections were not found by name")
+}
