@@ -29,6 +29,7 @@ func TestRestartAfterCrashResendsAtMostTheCheckpointWindow(t *testing.T) {
 	cfg.MaxInFlightPerDomain = 1
 	cfg.CheckpointInterval = time.Hour // only the delivery count triggers checkpoints
 	cfg.CheckpointDeliveries = 10
+	cfg.LeaseTTL = 300 * time.Millisecond // the takeover waits for it
 	q1, err := New(st, first, cfg)
 	require.NoError(t, err)
 	var acts []Activity
