@@ -29,6 +29,7 @@ func TestRestartAfterCrashResendsAtMostTheCheckpointWindow(t *testing.T) {
 	cfg.MaxInFlightPerDomain = 1
 	cfg.CheckpointInterval = time.Hour // only the delivery count triggers checkpoints
 	cfg.CheckpointDeliveries = 10
+	cfg.LeaseTTL = 300 * time.Millisecond // the takeover waits for it
 	q1, err := New(st, first, cfg)
 	require.NoError(t, err)
 	var acts []Activity
@@ -39,10 +40,11 @@ func TestRestartAfterCrashResendsAtMostTheCheckpointWindow(t *testing.T) {
 	freezeAt.Store(ids[55])
 	require.NoError(t, q1.Start(context.Background()))
 	eventually(t, func() bool { return len(first.Delivered(inbox)) == 55 }, "55 delivered before the crash")
+	// Checkpoints are written in the background; let the one for the 50th
+	// delivery land, then crash.
+	eventually(t, func() bool { return domainState(t, st, "a.example").Cursor >= ids[49] }, "checkpoints taken every 10 deliveries")
 	q1.kill() // no Stop: no final checkpoint, no lease release
-
 	saved := domainState(t, st, "a.example").Cursor
-	require.GreaterOrEqual(t, saved, ids[49], "checkpoints were taken every 10 deliveries")
 
 	// The next process takes over once the dead one's lease expires.
 	second := &sendertest.Fake{}

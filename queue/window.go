@@ -170,6 +170,7 @@ func (w *window) read(ctx context.Context, after int64, limit int) ([]*entry, in
 		w.mu.Unlock()
 		return out, scanned, nil, nil
 	}
+	base := w.base
 	w.reads++
 	w.mu.Unlock()
 
@@ -185,6 +186,13 @@ func (w *window) read(ctx context.Context, after int64, limit int) ([]*entry, in
 	scanned := after
 	if len(acts) > 0 {
 		scanned = acts[len(acts)-1].ID
+	}
+	if len(acts) < limit {
+		// The store returned all it had up to its head, which had reached
+		// base before this read began (the window read up to base earlier,
+		// and a store's head never moves back): nothing else exists up to
+		// base, and the window serves what follows.
+		scanned = max(scanned, base)
 	}
 	return out, scanned, nil, nil
 }

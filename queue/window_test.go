@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -97,4 +98,37 @@ func sortedIDs(ids []int64) []int64 {
 	out := slices.Clone(ids)
 	slices.Sort(out)
 	return out
+}
+
+func TestReadBehindAnEmptiedWindowDoesNotSpin(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	q, err := New(st, &sendertest.Fake{}, testConfig())
+	require.NoError(t, err)
+	ctx := context.Background()
+	var acts []Activity
+	for i := range 10 {
+		acts = append(acts, note(i, "https://a.example/inbox"))
+	}
+	ids, err := q.EnqueueMany(ctx, acts)
+	require.NoError(t, err)
+	w := newWindow(st, 4, 4, quietLogger())
+	require.NoError(t, w.refresh(ctx))
+	// Everything is settled and pruned, as for a dead domain left behind.
+	leased, err := st.AcquireLeases(ctx, "o", time.Minute, 1)
+	require.NoError(t, err)
+	leased[0].Cursor = ids[9]
+	require.NoError(t, st.Checkpoint(ctx, leased, nil))
+	_, err = st.Prune(ctx)
+	require.NoError(t, err)
+
+	entries, scanned, moved, err := w.read(ctx, 0, 4)
+	require.NoError(t, err)
+	require.Empty(t, entries)
+	require.Nil(t, moved)
+	require.Equal(t, ids[5], scanned, "moves up to the window's base instead of reading the same empty range forever")
+	entries, scanned, _, err = w.read(ctx, scanned, 4)
+	require.NoError(t, err)
+	require.Len(t, entries, 4, "the window serves the rest")
+	require.Equal(t, ids[9], scanned)
 }
