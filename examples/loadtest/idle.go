@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/sender"
+)
+
+// idleMemory is what o.domains idle domains cost one process.
+type idleMemory struct {
+	domains int
+	// Heap in use (after a GC) at the start of the run, once the domains
+	// are in the store, and once the queue works all of them.
+	heapStart, heapStored, heapRunning uint64
+	// Goroutine stacks in use before the queue started and once it works
+	// every domain.
+	stackBefore, stackRunning uint64
+	goroutines                int
+	leaseWait                 time.Duration
+}
+
+// runIdle registers o.domains domains with nothing to deliver, starts one
+// queue, waits until it holds every domain's lease (a worker per domain),
+// and measures heap and stacks after a GC.
+func runIdle(ctx context.Context, o *options) (*report, error) {
+	m := &idleMemory{domains: o.domains}
+	m.heapStart, _ = gcMemory()
+	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	if err != nil {
+		return nil, err
+	}
+	defer be.close()
+	st, err := be.newStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	snd, err := sender.NewHTTP(nil) // never called: nothing to deliver
+	if err != nil {
+		return nil, err
+	}
+	defer snd.Close()
+	q, err := queue.New(st, snd, queueConfig(queueSettings{Verbose: o.verbose}, nil, nil))
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, 1000)
+	for i := range o.domains {
+		names = append(names, fmt.Sprintf("idle-%05d.example", i))
+		if len(names) == cap(names) || i == o.domains-1 {
+			if err := q.AddDomains(ctx, names...); err != nil {
+				return nil, err
+			}
+			names = names[:0]
+		}
+	}
+	m.heapStored, m.stackBefore = gcMemory()
+	start := time.Now()
+	if err := q.Start(ctx); err != nil {
+		return nil, err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		_ = q.Stop(stopCtx)
+	}()
+	waitCtx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	for {
+		stats, err := q.Stats(waitCtx)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for every domain's lease: %w", err)
+		}
+		local := 0
+		for _, d := range stats.Domains {
+			if d.Local {
+				local++
+			}
+		}
+		if local == o.domains {
+			break
+		}
+		select {
+		case <-waitCtx.Done():
+			return nil, fmt.Errorf("the queue works %d of %d domains after %s", local, o.domains, o.timeout)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	m.leaseWait = time.Since(start)
+	time.Sleep(time.Second) // let start-up reads and the first checkpoint finish
+	m.heapRunning, m.stackRunning = gcMemory()
+	m.goroutines = runtime.NumGoroutine()
+	return &report{scenario: o.scenario, opts: o, idle: m}, nil
+}
+
+// gcMemory collects garbage twice and returns the heap and stack in use.
+func gcMemory() (heapInuse, stackInuse uint64) {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse, ms.StackInuse
+}

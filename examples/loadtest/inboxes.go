@@ -1,0 +1,184 @@
+package main
+
+import (
+	"crypto/rsa"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apqueue/apqueue/internal/httpsigverify"
+)
+
+// inboxConfig is how the inboxes behave.
+type inboxConfig struct {
+	latency    time.Duration
+	failRate   float64
+	retryAfter string
+	// verify, when set, is the public key every request's signature must
+	// verify with; requests that do not are answered 401.
+	verify *rsa.PublicKey
+}
+
+// inboxes are one HTTP server per remote domain, each on its own loopback
+// port (the queue keys domains by host:port). They record what they accept
+// in a recorder and are deliberately lean (no body kept, a bitset per
+// domain), so that what the load generator measures is the queue.
+type inboxes struct {
+	cfg     inboxConfig
+	domains []string // "127.0.0.1:port"
+	servers []*http.Server
+	rec     *recorder
+	// bare switches the inboxes to counting only, for the bare POST loop.
+	bare atomic.Bool
+	// bareAccepted counts the bare loop's accepted requests.
+	bareAccepted atomic.Int64
+	wg           sync.WaitGroup
+}
+
+func startInboxes(n int, cfg inboxConfig) (*inboxes, error) {
+	in := &inboxes{cfg: cfg, rec: newRecorder(n)}
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			in.close()
+			return nil, fmt.Errorf("inbox %d: %w", i, err)
+		}
+		srv := &http.Server{Handler: in.handler(i), ReadHeaderTimeout: 10 * time.Second}
+		in.domains = append(in.domains, ln.Addr().String())
+		in.servers = append(in.servers, srv)
+		in.wg.Add(1)
+		go func() {
+			defer in.wg.Done()
+			_ = srv.Serve(ln)
+		}()
+	}
+	return in, nil
+}
+
+// inbox is the personal inbox URL on domain i; sharedInbox its shared inbox.
+func (in *inboxes) inbox(i int) string       { return "http://" + in.domains[i] + "/users/bob/inbox" }
+func (in *inboxes) sharedInbox(i int) string { return "http://" + in.domains[i] + "/inbox" }
+
+func (in *inboxes) close() {
+	for _, s := range in.servers {
+		_ = s.Close()
+	}
+	in.wg.Wait()
+}
+
+func (in *inboxes) handler(dom int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 2<<20))
+		if err != nil || r.Method != http.MethodPost {
+			in.rec.rejected.Add(1)
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		in.rec.requests.Add(1)
+		if d := in.cfg.latency; d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				return
+			}
+		}
+		if in.cfg.failRate > 0 && rand.Float64() < in.cfg.failRate {
+			in.rec.failed.Add(1)
+			if in.cfg.retryAfter != "" {
+				w.Header().Set("Retry-After", in.cfg.retryAfter)
+			}
+			http.Error(w, "scheduled failure", http.StatusServiceUnavailable)
+			return
+		}
+		if key := in.cfg.verify; key != nil {
+			_, err := httpsigverify.Verify(r, body, func(string) (*rsa.PublicKey, error) { return key, nil }, nil)
+			if err != nil {
+				in.rec.rejected.Add(1)
+				http.Error(w, err.Error(), http.StatusUnauthorized)
+				return
+			}
+		}
+		if in.bare.Load() {
+			in.bareAccepted.Add(1)
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		seq, enqueued, ok := parseMarks(body)
+		if !ok {
+			in.rec.rejected.Add(1)
+			http.Error(w, "no load test marks", http.StatusBadRequest)
+			return
+		}
+		in.rec.accept(dom, seq, time.Now(), enqueued)
+		w.WriteHeader(http.StatusAccepted)
+	})
+}
+
+// recorder counts accepted deliveries per domain, duplicates, and the
+// enqueue-to-delivery latency of every first delivery.
+type recorder struct {
+	doms    []domainRecord
+	latency histogram
+
+	unique, duplicates         atomic.Int64
+	requests, failed, rejected atomic.Int64
+	firstNS, lastNS            atomic.Int64 // first and last unique delivery, Unix ns
+}
+
+type domainRecord struct {
+	mu   sync.Mutex
+	seen []uint64 // bit per sequence number
+}
+
+func newRecorder(n int) *recorder {
+	return &recorder{doms: make([]domainRecord, n)}
+}
+
+func (r *recorder) accept(dom, seq int, now time.Time, enqueuedNS int64) {
+	d := &r.doms[dom]
+	w, bit := seq/64, uint64(1)<<(seq%64)
+	d.mu.Lock()
+	if w >= len(d.seen) {
+		d.seen = append(d.seen, make([]uint64, max(w+1, 2*len(d.seen))-len(d.seen))...)
+	}
+	dup := d.seen[w]&bit != 0
+	d.seen[w] |= bit
+	d.mu.Unlock()
+	if dup {
+		r.duplicates.Add(1)
+		return
+	}
+	ns := now.UnixNano()
+	r.latency.add(time.Duration(ns - enqueuedNS))
+	r.unique.Add(1)
+	r.firstNS.CompareAndSwap(0, ns)
+	for {
+		last := r.lastNS.Load()
+		if ns <= last || r.lastNS.CompareAndSwap(last, ns) {
+			break
+		}
+	}
+}
+
+// missing returns, for a domain, the sequence numbers below n it has not
+// received, at most limit of them.
+func (r *recorder) missing(dom, n, limit int) []int {
+	d := &r.doms[dom]
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []int
+	for seq := 0; seq < n && len(out) < limit; seq++ {
+		w := seq / 64
+		if w >= len(d.seen) || d.seen[w]&(1<<(seq%64)) == 0 {
+			out = append(out, seq)
+		}
+	}
+	return out
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"runtime"
+	"sync"
+	"time"
+)
+
+// memPeak samples runtime.MemStats every interval and keeps the peaks of
+// HeapInuse and Sys. ReadMemStats stops the world briefly, so the interval
+// is coarse.
+type memPeak struct {
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu        sync.Mutex
+	heapInuse uint64
+	sys       uint64
+}
+
+func startMemPeak(interval time.Duration) *memPeak {
+	m := &memPeak{stop: make(chan struct{})}
+	m.sample()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.stop:
+				return
+			case <-t.C:
+				m.sample()
+			}
+		}
+	}()
+	return m
+}
+
+func (m *memPeak) sample() {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m.mu.Lock()
+	m.heapInuse = max(m.heapInuse, ms.HeapInuse)
+	m.sys = max(m.sys, ms.Sys)
+	m.mu.Unlock()
+}
+
+// finish stops sampling and returns the peaks in bytes.
+func (m *memPeak) finish() (heapInuse, sys uint64) {
+	close(m.stop)
+	m.wg.Wait()
+	m.sample()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.heapInuse, m.sys
+}

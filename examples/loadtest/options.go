@@ -1,0 +1,209 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+)
+
+// options are the load generator's settings, from flags and a scenario.
+type options struct {
+	scenario string
+
+	domains     int
+	activities  int
+	duration    time.Duration
+	rate        float64
+	batch       int
+	bodyBytes   int
+	fanout      string
+	recipients  int
+	maxInFlight int
+	checkpoint  time.Duration
+	sign        bool
+
+	inboxLatency time.Duration
+	failRate     float64
+	retryAfter   string
+
+	store       string
+	databaseURL string
+	dbLatency   time.Duration
+	dbConns     int
+	pollOnly    bool
+
+	workers    int
+	workerMode string
+
+	baseline         bool
+	baselineDuration time.Duration
+	enqueuers        int
+
+	timeout time.Duration
+	verbose bool
+
+	// child, set by the hidden -child flag, makes the program a worker
+	// process of another load generator (see child.go).
+	child bool
+}
+
+// Scenario names.
+const (
+	scenarioThroughput = "throughput"
+	scenarioLatency    = "latency"
+	scenarioPostmortem = "postmortem"
+	scenarioFanout     = "fanout"
+	scenarioEnqueue    = "enqueue"
+	scenarioIdle       = "idle"
+)
+
+// Fan-out modes: how an activity names its recipients.
+const (
+	fanoutInboxes  = "inboxes"
+	fanoutAudience = "audience"
+	fanoutAll      = "all"
+)
+
+// scenarios are presets: flags given on the command line override them.
+var scenarios = map[string]struct {
+	doc string
+	set map[string]string
+}{
+	scenarioThroughput: {
+		doc: "deliver -activities to -domains as fast as possible; measure the bare POST loop (and the raw signing rate with -sign) in the same run",
+		set: map[string]string{},
+	},
+	scenarioLatency: {
+		doc: "idle queue: one domain, 20 activities/s, enqueue-to-delivery percentiles",
+		set: map[string]string{"domains": "1", "activities": "200", "rate": "20", "baseline": "false"},
+	},
+	scenarioPostmortem: {
+		doc: "the post-mortem: one inbox answering in 1 s, 3 activities/s for it, default queue configuration; reports the lag",
+		set: map[string]string{"domains": "1", "inbox-latency": "1s", "rate": "3", "duration": "30s", "baseline": "false"},
+	},
+	scenarioFanout: {
+		doc: "cost of one Enqueue with an audience reaching 1 domain and -domains domains (and explicit inboxes for comparison); nothing is delivered",
+		set: map[string]string{"domains": "1000", "activities": "2000"},
+	},
+	scenarioEnqueue: {
+		doc: "batch enqueue rate (EnqueueMany of -batch activities), nothing is delivered",
+		set: map[string]string{"domains": "1", "activities": "50000", "batch": "100"},
+	},
+	scenarioIdle: {
+		doc: "heap and stack per idle domain with -domains domains leased and nothing to deliver",
+		set: map[string]string{"domains": "10000"},
+	},
+}
+
+// parseOptions reads the command line into options, applying the scenario's
+// presets to every flag the command line does not set.
+func parseOptions(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue or idle (flags given override it)")
+
+	fs.IntVar(&o.domains, "domains", 10, "number of remote domains, each a loopback inbox server on its own port")
+	fs.IntVar(&o.activities, "activities", 2000, "activities to enqueue")
+	fs.DurationVar(&o.duration, "duration", 0, "with -rate: enqueue for this long instead of -activities (activities = rate × duration)")
+	fs.Float64Var(&o.rate, "rate", 0, "activities enqueued per second, one Enqueue each; 0: as fast as possible, in EnqueueMany batches of -batch")
+	fs.IntVar(&o.batch, "batch", 100, "activities per EnqueueMany when -rate is 0")
+	fs.IntVar(&o.bodyBytes, "body-bytes", 1024, "approximate size of each activity's JSON body")
+	fs.StringVar(&o.fanout, "fanout", fanoutInboxes, "how activities name recipients: inboxes (explicit inbox URLs), audience (one followers key resolved per domain to its shared inbox), all (AllDomains, shared inboxes)")
+	fs.IntVar(&o.recipients, "recipients", 0, "with -fanout inboxes: domains per activity, rotating over all domains; 0: every domain")
+	fs.IntVar(&o.maxInFlight, "max-inflight", 0, "queue.Config.MaxInFlightPerDomain; 0: the queue's default")
+	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 0, "queue.Config.CheckpointInterval; 0: the queue's default")
+	fs.BoolVar(&o.sign, "sign", false, "sign deliveries (RSA-2048, draft-cavage); the inboxes verify every signature")
+
+	fs.DurationVar(&o.inboxLatency, "inbox-latency", 0, "delay before every inbox answers")
+	fs.Float64Var(&o.failRate, "fail-rate", 0, "fraction of requests the inboxes answer 503")
+	fs.StringVar(&o.retryAfter, "retry-after", "", "Retry-After header sent with the 503 answers (\"1\" or an HTTP date); empty: none")
+
+	fs.StringVar(&o.store, "store", "memory", "memory or postgres")
+	fs.StringVar(&o.databaseURL, "database-url", os.Getenv("TEST_DATABASE_URL"), "PostgreSQL connection string for -store postgres (default $TEST_DATABASE_URL); the run creates its own schema and drops it")
+	fs.DurationVar(&o.dbLatency, "db-latency", 0, "round-trip time added between the queue and PostgreSQL by a TCP proxy in this program (half in each direction), like a database 25 ms away by ping")
+	fs.IntVar(&o.dbConns, "db-conns", 8, "connections in each queue's PostgreSQL pool")
+	fs.BoolVar(&o.pollOnly, "poll-only", false, "postgres.Config.PollOnly: no LISTEN/NOTIFY, the queue polls")
+
+	fs.IntVar(&o.workers, "workers", 1, "queue instances delivering; with postgres they share the database")
+	fs.StringVar(&o.workerMode, "worker-mode", "inproc", "inproc: the workers run in this process, which also enqueues; exec: each worker is a child process (this program re-executed) and this process only enqueues and runs the inboxes (postgres only)")
+
+	fs.BoolVar(&o.baseline, "baseline", true, "also measure, in the same run, a bare POST loop with the same concurrency and client (and the raw RSA signing rate with -sign)")
+	fs.DurationVar(&o.baselineDuration, "baseline-duration", 3*time.Second, "how long each baseline measurement runs")
+	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines calling EnqueueMany in the enqueue scenario")
+
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "the run gives up (and reports what is missing) after this long")
+	fs.BoolVar(&o.verbose, "v", false, "log the queue's warnings and summaries to stderr")
+	fs.BoolVar(&o.child, "child", false, "internal: run as a worker process of another load generator")
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	sc, ok := scenarios[o.scenario]
+	if !ok {
+		return nil, fmt.Errorf("unknown scenario %q", o.scenario)
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for name, v := range sc.set {
+		if !given[name] {
+			if err := fs.Set(name, v); err != nil {
+				return nil, fmt.Errorf("scenario %s: %w", o.scenario, err)
+			}
+		}
+	}
+	if o.rate > 0 && o.duration > 0 {
+		o.activities = max(1, int(o.rate*o.duration.Seconds()))
+	}
+	return o, o.validate()
+}
+
+func (o *options) validate() error {
+	switch {
+	case o.child:
+		return nil
+	case o.domains < 1:
+		return errors.New("-domains must be at least 1")
+	case o.activities < 1:
+		return errors.New("-activities must be at least 1")
+	case o.batch < 1:
+		return errors.New("-batch must be at least 1")
+	case o.rate < 0:
+		return errors.New("-rate must not be negative")
+	case o.duration > 0 && o.rate == 0:
+		return errors.New("-duration needs -rate")
+	case o.failRate < 0 || o.failRate >= 1:
+		return errors.New("-fail-rate must be in [0, 1)")
+	case o.store != "memory" && o.store != "postgres":
+		return fmt.Errorf("-store %q: want memory or postgres", o.store)
+	case o.store == "postgres" && o.databaseURL == "":
+		return errors.New("-store postgres needs -database-url or $TEST_DATABASE_URL")
+	case o.dbLatency > 0 && o.store != "postgres":
+		return errors.New("-db-latency needs -store postgres")
+	case o.workers < 1:
+		return errors.New("-workers must be at least 1")
+	case o.workerMode != "inproc" && o.workerMode != "exec":
+		return fmt.Errorf("-worker-mode %q: want inproc or exec", o.workerMode)
+	case o.workerMode == "exec" && o.store != "postgres":
+		return errors.New("-worker-mode exec needs -store postgres: child processes share the database")
+	case o.fanout != fanoutInboxes && o.fanout != fanoutAudience && o.fanout != fanoutAll:
+		return fmt.Errorf("-fanout %q: want inboxes, audience or all", o.fanout)
+	case o.recipients < 0 || o.recipients > o.domains:
+		return errors.New("-recipients must be in [0, -domains]")
+	case o.recipients > 0 && o.fanout != fanoutInboxes:
+		return errors.New("-recipients works with -fanout inboxes only")
+	}
+	return nil
+}
+
+// recipientsPerActivity is how many domains each activity reaches.
+func (o *options) recipientsPerActivity() int {
+	if o.recipients > 0 {
+		return o.recipients
+	}
+	return o.domains
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/signer"
+)
+
+// queueSettings is what every queue of a run, in this process or a child,
+// is configured with.
+type queueSettings struct {
+	MaxInFlight int           `json:"max_inflight"`
+	Checkpoint  time.Duration `json:"checkpoint"`
+	Sign        bool          `json:"sign"`
+	KeyPEM      []byte        `json:"key_pem"`
+	Verbose     bool          `json:"verbose"`
+}
+
+// newKey makes the local actor's RSA-2048 key.
+func newKey() (*rsa.PrivateKey, []byte, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, nil, err
+	}
+	der := x509.MarshalPKCS1PrivateKey(key)
+	return key, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der}), nil
+}
+
+// newSender builds the HTTP sender the queue and the bare loop share: the
+// one queue.New would build (sender defaults, loopback allowed), signing
+// with the actor's key when s.Sign is set. Idle connections per host are
+// raised to MaxInFlight when that is above the default, so that connections
+// are reused rather than re-dialled.
+func newSender(s queueSettings) (*sender.HTTP, error) {
+	cfg := &sender.HTTPConfig{AllowLoopback: true}
+	if s.MaxInFlight > sender.MaxIdleConnsPerHostDefault {
+		cfg.MaxIdleConnsPerHost = s.MaxInFlight
+	}
+	if s.Sign {
+		keys := &signer.StaticKeys{}
+		if err := keys.AddPEM(actor, keyID, s.KeyPEM); err != nil {
+			return nil, err
+		}
+		sig, err := signer.New(keys, nil)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Signer = sig
+	}
+	return sender.NewHTTP(cfg)
+}
+
+// events counts the queue's retries and dead letters through its Observer.
+type events struct {
+	retries, deadLetters atomic.Int64
+}
+
+func (e *events) Observe(ev queue.Event) {
+	switch ev.Kind {
+	case queue.EventRetry:
+		e.retries.Add(1)
+	case queue.EventDeadLetter:
+		e.deadLetters.Add(1)
+	}
+}
+
+// queueConfig is the configuration of every queue of the run: the queue's
+// defaults except what the flags set.
+func queueConfig(s queueSettings, resolver queue.Resolver, obs queue.Observer) *queue.Config {
+	summary := time.Duration(-1)
+	if s.Verbose {
+		summary = 0
+	}
+	return &queue.Config{
+		MaxInFlightPerDomain: s.MaxInFlight,
+		CheckpointInterval:   s.Checkpoint,
+		AllowHTTP:            true, // the inboxes are plain http on loopback
+		Resolver:             resolver,
+		Observer:             obs,
+		SummaryInterval:      summary,
+		Logger:               newLogger(s.Verbose),
+	}
+}
+
+// newLogger logs errors to stderr, and with verbose also the queue's
+// warnings and federation summaries.
+func newLogger(verbose bool) *slog.Logger {
+	level := slog.LevelError
+	if verbose {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// sharedInboxResolver resolves the followers audience to the shared inbox
+// of every domain of in.
+func sharedInboxResolver(in *inboxes) queue.Resolver {
+	byDomain := make(map[string]string, len(in.domains))
+	for i, d := range in.domains {
+		byDomain[d] = in.sharedInbox(i)
+	}
+	return queue.ResolverFunc(func(_ context.Context, audience, domain string) ([]string, error) {
+		if audience != followers {
+			return nil, fmt.Errorf("unknown audience %q", audience)
+		}
+		if inbox, ok := byDomain[domain]; ok {
+			return []string{inbox}, nil
+		}
+		return nil, nil
+	})
+}
