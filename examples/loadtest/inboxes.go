@@ -33,9 +33,8 @@ type inboxes struct {
 	domains []string // "127.0.0.1:port"
 	servers []*http.Server
 	rec     *recorder
-	// bare switches the inboxes to counting only, for the bare POST loop.
-	bare atomic.Bool
-	// bareAccepted counts the bare loop's accepted requests.
+	// bareAccepted counts the bare POST loop's accepted requests, which
+	// are told apart by an enqueue time of zero.
 	bareAccepted atomic.Int64
 	wg           sync.WaitGroup
 }
@@ -71,15 +70,22 @@ func (in *inboxes) close() {
 	in.wg.Wait()
 }
 
+// handler serves domain dom. The bare POST loop's requests (enqueue time
+// zero) get the same latency, failures and signature check as the queue's,
+// and are counted apart.
 func (in *inboxes) handler(dom int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, 2<<20))
-		if err != nil || r.Method != http.MethodPost {
+		seq, enqueued, ok := parseMarks(body)
+		if err != nil || r.Method != http.MethodPost || !ok {
 			in.rec.rejected.Add(1)
-			http.Error(w, "bad request", http.StatusBadRequest)
+			http.Error(w, "not a load test delivery", http.StatusBadRequest)
 			return
 		}
-		in.rec.requests.Add(1)
+		bare := enqueued == 0
+		if !bare {
+			in.rec.requests.Add(1)
+		}
 		if d := in.cfg.latency; d > 0 {
 			t := time.NewTimer(d)
 			select {
@@ -90,7 +96,9 @@ func (in *inboxes) handler(dom int) http.Handler {
 			}
 		}
 		if in.cfg.failRate > 0 && rand.Float64() < in.cfg.failRate {
-			in.rec.failed.Add(1)
+			if !bare {
+				in.rec.failed.Add(1)
+			}
 			if in.cfg.retryAfter != "" {
 				w.Header().Set("Retry-After", in.cfg.retryAfter)
 			}
@@ -105,18 +113,11 @@ func (in *inboxes) handler(dom int) http.Handler {
 				return
 			}
 		}
-		if in.bare.Load() {
+		if bare {
 			in.bareAccepted.Add(1)
-			w.WriteHeader(http.StatusAccepted)
-			return
+		} else {
+			in.rec.accept(dom, seq, time.Now(), enqueued)
 		}
-		seq, enqueued, ok := parseMarks(body)
-		if !ok {
-			in.rec.rejected.Add(1)
-			http.Error(w, "no load test marks", http.StatusBadRequest)
-			return
-		}
-		in.rec.accept(dom, seq, time.Now(), enqueued)
 		w.WriteHeader(http.StatusAccepted)
 	})
 }

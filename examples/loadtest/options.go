@@ -22,6 +22,7 @@ type options struct {
 	recipients  int
 	maxInFlight int
 	checkpoint  time.Duration
+	backoffMin  time.Duration
 	sign        bool
 
 	inboxLatency time.Duration
@@ -114,6 +115,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.recipients, "recipients", 0, "with -fanout inboxes: domains per activity, rotating over all domains; 0: every domain")
 	fs.IntVar(&o.maxInFlight, "max-inflight", 0, "queue.Config.MaxInFlightPerDomain; 0: the queue's default")
 	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 0, "queue.Config.CheckpointInterval; 0: the queue's default")
+	fs.DurationVar(&o.backoffMin, "backoff-min", 0, "queue.Config.BackoffMin; 0: the queue's default")
 	fs.BoolVar(&o.sign, "sign", false, "sign deliveries (RSA-2048, draft-cavage); the inboxes verify every signature")
 
 	fs.DurationVar(&o.inboxLatency, "inbox-latency", 0, "delay before every inbox answers")

@@ -22,6 +22,7 @@ import (
 type queueSettings struct {
 	MaxInFlight int           `json:"max_inflight"`
 	Checkpoint  time.Duration `json:"checkpoint"`
+	BackoffMin  time.Duration `json:"backoff_min"`
 	Sign        bool          `json:"sign"`
 	KeyPEM      []byte        `json:"key_pem"`
 	Verbose     bool          `json:"verbose"`
@@ -85,6 +86,7 @@ func queueConfig(s queueSettings, resolver queue.Resolver, obs queue.Observer) *
 	return &queue.Config{
 		MaxInFlightPerDomain: s.MaxInFlight,
 		CheckpointInterval:   s.Checkpoint,
+		BackoffMin:           s.BackoffMin,
 		AllowHTTP:            true, // the inboxes are plain http on loopback
 		Resolver:             resolver,
 		Observer:             obs,

@@ -19,7 +19,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	settings := queueSettings{MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint, Sign: o.sign, KeyPEM: keyPEM, Verbose: o.verbose}
+	settings := queueSettings{MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint, BackoffMin: o.backoffMin, Sign: o.sign, KeyPEM: keyPEM, Verbose: o.verbose}
 	icfg := inboxConfig{latency: o.inboxLatency, failRate: o.failRate, retryAfter: o.retryAfter}
 	if o.sign {
 		icfg.verify = &key.PublicKey
@@ -93,8 +93,6 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 
-	// The inboxes' counters include the bare loop's requests so far.
-	reqBase, failBase, rejBase := in.rec.requests.Load(), in.rec.failed.Load(), in.rec.rejected.Load()
 	mem := startMemPeak(100 * time.Millisecond)
 	for _, q := range queues {
 		if err := q.Start(ctx); err != nil {
@@ -173,9 +171,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	}
 	rep.delivered = in.rec.unique.Load()
 	rep.duplicates = in.rec.duplicates.Load()
-	rep.requests = in.rec.requests.Load() - reqBase
-	rep.failed = in.rec.failed.Load() - failBase
-	rep.rejected = in.rec.rejected.Load() - rejBase
+	rep.requests, rep.failed, rep.rejected = in.rec.requests.Load(), in.rec.failed.Load(), in.rec.rejected.Load()
 	rep.retries, rep.deadLetters = ev.retries.Load(), ev.deadLetters.Load()
 	if last := in.rec.lastNS.Load(); last > 0 {
 		rep.elapsed = time.Unix(0, last).Sub(start)

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestSmoke runs tiny loads through the whole program (memory store, a few
+// loopback inboxes, about a second each) and checks the report's invariants:
+// everything delivered once, nothing rejected, the baselines and ratios
+// computed and printed.
+func TestSmoke(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"unsigned", []string{"-domains", "3", "-activities", "300", "-batch", "50", "-baseline-duration", "300ms", "-timeout", "20s"}},
+		{"signed audience", []string{"-domains", "2", "-activities", "40", "-fanout", "audience", "-sign", "-baseline-duration", "300ms", "-timeout", "20s"}},
+		{"paced all domains", []string{"-domains", "2", "-activities", "20", "-rate", "100", "-fanout", "all", "-fail-rate", "0.1", "-backoff-min", "20ms", "-baseline=false", "-timeout", "20s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseOptions(tc.args)
+			require.NoError(t, err)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			rep, err := run(ctx, o)
+			require.NoError(t, err)
+
+			require.Equal(t, int64(o.activities*o.domains), rep.expected)
+			require.Equal(t, rep.expected, rep.delivered, "every delivery arrives")
+			require.Zero(t, rep.duplicates, "no duplicates without a crash")
+			require.Zero(t, rep.rejected, "the inboxes accept every request (signatures included)")
+			require.Positive(t, rep.deliveriesPerSec())
+			require.Positive(t, rep.p50)
+			require.LessOrEqual(t, rep.p50, rep.p99)
+			require.LessOrEqual(t, rep.p99, rep.maxLatency+time.Millisecond)
+			require.Positive(t, rep.peakHeap)
+			if o.baseline {
+				require.Positive(t, rep.bare)
+				require.Positive(t, rep.queueBareRatio())
+			}
+			if o.sign {
+				require.Positive(t, rep.rawSign)
+				require.Positive(t, rep.signRatio())
+			}
+			if o.failRate > 0 {
+				require.Positive(t, rep.failed)
+				require.Positive(t, rep.retries)
+			}
+
+			var out bytes.Buffer
+			rep.print(&out)
+			require.Contains(t, out.String(), "deliveries/s")
+			if o.baseline {
+				require.Contains(t, out.String(), "queue/bare")
+			}
+		})
+	}
+}
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h histogram
+	for i := 1; i <= 1000; i++ {
+		h.add(time.Duration(i) * time.Millisecond)
+	}
+	for _, q := range []float64{0.5, 0.9, 0.99} {
+		want := time.Duration(q*1000) * time.Millisecond
+		require.InEpsilon(t, float64(want), float64(h.quantile(q)), 0.02, "q=%v", q)
+	}
+	require.Equal(t, time.Second, time.Duration(h.max.Load()))
+}
+
+func TestParseOptionsScenarioPresets(t *testing.T) {
+	o, err := parseOptions([]string{"-scenario", "postmortem"})
+	require.NoError(t, err)
+	require.Equal(t, 1, o.domains)
+	require.Equal(t, time.Second, o.inboxLatency)
+	require.Equal(t, 90, o.activities, "3/s for 30 s")
+
+	o, err = parseOptions([]string{"-scenario", "postmortem", "-rate", "5"})
+	require.NoError(t, err)
+	require.Equal(t, 150, o.activities, "a flag given overrides the preset")
+
+	_, err = parseOptions([]string{"-worker-mode", "exec"})
+	require.Error(t, err, "exec workers need PostgreSQL")
+}
