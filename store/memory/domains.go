@@ -183,7 +183,7 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 	defer s.mu.Unlock()
 	d, ok := s.domains[domain]
 	if !ok {
-		return store.DomainState{}, fmt.Errorf("memory store: %s %q: %w", op, domain, store.ErrNotFound)
+		return store.DomainState{}, fmt.Errorf("memory: %s %q: %w", op, domain, store.ErrNotFound)
 	}
 	if change.Status != "" {
 		d.Status = change.Status

@@ -217,7 +217,9 @@ func testActivities(t *testing.T, su suite) {
 			if len(got) == 0 {
 				break
 			}
+			require.Greater(t, got[0].ID, after, "Activities returned an ID not after %d", after)
 			paged = append(paged, ids(got)...)
+			require.LessOrEqual(t, len(paged), len(all), "paging does not end")
 			after = got[len(got)-1].ID
 		}
 		require.Equal(t, all, paged)

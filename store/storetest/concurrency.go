@@ -40,6 +40,9 @@ func testConcurrency(t *testing.T, su suite) {
 						return err
 					}
 					for _, a := range acts {
+						if a.ID <= after {
+							return fmt.Errorf("read activity %d after %d", a.ID, after)
+						}
 						seen = append(seen, a.ID)
 						after = a.ID
 					}

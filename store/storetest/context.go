@@ -48,6 +48,10 @@ func testContext(t *testing.T, su suite) {
 			"DeadLetters":       func() error { _, err := s.DeadLetters(ctx, store.DeadLetterFilter{}); return err },
 			"DeleteDeadLetters": func() error { _, err := s.DeleteDeadLetters(ctx, []int64{1}); return err },
 			"Prune":             func() error { _, err := s.Prune(ctx); return err },
+			"ChangeDomain": func() error {
+				_, err := s.ChangeDomain(ctx, "a.example", store.DomainChange{Status: store.StatusPaused})
+				return err
+			},
 		}
 		for name, call := range calls {
 			require.ErrorIs(t, call(), context.Canceled, name)
@@ -59,6 +63,7 @@ func testContext(t *testing.T, su suite) {
 		require.Equal(t, []string{"a.example"}, names(doms), "a cancelled call registered a domain")
 		st := domainState(t, s, "a.example")
 		require.Zero(t, st.Cursor, "a cancelled Checkpoint saved")
+		require.Equal(t, store.StatusActive, st.Status, "a cancelled ChangeDomain changed the domain")
 		require.Equal(t, "owner-a", st.Owner, "a cancelled ReleaseLeases released")
 		acts, err := s.Activities(t.Context(), 0, 10)
 		require.NoError(t, err)

@@ -120,7 +120,9 @@ func testDeadLetters(t *testing.T, su suite) {
 			if len(page) == 0 {
 				break
 			}
+			require.Greater(t, page[0].ID, after, "DeadLetters returned an ID not after %d", after)
 			paged = append(paged, deadIDs(page)...)
+			require.LessOrEqual(t, len(paged), len(all), "paging does not end")
 			after = page[len(page)-1].ID
 		}
 		require.Equal(t, deadIDs(all), paged)
