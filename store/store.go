@@ -13,6 +13,9 @@ import (
 // A store validates what it is given: a malformed argument (an empty domain, a
 // non-positive TTL, an empty owner, a negative limit) is refused with an error
 // that matches ErrInvalid and changes nothing.
+//
+// A store keeps times to the microsecond, as PostgreSQL does: it truncates
+// finer times it is given, so that every store reads back the same time.
 type Store interface {
 	// Append atomically appends activities to the log in the given order and
 	// returns their IDs, which are strictly increasing and greater than every
@@ -95,7 +98,8 @@ type Store interface {
 	// owner that releases is leaving or shedding load).
 	LeaseStats(ctx context.Context) (LeaseStats, error)
 
-	// DeadLetters returns dead letters matching filter, oldest first.
+	// DeadLetters returns dead letters matching filter in ID order, which is
+	// the order they were recorded (oldest first), so AfterID pages them.
 	DeadLetters(ctx context.Context, filter DeadLetterFilter) ([]DeadLetter, error)
 
 	// DeleteDeadLetters removes the dead letters with the given IDs and
