@@ -34,8 +34,9 @@ type report struct {
 	peakHeap, peakSys           uint64
 	childPeakHeap, childPeakSys uint64
 
-	concurrency   int
-	bare, rawSign float64 // per second
+	concurrency int
+	// Baseline measurements, per second, before and after the queue ran.
+	bareRuns, rawSignRuns []float64
 
 	fanout []fanoutRow
 	idle   *idleMemory
@@ -55,20 +56,43 @@ func (r *report) enqueueRate() float64 {
 	return float64(r.activities) / r.enqueueElapsed.Seconds()
 }
 
-// queueBareRatio is queue deliveries/s over bare POST loop deliveries/s.
-func (r *report) queueBareRatio() float64 {
-	if r.bare == 0 {
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
 		return 0
 	}
-	return r.deliveriesPerSec() / r.bare
+	var sum float64
+	for _, x := range xs {
+		sum += x
+	}
+	return sum / float64(len(xs))
+}
+
+// bare is the bare POST loop's mean rate, rawSign the raw signing rate's.
+func (r *report) bare() float64    { return mean(r.bareRuns) }
+func (r *report) rawSign() float64 { return mean(r.rawSignRuns) }
+
+// queueBareRatio is queue deliveries/s over bare POST loop deliveries/s.
+func (r *report) queueBareRatio() float64 {
+	if r.bare() == 0 {
+		return 0
+	}
+	return r.deliveriesPerSec() / r.bare()
 }
 
 // signRatio is signed deliveries/s over raw RSA signatures/s.
 func (r *report) signRatio() float64 {
-	if r.rawSign == 0 {
+	if r.rawSign() == 0 {
 		return 0
 	}
-	return r.deliveriesPerSec() / r.rawSign
+	return r.deliveriesPerSec() / r.rawSign()
+}
+
+func runs(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.0f", x)
+	}
+	return strings.Join(parts, " before, ") + map[bool]string{true: " after", false: " before"}[len(xs) > 1]
 }
 
 func loadAverage() string {
@@ -144,12 +168,12 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	if r.childPeakSys > 0 {
 		p("  worker memory  peak heap in use %s, peak Sys %s (largest worker process)", mib(r.childPeakHeap), mib(r.childPeakSys))
 	}
-	if r.bare > 0 {
-		p("  bare POST loop %.0f deliveries/s, %d goroutines, same sender and inboxes, no queue", r.bare, r.concurrency)
+	if len(r.bareRuns) > 0 {
+		p("  bare POST loop %.0f deliveries/s (%s the queue), %d goroutines, same sender and inboxes, no queue", r.bare(), runs(r.bareRuns), r.concurrency)
 		p("  queue/bare     %.2f", r.queueBareRatio())
 	}
-	if r.rawSign > 0 {
-		p("  raw RSA signing %.0f signatures/s (RSA-2048, PKCS#1 v1.5, SHA-256, %d goroutines)", r.rawSign, runtime.GOMAXPROCS(0))
+	if len(r.rawSignRuns) > 0 {
+		p("  raw RSA signing %.0f signatures/s (%s the queue; RSA-2048, PKCS#1 v1.5, SHA-256, %d goroutines)", r.rawSign(), runs(r.rawSignRuns), runtime.GOMAXPROCS(0))
 		p("  signed/raw-sign %.2f", r.signRatio())
 	}
 }
