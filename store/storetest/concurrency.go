@@ -130,6 +130,8 @@ func testConcurrency(t *testing.T, su suite) {
 		}
 	})
 
+	su.run(t, "FencingTokensNeverRepeat", testTokenChurn)
+
 	su.run(t, "AcquireLeasesOneOwnerPerDomain", func(t *testing.T, s store.Store) {
 		const (
 			domains = 30
@@ -178,6 +180,59 @@ func testConcurrency(t *testing.T, su suite) {
 			}
 		}
 	})
+}
+
+// testTokenChurn is registered by testConcurrency.
+func testTokenChurn(t *testing.T, s store.Store) {
+	const (
+		domains = 10
+		owners  = 8
+		rounds  = 30
+	)
+	ctx := t.Context()
+	for i := range domains {
+		register(t, s, fmt.Sprintf("d%02d.example", i))
+	}
+	type grant struct {
+		domain string
+		token  int64
+	}
+	var (
+		mu     sync.Mutex
+		grants = make(map[grant]string)
+		dup    []string
+	)
+	var g group
+	for o := range owners {
+		owner := fmt.Sprintf("owner-%d", o)
+		g.Go(func() error {
+			for r := range rounds {
+				got, err := s.AcquireLeases(ctx, owner, shortTTL, 3)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				for _, st := range got {
+					k := grant{st.Domain, st.LeaseToken}
+					if prev, ok := grants[k]; ok {
+						dup = append(dup, fmt.Sprintf("%s token %d given to %s and %s", k.domain, k.token, prev, owner))
+					}
+					grants[k] = owner
+				}
+				mu.Unlock()
+				// Releasing every other round makes the domains change hands.
+				if r%2 == 0 {
+					if err := s.ReleaseLeases(ctx, owner, leasesOf(got)); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+	require.Empty(t, dup, "a fencing token was given out twice")
+	require.Greater(t, len(grants), domains, "the domains never changed hands")
 }
 
 // group runs functions in goroutines and keeps the first error, so that
