@@ -131,6 +131,7 @@ func testConcurrency(t *testing.T, su suite) {
 	})
 
 	su.run(t, "FencingTokensNeverRepeat", testTokenChurn)
+	su.run(t, "PruneRacesAppend", testPruneRacesAppend)
 
 	su.run(t, "AcquireLeasesOneOwnerPerDomain", func(t *testing.T, s store.Store) {
 		const (
@@ -180,6 +181,62 @@ func testConcurrency(t *testing.T, su suite) {
 			}
 		}
 	})
+}
+
+// testPruneRacesAppend checks that Prune, running while activities naming
+// new domains are appended, never deletes an activity those domains have not
+// settled.
+func testPruneRacesAppend(t *testing.T, s store.Store) {
+	const (
+		writers = 8
+		appends = 30
+	)
+	ctx := t.Context()
+	var (
+		mu    sync.Mutex
+		named = make(map[int64]string)
+		stop  = make(chan struct{})
+	)
+	var pruner group
+	pruner.Go(func() error {
+		for {
+			select {
+			case <-stop:
+				return nil
+			default:
+			}
+			if _, err := s.Prune(ctx); err != nil {
+				return err
+			}
+		}
+	})
+	var g group
+	for w := range writers {
+		g.Go(func() error {
+			for i := range appends {
+				domain := fmt.Sprintf("w%d-%d.example", w, i)
+				got, err := s.Append(ctx, []store.NewActivity{activity(), activity(domain)})
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				named[got[1]] = domain
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+	close(stop)
+	require.NoError(t, pruner.Wait())
+
+	for id, domain := range named {
+		acts, err := s.Activities(ctx, id-1, 1)
+		require.NoError(t, err)
+		require.True(t, len(acts) == 1 && acts[0].ID == id,
+			"activity %d for %s, which never settled it, was pruned", id, domain)
+		require.Less(t, domainState(t, s, domain).Cursor, id)
+	}
 }
 
 // testTokenChurn is registered by testConcurrency.
