@@ -294,7 +294,7 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 		return store.DomainState{}, s.fail(ctx, op, err)
 	}
 	if len(states) == 0 {
-		return store.DomainState{}, fmt.Errorf("postgres store: %s %q: %w", op, domain, store.ErrNotFound)
+		return store.DomainState{}, fmt.Errorf("postgres: %s %q: %w", op, domain, store.ErrNotFound)
 	}
 	return states[0], nil
 }

@@ -13,8 +13,9 @@ import (
 )
 
 // ErrNotMigrated is matched by errors from a store whose schema, or one of
-// its tables, does not exist: call Migrate first.
-var ErrNotMigrated = errors.New("postgres: schema not migrated (call Migrate)")
+// its tables or columns, does not exist: the schema was never migrated, or
+// was migrated by an older version of the library. Call Migrate.
+var ErrNotMigrated = errors.New("postgres: schema not migrated to this library's version (call Migrate)")
 
 // fail turns an error from pgx into the store's error for op. It is the one
 // place where driver and server errors are mapped to the store's errors:
@@ -22,7 +23,7 @@ var ErrNotMigrated = errors.New("postgres: schema not migrated (call Migrate)")
 //   - once ctx has ended, the error wraps ctx.Err(), whatever pgx returned;
 //   - data exceptions (SQLSTATE class 22, such as a NUL byte in a string)
 //     and check violations match store.ErrInvalid;
-//   - a missing schema or table matches ErrNotMigrated;
+//   - a missing schema, table or column matches ErrNotMigrated;
 //   - anything else is wrapped as it is, so that *pgconn.PgError stays
 //     reachable with errors.As.
 func (s *Store) fail(ctx context.Context, op string, err error) error {
@@ -37,7 +38,7 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 		switch {
 		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "22", pgErr.Code == "23514":
 			return fmt.Errorf("postgres: %s: %w: %w", op, store.ErrInvalid, err)
-		case pgErr.Code == "3F000", pgErr.Code == "42P01":
+		case pgErr.Code == "3F000", pgErr.Code == "42P01", pgErr.Code == "42703":
 			return fmt.Errorf("postgres: %s in schema %q: %w: %w", op, s.schema, ErrNotMigrated, err)
 		}
 	}

@@ -81,6 +81,29 @@ func TestMigrate(t *testing.T) {
 	require.Equal(t, []int64{id}, readAll(t, s, 0))
 }
 
+// TestNewLibraryOnOldSchema checks that a library newer than the schema
+// says so: a missing column is ErrNotMigrated, and Migrate fixes it.
+func TestNewLibraryOnOldSchema(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx := t.Context()
+	// Undo migration 2, as if only version 1 had been applied.
+	_, err := db.Pool.Exec(ctx, "ALTER TABLE "+db.Schema+".domains DROP COLUMN revision; "+
+		"DELETE FROM "+db.Schema+".schema_migrations WHERE version = 2")
+	require.NoError(t, err)
+	v, err := s.Version(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, v)
+	_, err = s.Domains(ctx, nil)
+	require.ErrorIs(t, err, postgres.ErrNotMigrated)
+
+	v, err = s.Migrate(ctx)
+	require.NoError(t, err)
+	require.Equal(t, postgres.LatestVersion(), v)
+	_, err = s.Domains(ctx, nil)
+	require.NoError(t, err)
+}
+
 func TestMigrateConcurrently(t *testing.T) {
 	t.Parallel()
 	for _, m := range modes {
