@@ -100,6 +100,11 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 
+	stopProfile, err := startCPUProfile(o.cpuProfile)
+	if err != nil {
+		return nil, err
+	}
+	defer stopProfile()
 	mem := startMemPeak(100 * time.Millisecond)
 	for _, q := range queues {
 		if err := q.Start(ctx); err != nil {
@@ -171,6 +176,10 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		}
 	}
 	stmtEnd := statements()
+	stopProfile()
+	if err := writeHeapProfile(o.memProfile); err != nil {
+		return nil, err
+	}
 	rep.peakHeap, rep.peakSys = mem.finish()
 	if rep.delivered = in.rec.unique.Load(); rep.delivered == expected {
 		baselines()
