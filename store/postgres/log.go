@@ -79,7 +79,17 @@ SELECT c.prev FROM c, n`
 // reserveSQL takes $2 IDs for transaction $1, records the reservation,
 // forgets reservations of ended transactions and registers the new domains
 // in $3 at the safe head.
-const reserveSQL = `WITH c AS (
+//
+// It commits asynchronously (synchronous_commit off for this statement's
+// transaction only), so the counter's lock is not held through a WAL flush
+// and reservations do not serialise on the disk. That loses nothing: the
+// reservation matters only if the caller's transaction commits, and that
+// commit, being later in the WAL, flushes the reservation with it. If the
+// server crashes first, the caller's transaction is lost too, and reusing
+// its IDs is harmless.
+const reserveSQL = `WITH async AS (
+	SELECT set_config('synchronous_commit', 'off', true)
+), c AS (
 	UPDATE {s}.id_counter SET last_id = last_id + $2::bigint RETURNING last_id - $2::bigint AS prev
 ), h AS (
 	SELECT {safe_head} AS head
@@ -94,7 +104,7 @@ const reserveSQL = `WITH c AS (
 	ORDER BY u.ord
 	ON CONFLICT (domain) DO NOTHING
 )
-SELECT c.prev FROM c`
+SELECT c.prev FROM c, async`
 
 // insertTxSQL inserts a batch whose IDs start after $1, in the caller's
 // transaction, and notifies channel $9 when that transaction commits.
