@@ -52,7 +52,7 @@ func note(n int, inboxes ...string) queue.Activity {
 
 // poolVia returns a pool on db's database through addr (a proxy), its
 // connections named after db's schema.
-func poolVia(t *testing.T, db *pgtest.DB, addr *net.TCPAddr) *pgxpool.Pool {
+func poolVia(t testing.TB, db *pgtest.DB, addr *net.TCPAddr) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(db.ConnString)
 	require.NoError(t, err)
@@ -69,7 +69,7 @@ func poolVia(t *testing.T, db *pgtest.DB, addr *net.TCPAddr) *pgxpool.Pool {
 }
 
 // storeOn returns a store on pool in db's schema (already migrated).
-func storeOn(t *testing.T, pool *pgxpool.Pool, db *pgtest.DB) *postgres.Store {
+func storeOn(t testing.TB, pool *pgxpool.Pool, db *pgtest.DB) *postgres.Store {
 	t.Helper()
 	s, err := postgres.New(pool, &postgres.Config{Schema: db.Schema, Logger: quietLogger()})
 	require.NoError(t, err)
@@ -78,7 +78,7 @@ func storeOn(t *testing.T, pool *pgxpool.Pool, db *pgtest.DB) *postgres.Store {
 }
 
 // startQueue starts a queue and stops it when the test ends.
-func startQueue(t *testing.T, st store.Store, snd sender.Sender, cfg *queue.Config) *queue.Queue {
+func startQueue(t testing.TB, st store.Store, snd sender.Sender, cfg *queue.Config) *queue.Queue {
 	t.Helper()
 	q, err := queue.New(st, snd, cfg)
 	require.NoError(t, err)
@@ -178,7 +178,7 @@ func TestQueuesSplitAndFence(t *testing.T) {
 	require.NoError(t, setup.RegisterDomains(t.Context(), regs))
 
 	var od overlapDetector
-	px := newProxy(t, net.JoinHostPort(db.Pool.Config().ConnConfig.Host, strconv.Itoa(int(db.Pool.Config().ConnConfig.Port))))
+	px := newProxy(t, net.JoinHostPort(db.Pool.Config().ConnConfig.Host, strconv.Itoa(int(db.Pool.Config().ConnConfig.Port))), 0)
 	stA := storeOn(t, poolVia(t, db, px.Addr()), db)
 	stB := storeOn(t, db.Pool, db)
 	fakeA, fakeB := od.sender("a"), od.sender("b")
