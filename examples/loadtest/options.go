@@ -37,6 +37,7 @@ type options struct {
 
 	workers    int
 	workerMode string
+	newDomains bool
 
 	baseline         bool
 	baselineDuration time.Duration
@@ -133,6 +134,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.workers, "workers", 1, "queue instances delivering; with postgres they share the database")
 	fs.StringVar(&o.workerMode, "worker-mode", "inproc", "inproc: the workers run in this process, which also enqueues; exec: each worker is a child process (this program re-executed) and this process only enqueues and runs the inboxes (postgres only)")
 
+	fs.BoolVar(&o.newDomains, "new-domains", false, "do not register the domains and wait for their leases before enqueueing: the first activity introduces each domain (first contact); with -fanout inboxes only")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure, in the same run, a bare POST loop with the same concurrency and client (and the raw RSA signing rate with -sign)")
 	fs.DurationVar(&o.baselineDuration, "baseline-duration", 3*time.Second, "how long each baseline measurement runs")
 	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines calling EnqueueMany in the enqueue scenario")
@@ -200,6 +202,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-fanout %q: want inboxes, audience or all", o.fanout)
 	case o.recipients < 0 || o.recipients > o.domains:
 		return errors.New("-recipients must be in [0, -domains]")
+	case o.newDomains && o.fanout != fanoutInboxes:
+		return errors.New("-new-domains works with -fanout inboxes only: audiences and AllDomains reach known domains")
 	case o.recipients > 0 && o.fanout != fanoutInboxes:
 		return errors.New("-recipients works with -fanout inboxes only")
 	}

@@ -24,6 +24,7 @@ type report struct {
 	enqueueElapsed                  time.Duration
 	p50, p90, p99, maxLatency       time.Duration
 	missingExample                  string
+	leaseWait                       time.Duration
 
 	hasStatements    bool
 	statements       int64 // over the run, appends excluded
@@ -140,6 +141,11 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	p("  setup          %d domains, %d activities, fan-out %s (%d domains each), store %s, signing %v, max in flight %s, %d worker(s) %s",
 		o.domains, r.activities, o.fanout, o.recipientsPerActivity(), store, o.sign, inflight, o.workers, o.workerMode)
 	p("  inboxes        latency %s, fail rate %g, Retry-After %q", o.inboxLatency, o.failRate, o.retryAfter)
+	if o.newDomains {
+		p("  domains        introduced by the first activity addressed to them (-new-domains)")
+	} else {
+		p("  domains        registered and leased %s before the first enqueue", r.leaseWait.Round(time.Millisecond))
+	}
 	p("  delivered      %d of %d, duplicates %d, retries %d, dead letters %d (inboxes: %d requests, %d answered 503, %d rejected)",
 		r.delivered, r.expected, r.duplicates, r.retries, r.deadLetters, r.requests, r.failed, r.rejected)
 	if r.missingExample != "" {

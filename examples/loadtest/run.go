@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/store"
 )
 
 // runDeliveries is the throughput, latency and postmortem scenarios: start
@@ -68,6 +69,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	var queues []*queue.Queue
 	var children *childSet
 	var producer *queue.Queue
+	var producerStore store.Store
 	if o.workerMode == "exec" {
 		if children, err = startChildren(ctx, o, be, settings); err != nil {
 			return nil, err
@@ -77,6 +79,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		if err != nil {
 			return nil, err
 		}
+		producerStore = st
 		// The producer only enqueues, as a web process would; the children
 		// deliver.
 		if producer, err = queue.New(st, snd, queueConfig(settings, resolver, ev)); err != nil {
@@ -93,11 +96,9 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 				return nil, err
 			}
 			queues = append(queues, q)
+			producerStore = st
 		}
 		producer = queues[0]
-	}
-	if err := registerDomains(ctx, o, producer, in); err != nil {
-		return nil, err
 	}
 
 	stopProfile, err := startCPUProfile(o.cpuProfile)
@@ -108,6 +109,25 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	mem := startMemPeak(100 * time.Millisecond)
 	for _, q := range queues {
 		if err := q.Start(ctx); err != nil {
+			return nil, err
+		}
+	}
+	// Enqueue once every domain is worked and the domains are split evenly
+	// between the workers: the steady state of a running server. With
+	// -new-domains, once every worker takes part in leasing (which a
+	// placeholder domain, never addressed, makes them do).
+	if o.newDomains {
+		if err := producer.AddDomains(ctx, "placeholder.loadtest.example"); err != nil {
+			return nil, err
+		}
+		if err := waitOwners(ctx, producerStore, o.workers); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := registerDomains(ctx, o, producer, in); err != nil {
+			return nil, err
+		}
+		if rep.leaseWait, err = waitLeased(ctx, producer, o.domains, o.workers); err != nil {
 			return nil, err
 		}
 	}
@@ -217,21 +237,76 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	return rep, nil
 }
 
-// registerDomains makes the domains known before enqueueing, where the
-// fan-out needs it: an audience reaches known domains, AllDomains their
-// shared inboxes.
+// registerDomains makes the domains known before enqueueing, as a server
+// knows the domains of its followers (audiences reach known domains,
+// AllDomains their shared inboxes).
 func registerDomains(ctx context.Context, o *options, q *queue.Queue, in *inboxes) error {
-	switch o.fanout {
-	case fanoutAudience:
+	if o.fanout != fanoutAll {
 		return q.AddDomains(ctx, in.domains...)
-	case fanoutAll:
-		for i := range in.domains {
-			if err := q.SetSharedInbox(ctx, in.sharedInbox(i)); err != nil {
-				return err
-			}
+	}
+	for i := range in.domains {
+		if err := q.SetSharedInbox(ctx, in.sharedInbox(i)); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// waitOwners waits until the store counts the given number of live lease
+// owners: every worker has made its first lease round.
+func waitOwners(ctx context.Context, st store.Store, workers int) error {
+	ctx, cancel := context.WithTimeout(ctx, queue.LeaseTTLDefault)
+	defer cancel()
+	for {
+		ls, err := st.LeaseStats(ctx)
+		if err != nil {
+			return fmt.Errorf("waiting for the workers to start: %w", err)
+		}
+		if ls.Owners >= workers {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("only %d of %d workers take leases", ls.Owners, workers)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// waitLeased waits until the n known domains are all worked, split evenly
+// (within one) between the workers, and returns how long that took. With
+// several workers the split can take two lease rounds (LeaseTTL/3 each):
+// the first worker may take every domain before the others start.
+func waitLeased(ctx context.Context, q *queue.Queue, n, workers int) (time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, 2*queue.LeaseTTLDefault)
+	defer cancel()
+	share := (n + workers - 1) / workers
+	for {
+		st, err := q.Stats(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("waiting for the domains' leases: %w", err)
+		}
+		owned, byOwner := 0, map[string]int{}
+		for _, d := range st.Domains {
+			if d.Owner != "" {
+				owned++
+				byOwner[d.Owner]++
+			}
+		}
+		balanced := len(byOwner) == min(workers, n)
+		for _, c := range byOwner {
+			balanced = balanced && c <= share+1
+		}
+		if owned >= n && balanced {
+			return time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("after %s, %d of %d domains are leased, split %v", time.Since(start).Round(time.Second), owned, n, byOwner)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // enqueueAll enqueues o.activities: one Enqueue each at o.rate, or
