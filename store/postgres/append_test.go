@@ -14,6 +14,7 @@ import (
 
 	"github.com/apqueue/apqueue/internal/pgtest"
 	"github.com/apqueue/apqueue/store"
+	"github.com/apqueue/apqueue/store/postgres"
 )
 
 func newActivity(domains ...string) store.NewActivity {
@@ -152,6 +153,12 @@ func TestReaderWaitsForOpenTransaction(t *testing.T) {
 			require.Greater(t, after1, held[0])
 			require.Greater(t, after2[0], after1)
 
+			open, err := s.OpenTransactions(ctx)
+			require.NoError(t, err)
+			require.Equal(t, 1, open.Count)
+			require.Equal(t, held[0], open.FirstID)
+			require.WithinDuration(t, time.Now(), open.Oldest, 5*time.Second)
+
 			require.Equal(t, []int64{before}, readAll(t, s, 0), "the reader passed an open transaction's ID")
 			h, err := s.Head(ctx)
 			require.NoError(t, err)
@@ -171,6 +178,9 @@ func TestReaderWaitsForOpenTransaction(t *testing.T) {
 				require.NoError(t, tx.Rollback(ctx))
 			}
 			require.Equal(t, want, readAll(t, s, 0))
+			open, err = s.OpenTransactions(ctx)
+			require.NoError(t, err)
+			require.Equal(t, postgres.OpenTransactions{}, open)
 			h, err = s.Head(ctx)
 			require.NoError(t, err)
 			require.Equal(t, after2[0], h)

@@ -42,7 +42,8 @@
 // reader that advances past what it read never skips an activity that
 // commits later. A long caller transaction therefore holds back delivery
 // of later activities, never other enqueues: call EnqueueTx late in a
-// transaction that commits soon.
+// transaction that commits soon. OpenTransactions reports the open ones,
+// for monitoring.
 //
 // # Leases
 //

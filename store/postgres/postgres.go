@@ -183,7 +183,7 @@ type queries struct {
 	append, reserve, insertTx, activities, head                string
 	register, domains, checkpoint, acquire, renew, release     string
 	leaseStats, deadLetters, deleteDeadLetters, prune, version string
-	changeDomain                                               string
+	changeDomain, openTransactions                             string
 }
 
 func newQueries(schema string) queries {
@@ -206,11 +206,12 @@ func newQueries(schema string) queries {
 		prune:             pruneSQL,
 		version:           versionSQL,
 		changeDomain:      changeDomainSQL,
+		openTransactions:  openTransactionsSQL,
 	}
 	for _, p := range []*string{
 		&q.append, &q.reserve, &q.insertTx, &q.activities, &q.head, &q.register, &q.domains,
 		&q.checkpoint, &q.acquire, &q.renew, &q.release, &q.leaseStats, &q.deadLetters,
-		&q.deleteDeadLetters, &q.prune, &q.version, &q.changeDomain,
+		&q.deleteDeadLetters, &q.prune, &q.version, &q.changeDomain, &q.openTransactions,
 	} {
 		// Twice: {safe_head} itself names {s}.
 		*p = r.Replace(r.Replace(*p))

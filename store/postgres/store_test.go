@@ -87,9 +87,10 @@ func TestNewLibraryOnOldSchema(t *testing.T) {
 	t.Parallel()
 	s, db := newStore(t, 0, nil)
 	ctx := t.Context()
-	// Undo migration 2, as if only version 1 had been applied.
+	// Undo migrations 2 and 3, as if only version 1 had been applied.
 	_, err := db.Pool.Exec(ctx, "ALTER TABLE "+db.Schema+".domains DROP COLUMN revision; "+
-		"DELETE FROM "+db.Schema+".schema_migrations WHERE version = 2")
+		"ALTER TABLE "+db.Schema+".pending_appends DROP COLUMN reserved_at; "+
+		"DELETE FROM "+db.Schema+".schema_migrations WHERE version > 1")
 	require.NoError(t, err)
 	v, err := s.Version(ctx)
 	require.NoError(t, err)
