@@ -26,8 +26,9 @@ const ReserveConnsDefault = 2
 // Config configures a Store. A nil *Config means every default.
 type Config struct {
 	// Schema is the PostgreSQL schema holding the store's tables: a plain
-	// identifier of lower-case letters, digits and underscores, starting
-	// with a letter or underscore. Several stores (for example one per
+	// identifier of at most 48 lower-case letters, digits and underscores,
+	// starting with a letter or underscore (the NOTIFY channel is named
+	// after it, within PostgreSQL's 63-byte limit). Several stores (for example one per
 	// tenant, or one per test) can share a database under different
 	// schemas. Default: SchemaDefault.
 	Schema string
@@ -61,6 +62,9 @@ type QueryStats struct {
 // concurrent use, and any number of Stores, in any number of processes, may
 // share one schema. Create it with New, create its tables with Migrate, and
 // Close it when done.
+//
+// Besides the caller's pool, a Store opens at most ReserveConnsDefault
+// connections of its own for AppendTx (on first use) and one for Listen.
 type Store struct {
 	pool       *pgxpool.Pool
 	schema     string
@@ -84,7 +88,7 @@ var (
 	_ store.TxAppender = (*Store)(nil)
 )
 
-var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
 
 // New returns a Store that keeps its data in the given pool's database, in
 // the schema named by cfg. It does not touch the database: call Migrate

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"quote", &postgres.Config{Schema: `a"b`}, false},
 		{"dot", &postgres.Config{Schema: "public.x"}, false},
 		{"leading digit", &postgres.Config{Schema: "1queue"}, false},
-		{"too long", &postgres.Config{Schema: "a123456789012345678901234567890123456789012345678901234567890123"}, false},
+		{"too long", &postgres.Config{Schema: "a123456789012345678901234567890123456789012345678"}, false},
 		{"bad listen connection string", &postgres.Config{ListenConnString: "postgres://%zz"}, false},
 	}
 	for _, c := range cases {
@@ -49,6 +50,18 @@ func TestNewValidatesConfig(t *testing.T) {
 	s, err := postgres.New(db.Pool, nil)
 	require.NoError(t, err)
 	require.Equal(t, postgres.SchemaDefault, s.Schema())
+
+	// The longest schema name works, NOTIFY channel included.
+	longest := db.Schema + "_" + strings.Repeat("x", 48-len(db.Schema)-1)
+	t.Cleanup(func() {
+		_, _ = db.Pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+longest+" CASCADE")
+	})
+	s, err = postgres.New(db.Pool, &postgres.Config{Schema: longest})
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = s.Migrate(t.Context())
+	require.NoError(t, err)
+	appendOne(t, s, "a.example")
 }
 
 func TestMigrate(t *testing.T) {
