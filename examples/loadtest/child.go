@@ -33,13 +33,18 @@ type childConfig struct {
 	Conns       int32         `json:"conns"`
 	PollOnly    bool          `json:"poll_only"`
 	Queue       queueSettings `json:"queue"`
+	// Audience maps each domain to its shared inbox, for the resolver of
+	// the followers audience.
+	Audience map[string]string `json:"audience"`
 }
 
 // childStats is one report line of a child.
 type childStats struct {
-	Statements int64  `json:"statements"`
-	PeakHeap   uint64 `json:"peak_heap_inuse"`
-	PeakSys    uint64 `json:"peak_sys"`
+	Statements  int64  `json:"statements"`
+	Retries     int64  `json:"retries"`
+	DeadLetters int64  `json:"dead_letters"`
+	PeakHeap    uint64 `json:"peak_heap_inuse"`
+	PeakSys     uint64 `json:"peak_sys"`
 }
 
 // childSet is the parent's view of its children.
@@ -52,12 +57,12 @@ type childSet struct {
 	wg     sync.WaitGroup
 }
 
-func startChildren(ctx context.Context, o *options, be *backend, s queueSettings) (*childSet, error) {
+func startChildren(ctx context.Context, o *options, be *backend, s queueSettings, audience map[string]string) (*childSet, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := json.Marshal(childConfig{DatabaseURL: be.url, ProxyAddr: be.proxyAddr(), Schema: be.schema, Conns: int32(o.dbConns), PollOnly: o.pollOnly, Queue: s})
+	cfg, err := json.Marshal(childConfig{DatabaseURL: be.url, ProxyAddr: be.proxyAddr(), Schema: be.schema, Conns: int32(o.dbConns), PollOnly: o.pollOnly, Queue: s, Audience: audience})
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +115,17 @@ func (cs *childSet) statements() int64 {
 	return n
 }
 
+// events returns the children's retries and dead letters, as last reported.
+func (cs *childSet) events() (retries, deadLetters int64) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for _, s := range cs.latest {
+		retries += s.Retries
+		deadLetters += s.DeadLetters
+	}
+	return retries, deadLetters
+}
+
 // peaks returns the largest peak heap and Sys of any child.
 func (cs *childSet) peaks() (heap, sys uint64) {
 	cs.mu.Lock()
@@ -159,7 +175,8 @@ func runChild(ctx context.Context) error {
 		return err
 	}
 	defer snd.Close()
-	q, err := queue.New(st, snd, queueConfig(cfg.Queue, nil, nil))
+	ev := &events{}
+	q, err := queue.New(st, snd, queueConfig(cfg.Queue, sharedInboxResolver(cfg.Audience), ev))
 	if err != nil {
 		return err
 	}
@@ -176,7 +193,7 @@ func runChild(ctx context.Context) error {
 	report := func() error {
 		mem.sample()
 		mem.mu.Lock()
-		s := childStats{Statements: be.statements(), PeakHeap: mem.heapInuse, PeakSys: mem.sys}
+		s := childStats{Statements: be.statements(), Retries: ev.retries.Load(), DeadLetters: ev.deadLetters.Load(), PeakHeap: mem.heapInuse, PeakSys: mem.sys}
 		mem.mu.Unlock()
 		return out.Encode(s)
 	}

@@ -105,13 +105,18 @@ func newLogger(verbose bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// sharedInboxResolver resolves the followers audience to the shared inbox
-// of every domain of in.
-func sharedInboxResolver(in *inboxes) queue.Resolver {
-	byDomain := make(map[string]string, len(in.domains))
+// sharedInboxes maps each domain of in to its shared inbox.
+func sharedInboxes(in *inboxes) map[string]string {
+	m := make(map[string]string, len(in.domains))
 	for i, d := range in.domains {
-		byDomain[d] = in.sharedInbox(i)
+		m[d] = in.sharedInbox(i)
 	}
+	return m
+}
+
+// sharedInboxResolver resolves the followers audience to the shared inbox
+// of every domain in byDomain.
+func sharedInboxResolver(byDomain map[string]string) queue.Resolver {
 	return queue.ResolverFunc(func(_ context.Context, audience, domain string) ([]string, error) {
 		if audience != followers {
 			return nil, fmt.Errorf("unknown audience %q", audience)

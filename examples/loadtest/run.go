@@ -63,7 +63,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 
 	var resolver queue.Resolver
 	if o.fanout == fanoutAudience {
-		resolver = sharedInboxResolver(in)
+		resolver = sharedInboxResolver(sharedInboxes(in))
 	}
 	ev := &events{}
 	var queues []*queue.Queue
@@ -71,7 +71,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	var producer *queue.Queue
 	var producerStore store.Store
 	if o.workerMode == "exec" {
-		if children, err = startChildren(ctx, o, be, settings); err != nil {
+		if children, err = startChildren(ctx, o, be, settings, sharedInboxes(in)); err != nil {
 			return nil, err
 		}
 		defer children.stop()
@@ -195,6 +195,9 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 			return nil, fmt.Errorf("enqueue: %w", err)
 		}
 	}
+	if children != nil {
+		time.Sleep(250 * time.Millisecond) // children report every 100 ms
+	}
 	stmtEnd := statements()
 	stopProfile()
 	if err := writeHeapProfile(o.memProfile); err != nil {
@@ -211,6 +214,11 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	rep.duplicates = in.rec.duplicates.Load()
 	rep.requests, rep.failed, rep.rejected = in.rec.requests.Load(), in.rec.failed.Load(), in.rec.rejected.Load()
 	rep.retries, rep.deadLetters = ev.retries.Load(), ev.deadLetters.Load()
+	if children != nil {
+		r, d := children.events()
+		rep.retries += r
+		rep.deadLetters += d
+	}
 	if last := in.rec.lastNS.Load(); last > 0 {
 		rep.elapsed = time.Unix(0, last).Sub(start)
 	}
