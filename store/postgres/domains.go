@@ -34,16 +34,27 @@ ORDER BY domain COLLATE "C"`
 // dead letters of every domain not refused, in one statement. It returns
 // every given domain with whether it was saved and whether its lease held,
 // so the caller tells lost leases from stale states.
+//
+// It locks the rows it may change first, in domain order (lk), as every
+// statement that waits for domain row locks does, so that concurrent
+// checkpoints, renewals and releases of overlapping domains (the queue lists
+// them in map order) cannot deadlock. Whether the lease held is judged on
+// the locked, current row.
 const checkpointSQL = `WITH st AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::integer[],
 		$7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[], $11::timestamptz[], $22::bigint[])
 		AS st(domain, owner, token, cursor, status, fail_count, failing_since, next_attempt_at,
 			last_status, last_error, last_success_at, revision)
+), lk AS (
+	SELECT d.domain, d.owner, d.lease_token FROM {s}.domains d
+	WHERE d.domain IN (SELECT domain FROM st)
+	ORDER BY d.domain COLLATE "C"
+	FOR UPDATE OF d
 ), saved AS (
 	UPDATE {s}.domains d SET cursor = st.cursor, status = st.status, fail_count = st.fail_count,
 		failing_since = st.failing_since, next_attempt_at = st.next_attempt_at,
 		last_status = st.last_status, last_error = st.last_error, last_success_at = st.last_success_at
-	FROM st
+	FROM st JOIN lk ON lk.domain = st.domain
 	WHERE d.domain = st.domain AND st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token
 		AND d.revision = st.revision
 	RETURNING d.domain
@@ -58,8 +69,8 @@ const checkpointSQL = `WITH st AS (
 	ORDER BY x.ord
 )
 SELECT st.domain, st.domain IN (SELECT domain FROM saved),
-	coalesce(st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token, false)
-FROM st LEFT JOIN {s}.domains d ON d.domain = st.domain`
+	coalesce(st.owner <> '' AND lk.owner = st.owner AND lk.lease_token = st.token, false)
+FROM st LEFT JOIN lk ON lk.domain = st.domain`
 
 // RegisterDomains implements store.Store.
 func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegistration) error {

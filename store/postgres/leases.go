@@ -40,23 +40,36 @@ FROM free WHERE d.domain = free.domain
 RETURNING d.domain, d.shared_inbox, d.cursor, d.status, d.fail_count, d.failing_since, d.next_attempt_at,
 	d.last_status, d.last_error, d.last_success_at, d.owner, d.lease_token, d.lease_expires_at, d.revision`
 
+// lockOwnedSQL locks, in domain order, the rows of the domains in
+// parameter domains that owner $1 holds, before renewSQL and releaseSQL
+// change them: every statement that waits for domain row locks takes them
+// in that order, so none deadlock (see checkpointSQL).
+func lockOwnedSQL(domains string) string {
+	return `SELECT d.domain FROM {s}.domains d
+	WHERE d.domain = ANY(` + domains + `::text[]) AND d.owner = $1
+	ORDER BY d.domain COLLATE "C"
+	FOR UPDATE OF d`
+}
+
 // renewSQL extends the leases ($3 domains, $4 tokens) owner $1 still holds.
-const renewSQL = `WITH o AS (` + heartbeatSQL + `
+var renewSQL = `WITH o AS (` + heartbeatSQL + `
+), lk AS (` + lockOwnedSQL("$3") + `
 )
 UPDATE {s}.domains d SET lease_expires_at = now() + $2::bigint * interval '1 microsecond'
-FROM unnest($3::text[], $4::bigint[]) AS l(domain, token)
-WHERE d.domain = l.domain AND d.owner = $1 AND d.lease_token = l.token
+FROM unnest($3::text[], $4::bigint[]) AS l(domain, token), lk
+WHERE d.domain = l.domain AND lk.domain = d.domain AND d.owner = $1 AND d.lease_token = l.token
 RETURNING d.domain, d.lease_token, d.lease_expires_at, d.revision`
 
 // releaseSQL ends owner $1's liveness and the leases ($2 domains, $3
 // tokens) it still holds. The token is kept, so the next acquisition still
 // increments it.
-const releaseSQL = `WITH o AS (
+var releaseSQL = `WITH o AS (
 	DELETE FROM {s}.owners WHERE owner = $1
+), lk AS (` + lockOwnedSQL("$2") + `
 )
 UPDATE {s}.domains d SET owner = '', lease_expires_at = NULL
-FROM unnest($2::text[], $3::bigint[]) AS l(domain, token)
-WHERE d.domain = l.domain AND d.owner = $1 AND d.lease_token = l.token`
+FROM unnest($2::text[], $3::bigint[]) AS l(domain, token), lk
+WHERE d.domain = l.domain AND lk.domain = d.domain AND d.owner = $1 AND d.lease_token = l.token`
 
 const leaseStatsSQL = `SELECT
 	(SELECT count(*) FROM {s}.domains),

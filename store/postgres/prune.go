@@ -19,6 +19,7 @@ const pruneSQL = `WITH h AS (
 ), old AS (
 	SELECT d.domain, d.cursor FROM {s}.domains d, b
 	WHERE d.status = 'dead' AND d.cursor < b.below
+	ORDER BY d.domain COLLATE "C"
 	FOR UPDATE OF d
 ), ff AS (
 	UPDATE {s}.domains d SET cursor = b.below FROM old, b
