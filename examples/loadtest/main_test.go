@@ -18,8 +18,8 @@ func TestSmoke(t *testing.T) {
 		name string
 		args []string
 	}{
-		{"unsigned", []string{"-domains", "3", "-activities", "300", "-batch", "50", "-baseline-duration", "300ms", "-timeout", "20s"}},
-		{"signed audience", []string{"-domains", "2", "-activities", "40", "-fanout", "audience", "-sign", "-baseline-duration", "300ms", "-timeout", "20s"}},
+		{"unsigned, two rounds", []string{"-domains", "3", "-activities", "300", "-rounds", "2", "-batch", "50", "-baseline-duration", "300ms", "-timeout", "20s"}},
+		{"signed audience", []string{"-domains", "2", "-activities", "40", "-rounds", "1", "-fanout", "audience", "-sign", "-baseline-duration", "300ms", "-timeout", "20s"}},
 		{"paced all domains", []string{"-domains", "2", "-activities", "20", "-rate", "100", "-fanout", "all", "-fail-rate", "0.1", "-backoff-min", "20ms", "-baseline=false", "-timeout", "20s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -30,7 +30,8 @@ func TestSmoke(t *testing.T) {
 			rep, err := run(ctx, o)
 			require.NoError(t, err)
 
-			require.Equal(t, int64(o.activities*o.domains), rep.expected)
+			require.Equal(t, int64(o.rounds*o.activities*o.domains), rep.expected)
+			require.Len(t, rep.rounds, o.rounds)
 			require.Equal(t, rep.expected, rep.delivered, "every delivery arrives")
 			require.Zero(t, rep.duplicates, "no duplicates without a crash")
 			require.Zero(t, rep.rejected, "the inboxes accept every request (signatures included)")
@@ -40,7 +41,7 @@ func TestSmoke(t *testing.T) {
 			require.LessOrEqual(t, rep.p99, rep.maxLatency+time.Millisecond)
 			require.Positive(t, rep.peakHeap)
 			if o.baseline {
-				require.Len(t, rep.bareRuns, 2, "bare loop measured before and after the queue")
+				require.Len(t, rep.bareRuns, o.rounds+1, "bare loop measured before the first round and after each")
 				require.Positive(t, rep.bare())
 				require.Positive(t, rep.queueBareRatio())
 			}

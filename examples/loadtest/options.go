@@ -39,6 +39,7 @@ type options struct {
 	workerMode string
 	newDomains bool
 
+	rounds           int
 	baseline         bool
 	baselineDuration time.Duration
 	enqueuers        int
@@ -77,7 +78,7 @@ var scenarios = map[string]struct {
 }{
 	scenarioThroughput: {
 		doc: "deliver -activities to -domains as fast as possible; measure the bare POST loop (and the raw signing rate with -sign) in the same run",
-		set: map[string]string{},
+		set: map[string]string{"rounds": "3"},
 	},
 	scenarioLatency: {
 		doc: "idle queue: one domain, 20 activities/s, enqueue-to-delivery percentiles",
@@ -135,6 +136,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.workerMode, "worker-mode", "inproc", "inproc: the workers run in this process, which also enqueues; exec: each worker is a child process (this program re-executed) and this process only enqueues and runs the inboxes (postgres only)")
 
 	fs.BoolVar(&o.newDomains, "new-domains", false, "do not register the domains and wait for their leases before enqueueing: the first activity introduces each domain (first contact); with -fanout inboxes only")
+	fs.IntVar(&o.rounds, "rounds", 1, "rounds of -activities, each followed by the baselines; ratios are per round, and the median is reported")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure, in the same run, a bare POST loop with the same concurrency and client (and the raw RSA signing rate with -sign)")
 	fs.DurationVar(&o.baselineDuration, "baseline-duration", 3*time.Second, "how long each baseline measurement runs")
 	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines calling EnqueueMany in the enqueue scenario")
@@ -178,6 +180,8 @@ func (o *options) validate() error {
 		return errors.New("-domains must be at least 1")
 	case o.activities < 1:
 		return errors.New("-activities must be at least 1")
+	case o.rounds < 1:
+		return errors.New("-rounds must be at least 1")
 	case o.batch < 1:
 		return errors.New("-batch must be at least 1")
 	case o.rate < 0:

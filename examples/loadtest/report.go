@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -15,85 +16,115 @@ type report struct {
 	opts               *options
 	loadStart, loadEnd string
 
-	// Delivery runs.
-	activities                      int
+	// Delivery runs: totals over the rounds, and each round.
+	rounds                          []round
+	activities                      int // per round
 	expected, delivered, duplicates int64
 	requests, failed, rejected      int64
 	retries, deadLetters            int64
-	elapsed                         time.Duration // first enqueue to last delivery
-	enqueueElapsed                  time.Duration
 	p50, p90, p99, maxLatency       time.Duration
 	missingExample                  string
 	leaseWait                       time.Duration
-
-	hasStatements    bool
-	statements       int64 // over the run, appends excluded
-	appendStatements int64
-	hasSteady        bool
-	steadyStatements float64 // per delivery, 10% to 90% of deliveries, appends excluded
+	hasStatements                   bool
 
 	peakHeap, peakSys           uint64
 	childPeakHeap, childPeakSys uint64
 
 	concurrency int
-	// Baseline measurements, per second, before and after the queue ran.
+	// Baseline measurements, per second: before the first round and after
+	// each.
 	bareRuns, rawSignRuns []float64
+
+	// The enqueue scenario.
+	enqueueElapsed   time.Duration
+	appendStatements int64
 
 	fanout []fanoutRow
 	idle   *idleMemory
 }
 
-func (r *report) deliveriesPerSec() float64 {
-	if r.elapsed <= 0 {
-		return 0
-	}
-	return float64(r.delivered) / r.elapsed.Seconds()
-}
-
-func (r *report) enqueueRate() float64 {
-	if r.enqueueElapsed <= 0 {
-		return 0
-	}
-	return float64(r.activities) / r.enqueueElapsed.Seconds()
-}
-
-func mean(xs []float64) float64 {
+func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
-	var sum float64
-	for _, x := range xs {
-		sum += x
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
 	}
-	return sum / float64(len(xs))
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// bare is the bare POST loop's mean rate, rawSign the raw signing rate's.
-func (r *report) bare() float64    { return mean(r.bareRuns) }
-func (r *report) rawSign() float64 { return mean(r.rawSignRuns) }
+// perRound applies f to every round.
+func (r *report) perRound(f func(i int, rd round) float64) []float64 {
+	out := make([]float64, len(r.rounds))
+	for i, rd := range r.rounds {
+		out[i] = f(i, rd)
+	}
+	return out
+}
 
-// queueBareRatio is queue deliveries/s over bare POST loop deliveries/s.
-func (r *report) queueBareRatio() float64 {
-	if r.bare() == 0 {
+// deliveriesPerSec is the median over the rounds.
+func (r *report) deliveriesPerSec() float64 {
+	return median(r.perRound(func(_ int, rd round) float64 { return rd.deliveriesPerSec() }))
+}
+
+// around is the mean of the baseline runs just before and after round i.
+func around(runs []float64, i int) float64 {
+	switch {
+	case i+1 < len(runs):
+		return (runs[i] + runs[i+1]) / 2
+	case i < len(runs):
+		return runs[i]
+	}
+	return 0
+}
+
+// ratios returns each round's deliveries/s over the baseline around it.
+func (r *report) ratios(runs []float64) []float64 {
+	if len(runs) == 0 {
+		return nil
+	}
+	return r.perRound(func(i int, rd round) float64 {
+		if b := around(runs, i); b > 0 {
+			return rd.deliveriesPerSec() / b
+		}
 		return 0
-	}
-	return r.deliveriesPerSec() / r.bare()
+	})
 }
 
-// signRatio is signed deliveries/s over raw RSA signatures/s.
-func (r *report) signRatio() float64 {
-	if r.rawSign() == 0 {
-		return 0
+// queueBareRatio is the median over the rounds of queue deliveries/s over
+// the bare POST loop's deliveries/s around the round.
+func (r *report) queueBareRatio() float64 { return median(r.ratios(r.bareRuns)) }
+
+// signRatio is the same with the raw RSA signing rate.
+func (r *report) signRatio() float64 { return median(r.ratios(r.rawSignRuns)) }
+
+func (r *report) bare() float64    { return median(r.bareRuns) }
+func (r *report) rawSign() float64 { return median(r.rawSignRuns) }
+
+// enqueueRate is the enqueue scenario's rate, or the median of the rounds'.
+func (r *report) enqueueRate() float64 {
+	if len(r.rounds) == 0 {
+		if r.enqueueElapsed <= 0 {
+			return 0
+		}
+		return float64(r.activities) / r.enqueueElapsed.Seconds()
 	}
-	return r.deliveriesPerSec() / r.rawSign()
+	return median(r.perRound(func(_ int, rd round) float64 {
+		if rd.enqueueElapsed <= 0 {
+			return 0
+		}
+		return float64(r.activities) / rd.enqueueElapsed.Seconds()
+	}))
 }
 
-func runs(xs []float64) string {
+func list(xs []float64, format string) string {
 	parts := make([]string, len(xs))
 	for i, x := range xs {
-		parts[i] = fmt.Sprintf("%.0f", x)
+		parts[i] = fmt.Sprintf(format, x)
 	}
-	return strings.Join(parts, " before, ") + map[bool]string{true: " after", false: " before"}[len(xs) > 1]
+	return strings.Join(parts, ", ")
 }
 
 func loadAverage() string {
@@ -138,7 +169,7 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	if o.dbLatency > 0 {
 		store += fmt.Sprintf(" (+%s round trip through the proxy)", o.dbLatency)
 	}
-	p("  setup          %d domains, %d activities, fan-out %s (%d domains each), store %s, signing %v, max in flight %s, %d worker(s) %s",
+	p("  setup          %d domains, %d activities a round, fan-out %s (%d domains each), store %s, signing %v, max in flight %s, %d worker(s) %s",
 		o.domains, r.activities, o.fanout, o.recipientsPerActivity(), store, o.sign, inflight, o.workers, o.workerMode)
 	p("  inboxes        latency %s, fail rate %g, Retry-After %q", o.inboxLatency, o.failRate, o.retryAfter)
 	if o.newDomains {
@@ -151,36 +182,50 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	if r.missingExample != "" {
 		p("  MISSING        %s", r.missingExample)
 	}
-	p("  throughput     %.0f deliveries/s (first enqueue to last delivery: %s)", r.deliveriesPerSec(), r.elapsed.Round(time.Millisecond))
+	dps := r.perRound(func(_ int, rd round) float64 { return rd.deliveriesPerSec() })
+	if len(r.rounds) > 1 {
+		p("  throughput     %.0f deliveries/s, median of %d rounds (%s)", r.deliveriesPerSec(), len(r.rounds), list(dps, "%.0f"))
+	} else if len(r.rounds) == 1 {
+		p("  throughput     %.0f deliveries/s (first enqueue to last delivery: %s)", r.deliveriesPerSec(), r.rounds[0].elapsed.Round(time.Millisecond))
+	}
 	if o.rate > 0 {
-		p("  enqueue        %d activities at %.4g/s asked, %.4g/s achieved (one Enqueue each)", r.activities, o.rate, r.enqueueRate())
+		p("  enqueue        %d activities a round at %.4g/s asked, %.4g/s achieved (one Enqueue each)", r.activities, o.rate, r.enqueueRate())
 	} else {
-		p("  enqueue        %d activities in %s: %.0f activities/s (EnqueueMany of %d)", r.activities, r.enqueueElapsed.Round(time.Millisecond), r.enqueueRate(), o.batch)
+		p("  enqueue        %d activities a round, %.0f activities/s (EnqueueMany of %d, while delivering)", r.activities, r.enqueueRate(), o.batch)
 	}
 	p("  latency        enqueue to delivery p50 %s, p90 %s, p99 %s, max %s", ms(r.p50), ms(r.p90), ms(r.p99), ms(r.maxLatency))
 	if r.hasStatements {
-		steady := "n/a (too few samples)"
-		if r.hasSteady {
-			steady = fmt.Sprintf("%.4f", r.steadyStatements)
+		var stmts, appends, delivered int64
+		var steady []float64
+		for _, rd := range r.rounds {
+			stmts, appends, delivered = stmts+rd.statements, appends+rd.appends, delivered+rd.delivered
+			if rd.hasSteady {
+				steady = append(steady, rd.steady)
+			}
 		}
 		perRun := 0.0
-		if r.delivered > 0 {
-			perRun = float64(r.statements) / float64(r.delivered)
+		if delivered > 0 {
+			perRun = float64(stmts) / float64(delivered)
 		}
-		p("  statements     %s per delivery at steady state (10%%–90%% of deliveries), %.4f over the run (%d statements; the %d appends excluded)",
-			steady, perRun, r.statements, r.appendStatements)
+		st := "n/a (too few samples)"
+		if len(steady) > 0 {
+			st = fmt.Sprintf("%.4f", median(steady))
+		}
+		p("  statements     %s per delivery at steady state (10%%–90%% of a round's deliveries, median), %.4f over the rounds (%d statements; the %d appends excluded)",
+			st, perRun, stmts, appends)
 	}
 	p("  memory         peak heap in use %s, peak Sys %s (this process: inboxes included)", mib(r.peakHeap), mib(r.peakSys))
 	if r.childPeakSys > 0 {
 		p("  worker memory  peak heap in use %s, peak Sys %s (largest worker process)", mib(r.childPeakHeap), mib(r.childPeakSys))
 	}
 	if len(r.bareRuns) > 0 {
-		p("  bare POST loop %.0f deliveries/s (%s the queue), %d goroutines, same sender and inboxes, no queue", r.bare(), runs(r.bareRuns), r.concurrency)
-		p("  queue/bare     %.2f", r.queueBareRatio())
+		p("  bare POST loop %.0f deliveries/s, median (%s: before the first round and after each), %d goroutines, same sender and inboxes, no queue",
+			r.bare(), list(r.bareRuns, "%.0f"), r.concurrency)
+		p("  queue/bare     %.2f, median of the rounds (%s), each round against the bare loop before and after it", r.queueBareRatio(), list(r.ratios(r.bareRuns), "%.2f"))
 	}
 	if len(r.rawSignRuns) > 0 {
-		p("  raw RSA signing %.0f signatures/s (%s the queue; RSA-2048, PKCS#1 v1.5, SHA-256, %d goroutines)", r.rawSign(), runs(r.rawSignRuns), runtime.GOMAXPROCS(0))
-		p("  signed/raw-sign %.2f", r.signRatio())
+		p("  raw RSA signing %.0f signatures/s, median (%s), RSA-2048, PKCS#1 v1.5, SHA-256, %d goroutines", r.rawSign(), list(r.rawSignRuns, "%.0f"), runtime.GOMAXPROCS(0))
+		p("  signed/raw-sign %.2f, median of the rounds (%s)", r.signRatio(), list(r.ratios(r.rawSignRuns), "%.2f"))
 	}
 }
 

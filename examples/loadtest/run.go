@@ -12,8 +12,10 @@ import (
 )
 
 // runDeliveries is the throughput, latency and postmortem scenarios: start
-// the inboxes, measure the baselines, run the queues, enqueue, and wait until
-// every delivery arrived (or the timeout).
+// the inboxes and the queues, then for each of o.rounds rounds enqueue
+// o.activities and wait until every delivery arrived (or the timeout), with
+// the baselines measured before the first round and after each, so that
+// every round is compared with the baselines measured just around it.
 func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	rep := &report{scenario: o.scenario, opts: o}
 	key, keyPEM, err := newKey()
@@ -145,67 +147,32 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		}
 		return n
 	}
-	var appends atomic.Int64
-	stmtStart := statements()
-
-	expected := int64(o.activities * o.recipientsPerActivity())
-	rep.activities, rep.expected = o.activities, expected
 	runCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	start := time.Now()
-	enqErr := make(chan error, 1)
-	go func() {
-		d, err := enqueueAll(runCtx, o, producer, in, &appends)
-		rep.enqueueElapsed = d
-		enqErr <- err
-	}()
-
-	// Wait for every delivery; note statements between 10% and 90% of them
-	// (steady state).
-	var steady struct {
-		stmts, appends, delivered [2]int64
-		seen                      [2]bool
-	}
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	var enqueueDone bool
-	for in.rec.unique.Load() < expected {
-		select {
-		case err := <-enqErr:
-			enqueueDone = true
-			if err != nil {
-				return nil, fmt.Errorf("enqueue: %w", err)
-			}
-		case <-tick.C:
-		case <-runCtx.Done():
+	rep.activities = o.activities
+	perRound := int64(o.activities * o.recipientsPerActivity())
+	for r := range o.rounds {
+		rd, err := deliverRound(runCtx, o, r, producer, in, statements, children != nil)
+		if err != nil {
+			return nil, err
 		}
-		if runCtx.Err() != nil {
+		rep.rounds = append(rep.rounds, rd)
+		if in.rec.unique.Load() < int64(r+1)*perRound {
 			break
 		}
-		got := in.rec.unique.Load()
-		for i, frac := range []float64{0.1, 0.9} {
-			if !steady.seen[i] && float64(got) >= frac*float64(expected) {
-				steady.seen[i] = true
-				steady.stmts[i], steady.appends[i], steady.delivered[i] = statements(), appends.Load(), got
+		if r == o.rounds-1 {
+			stopProfile()
+			if err := writeHeapProfile(o.memProfile); err != nil {
+				return nil, err
 			}
+			rep.peakHeap, rep.peakSys = mem.finish()
 		}
-	}
-	if !enqueueDone {
-		if err := <-enqErr; err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("enqueue: %w", err)
-		}
-	}
-	if children != nil {
-		time.Sleep(250 * time.Millisecond) // children report every 100 ms
-	}
-	stmtEnd := statements()
-	stopProfile()
-	if err := writeHeapProfile(o.memProfile); err != nil {
-		return nil, err
-	}
-	rep.peakHeap, rep.peakSys = mem.finish()
-	if rep.delivered = in.rec.unique.Load(); rep.delivered == expected {
 		baselines()
+	}
+	rep.expected = perRound * int64(len(rep.rounds))
+	rep.delivered = in.rec.unique.Load()
+	if rep.peakHeap == 0 {
+		rep.peakHeap, rep.peakSys = mem.finish()
 	}
 	if children != nil {
 		h, s := children.peaks()
@@ -219,30 +186,100 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		rep.retries += r
 		rep.deadLetters += d
 	}
-	if last := in.rec.lastNS.Load(); last > 0 {
-		rep.elapsed = time.Unix(0, last).Sub(start)
-	}
 	rep.p50, rep.p90, rep.p99 = in.rec.latency.quantile(0.5), in.rec.latency.quantile(0.9), in.rec.latency.quantile(0.99)
 	rep.maxLatency = time.Duration(in.rec.latency.max.Load())
-	if o.store == "postgres" {
-		rep.hasStatements = true
-		rep.appendStatements = appends.Load()
-		rep.statements = stmtEnd - stmtStart - rep.appendStatements
-		if steady.seen[0] && steady.seen[1] && steady.delivered[1] > steady.delivered[0] {
-			n := steady.delivered[1] - steady.delivered[0]
-			rep.steadyStatements = float64(steady.stmts[1]-steady.stmts[0]-(steady.appends[1]-steady.appends[0])) / float64(n)
-			rep.hasSteady = true
-		}
-	}
-	if rep.delivered < expected {
+	rep.hasStatements = o.store == "postgres"
+	if rep.delivered < rep.expected {
 		for dom := range o.domains {
-			if m := in.rec.missing(dom, o.activities, 5); len(m) > 0 {
+			if m := in.rec.missing(dom, o.activities*len(rep.rounds), 5); len(m) > 0 {
 				rep.missingExample = fmt.Sprintf("domain %s is missing sequence numbers %v…", in.domains[dom], m)
 				break
 			}
 		}
 	}
 	return rep, nil
+}
+
+// round is what one round of enqueueing and delivering measured.
+type round struct {
+	delivered      int64
+	elapsed        time.Duration // first enqueue to last delivery
+	enqueueElapsed time.Duration
+	// Statements sent during the round (appends excluded), and per delivery
+	// between 10% and 90% of the round's deliveries (steady state).
+	statements, appends int64
+	steady              float64
+	hasSteady           bool
+}
+
+func (r round) deliveriesPerSec() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.delivered) / r.elapsed.Seconds()
+}
+
+// deliverRound enqueues round r's activities (sequence numbers r ×
+// o.activities and up) and waits until the inboxes have all of them or ctx
+// ends.
+func deliverRound(ctx context.Context, o *options, r int, q *queue.Queue, in *inboxes, statements func() int64, remote bool) (round, error) {
+	var rd round
+	before := in.rec.unique.Load()
+	want := int64(o.activities * o.recipientsPerActivity())
+	var appends atomic.Int64
+	stmtStart := statements()
+	start := time.Now()
+	enqErr := make(chan error, 1)
+	go func() {
+		d, err := enqueueAll(ctx, o, r*o.activities, q, in, &appends)
+		rd.enqueueElapsed = d
+		enqErr <- err
+	}()
+	var steady struct {
+		stmts, appends, delivered [2]int64
+		seen                      [2]bool
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	enqueued := false
+	for in.rec.unique.Load()-before < want && ctx.Err() == nil {
+		select {
+		case err := <-enqErr:
+			enqueued = true
+			if err != nil {
+				return rd, fmt.Errorf("enqueue: %w", err)
+			}
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+		got := in.rec.unique.Load() - before
+		for i, frac := range []float64{0.1, 0.9} {
+			if !steady.seen[i] && float64(got) >= frac*float64(want) {
+				steady.seen[i] = true
+				steady.stmts[i], steady.appends[i], steady.delivered[i] = statements(), appends.Load(), got
+			}
+		}
+	}
+	if !enqueued {
+		if err := <-enqErr; err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return rd, fmt.Errorf("enqueue: %w", err)
+		}
+	}
+	rd.delivered = in.rec.unique.Load() - before
+	if last := in.rec.lastNS.Load(); last > 0 {
+		rd.elapsed = time.Unix(0, last).Sub(start)
+	}
+	if remote {
+		time.Sleep(250 * time.Millisecond) // worker processes report every 100 ms
+	}
+	rd.appends = appends.Load()
+	rd.statements = statements() - stmtStart - rd.appends
+	if steady.seen[0] && steady.seen[1] && steady.delivered[1] > steady.delivered[0] {
+		n := steady.delivered[1] - steady.delivered[0]
+		rd.steady = float64(steady.stmts[1]-steady.stmts[0]-(steady.appends[1]-steady.appends[0])) / float64(n)
+		rd.hasSteady = true
+	}
+	return rd, nil
 }
 
 // registerDomains makes the domains known before enqueueing, as a server
@@ -319,7 +356,7 @@ func waitLeased(ctx context.Context, q *queue.Queue, n, workers int) (time.Durat
 
 // enqueueAll enqueues o.activities: one Enqueue each at o.rate, or
 // EnqueueMany batches as fast as possible. It returns how long that took.
-func enqueueAll(ctx context.Context, o *options, q *queue.Queue, in *inboxes, appends *atomic.Int64) (time.Duration, error) {
+func enqueueAll(ctx context.Context, o *options, firstSeq int, q *queue.Queue, in *inboxes, appends *atomic.Int64) (time.Duration, error) {
 	all := make([]string, len(in.domains))
 	for i := range in.domains {
 		all[i] = in.inbox(i)
@@ -347,8 +384,9 @@ func enqueueAll(ctx context.Context, o *options, q *queue.Queue, in *inboxes, ap
 	start := time.Now()
 	if o.rate > 0 {
 		interval := time.Duration(float64(time.Second) / o.rate)
-		for seq := range o.activities {
-			if wait := time.Until(start.Add(time.Duration(seq) * interval)); wait > 0 {
+		for i := range o.activities {
+			seq := firstSeq + i
+			if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
 				t := time.NewTimer(wait)
 				select {
 				case <-ctx.Done():
@@ -369,7 +407,7 @@ func enqueueAll(ctx context.Context, o *options, q *queue.Queue, in *inboxes, ap
 		batch := make([]queue.Activity, n)
 		now := time.Now().UnixNano()
 		for i := range batch {
-			batch[i] = activity(first+i, now)
+			batch[i] = activity(firstSeq+first+i, now)
 		}
 		if _, err := q.EnqueueMany(ctx, batch); err != nil {
 			return time.Since(start), err
