@@ -32,6 +32,7 @@ type options struct {
 	store       string
 	databaseURL string
 	dbLatency   time.Duration
+	dbAlternate bool
 	dbConns     int
 	pollOnly    bool
 
@@ -129,6 +130,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.store, "store", "memory", "memory or postgres")
 	fs.StringVar(&o.databaseURL, "database-url", os.Getenv("TEST_DATABASE_URL"), "PostgreSQL connection string for -store postgres (default $TEST_DATABASE_URL); the run creates its own schema and drops it")
 	fs.DurationVar(&o.dbLatency, "db-latency", 0, "round-trip time added between the queue and PostgreSQL by a TCP proxy in this program (half in each direction), like a database 25 ms away by ping")
+	fs.BoolVar(&o.dbAlternate, "db-latency-alternate", false, "with -db-latency: odd rounds (1st, 3rd, ...) run with no added latency, even ones with it, through the same proxy and queue, and the throughput ratio is printed")
 	fs.IntVar(&o.dbConns, "db-conns", 8, "connections in each queue's PostgreSQL pool")
 	fs.BoolVar(&o.pollOnly, "poll-only", false, "postgres.Config.PollOnly: no LISTEN/NOTIFY, the queue polls")
 
@@ -194,6 +196,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-store %q: want memory or postgres", o.store)
 	case o.store == "postgres" && o.databaseURL == "":
 		return errors.New("-store postgres needs -database-url or $TEST_DATABASE_URL")
+	case o.dbAlternate && o.dbLatency == 0:
+		return errors.New("-db-latency-alternate needs -db-latency")
 	case o.dbLatency > 0 && o.store != "postgres":
 		return errors.New("-db-latency needs -store postgres")
 	case o.workers < 1:

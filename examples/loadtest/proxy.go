@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,7 +15,7 @@ import (
 type latencyProxy struct {
 	ln       net.Listener
 	upstream string
-	oneWay   time.Duration
+	oneWay   atomic.Int64 // nanoseconds
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -26,11 +27,15 @@ func startLatencyProxy(upstream string, rtt time.Duration) (*latencyProxy, error
 	if err != nil {
 		return nil, err
 	}
-	p := &latencyProxy{ln: ln, upstream: upstream, oneWay: rtt / 2, conns: map[net.Conn]struct{}{}}
+	p := &latencyProxy{ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}}
+	p.setRTT(rtt)
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
 }
+
+// setRTT changes the added round-trip time for bytes read from now on.
+func (p *latencyProxy) setRTT(rtt time.Duration) { p.oneWay.Store(int64(rtt / 2)) }
 
 // addr is where clients connect instead of upstream.
 func (p *latencyProxy) addr() string { return p.ln.Addr().String() }
@@ -105,7 +110,7 @@ func (p *latencyProxy) pipe(dst, src net.Conn) {
 			buf := make([]byte, 32<<10)
 			n, err := src.Read(buf)
 			if n > 0 {
-				chunks <- chunk{buf[:n], time.Now().Add(p.oneWay)}
+				chunks <- chunk{buf[:n], time.Now().Add(time.Duration(p.oneWay.Load()))}
 			}
 			if err != nil {
 				return

@@ -194,6 +194,20 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 		p("  enqueue        %d activities a round, %.0f activities/s (EnqueueMany of %d, while delivering)", r.activities, r.enqueueRate(), o.batch)
 	}
 	p("  latency        enqueue to delivery p50 %s, p90 %s, p99 %s, max %s", ms(r.p50), ms(r.p90), ms(r.p99), ms(r.maxLatency))
+	if o.dbAlternate {
+		var without, with []float64
+		for i, rd := range r.rounds {
+			if dbLatencyOfRound(o, i) == 0 {
+				without = append(without, rd.deliveriesPerSec())
+			} else {
+				with = append(with, rd.deliveriesPerSec())
+			}
+		}
+		if len(with) > 0 && median(without) > 0 {
+			p("  db latency     %.0f deliveries/s with +%s (rounds %s), %.0f with +0 (rounds %s): ratio %.2f",
+				median(with), o.dbLatency, list(with, "%.0f"), median(without), list(without, "%.0f"), median(with)/median(without))
+		}
+	}
 	if r.hasStatements {
 		var stmts, appends, delivered int64
 		var steady []float64

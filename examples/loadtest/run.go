@@ -152,6 +152,9 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	rep.activities = o.activities
 	perRound := int64(o.activities * o.recipientsPerActivity())
 	for r := range o.rounds {
+		if o.dbAlternate {
+			be.proxy.setRTT(dbLatencyOfRound(o, r))
+		}
 		rd, err := deliverRound(runCtx, o, r, producer, in, statements, children != nil)
 		if err != nil {
 			return nil, err
@@ -198,6 +201,15 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// dbLatencyOfRound is the round trip the proxy adds in round r: with
+// -db-latency-alternate none in the 1st, 3rd, ... rounds.
+func dbLatencyOfRound(o *options, r int) time.Duration {
+	if o.dbAlternate && r%2 == 0 {
+		return 0
+	}
+	return o.dbLatency
 }
 
 // round is what one round of enqueueing and delivering measured.
