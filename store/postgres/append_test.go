@@ -286,3 +286,20 @@ func TestConcurrentAppendsNeverSkip(t *testing.T) {
 		require.Equal(t, committed, seen[r], "reader %d skipped or repeated activities", r)
 	}
 }
+
+// TestAppendTxWithEveryPoolConnectionBusy holds the pool's only connection
+// in the caller's transaction: AppendTx reserves its IDs on the store's own
+// connections, so it cannot wait for a connection only its caller's commit
+// would free.
+func TestAppendTxWithEveryPoolConnectionBusy(t *testing.T) {
+	t.Parallel()
+	s, db := newStoreWith(t, pgtest.Options{MaxConns: 1})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		_, err := s.AppendTx(ctx, tx, []store.NewActivity{newActivity("a.example")})
+		return err
+	})
+	require.NoError(t, err)
+	require.Len(t, readAll(t, s, 0), 1)
+}
