@@ -5,29 +5,42 @@
 // deliveries per second, database statements per delivery, the enqueue rate,
 // enqueue-to-delivery latency percentiles (measured at the inboxes from a
 // timestamp in each body), peak memory and the duplicates the inboxes saw.
-// In the same run it measures a bare loop of POSTs with the same concurrency,
-// sender and inboxes, and with -sign the raw RSA-2048 signing rate, and
-// prints each ratio. Every run stops by itself (-timeout).
 //
-// Scenarios preset the flags (flags given override them):
+// In the same run it measures a bare loop of POSTs with the same
+// concurrency (domains × in-flight limit), the same sender and the same
+// inboxes, and with -sign the raw RSA-2048 signing rate, and prints each
+// ratio. The machine may be shared, so a run has -rounds rounds with the
+// baselines measured before the first and after each; every round is
+// compared with the baselines around it and the median ratio is printed.
+// Every run stops by itself (-timeout); the exit status is 1 if a delivery
+// is missing.
 //
-//	go run ./examples/loadtest                                  # throughput, memory store, 10 domains
-//	go run ./examples/loadtest -domains 100 -activities 2000 -store postgres
-//	go run ./examples/loadtest -sign -domains 10 -activities 1000
-//	go run ./examples/loadtest -scenario latency                # idle queue, in-process
-//	go run ./examples/loadtest -scenario latency -store postgres -worker-mode exec
-//	go run ./examples/loadtest -store postgres -db-latency 25ms -baseline=false
-//	go run ./examples/loadtest -scenario postmortem             # 1 s inbox, 3 activities/s
-//	go run ./examples/loadtest -scenario fanout -store postgres # enqueue cost, audience to 1 vs 1,000 domains
-//	go run ./examples/loadtest -scenario enqueue -store postgres
-//	go run ./examples/loadtest -scenario idle                   # heap per idle domain, 10,000 domains
+// Scenarios preset flags (flags given override them); the main commands:
+//
+//	go run ./examples/loadtest -domains 100 -activities 1000                  # queue/bare, memory store
+//	go run ./examples/loadtest -domains 100 -activities 1000 -store postgres  # queue/bare and statements/delivery
+//	go run ./examples/loadtest -sign -domains 10 -activities 500              # signed/raw-sign
+//	go run ./examples/loadtest -scenario latency                              # idle enqueue-to-delivery, in-process
+//	go run ./examples/loadtest -scenario latency -store postgres -worker-mode exec   # from another process
+//	go run ./examples/loadtest -store postgres -domains 100 -activities 1000 -baseline=false \
+//		-db-latency 25ms -db-latency-alternate -rounds 4                      # 25 ms database vs 0 ms
+//	go run ./examples/loadtest -scenario postmortem                           # 1 s inbox, 3 activities/s: lag
+//	go run ./examples/loadtest -scenario fanout -store postgres               # Enqueue cost: audience to 1 vs 1,000 domains
+//	go run ./examples/loadtest -scenario enqueue -store postgres              # batch enqueue rate
+//	go run ./examples/loadtest -scenario idle                                 # heap per idle domain, 10,000 domains
 //
 // -store postgres reads -database-url (default $TEST_DATABASE_URL), creates a
-// schema of its own and drops it at the end. -db-latency adds a round-trip
-// time (half in each direction) through a TCP proxy inside the program.
-// -worker-mode exec runs each of -workers queues in a child process (this
-// program re-executed with a hidden flag) sharing the database; this
-// process then only enqueues and runs the inboxes.
+// schema of its own, migrates it and drops it at the end. -db-latency adds a
+// round-trip time (half in each direction, as ping would measure it) through
+// a TCP proxy inside the program; -db-latency-alternate switches it off in
+// every other round, so one run compares both. -worker-mode exec runs each
+// of -workers queues in a child process (this program re-executed with the
+// hidden -child flag) that shares only the database with this process,
+// which enqueues and runs the inboxes; -worker-mode inproc (the default)
+// runs them in this process, each with its own pool. Unless -new-domains,
+// the domains are registered and their leases split between the workers
+// before the first enqueue, so what is measured is a running server's
+// steady state. -cpuprofile and -memprofile profile the queue phase.
 package main
 
 import (
