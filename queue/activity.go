@@ -61,6 +61,9 @@ func (q *Queue) prepare(a Activity) (store.NewActivity, error) {
 	if actor == "" {
 		return store.NewActivity{}, ErrMissingActor
 	}
+	if u, err := url.Parse(actor); err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return store.NewActivity{}, fmt.Errorf("%w: actor %q is not an absolute http(s) IRI", ErrMissingActor, actor)
+	}
 	key := a.OrderingKey
 	if key == "" {
 		key = iri(f.Object)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/apqueue/apqueue/internal/domain"
 	"github.com/apqueue/apqueue/store"
@@ -164,52 +163,81 @@ func (w *worker) revision() int64 {
 	return w.state.Revision
 }
 
-// reloadIfWanted takes in an admin's change: status, backoff, skipped
-// cursor. Called by the run goroutine.
+// reloadIfWanted re-reads the domain's saved state when an admin changed
+// it, and takes the change in. Called by the run goroutine.
 func (w *worker) reloadIfWanted() {
 	w.mu.Lock()
-	want := w.reload
-	w.reload = false
+	want := w.reload && !w.clock().Now().Before(w.fillRetry)
+	if want {
+		w.reload = false
+	}
 	w.mu.Unlock()
 	if !want {
 		return
 	}
 	states, err := w.q.store.Domains(w.ctx, []string{w.domain})
-	if err != nil || len(states) == 0 {
-		if err == nil {
-			err = store.ErrNotFound
-		}
+	if err == nil && len(states) == 0 {
+		err = store.ErrNotFound
+	}
+	if err != nil {
 		w.mu.Lock()
 		w.reload = true
 		w.mu.Unlock()
 		w.fillFailed("reloading the domain after an admin change", err)
 		return
 	}
-	row := states[0]
+	w.merge(states[0])
+}
+
+// mergeAdminChanges re-reads the domains of the given workers and takes the
+// admin changes in, so that their states can be saved again.
+func (q *Queue) mergeAdminChanges(ctx context.Context, workers []*worker) error {
+	names := make([]string, len(workers))
+	for i, w := range workers {
+		names[i] = w.domain
+	}
+	rows, err := q.store.Domains(ctx, names)
+	if err != nil {
+		return fmt.Errorf("reloading domains changed by an admin: %w", err)
+	}
+	byName := make(map[string]store.DomainState, len(rows))
+	for _, r := range rows {
+		byName[r.Domain] = r
+	}
+	for _, w := range workers {
+		if r, ok := byName[w.domain]; ok {
+			w.merge(r)
+		}
+	}
+	return nil
+}
+
+// merge takes an admin's change, saved in row, into the worker's state:
+// status, backoff, shared inbox, a cursor moved up, and the revision. What
+// it means for the pending deliveries (dropping skipped ones, retrying now)
+// the run goroutine applies next.
+func (w *worker) merge(row store.DomainState) {
 	w.mu.Lock()
 	st := &w.state
-	changed := row.Revision != st.Revision
-	if changed {
-		st.Status = row.Status
-		st.FailCount = row.FailCount
-		st.FailingSince = row.FailingSince
-		st.NextAttemptAt = row.NextAttemptAt
-		st.LastError = row.LastError
-		st.SharedInbox = row.SharedInbox
-		st.Revision = row.Revision
-		if row.Cursor > st.Cursor {
-			w.skipTo = max(w.skipTo, row.Cursor)
-		}
-		w.dirty = true
+	if row.Revision == st.Revision {
+		w.mu.Unlock()
+		return
 	}
-	cleared := st.FailCount == 0
+	st.Status = row.Status
+	st.FailCount = row.FailCount
+	st.FailingSince = row.FailingSince
+	st.NextAttemptAt = row.NextAttemptAt
+	st.LastError = row.LastError
+	st.SharedInbox = row.SharedInbox
+	st.Revision = row.Revision
+	if row.Cursor > st.Cursor {
+		w.skipTo = max(w.skipTo, row.Cursor)
+	}
+	if row.FailCount == 0 {
+		w.retryNow = true
+	}
+	w.dirty = true
 	w.mu.Unlock()
-	if cleared {
-		for _, d := range w.pending {
-			d.nextAttempt = time.Time{}
-		}
-	}
-	if changed {
-		w.q.observe(Event{Kind: EventDomainStatus, Domain: w.domain, Status: row.Status, Reason: "admin change"})
-	}
+	w.poke()
+	w.q.observe(Event{Kind: EventDomainStatus, Domain: w.domain, Status: row.Status, Reason: "admin change"})
 }

@@ -3,8 +3,11 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/apqueue/apqueue/store"
@@ -16,7 +19,7 @@ import (
 type checkpointer struct {
 	q     *Queue
 	wants chan struct{}
-	saves int64 // store calls made
+	mu    sync.Mutex // one save at a time, so no older state overtakes a newer one
 }
 
 func newCheckpointer(q *Queue) *checkpointer {
@@ -47,9 +50,37 @@ func (c *checkpointer) run(ctx context.Context) {
 	}
 }
 
-// save checkpoints the given workers' changed states and dead letters.
-// Domains whose lease turned out lost are dropped from this process.
+// save checkpoints the given workers' changed states and dead letters, one
+// save at a time. Domains whose lease turned out lost are dropped from this
+// process; domains an admin changed meanwhile take the change in and are
+// saved again at once.
 func (c *checkpointer) save(ctx context.Context, workers []*worker) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	stale, err := c.saveOnce(ctx, workers)
+	if err != nil || len(stale) == 0 {
+		return err
+	}
+	if err := c.q.mergeAdminChanges(ctx, stale); err != nil {
+		return err
+	}
+	stale, err = c.saveOnce(ctx, stale)
+	if err != nil {
+		return err
+	}
+	if len(stale) > 0 {
+		names := make([]string, len(stale))
+		for i, w := range stale {
+			names[i] = w.domain
+		}
+		return fmt.Errorf("domains changed again while saving, will retry: %s", strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// saveOnce makes one Checkpoint call and returns the workers whose states
+// were refused as stale (their dead letters are put back).
+func (c *checkpointer) saveOnce(ctx context.Context, workers []*worker) ([]*worker, error) {
 	var states []store.DomainState
 	var dls []store.DeadLetter
 	var taken []*worker
@@ -63,15 +94,14 @@ func (c *checkpointer) save(ctx context.Context, workers []*worker) error {
 		taken = append(taken, w)
 	}
 	if len(states) == 0 {
-		return nil
+		return nil, nil
 	}
-	c.saves++
 	err := c.q.store.Checkpoint(ctx, states, dls)
 	if err == nil {
-		return nil
+		return nil, nil
 	}
 	var lost *store.LeaseLostError
-	var stale *store.StaleStateError
+	var staleErr *store.StaleStateError
 	refusedOnly := false
 	if errors.As(err, &lost) {
 		// The refused domains belong to another process now, which re-sends
@@ -81,24 +111,23 @@ func (c *checkpointer) save(ctx context.Context, workers []*worker) error {
 		}
 		refusedOnly = true
 	}
-	if errors.As(err, &stale) {
-		// An admin changed these domains: take the change in, then save
-		// again, dead letters included.
+	var stale []*worker
+	if errors.As(err, &staleErr) {
 		for _, w := range taken {
-			if slices.Contains(stale.Domains, w.domain) {
+			if slices.Contains(staleErr.Domains, w.domain) {
 				w.restoreCheckpoint(dlsOf(dls, w.domain))
-				w.wantReload()
+				stale = append(stale, w)
 			}
 		}
 		refusedOnly = true
 	}
 	if refusedOnly {
-		return nil // every other state was saved
+		return stale, nil // every other state was saved
 	}
 	for _, w := range taken {
 		w.restoreCheckpoint(dlsOf(dls, w.domain))
 	}
-	return err
+	return nil, err
 }
 
 func dlsOf(dls []store.DeadLetter, domain string) []store.DeadLetter {

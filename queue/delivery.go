@@ -13,7 +13,6 @@ type delivery struct {
 	shared bool // inbox is the domain's shared inbox
 
 	attempts     int
-	firstAttempt time.Time
 	firstFailure time.Time
 	nextAttempt  time.Time
 	inFlight     bool

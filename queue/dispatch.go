@@ -35,6 +35,9 @@ func (w *worker) dispatch() {
 	if w.inflight >= limit {
 		return
 	}
+	if failing && w.dispatchUntried(now) {
+		return
+	}
 	var blocked map[string]blockKind
 	block := func(key string, kind blockKind) {
 		if key == "" {
@@ -74,15 +77,37 @@ func (w *worker) dispatch() {
 	}
 }
 
+// dispatchUntried sends, while the domain is failing, the first delivery not
+// tried yet, if one may go: its success proves the domain healthy, so that a
+// delivery that keeps failing on its own cannot monopolise the one request
+// allowed and hold the domain back. It reports whether it sent one.
+func (w *worker) dispatchUntried(now time.Time) bool {
+	var keys map[string]bool // keys of earlier unsettled deliveries
+	for _, d := range w.pending {
+		if d.settled {
+			continue
+		}
+		key := d.key()
+		if d.attempts == 0 && !d.inFlight && !d.nextAttempt.After(now) && (key == "" || !keys[key]) {
+			w.send(d)
+			return true
+		}
+		if key != "" {
+			if keys == nil {
+				keys = make(map[string]bool)
+			}
+			keys[key] = true
+		}
+	}
+	return false
+}
+
 // send starts one attempt in its own goroutine; the result comes back on
 // w.results, which has room for every request in flight.
 func (w *worker) send(d *delivery) {
 	d.inFlight = true
 	d.attempts++
 	d.sentAt = time.Now()
-	if d.attempts == 1 {
-		d.firstAttempt = w.clock().Now()
-	}
 	w.inflight++
 	del := &sender.Delivery{
 		Activity:    d.entry.payload,
@@ -139,8 +164,11 @@ func (w *worker) handle(r result) {
 		if st.FailingSince.IsZero() {
 			st.FailingSince = now
 		}
-		st.Status = store.StatusDead
 		st.LastError = "gone: " + res.Reason
+		if st.Status == store.StatusPaused {
+			break // an admin's pause stands; the answer is recorded
+		}
+		st.Status = store.StatusDead
 		st.NextAttemptAt = now.Add(cfg.ProbeInterval)
 		d.nextAttempt = st.NextAttemptAt
 		w.q.logger.WarnContext(w.ctx, "apqueue: domain is gone, marked dead", slog.String("domain", w.domain), slog.Int("status", res.Status), slog.String("reason", res.Reason))
@@ -181,9 +209,9 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 	st.LastError = res.Reason
 	w.q.logger.DebugContext(w.ctx, "apqueue: delivery failed, will retry", slog.String("domain", w.domain), slog.Int64("activity_id", d.entry.act.ID), slog.Int("attempt", d.attempts), slog.Int("status", res.Status), slog.String("reason", res.Reason))
 
-	if d.attempts >= cfg.MaxAttempts && !st.LastSuccessAt.Before(d.firstAttempt) {
-		// The domain accepted other deliveries since this one was first
-		// tried: this one is the problem, not the domain.
+	if d.attempts >= cfg.MaxAttempts && !res.DomainLevel && st.LastSuccessAt.After(d.firstFailure) {
+		// The domain accepted other deliveries since this one began to
+		// fail, and did not fail as a whole now: this one is the problem.
 		dl := d.deadLetter(w.domain, res.Status, "gave up after repeated failures: "+res.Reason)
 		w.settle(d, &dl)
 		return true
@@ -215,8 +243,5 @@ func (w *worker) settle(d *delivery, dl *store.DeadLetter) {
 		w.counts.DeadLettered++
 		w.q.logger.WarnContext(w.ctx, "apqueue: delivery failed for good", slog.String("domain", w.domain), slog.Int64("activity_id", dl.ActivityID), slog.String("inbox", dl.Inbox), slog.Int("status", dl.Status), slog.String("reason", dl.Reason))
 	}
-	w.settledSince++
-	if w.settledSince >= w.q.cfg.CheckpointDeliveries {
-		w.q.checkpoints.kick()
-	}
+	w.settledSince++ // advanceCursor asks for a checkpoint when enough settled
 }

@@ -31,7 +31,9 @@ func (q *Queue) EnqueueMany(ctx context.Context, acts []Activity) ([]int64, erro
 	if err != nil {
 		return nil, fmt.Errorf("queue: enqueue: %w", err)
 	}
-	q.appended(batch)
+	// Wake this process's workers at once; the window's read notices new
+	// domains and takes leases on them (noticeDomains).
+	q.window.wake()
 	return ids, nil
 }
 
@@ -80,16 +82,23 @@ func (q *Queue) prepareBatch(acts []Activity) ([]store.NewActivity, error) {
 	return batch, nil
 }
 
-// appended wakes this process's workers at once, and takes leases on the
-// domains the batch introduced.
-func (q *Queue) appended(batch []store.NewActivity) {
-	q.window.wake()
-	for _, a := range batch {
+// noticeDomains asks for a lease round the first time the log names a
+// domain this process does not work, so that a new domain gets a worker at
+// once rather than at the next periodic round. Domains worked by other
+// processes trigger it once each.
+func (q *Queue) noticeDomains(acts []store.Activity) {
+	kick := false
+	q.mu.Lock()
+	for _, a := range acts {
 		for _, d := range a.Domains {
-			if !q.holds(d) {
-				q.leases.kick()
-				return
+			if _, held := q.workers[d]; !held && !q.noticed[d] {
+				q.noticed[d] = true
+				kick = true
 			}
 		}
+	}
+	q.mu.Unlock()
+	if kick {
+		q.leases.kick()
 	}
 }

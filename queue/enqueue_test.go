@@ -27,6 +27,8 @@ func TestEnqueueRejectsBadInput(t *testing.T) {
 		{"empty body", func(a *Activity) { a.Body = nil }, ErrInvalidBody},
 		{"missing actor", func(a *Activity) { a.Body = []byte(`{"type":"Create","object":"https://local.example/n/1"}`) }, ErrMissingActor},
 		{"empty actor", func(a *Activity) { a.Body = []byte(`{"type":"Create","actor":""}`) }, ErrMissingActor},
+		{"actor not an IRI", func(a *Activity) { a.Body = []byte(`{"type":"Create","actor":"alice"}`) }, ErrMissingActor},
+		{"actor of another scheme", func(a *Activity) { a.Body = []byte(`{"type":"Create","actor":"acct:alice@local.example"}`) }, ErrMissingActor},
 		{"no targets", func(a *Activity) { a.Inboxes = nil }, ErrNoTargets},
 		{"relative inbox", func(a *Activity) { a.Inboxes = []string{"/inbox"} }, ErrInvalidInbox},
 		{"plain http inbox", func(a *Activity) { a.Inboxes = []string{"http://a.example/inbox"} }, ErrInvalidInbox},

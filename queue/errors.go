@@ -10,7 +10,7 @@ import (
 var (
 	ErrInvalidBody  = errors.New("queue: body is not a JSON object")
 	ErrBodyTooLarge = errors.New("queue: body too large")
-	ErrMissingActor = errors.New("queue: activity has no actor")
+	ErrMissingActor = errors.New("queue: activity has no actor IRI")
 	ErrInvalidInbox = errors.New("queue: invalid inbox URL")
 	ErrNoTargets    = errors.New("queue: activity has no recipients")
 	ErrNoResolver   = errors.New("queue: activity has audiences but the queue has no Resolver")

@@ -92,3 +92,10 @@ func eventually(t *testing.T, cond func() bool, msg string, args ...any) {
 }
 
 func storeFilter(dom string) store.DeadLetterFilter { return store.DeadLetterFilter{Domain: dom} }
+
+// inflightNow returns the requests in flight as last published, for tests.
+func (w *worker) inflightNow() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.view.inFlight
+}

@@ -103,7 +103,7 @@ func (l *leaseKeeper) round(ctx context.Context) error {
 			q.startWorker(st, asked.Add(ttl))
 		}
 	case held > share+1:
-		q.releaseExcess(ctx, held-share)
+		q.releaseExcess(held - share)
 	}
 	return nil
 }
@@ -122,5 +122,8 @@ func (w *worker) renewed(l store.Lease, until time.Time) {
 	w.state.LeaseExpiresAt = l.ExpiresAt
 	w.leaseUntil = until
 	w.mu.Unlock()
+	if w.leaseTimer != nil {
+		w.leaseTimer.Reset(time.Until(until))
+	}
 	w.poke()
 }

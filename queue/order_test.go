@@ -26,7 +26,7 @@ func (k *keyTracker) observe(e Event) {
 // in which order they were sent and finished.
 type keyTracker struct {
 	mu         sync.Mutex
-	keyOf      map[int64]string
+	keyOf      map[string]string // body -> ordering key
 	inFlight   map[string]int64
 	violations []string
 	firstSends []int64
@@ -34,14 +34,14 @@ type keyTracker struct {
 }
 
 func newKeyTracker() *keyTracker {
-	return &keyTracker{keyOf: map[int64]string{}, inFlight: map[string]int64{}, finished: map[string][]int64{}}
+	return &keyTracker{keyOf: map[string]string{}, inFlight: map[string]int64{}, finished: map[string][]int64{}}
 }
 
 func (k *keyTracker) handler(delay func(id int64) time.Duration) func(ctx context.Context, d *sender.Delivery) sender.Result {
 	return func(ctx context.Context, d *sender.Delivery) sender.Result {
 		id := d.Activity.ID
 		k.mu.Lock()
-		key := k.keyOf[id]
+		key := k.keyOf[string(d.Activity.Body)]
 		if other, busy := k.inFlight[key]; busy {
 			k.violations = append(k.violations, fmt.Sprintf("%d sent while %d (same key %s) in flight", id, other, key))
 		}
@@ -73,15 +73,14 @@ func TestOrderingPerDomainAndKeyWithManyInFlight(t *testing.T) {
 
 	const inbox = "https://a.example/inbox"
 	var acts []Activity
-	for i := range 60 {
-		acts = append(acts, keyed(i, fmt.Sprintf("key-%d", i%6), inbox))
-	}
-	ids := enqueueAll(t, q, acts...)
 	tracker.mu.Lock()
-	for i, id := range ids {
-		tracker.keyOf[id] = fmt.Sprintf("key-%d", i%6)
+	for i := range 60 {
+		a := keyed(i, fmt.Sprintf("key-%d", i%6), inbox)
+		tracker.keyOf[string(a.Body)] = a.OrderingKey
+		acts = append(acts, a)
 	}
 	tracker.mu.Unlock()
+	ids := enqueueAll(t, q, acts...)
 
 	eventually(t, func() bool { return len(fake.Delivered(inbox)) == len(ids) }, "every activity delivered")
 	tracker.mu.Lock()

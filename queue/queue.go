@@ -39,9 +39,12 @@ type Queue struct {
 	workCtx   context.Context    // parent of every worker
 	loops     sync.WaitGroup
 	workerWG  sync.WaitGroup
+	releasing sync.Mutex     // held while domains are being handed back
+	releases  sync.WaitGroup // background releases, waited for by Stop
 
 	mu      sync.Mutex
 	workers map[string]*worker
+	noticed map[string]bool // domains seen in the log while not worked here
 }
 
 // New returns a queue that keeps its state in st and delivers with snd. A
@@ -72,11 +75,13 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 		logger:  c.Logger,
 		backoff: backoff.Policy{Min: c.BackoffMin, Max: c.BackoffMax, Jitter: c.BackoffJitter},
 		workers: make(map[string]*worker),
+		noticed: make(map[string]bool),
 	}
 	if c.Resolver != nil {
 		q.resolver = newResolverCache(c.Resolver, c.ResolverTTL, c.clock)
 	}
 	q.window = newWindow(st, c.ReadBatch, c.WindowSize, c.Logger)
+	q.window.arrived = q.noticeDomains
 	q.checkpoints = newCheckpointer(q)
 	q.leases = newLeaseKeeper(q)
 	return q, nil
@@ -198,6 +203,7 @@ func (q *Queue) Stop(ctx context.Context) error {
 	q.running = false
 	q.loopsStop()
 	q.loops.Wait()
+	q.releases.Wait()
 
 	workers := q.workerList()
 	waitCtx, cancel := q.stopContext(ctx)
@@ -251,11 +257,15 @@ func (q *Queue) drain(ctx context.Context, workers []*worker) {
 	for _, w := range workers {
 		select {
 		case <-w.done:
+			continue
 		case <-ctx.Done():
-			for _, w := range workers {
-				w.sendCancel()
-			}
 		}
+		// Time is up: cancel every worker (its requests, and any resolver
+		// or store call it waits on), then wait for them to exit.
+		for _, w := range workers {
+			w.cancel()
+		}
+		break
 	}
 	for _, w := range workers {
 		<-w.done
@@ -274,6 +284,7 @@ func (q *Queue) kill() {
 	q.loopsStop()
 	q.hardStop()
 	q.loops.Wait()
+	q.releases.Wait()
 	q.workerWG.Wait()
 }
 
@@ -285,6 +296,7 @@ func (q *Queue) startWorker(st store.DomainState, leaseUntil time.Time) {
 		return
 	}
 	w := newWorker(q, q.workCtx, st, leaseUntil)
+	w.leaseTimer = time.AfterFunc(time.Until(leaseUntil), func() { q.drop(w, "lease expired before it was renewed") })
 	q.workers[st.Domain] = w
 	q.workerWG.Add(1)
 	go func() {
@@ -297,20 +309,36 @@ func (q *Queue) startWorker(st store.DomainState, leaseUntil time.Time) {
 // in-flight requests are cancelled and nothing more of it is saved.
 func (q *Queue) dropWorker(dom, reason string) {
 	q.mu.Lock()
-	w, ok := q.workers[dom]
-	delete(q.workers, dom)
+	w := q.workers[dom]
 	q.mu.Unlock()
-	if !ok {
-		return
+	if w != nil {
+		q.drop(w, reason)
 	}
-	w.cancel()
-	q.logger.WarnContext(context.Background(), "apqueue: stopped working domain", slog.String("domain", dom), slog.String("reason", reason))
 }
 
-// releaseExcess hands n domains back to the store for other processes:
-// their workers finish in-flight requests, their state is saved, then their
-// leases are released.
-func (q *Queue) releaseExcess(ctx context.Context, n int) {
+// drop ends w at once, and forgets it if it is still the domain's worker.
+func (q *Queue) drop(w *worker, reason string) {
+	q.mu.Lock()
+	current := q.workers[w.domain] == w
+	if current {
+		delete(q.workers, w.domain)
+	}
+	q.mu.Unlock()
+	if w.ctx.Err() != nil {
+		return // already ended
+	}
+	w.cancel()
+	q.logger.WarnContext(context.Background(), "apqueue: stopped working domain", slog.String("domain", w.domain), slog.String("reason", reason))
+}
+
+// releaseExcess hands n domains back to the store for other processes, in
+// the background so that lease renewals of the other domains go on: the
+// workers finish their in-flight requests, their state is saved, then their
+// leases are released. One release runs at a time; Stop waits for it.
+func (q *Queue) releaseExcess(n int) {
+	if !q.releasing.TryLock() {
+		return
+	}
 	q.mu.Lock()
 	var give []*worker
 	for dom, w := range q.workers {
@@ -321,9 +349,20 @@ func (q *Queue) releaseExcess(ctx context.Context, n int) {
 		delete(q.workers, dom)
 	}
 	q.mu.Unlock()
-	waitCtx, cancel := context.WithTimeout(ctx, q.cfg.StopTimeout)
+	q.releases.Add(1)
+	go func() {
+		defer q.releases.Done()
+		defer q.releasing.Unlock()
+		q.release(give)
+	}()
+}
+
+func (q *Queue) release(give []*worker) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*q.cfg.StopTimeout)
+	defer cancel()
+	waitCtx, cancelWait := context.WithTimeout(ctx, q.cfg.StopTimeout)
 	q.drain(waitCtx, give)
-	cancel()
+	cancelWait()
 	if err := q.checkpoints.save(ctx, give); err != nil {
 		q.logger.WarnContext(ctx, "apqueue: saving released domains failed", slog.Any("error", err))
 		return // the leases expire; the next owner re-sends what was not saved

@@ -52,12 +52,18 @@ func (w *worker) fastForward(to int64) {
 }
 
 // applySkip drops pending deliveries at or below a requested skip point and
-// moves the read position past it. Called by the run goroutine.
+// moves the read position past it, and makes every pending delivery due now
+// when an admin cleared the backoff. Called by the run goroutine.
 func (w *worker) applySkip() {
 	w.mu.Lock()
-	to := w.skipTo
-	w.skipTo = 0
+	to, retryNow := w.skipTo, w.retryNow
+	w.skipTo, w.retryNow = 0, false
 	w.mu.Unlock()
+	if retryNow {
+		for _, d := range w.pending {
+			d.nextAttempt = time.Time{}
+		}
+	}
 	if to == 0 {
 		return
 	}

@@ -45,9 +45,11 @@ type window struct {
 	batch  int
 	size   int
 	logger *slog.Logger
+	// arrived, if set, is called with the activities each refresh adds.
+	arrived func([]store.Activity)
 
 	mu      sync.RWMutex // read by every worker, written by refresh
-	entries []*entry // ascending IDs; together they are every activity in (base, head]
+	entries []*entry     // ascending IDs; together they are every activity in (base, head]
 	base    int64
 	head    int64
 	moved   chan struct{} // closed when head advances
@@ -65,6 +67,10 @@ func (w *window) init(ctx context.Context) error {
 		return fmt.Errorf("reading log head: %w", err)
 	}
 	w.mu.Lock()
+	// A restarted queue forgets what it held: activities appended while it
+	// was stopped are not in it.
+	clear(w.entries)
+	w.entries = nil
 	w.base, w.head = head, head
 	w.mu.Unlock()
 	return nil
@@ -118,6 +124,9 @@ func (w *window) refresh(ctx context.Context) error {
 			return nil
 		}
 		w.append(acts)
+		if w.arrived != nil {
+			w.arrived(acts)
+		}
 		if len(acts) < w.batch {
 			return nil
 		}
@@ -135,7 +144,7 @@ func (w *window) append(acts []store.Activity) {
 		w.head = a.ID
 	}
 	if over := len(w.entries) - w.size; over > 0 {
-		w.base = w.entries[over-1].act.ID
+		w.base = max(w.base, w.entries[over-1].act.ID)
 		clear(w.entries[:over])
 		w.entries = append(w.entries[:0:0], w.entries[over:]...)
 	}

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -41,12 +42,14 @@ type worker struct {
 	dirty        bool
 	settledSince int
 	deadLetters  []store.DeadLetter
-	leaseUntil   time.Time // local time the lease is known to hold until
+	leaseUntil   time.Time   // local time the lease is known to hold until
+	leaseTimer   *time.Timer // drops the worker when leaseUntil passes unrenewed
 	counts       counts
 	latency      latencyRing
 	view         workerView
 	skipTo       int64 // move past this ID (retention, admin skip); 0: none
 	reload       bool  // re-read the saved state: an admin changed it
+	retryNow     bool  // an admin cleared the backoff: pending deliveries are due now
 }
 
 // workerView is what Stats may read of the run goroutine's own fields,
@@ -114,6 +117,11 @@ func (w *worker) isStopping() bool {
 func (w *worker) run() {
 	defer close(w.done)
 	defer w.cancel()
+	defer func() {
+		if w.leaseTimer != nil {
+			w.leaseTimer.Stop()
+		}
+	}()
 	var timer clock.Timer
 	defer func() {
 		if timer != nil {
@@ -121,8 +129,10 @@ func (w *worker) run() {
 		}
 	}()
 	for {
-		stopping := w.isStopping()
-		if w.ctx.Err() != nil || stopping {
+		// A worker whose lease is lost or whose queue stops hard only waits
+		// for its in-flight requests, like a stopping one.
+		stopping := w.isStopping() || w.ctx.Err() != nil
+		if stopping {
 			if w.inflight == 0 {
 				w.advanceCursor()
 				return
@@ -170,15 +180,12 @@ func (w *worker) run() {
 	}
 }
 
-// room is how many more deliveries the worker may hold pending.
+// room is how many more deliveries the worker may hold pending. Settled
+// deliveries count until the cursor passes them: they would be sent again
+// after a crash, so how far the worker runs ahead of its cursor is bounded
+// by the checkpoint window as well as by the read batch.
 func (w *worker) room() int {
-	unsettled := 0
-	for _, d := range w.pending {
-		if !d.settled {
-			unsettled++
-		}
-	}
-	return w.q.cfg.ReadBatch - unsettled
+	return min(w.q.cfg.ReadBatch, w.q.cfg.CheckpointDeliveries) - len(w.pending)
 }
 
 // fill reads activities after the scanned position and turns those
@@ -225,7 +232,7 @@ func (w *worker) fillFailed(what string, err error) {
 	w.fillErrors++
 	delay := w.q.backoff.Delay(w.fillErrors, 0)
 	w.fillRetry = w.clock().Now().Add(delay)
-	w.q.logger.WarnContext(w.ctx, "apqueue: "+what+" failed", slog.String("domain", w.domain), slog.Any("error", err), slog.Duration("retry_in", delay))
+	w.q.logger.ErrorContext(w.ctx, "apqueue: "+what+" failed", slog.String("domain", w.domain), slog.Any("error", err), slog.Duration("retry_in", delay))
 }
 
 func (w *worker) sharedInbox() string {
@@ -238,6 +245,11 @@ func (w *worker) sharedInbox() string {
 // domain's shared inbox preferred and no inbox twice.
 func (w *worker) targets(e *entry) ([]string, error) {
 	inboxes := e.byDomain[w.domain]
+	if len(e.act.Audiences) > 0 && w.q.resolver == nil {
+		// Enqueued by a process that has a Resolver; this one cannot tell
+		// who the audiences are. Wait, loudly, rather than skip them.
+		return nil, errNoResolverHere
+	}
 	for _, aud := range e.act.Audiences {
 		got, err := w.q.resolver.inboxes(w.ctx, aud, w.domain, w.checkResolved)
 		if err != nil {
@@ -287,6 +299,8 @@ func (w *worker) settleUndeliverable(e *entry, reason string) {
 	w.q.observe(Event{Kind: EventDeadLetter, Domain: w.domain, ActivityID: e.act.ID, Reason: reason})
 }
 
+var errNoResolverHere = errors.New("an activity has audiences, but this queue has no Config.Resolver: configure the same Resolver in every process")
+
 func dedupe(in []string) []string {
 	if len(in) < 2 {
 		return in
@@ -334,7 +348,11 @@ func (w *worker) advanceCursor() {
 		w.state.Cursor = cursor
 		w.dirty = true
 	}
+	full := w.settledSince >= w.q.cfg.CheckpointDeliveries
 	w.mu.Unlock()
+	if full {
+		w.q.checkpoints.kick() // bound the re-sends after a crash
+	}
 }
 
 // nextWake returns when the worker must next look at the time: the end of a

@@ -110,7 +110,8 @@ type Store interface {
 	// paused) has settled: those with an ID at or below the lowest cursor of a
 	// live domain, or at or below the head when no domain is live. Dead
 	// domains whose cursor is below that point are fast-forwarded to it in the
-	// same atomic step and reported, never skipped silently.
+	// same atomic step and reported, never skipped silently; their Revision
+	// is incremented, so that an owner cannot save its older cursor back.
 	Prune(ctx context.Context) (PruneResult, error)
 
 	// Listen calls notify whenever activities are appended, by this process

@@ -113,6 +113,7 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 		if d.Status == store.StatusDead && d.Cursor < below {
 			res.FastForwarded = append(res.FastForwarded, store.FastForward{Domain: d.Domain, From: d.Cursor, To: below})
 			d.Cursor = below
+			d.Revision++
 		}
 	}
 	sort.Slice(res.FastForwarded, func(i, j int) bool {

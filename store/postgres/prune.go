@@ -22,7 +22,7 @@ const pruneSQL = `WITH h AS (
 	ORDER BY d.domain COLLATE "C"
 	FOR UPDATE OF d
 ), ff AS (
-	UPDATE {s}.domains d SET cursor = b.below FROM old, b
+	UPDATE {s}.domains d SET cursor = b.below, revision = d.revision + 1 FROM old, b
 	WHERE d.domain = old.domain
 	RETURNING d.domain, old.cursor AS from_cursor
 ), del AS (

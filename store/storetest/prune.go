@@ -39,9 +39,13 @@ func testPrune(t *testing.T, su suite) {
 			}
 		})
 
+		revBehind := domainState(t, s, "dead-behind.example").Revision
+		revAhead := domainState(t, s, "dead-ahead.example").Revision
 		res, err := s.Prune(ctx)
 		require.NoError(t, err)
 		require.Equal(t, all[2], res.Below, "pruned past a paused domain's cursor")
+		require.Equal(t, revBehind+1, domainState(t, s, "dead-behind.example").Revision, "a fast-forward is a change its owner must take in")
+		require.Equal(t, revAhead, domainState(t, s, "dead-ahead.example").Revision)
 		require.EqualValues(t, 3, res.Deleted)
 		require.Equal(t, []store.FastForward{{Domain: "dead-behind.example", From: all[0], To: all[2]}}, res.FastForwarded)
 

@@ -1,0 +1,340 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/internal/clock"
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/sender/sendertest"
+	"github.com/apqueue/apqueue/store"
+)
+
+// These tests pin down bugs found in review: each failed before its fix.
+
+func deadLetterCount(t *testing.T, st store.Store, dom string) int {
+	t.Helper()
+	dls, err := st.DeadLetters(context.Background(), storeFilter(dom))
+	require.NoError(t, err)
+	return len(dls)
+}
+
+func TestRestartedQueueDeliversWhatWasEnqueuedWhileStopped(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{}
+	cfg := testConfig()
+	cfg.ReadBatch, cfg.WindowSize = 4, 8
+	q, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, q.Start(ctx))
+	var acts []Activity
+	for i := range 8 {
+		acts = append(acts, note(i, "https://a.example/inbox"))
+	}
+	enqueueAll(t, q, acts...)
+	eventually(t, func() bool { return fake.DeliveredCount() == 8 }, "a delivered")
+	require.NoError(t, q.Stop(ctx))
+
+	acts = nil
+	for i := range 4 {
+		acts = append(acts, note(100+i, "https://b.example/inbox"))
+	}
+	enqueueAll(t, q, acts...) // while stopped
+	held, err := st.AcquireLeases(ctx, "other", time.Minute, 10)
+	require.NoError(t, err)
+	require.NoError(t, q.Start(ctx))
+	t.Cleanup(func() { _ = q.Stop(ctx) })
+	acts = nil
+	for i := range 8 {
+		acts = append(acts, note(200+i, "https://c.example/inbox"))
+	}
+	enqueueAll(t, q, acts...) // pushes the window past the restart point
+	eventually(t, func() bool { return len(fake.Delivered("https://c.example/inbox")) == 8 }, "c delivered")
+	leases := make([]store.Lease, len(held))
+	for i, s := range held {
+		leases[i] = s.Lease()
+	}
+	require.NoError(t, st.ReleaseLeases(ctx, "other", leases))
+	q.leases.kick()
+	eventually(t, func() bool { return len(fake.Delivered("https://b.example/inbox")) == 4 }, "activities enqueued while stopped reach b")
+	require.Zero(t, deadLetterCount(t, st, "b.example"))
+}
+
+func TestStuckHeadBoundsPendingAndResends(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	var stuck atomic.Int64
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Activity.ID == stuck.Load() {
+			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500"}
+		}
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	cfg.ReadBatch, cfg.WindowSize = 16, 32
+	cfg.MaxAttempts = 1 << 30 // never give up on it
+	cfg.LeaseTTL = 300 * time.Millisecond
+	q, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	ctx := context.Background()
+	var acts []Activity
+	for i := range 401 {
+		acts = append(acts, note(i, "https://a.example/inbox"))
+	}
+	ids, err := q.EnqueueMany(ctx, acts)
+	require.NoError(t, err)
+	stuck.Store(ids[0])
+	require.NoError(t, q.Start(ctx))
+	eventually(t, func() bool { return fake.DeliveredCount() == 15 }, "the worker runs ahead of its cursor by one read batch")
+	w := q.workerList()[0]
+	w.mu.Lock()
+	pending := w.view.pending
+	w.mu.Unlock()
+	require.LessOrEqual(t, pending, cfg.ReadBatch)
+	q.kill()
+
+	second := &sendertest.Fake{}
+	startQueue(t, st, second, cfg)
+	eventually(t, func() bool { return domainState(t, st, "a.example").Cursor == ids[400] }, "the next owner delivers everything")
+	resent := 0
+	for _, id := range fake.Delivered("https://a.example/inbox") {
+		if slices.Contains(second.Delivered("https://a.example/inbox"), id) {
+			resent++
+		}
+	}
+	require.LessOrEqual(t, resent, cfg.ReadBatch, "re-sends bounded by how far the worker may run ahead")
+}
+
+func TestNoDeadLetterWhileTheWholeDomainIsDown(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	okDone := make(chan struct{})
+	var down atomic.Bool
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Activity.ID == 2 && !down.Load() {
+			defer func() { down.Store(true); close(okDone) }()
+			return sender.Success(202)
+		}
+		if d.Activity.ID == 1 && d.Attempt == 1 {
+			<-okDone // a success comes in after this delivery's first attempt
+		}
+		return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: "connection refused"}
+	}}
+	cfg := testConfig()
+	cfg.MaxAttempts = 3
+	cfg.BackoffMin, cfg.BackoffMax = time.Millisecond, 2*time.Millisecond
+	q := startQueue(t, st, fake, cfg)
+	enqueueAll(t, q, note(1, "https://a.example/inbox"), note(2, "https://a.example/inbox"))
+	eventually(t, func() bool { return len(fake.Calls()) >= 10 }, "many attempts during the outage")
+	require.Zero(t, deadLetterCount(t, st, "a.example"), "a domain that is down as a whole keeps its backlog")
+}
+
+func TestStopKeepsItsDeadlineWhileAResolverHangs(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	called := make(chan struct{}, 1)
+	cfg := testConfig()
+	cfg.Resolver = ResolverFunc(func(ctx context.Context, aud, dom string) ([]string, error) {
+		select {
+		case called <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	q, err := New(st, &sendertest.Fake{}, cfg)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, q.Start(ctx))
+	require.NoError(t, q.AddDomains(ctx, "a.example"))
+	eventually(t, func() bool { return q.holds("a.example") }, "leased")
+	a := note(1)
+	a.Audiences = []string{followers}
+	enqueueAll(t, q, a)
+	<-called
+	sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	require.NoError(t, q.Stop(sctx))
+	require.Less(t, time.Since(start), 2*time.Second, "Stop keeps its deadline")
+}
+
+func TestQueueWithoutResolverWaitsOnAudiencesLoudly(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	ctx := context.Background()
+	require.NoError(t, st.RegisterDomains(ctx, []store.DomainRegistration{{Domain: "a.example"}}))
+	// Appended by a process that has a Resolver.
+	_, err := st.Append(ctx, []store.NewActivity{{Actor: testActor, Body: note(1).Body, Audiences: []string{followers}}})
+	require.NoError(t, err)
+	logs := &logBuffer{}
+	cfg := testConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	fake := &sendertest.Fake{}
+	startQueue(t, st, fake, cfg)
+	eventually(t, func() bool { return strings.Contains(logs.String(), "no Config.Resolver") }, "the problem is logged")
+	require.Zero(t, domainState(t, st, "a.example").Cursor, "nothing is skipped")
+	require.Empty(t, fake.Calls())
+}
+
+// failRenewStore refuses every renewal, as a database out of reach would.
+type failRenewStore struct{ store.Store }
+
+func (s failRenewStore) RenewLeases(ctx context.Context, owner string, leases []store.Lease, ttl time.Duration) ([]store.Lease, error) {
+	return nil, errors.New("database unreachable")
+}
+
+func TestRequestsEndWithTheLease(t *testing.T) {
+	t.Parallel()
+	mem := newMemory()
+	var calls atomic.Int32
+	first := make(chan struct{})
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if calls.Add(1) == 1 {
+			close(first)
+			select {
+			case <-time.After(3 * time.Second): // a slow inbox
+			case <-ctx.Done():
+			}
+		}
+		return sender.Success(202)
+	}}
+	cfg1 := testConfig()
+	cfg1.LeaseTTL, cfg1.MaxInFlightPerDomain, cfg1.OwnerID = 300*time.Millisecond, 1, "p1"
+	q1 := startQueue(t, failRenewStore{mem}, fake, cfg1)
+	enqueueAll(t, q1, note(1, "https://a.example/inbox"))
+	<-first
+	cfg2 := testConfig()
+	cfg2.LeaseTTL, cfg2.MaxInFlightPerDomain, cfg2.OwnerID = 300*time.Millisecond, 1, "p2"
+	startQueue(t, mem, fake, cfg2)
+	eventually(t, func() bool { return fake.DeliveredCount() >= 1 && calls.Load() >= 2 }, "the next owner delivers")
+	require.Equal(t, 1, fake.MaxInFlight("a.example"), "the first owner's request ended with its lease")
+}
+
+func TestReleasingDomainsWhileCheckpointing(t *testing.T) {
+	t.Parallel()
+	mem := newMemory()
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		time.Sleep(time.Millisecond) // simulated latency
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	cfg.LeaseTTL = 150 * time.Millisecond
+	cfg.CheckpointInterval = time.Millisecond
+	cfg.OwnerID = "p1"
+	q1 := startQueue(t, mem, fake, cfg)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var acts []Activity
+			for d := range 10 {
+				acts = append(acts, note(i, fmt.Sprintf("https://d%d.example/inbox", d)))
+			}
+			_, _ = q1.EnqueueMany(context.Background(), acts)
+			time.Sleep(time.Millisecond) // a steady enqueue rate
+		}
+	}()
+	eventually(t, func() bool { return q1.workerCount() == 10 }, "10 domains")
+	cfg2 := *cfg
+	cfg2.OwnerID = "p2"
+	q2 := startQueue(t, mem, fake, &cfg2)
+	eventually(t, func() bool { return q1.workerCount() == 5 && q2.workerCount() == 5 }, "p1 handed half its domains to p2")
+	close(stop)
+	wg.Wait()
+}
+
+func TestStopSavesADomainChangedByAnotherProcess(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{}
+	cfg := testConfig()
+	cfg.CheckpointInterval = time.Hour
+	q, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, q.Start(ctx))
+	var acts []Activity
+	for i := range 10 {
+		acts = append(acts, note(i, "https://a.example/inbox"))
+	}
+	ids := enqueueAll(t, q, acts...)
+	eventually(t, func() bool { return fake.DeliveredCount() == 10 }, "delivered")
+	_, err = st.ChangeDomain(ctx, "a.example", store.DomainChange{ClearBackoff: true}) // an admin elsewhere
+	require.NoError(t, err)
+	require.NoError(t, q.Stop(ctx))
+	require.Equal(t, ids[9], domainState(t, st, "a.example").Cursor, "the progress is saved with the change taken in")
+}
+
+// countingClock counts how often the worker looks at the time.
+type countingClock struct {
+	clock.Real
+	n atomic.Int64
+}
+
+func (c *countingClock) Now() time.Time { c.n.Add(1); return time.Now() }
+
+func TestDroppedWorkerWaitsWithoutSpinning(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	release := make(chan struct{})
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Domain == "a.example" {
+			<-release // slow to notice the cancellation
+		}
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	clk := &countingClock{}
+	cfg.clock = clk
+	q := startQueue(t, st, fake, cfg)
+	defer close(release)
+	enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return len(q.workerList()) == 1 && q.workerList()[0].inflightNow() == 1 }, "request in flight")
+	q.dropWorker("a.example", "test")
+	enqueueAll(t, q, note(2, "https://b.example/inbox"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "b delivered")
+	before := clk.n.Load()
+	time.Sleep(100 * time.Millisecond) // a window in which an idle queue reads the clock rarely
+	require.Less(t, clk.n.Load()-before, int64(500), "the dropped worker busy-loops")
+}
+
+func TestPoisonActivityDoesNotHoldItsDomainBack(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Activity.ID == 1 {
+			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+		}
+		return sender.Success(202)
+	}}
+	q := startQueue(t, st, fake, testConfig())
+	enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return len(fake.Calls()) >= 3 }, "3 failures: the domain backs off")
+	var acts []Activity
+	for i := range 5 {
+		acts = append(acts, note(10+i, "https://a.example/inbox"))
+	}
+	enqueueAll(t, q, acts...)
+	eventually(t, func() bool { return fake.DeliveredCount() == 5 }, "the activities behind the poison one are delivered")
+	eventually(t, func() bool { return deadLetterCount(t, st, "a.example") == 1 }, "the poison one is dead-lettered once the domain proved healthy")
+}
