@@ -18,14 +18,14 @@ import (
 // queue: concurrency goroutines, goroutine g posting to domain g mod the
 // number of domains in a loop, with the same sender (same transport settings,
 // same signer) the queue uses, for d. It returns accepted requests per
-// second. Its bodies carry an enqueue time of zero, so the inboxes count
+// second and per CPU-second. Its bodies carry an enqueue time of zero, so the inboxes count
 // them apart from the queue's deliveries.
-func bareLoop(ctx context.Context, in *inboxes, snd sender.Sender, concurrency int, d time.Duration, bodySize int) float64 {
+func bareLoop(ctx context.Context, in *inboxes, snd sender.Sender, concurrency int, d time.Duration, bodySize int) rate {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var ok atomic.Int64
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, cpu := time.Now(), cpuTime()
 	for g := range concurrency {
 		dom := g % len(in.domains)
 		wg.Add(1)
@@ -41,18 +41,18 @@ func bareLoop(ctx context.Context, in *inboxes, snd sender.Sender, concurrency i
 		}()
 	}
 	wg.Wait()
-	return float64(ok.Load()) / time.Since(start).Seconds()
+	return newRate(ok.Load(), time.Since(start), cpuTime()-cpu)
 }
 
 // rawSignRate measures rsa.SignPKCS1v15 over a SHA-256 digest with the
 // 2048-bit key, from GOMAXPROCS goroutines, for d: the floor under any
-// signed delivery. It returns signatures per second.
-func rawSignRate(key *rsa.PrivateKey, d time.Duration) float64 {
+// signed delivery. It returns signatures per second and per CPU-second.
+func rawSignRate(key *rsa.PrivateKey, d time.Duration) rate {
 	sum := sha256.Sum256([]byte("(request-target): post /inbox\nhost: remote.example\ndate: Mon, 23 Nov 2026 10:00:00 GMT\ndigest: SHA-256=x"))
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(d)
-	start := time.Now()
+	start, cpu := time.Now(), cpuTime()
 	for range runtime.GOMAXPROCS(0) {
 		wg.Add(1)
 		go func() {
@@ -65,5 +65,21 @@ func rawSignRate(key *rsa.PrivateKey, d time.Duration) float64 {
 		}()
 	}
 	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds()
+	return newRate(n.Load(), time.Since(start), cpuTime()-cpu)
+}
+
+// rate is a count per wall-clock second and per CPU-second of this process.
+type rate struct {
+	wall, cpu float64
+}
+
+func newRate(n int64, wall, cpu time.Duration) rate {
+	var r rate
+	if wall > 0 {
+		r.wall = float64(n) / wall.Seconds()
+	}
+	if cpu > 0 {
+		r.cpu = float64(n) / cpu.Seconds()
+	}
+	return r
 }

@@ -43,6 +43,7 @@ type childStats struct {
 	Statements  int64  `json:"statements"`
 	Retries     int64  `json:"retries"`
 	DeadLetters int64  `json:"dead_letters"`
+	CPU         int64  `json:"cpu_ns"`
 	PeakHeap    uint64 `json:"peak_heap_inuse"`
 	PeakSys     uint64 `json:"peak_sys"`
 }
@@ -113,6 +114,17 @@ func (cs *childSet) statements() int64 {
 		n += s.Statements
 	}
 	return n
+}
+
+// cpu is the children's CPU time, as last reported.
+func (cs *childSet) cpu() time.Duration {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	var d time.Duration
+	for _, s := range cs.latest {
+		d += time.Duration(s.CPU)
+	}
+	return d
 }
 
 // events returns the children's retries and dead letters, as last reported.
@@ -193,7 +205,7 @@ func runChild(ctx context.Context) error {
 	report := func() error {
 		mem.sample()
 		mem.mu.Lock()
-		s := childStats{Statements: be.statements(), Retries: ev.retries.Load(), DeadLetters: ev.deadLetters.Load(), PeakHeap: mem.heapInuse, PeakSys: mem.sys}
+		s := childStats{Statements: be.statements(), Retries: ev.retries.Load(), DeadLetters: ev.deadLetters.Load(), CPU: int64(cpuTime()), PeakHeap: mem.heapInuse, PeakSys: mem.sys}
 		mem.mu.Unlock()
 		return out.Encode(s)
 	}

@@ -33,7 +33,7 @@ type report struct {
 	concurrency int
 	// Baseline measurements, per second: before the first round and after
 	// each.
-	bareRuns, rawSignRuns []float64
+	bareRuns, rawSignRuns []rate
 
 	// The enqueue scenario.
 	enqueueElapsed   time.Duration
@@ -70,38 +70,67 @@ func (r *report) deliveriesPerSec() float64 {
 }
 
 // around is the mean of the baseline runs just before and after round i.
-func around(runs []float64, i int) float64 {
+func around(runs []rate, i int) rate {
 	switch {
 	case i+1 < len(runs):
-		return (runs[i] + runs[i+1]) / 2
+		return rate{(runs[i].wall + runs[i+1].wall) / 2, (runs[i].cpu + runs[i+1].cpu) / 2}
 	case i < len(runs):
 		return runs[i]
 	}
-	return 0
+	return rate{}
 }
 
-// ratios returns each round's deliveries/s over the baseline around it.
-func (r *report) ratios(runs []float64) []float64 {
+// ratios returns each round's deliveries per second and per CPU-second over
+// the baseline's around it.
+func (r *report) ratios(runs []rate) (wall, cpu []float64) {
 	if len(runs) == 0 {
-		return nil
+		return nil, nil
 	}
-	return r.perRound(func(i int, rd round) float64 {
-		if b := around(runs, i); b > 0 {
-			return rd.deliveriesPerSec() / b
+	for i, rd := range r.rounds {
+		b, q := around(runs, i), rd.rate()
+		var w, c float64
+		if b.wall > 0 {
+			w = q.wall / b.wall
 		}
-		return 0
-	})
+		if b.cpu > 0 {
+			c = q.cpu / b.cpu
+		}
+		wall, cpu = append(wall, w), append(cpu, c)
+	}
+	return wall, cpu
 }
 
 // queueBareRatio is the median over the rounds of queue deliveries/s over
 // the bare POST loop's deliveries/s around the round.
-func (r *report) queueBareRatio() float64 { return median(r.ratios(r.bareRuns)) }
+func (r *report) queueBareRatio() float64 {
+	w, _ := r.ratios(r.bareRuns)
+	return median(w)
+}
 
 // signRatio is the same with the raw RSA signing rate.
-func (r *report) signRatio() float64 { return median(r.ratios(r.rawSignRuns)) }
+func (r *report) signRatio() float64 {
+	w, _ := r.ratios(r.rawSignRuns)
+	return median(w)
+}
 
-func (r *report) bare() float64    { return median(r.bareRuns) }
-func (r *report) rawSign() float64 { return median(r.rawSignRuns) }
+func walls(runs []rate) []float64 {
+	out := make([]float64, len(runs))
+	for i, r := range runs {
+		out[i] = r.wall
+	}
+	return out
+}
+
+func cpus(runs []rate) []float64 {
+	out := make([]float64, len(runs))
+	for i, r := range runs {
+		out[i] = r.cpu
+	}
+	return out
+}
+
+func (r *report) bare() float64    { return median(walls(r.bareRuns)) }
+func (r *report) rawSign() float64 { return median(walls(r.rawSignRuns)) }
 
 // enqueueRate is the enqueue scenario's rate, or the median of the rounds'.
 func (r *report) enqueueRate() float64 {
@@ -232,14 +261,30 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	if r.childPeakSys > 0 {
 		p("  worker memory  peak heap in use %s, peak Sys %s (largest worker process)", mib(r.childPeakHeap), mib(r.childPeakSys))
 	}
+	perCPU := r.perRound(func(_ int, rd round) float64 { return rd.rate().cpu })
+	p("  per CPU-second %.0f deliveries (rounds %s; CPU of this process%s)", median(perCPU), list(perCPU, "%.0f"),
+		map[bool]string{true: " and the worker processes", false: ""}[o.workerMode == "exec"])
+	for _, b := range []struct {
+		name, unit, ratio string
+		runs              []rate
+	}{
+		{"bare POST loop", "deliveries", "queue/bare", r.bareRuns},
+		{"raw RSA signing", "signatures", "signed/raw-sign", r.rawSignRuns},
+	} {
+		if len(b.runs) == 0 {
+			continue
+		}
+		w, c := r.ratios(b.runs)
+		p("  %-14s %.0f %s/s, median (%s: before the first round and after each); %.0f per CPU-second (%s)",
+			b.name, median(walls(b.runs)), b.unit, list(walls(b.runs), "%.0f"), median(cpus(b.runs)), list(cpus(b.runs), "%.0f"))
+		p("  %-14s %.2f, median of the rounds (%s), each round against the baseline before and after it; per CPU-second %.2f (%s)",
+			b.ratio, median(w), list(w, "%.2f"), median(c), list(c, "%.2f"))
+	}
 	if len(r.bareRuns) > 0 {
-		p("  bare POST loop %.0f deliveries/s, median (%s: before the first round and after each), %d goroutines, same sender and inboxes, no queue",
-			r.bare(), list(r.bareRuns, "%.0f"), r.concurrency)
-		p("  queue/bare     %.2f, median of the rounds (%s), each round against the bare loop before and after it", r.queueBareRatio(), list(r.ratios(r.bareRuns), "%.2f"))
+		p("                 the bare loop: %d goroutines (domains × in-flight limit), the queue's sender, the same inboxes, no queue", r.concurrency)
 	}
 	if len(r.rawSignRuns) > 0 {
-		p("  raw RSA signing %.0f signatures/s, median (%s), RSA-2048, PKCS#1 v1.5, SHA-256, %d goroutines", r.rawSign(), list(r.rawSignRuns, "%.0f"), runtime.GOMAXPROCS(0))
-		p("  signed/raw-sign %.2f, median of the rounds (%s)", r.signRatio(), list(r.ratios(r.rawSignRuns), "%.2f"))
+		p("                 raw signing: rsa.SignPKCS1v15, RSA-2048, SHA-256, %d goroutines", runtime.GOMAXPROCS(0))
 	}
 }
 

@@ -147,6 +147,13 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		}
 		return n
 	}
+	cpu := func() time.Duration {
+		d := cpuTime()
+		if children != nil {
+			d += children.cpu()
+		}
+		return d
+	}
 	runCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	rep.activities = o.activities
@@ -155,7 +162,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		if o.dbAlternate {
 			be.proxy.setRTT(dbLatencyOfRound(o, r))
 		}
-		rd, err := deliverRound(runCtx, o, r, producer, in, statements, children != nil)
+		rd, err := deliverRound(runCtx, o, r, producer, in, statements, cpu, children != nil)
 		if err != nil {
 			return nil, err
 		}
@@ -216,6 +223,7 @@ func dbLatencyOfRound(o *options, r int) time.Duration {
 type round struct {
 	delivered      int64
 	elapsed        time.Duration // first enqueue to last delivery
+	cpu            time.Duration // CPU time of this process and its workers
 	enqueueElapsed time.Duration
 	// Statements sent during the round (appends excluded), and per delivery
 	// between 10% and 90% of the round's deliveries (steady state).
@@ -224,23 +232,20 @@ type round struct {
 	hasSteady           bool
 }
 
-func (r round) deliveriesPerSec() float64 {
-	if r.elapsed <= 0 {
-		return 0
-	}
-	return float64(r.delivered) / r.elapsed.Seconds()
-}
+func (r round) rate() rate { return newRate(r.delivered, r.elapsed, r.cpu) }
+
+func (r round) deliveriesPerSec() float64 { return r.rate().wall }
 
 // deliverRound enqueues round r's activities (sequence numbers r ×
 // o.activities and up) and waits until the inboxes have all of them or ctx
 // ends.
-func deliverRound(ctx context.Context, o *options, r int, q *queue.Queue, in *inboxes, statements func() int64, remote bool) (round, error) {
+func deliverRound(ctx context.Context, o *options, r int, q *queue.Queue, in *inboxes, statements func() int64, cpu func() time.Duration, remote bool) (round, error) {
 	var rd round
 	before := in.rec.unique.Load()
 	want := int64(o.activities * o.recipientsPerActivity())
 	var appends atomic.Int64
 	stmtStart := statements()
-	start := time.Now()
+	start, cpuStart := time.Now(), cpu()
 	enqErr := make(chan error, 1)
 	go func() {
 		d, err := enqueueAll(ctx, o, r*o.activities, q, in, &appends)
@@ -284,6 +289,7 @@ func deliverRound(ctx context.Context, o *options, r int, q *queue.Queue, in *in
 	if remote {
 		time.Sleep(250 * time.Millisecond) // worker processes report every 100 ms
 	}
+	rd.cpu = cpu() - cpuStart
 	rd.appends = appends.Load()
 	rd.statements = statements() - stmtStart - rd.appends
 	if steady.seen[0] && steady.seen[1] && steady.delivered[1] > steady.delivered[0] {
