@@ -22,12 +22,24 @@ const (
 	listenHealthy = 30 * time.Second
 )
 
+// A listening connection that stays quiet for listenPingInterval is pinged,
+// and replaced when the ping fails within listenPingTimeout: a connection
+// that died without a word (a NAT entry expiring, a failover without a
+// reset) would otherwise leave the queue polling until TCP gives up, which
+// takes many minutes. Each Store copies them, so tests can shorten its own.
+const (
+	listenPingInterval = 30 * time.Second
+	listenPingTimeout  = 5 * time.Second
+)
+
 // Listen implements store.Store with LISTEN on a dedicated connection (not
 // one of the pool's), made from Config.ListenConnString or else from the
 // pool's configuration. When the connection is lost (the server restarted,
 // the network dropped, the backend was terminated) Listen logs it,
 // reconnects with capped exponential backoff and jitter, and calls notify
 // once it listens again, since appends made in between were not notified.
+// A connection quiet for 30 s is pinged, so one that died silently is
+// replaced within seconds rather than when TCP gives up.
 // It returns ctx.Err() when ctx ends, or store.ErrNotifyUnsupported at once
 // with Config.PollOnly.
 func (s *Store) Listen(ctx context.Context, notify func()) error {
@@ -84,14 +96,31 @@ func (s *Store) listenOnce(ctx context.Context, notify func(), reconnected bool)
 		notify()
 	}
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-				return err
-			}
+		waitCtx, cancel := context.WithTimeout(ctx, s.pingInterval)
+		_, err := conn.WaitForNotification(waitCtx)
+		cancel()
+		if err == nil {
+			// Several appends may have notified at once; the caller
+			// coalesces the wake-ups.
+			notify()
+			continue
+		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		// Several appends may have notified at once; one wake-up is enough
-		// for all that have arrived, and the caller coalesces the rest.
-		notify()
+		// Quiet for a while: check that the connection lives.
+		pingCtx, cancel := context.WithTimeout(ctx, s.pingTimeout)
+		s.count(1)
+		err = conn.Ping(pingCtx)
+		cancel()
+		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return ctxErr
+			}
+			return fmt.Errorf("ping after %v without notifications: %w", s.pingInterval, err)
+		}
 	}
 }

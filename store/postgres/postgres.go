@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -74,6 +75,9 @@ type Store struct {
 	logger     *slog.Logger
 	sql        queries
 
+	// pingInterval and pingTimeout are the listener's health check.
+	pingInterval, pingTimeout time.Duration
+
 	statements atomic.Int64
 
 	// reserveMu guards reserve, the store's own small pool for ID
@@ -126,6 +130,9 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Store, error) {
 		pollOnly:   c.PollOnly,
 		listenConf: listenConf,
 		logger:     c.Logger,
+
+		pingInterval: listenPingInterval,
+		pingTimeout:  listenPingTimeout,
 	}
 	s.sql = newQueries(pgx.Identifier{c.Schema}.Sanitize())
 	return s, nil

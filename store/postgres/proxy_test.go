@@ -1,7 +1,6 @@
 package postgres_test
 
 import (
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -18,10 +17,11 @@ type proxy struct {
 	// round trip through the proxy takes 2*delay longer.
 	delay time.Duration
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]struct{}
+	frozen map[net.Conn]bool
+	wg     sync.WaitGroup
 }
 
 func newProxy(t testing.TB, target string, delay time.Duration) *proxy {
@@ -30,7 +30,7 @@ func newProxy(t testing.TB, target string, delay time.Duration) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target, delay: delay, conns: make(map[net.Conn]struct{})}
+	p := &proxy{ln: ln, target: target, delay: delay, conns: make(map[net.Conn]struct{}), frozen: make(map[net.Conn]bool)}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(func() {
@@ -74,21 +74,17 @@ func (p *proxy) accept() {
 
 func (p *proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
-	if p.delay == 0 {
-		_, _ = io.Copy(dst, src)
-	} else {
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				time.Sleep(p.delay)
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					break
-				}
-			}
-			if err != nil {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.isFrozen(src) {
+			time.Sleep(p.delay)
+			if _, werr := dst.Write(buf[:n]); werr != nil {
 				break
 			}
+		}
+		if err != nil {
+			break
 		}
 	}
 	dst.Close()
@@ -96,7 +92,26 @@ func (p *proxy) pipe(dst, src net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, dst)
 	delete(p.conns, src)
+	delete(p.frozen, dst)
+	delete(p.frozen, src)
 	p.mu.Unlock()
+}
+
+func (p *proxy) isFrozen(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.frozen[c]
+}
+
+// Freeze silently drops everything sent on the connections open now, in
+// both directions, without closing them: a peer that vanished without a
+// word. New connections work.
+func (p *proxy) Freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.frozen[c] = true
+	}
 }
 
 // Cut closes every proxied connection and refuses new ones.

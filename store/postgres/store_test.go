@@ -3,6 +3,9 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"net"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -198,6 +201,43 @@ func TestListenReconnects(t *testing.T) {
 		appendOne(t, s)
 		return calls.Load() > before
 	}, 5*time.Second, 10*time.Millisecond, "no notification after reconnecting")
+
+	cancel()
+	require.ErrorIs(t, <-result, context.Canceled)
+}
+
+// TestListenReplacesASilentConnection freezes the listener's connection (a
+// peer gone without a reset): the health check's ping fails, and the
+// listener reconnects and notifies again.
+func TestListenReplacesASilentConnection(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	cfg := db.Pool.Config().ConnConfig
+	px := newProxy(t, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), 0)
+	u, err := url.Parse(db.ConnString)
+	require.NoError(t, err)
+	u.Host = px.Addr().String()
+	s, _ := newStoreOn(t, db, &postgres.Config{ListenConnString: u.String(), Logger: quietLogger()})
+	postgres.SetListenPing(s, 100*time.Millisecond, 300*time.Millisecond)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var calls atomic.Int64
+	result := make(chan error, 1)
+	go func() { result <- s.Listen(ctx, func() { calls.Add(1) }) }()
+	require.Eventually(t, func() bool {
+		appendOne(t, s)
+		return calls.Load() > 0
+	}, 5*time.Second, 10*time.Millisecond, "no notification through the proxy")
+
+	px.Freeze()
+	before := s.Stats().Statements
+	require.Eventually(t, func() bool {
+		n := calls.Load()
+		appendOne(t, s)
+		// Past the reconnection: a notification arrives again.
+		return s.Stats().Statements > before+10 && calls.Load() > n
+	}, 10*time.Second, 50*time.Millisecond, "the listener did not replace its silent connection")
 
 	cancel()
 	require.ErrorIs(t, <-result, context.Canceled)
