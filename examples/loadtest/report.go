@@ -217,6 +217,9 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	} else if len(r.rounds) == 1 {
 		p("  throughput     %.0f deliveries/s (first enqueue to last delivery: %s)", r.deliveriesPerSec(), r.rounds[0].elapsed.Round(time.Millisecond))
 	}
+	pauses := r.perRound(func(_ int, rd round) float64 { return float64(rd.longestPause) / float64(time.Millisecond) })
+	slowest := r.perRound(func(_ int, rd round) float64 { return float64(rd.slowestEnqueue) / float64(time.Millisecond) })
+	p("  longest pause  %s ms without a new delivery; slowest enqueue call %s ms (per round)", list(pauses, "%.0f"), list(slowest, "%.0f"))
 	if o.rate > 0 {
 		p("  enqueue        %d activities a round at %.4g/s asked, %.4g/s achieved (one Enqueue each)", r.activities, o.rate, r.enqueueRate())
 	} else {

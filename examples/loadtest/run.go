@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -210,6 +211,23 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	return rep, nil
 }
 
+// printBehind prints the domains whose cursor is behind the head, from the
+// stats of q, to diagnose a pause.
+func printBehind(ctx context.Context, q *queue.Queue) {
+	st, err := q.Stats(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest: stats:", err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "loadtest: head %d\n", st.Head)
+	for _, d := range st.Domains {
+		if d.Cursor < st.Head {
+			fmt.Fprintf(os.Stderr, "loadtest:   %s cursor %d local %v pending %d unread %d in flight %d fail %d next %s last %d %q\n",
+				d.Domain, d.Cursor, d.Local, d.Pending, d.Unread, d.InFlight, d.FailCount, d.NextAttemptAt.Format(time.StampMilli), d.LastStatus, d.LastError)
+		}
+	}
+}
+
 // dbLatencyOfRound is the round trip the proxy adds in round r: with
 // -db-latency-alternate none in the 1st, 3rd, ... rounds.
 func dbLatencyOfRound(o *options, r int) time.Duration {
@@ -221,9 +239,14 @@ func dbLatencyOfRound(o *options, r int) time.Duration {
 
 // round is what one round of enqueueing and delivering measured.
 type round struct {
-	delivered      int64
-	elapsed        time.Duration // first enqueue to last delivery
-	cpu            time.Duration // CPU time of this process and its workers
+	delivered int64
+	elapsed   time.Duration // first enqueue to last delivery
+	cpu       time.Duration // CPU time of this process and its workers
+	// longestPause is the longest time without a new delivery before the
+	// round completed (5 ms resolution).
+	longestPause time.Duration
+	// slowestEnqueue is the longest Enqueue or EnqueueMany call.
+	slowestEnqueue time.Duration
 	enqueueElapsed time.Duration
 	// Statements sent during the round (appends excluded), and per delivery
 	// between 10% and 90% of the round's deliveries (steady state).
@@ -248,7 +271,7 @@ func deliverRound(ctx context.Context, o *options, r int, q *queue.Queue, in *in
 	start, cpuStart := time.Now(), cpu()
 	enqErr := make(chan error, 1)
 	go func() {
-		d, err := enqueueAll(ctx, o, r*o.activities, q, in, &appends)
+		d, err := enqueueAll(ctx, o, r*o.activities, q, in, &appends, &rd.slowestEnqueue)
 		rd.enqueueElapsed = d
 		enqErr <- err
 	}()
@@ -259,6 +282,7 @@ func deliverRound(ctx context.Context, o *options, r int, q *queue.Queue, in *in
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	enqueued := false
+	lastCount, lastProgress := before, time.Now()
 	for in.rec.unique.Load()-before < want && ctx.Err() == nil {
 		select {
 		case err := <-enqErr:
@@ -269,7 +293,16 @@ func deliverRound(ctx context.Context, o *options, r int, q *queue.Queue, in *in
 		case <-tick.C:
 		case <-ctx.Done():
 		}
-		got := in.rec.unique.Load() - before
+		now, got := time.Now(), in.rec.unique.Load()-before
+		if got+before != lastCount {
+			lastCount, lastProgress = got+before, now
+		} else if pause := now.Sub(lastProgress); pause > rd.longestPause {
+			rd.longestPause = pause
+			if o.verbose && pause >= time.Second && pause-time.Second < 10*time.Millisecond {
+				fmt.Fprintf(os.Stderr, "loadtest: round %d: no delivery for 1s, %d of %d delivered\n", r+1, got, want)
+				printBehind(ctx, q)
+			}
+		}
 		for i, frac := range []float64{0.1, 0.9} {
 			if !steady.seen[i] && float64(got) >= frac*float64(want) {
 				steady.seen[i] = true
@@ -374,7 +407,7 @@ func waitLeased(ctx context.Context, q *queue.Queue, n, workers int) (time.Durat
 
 // enqueueAll enqueues o.activities: one Enqueue each at o.rate, or
 // EnqueueMany batches as fast as possible. It returns how long that took.
-func enqueueAll(ctx context.Context, o *options, firstSeq int, q *queue.Queue, in *inboxes, appends *atomic.Int64) (time.Duration, error) {
+func enqueueAll(ctx context.Context, o *options, firstSeq int, q *queue.Queue, in *inboxes, appends *atomic.Int64, slowest *time.Duration) (time.Duration, error) {
 	all := make([]string, len(in.domains))
 	for i := range in.domains {
 		all[i] = in.inbox(i)
@@ -413,10 +446,12 @@ func enqueueAll(ctx context.Context, o *options, firstSeq int, q *queue.Queue, i
 				case <-t.C:
 				}
 			}
-			if _, err := q.Enqueue(ctx, activity(seq, time.Now().UnixNano())); err != nil {
+			callStart := time.Now()
+			if _, err := q.Enqueue(ctx, activity(seq, callStart.UnixNano())); err != nil {
 				return time.Since(start), err
 			}
 			appends.Add(1)
+			*slowest = max(*slowest, time.Since(callStart))
 		}
 		return time.Since(start), nil
 	}
@@ -427,10 +462,12 @@ func enqueueAll(ctx context.Context, o *options, firstSeq int, q *queue.Queue, i
 		for i := range batch {
 			batch[i] = activity(firstSeq+first+i, now)
 		}
+		callStart := time.Now()
 		if _, err := q.EnqueueMany(ctx, batch); err != nil {
 			return time.Since(start), err
 		}
 		appends.Add(1)
+		*slowest = max(*slowest, time.Since(callStart))
 	}
 	return time.Since(start), nil
 }
