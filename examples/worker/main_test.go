@@ -58,9 +58,6 @@ func TestWorkerDeliversAndStopsGracefully(t *testing.T) {
 			queue: &queue.Config{
 				HTTP:      &sender.HTTPConfig{AllowLoopback: true},
 				AllowHTTP: true,
-				// A domain first named by another process's enqueue is
-				// acquired at the next lease round, every LeaseTTL/3.
-				LeaseTTL: 1500 * time.Millisecond,
 			},
 		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
