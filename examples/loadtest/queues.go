@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,9 +64,13 @@ func newSender(s queueSettings) (*sender.HTTP, error) {
 	return sender.NewHTTP(cfg)
 }
 
-// events counts the queue's retries and dead letters through its Observer.
+// events counts the queue's retries and dead letters through its Observer,
+// and why they happened.
 type events struct {
 	retries, deadLetters atomic.Int64
+
+	mu      sync.Mutex
+	reasons map[string]int64
 }
 
 func (e *events) Observe(ev queue.Event) {
@@ -73,7 +79,35 @@ func (e *events) Observe(ev queue.Event) {
 		e.retries.Add(1)
 	case queue.EventDeadLetter:
 		e.deadLetters.Add(1)
+	default:
+		return
 	}
+	reason := ev.Reason
+	if len(reason) > 80 {
+		reason = reason[:80] + "…"
+	}
+	e.mu.Lock()
+	if e.reasons == nil {
+		e.reasons = map[string]int64{}
+	}
+	e.reasons[fmt.Sprintf("%s: %d %s", ev.Kind, ev.HTTPStatus, reason)]++
+	e.mu.Unlock()
+}
+
+// topReasons returns the n most frequent reasons, with their counts.
+func (e *events) topReasons(n int) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	keys := make([]string, 0, len(e.reasons))
+	for k := range e.reasons {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return e.reasons[keys[i]] > e.reasons[keys[j]] })
+	out := make([]string, 0, n)
+	for _, k := range keys[:min(n, len(keys))] {
+		out = append(out, fmt.Sprintf("%d× %s", e.reasons[k], k))
+	}
+	return out
 }
 
 // queueConfig is the configuration of every queue of the run: the queue's

@@ -22,6 +22,7 @@ type report struct {
 	expected, delivered, duplicates int64
 	requests, failed, rejected      int64
 	retries, deadLetters            int64
+	reasons                         []string // most frequent retry and dead-letter reasons
 	p50, p90, p99, maxLatency       time.Duration
 	missingExample                  string
 	leaseWait                       time.Duration
@@ -208,6 +209,9 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	}
 	p("  delivered      %d of %d, duplicates %d, retries %d, dead letters %d (inboxes: %d requests, %d answered 503, %d rejected)",
 		r.delivered, r.expected, r.duplicates, r.retries, r.deadLetters, r.requests, r.failed, r.rejected)
+	for _, reason := range r.reasons {
+		p("    because      %s", reason)
+	}
 	if r.missingExample != "" {
 		p("  MISSING        %s", r.missingExample)
 	}

@@ -192,6 +192,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	rep.duplicates = in.rec.duplicates.Load()
 	rep.requests, rep.failed, rep.rejected = in.rec.requests.Load(), in.rec.failed.Load(), in.rec.rejected.Load()
 	rep.retries, rep.deadLetters = ev.retries.Load(), ev.deadLetters.Load()
+	rep.reasons = ev.topReasons(3)
 	if children != nil {
 		r, d := children.events()
 		rep.retries += r
