@@ -140,6 +140,7 @@ func (w *worker) run() {
 		} else {
 			w.reloadIfWanted()
 			w.applySkip()
+			w.advanceCursor() // drop what settled, so fill sees the room it has
 			w.fill()
 			w.dispatch()
 		}
