@@ -132,3 +132,24 @@ func TestReadBehindAnEmptiedWindowDoesNotSpin(t *testing.T) {
 	require.Len(t, entries, 4, "the window serves the rest")
 	require.Equal(t, ids[9], scanned)
 }
+
+func TestCatchingUpReadsTheStoreInBatches(t *testing.T) {
+	t.Parallel()
+	st := &countingStore{Store: newMemory()}
+	fake := &sendertest.Fake{}
+	cfg := testConfig()
+	cfg.ReadBatch, cfg.WindowSize = 16, 16
+	q, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	var acts []Activity
+	for i := range 320 {
+		acts = append(acts, note(i, "https://a.example/inbox"))
+	}
+	_, err = q.EnqueueMany(context.Background(), acts)
+	require.NoError(t, err)
+	require.NoError(t, q.Start(context.Background()))
+	t.Cleanup(func() { _ = q.Stop(context.Background()) })
+	eventually(t, func() bool { return fake.DeliveredCount() == 320 }, "the backlog is delivered")
+	// Refilling at half the room: about 320/8 reads, not one per delivery.
+	require.LessOrEqual(t, st.reads.Load(), int64(60), "log reads while catching up on 320 activities")
+}

@@ -140,6 +140,7 @@ func (w *worker) run() {
 		} else {
 			w.reloadIfWanted()
 			w.applySkip()
+			w.advanceCursor() // drop what settled, so fill sees the room it has
 			w.fill()
 			w.dispatch()
 		}
@@ -180,12 +181,12 @@ func (w *worker) run() {
 	}
 }
 
-// room is how many more deliveries the worker may hold pending. Settled
+// ahead is how many deliveries the worker may hold pending. Settled
 // deliveries count until the cursor passes them: they would be sent again
 // after a crash, so how far the worker runs ahead of its cursor is bounded
 // by the checkpoint window as well as by the read batch.
-func (w *worker) room() int {
-	return min(w.q.cfg.ReadBatch, w.q.cfg.CheckpointDeliveries) - len(w.pending)
+func (w *worker) ahead() int {
+	return min(w.q.cfg.ReadBatch, w.q.cfg.CheckpointDeliveries)
 }
 
 // fill reads activities after the scanned position and turns those
@@ -195,8 +196,13 @@ func (w *worker) fill() {
 	if w.clock().Now().Before(w.fillRetry) {
 		return
 	}
+	// Refill only once half the room is free, so that a domain catching up
+	// from the store reads in batches rather than once per delivery.
+	if len(w.pending) > 0 && w.ahead()-len(w.pending) < (w.ahead()+1)/2 {
+		return
+	}
 	for {
-		room := w.room()
+		room := w.ahead() - len(w.pending)
 		if room <= 0 {
 			return
 		}
