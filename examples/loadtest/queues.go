@@ -83,8 +83,8 @@ func (e *events) Observe(ev queue.Event) {
 		return
 	}
 	reason := ev.Reason
-	if len(reason) > 80 {
-		reason = reason[:80] + "…"
+	if len(reason) > 200 {
+		reason = reason[:200] + "…"
 	}
 	e.mu.Lock()
 	if e.reasons == nil {
