@@ -17,10 +17,8 @@ func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegis
 	if err := checkCtx(ctx, op); err != nil {
 		return err
 	}
-	for i, r := range domains {
-		if r.Domain == "" {
-			return invalid(op, "registration %d has an empty domain", i)
-		}
+	if err := store.CheckRegistrations(domains); err != nil {
+		return refused(op, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -81,21 +79,8 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 	if err := checkCtx(ctx, op); err != nil {
 		return err
 	}
-	for i, st := range states {
-		if st.Domain == "" {
-			return invalid(op, "state %d has an empty domain", i)
-		}
-		if !st.Status.Valid() {
-			return invalid(op, "state of %s has status %q", st.Domain, st.Status)
-		}
-		if st.FailCount < 0 {
-			return invalid(op, "state of %s has negative fail count", st.Domain)
-		}
-	}
-	for i, dl := range deadLetters {
-		if dl.Domain == "" {
-			return invalid(op, "dead letter %d has an empty domain", i)
-		}
+	if err := store.CheckCheckpoint(states, deadLetters); err != nil {
+		return refused(op, err)
 	}
 
 	s.mu.Lock()
@@ -170,14 +155,8 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 	if err := checkCtx(ctx, op); err != nil {
 		return store.DomainState{}, err
 	}
-	if domain == "" {
-		return store.DomainState{}, invalid(op, "empty domain")
-	}
-	if change.Status != "" && !change.Status.Valid() {
-		return store.DomainState{}, invalid(op, "status %q", change.Status)
-	}
-	if change.SkipTo < 0 {
-		return store.DomainState{}, invalid(op, "negative skip %d", change.SkipTo)
+	if err := store.CheckChange(domain, change); err != nil {
+		return store.DomainState{}, refused(op, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -19,11 +19,11 @@ func (s *Store) AcquireLeases(ctx context.Context, owner string, ttl time.Durati
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
 	}
-	if err := checkLeaseArgs(op, owner, ttl); err != nil {
-		return nil, err
+	if err := store.CheckLease(owner, ttl); err != nil {
+		return nil, refused(op, err)
 	}
-	if limit < 0 {
-		return nil, invalid(op, "negative limit %d", limit)
+	if err := store.CheckLimit(limit); err != nil {
+		return nil, refused(op, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -58,8 +58,8 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Le
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
 	}
-	if err := checkLeaseArgs(op, owner, ttl); err != nil {
-		return nil, err
+	if err := store.CheckLease(owner, ttl); err != nil {
+		return nil, refused(op, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -84,8 +84,8 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string, leases []store.
 	if err := checkCtx(ctx, op); err != nil {
 		return err
 	}
-	if owner == "" {
-		return invalid(op, "empty owner")
+	if err := store.CheckOwner(owner); err != nil {
+		return refused(op, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -134,14 +134,4 @@ func (s *Store) heartbeat(owner string, until time.Time) {
 	if until.After(s.owners[owner]) {
 		s.owners[owner] = until
 	}
-}
-
-func checkLeaseArgs(op, owner string, ttl time.Duration) error {
-	if owner == "" {
-		return invalid(op, "empty owner")
-	}
-	if ttl <= 0 {
-		return invalid(op, "ttl %v is not positive", ttl)
-	}
-	return nil
 }

@@ -15,18 +15,8 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
 	}
-	if len(activities) == 0 {
-		return nil, invalid(op, "empty batch")
-	}
-	for i, a := range activities {
-		if len(a.Body) == 0 {
-			return nil, invalid(op, "activity %d has no body", i)
-		}
-		for _, d := range a.Domains {
-			if d == "" {
-				return nil, invalid(op, "activity %d names an empty domain", i)
-			}
-		}
+	if err := store.CheckAppend(activities); err != nil {
+		return nil, refused(op, err)
 	}
 
 	s.mu.Lock()
@@ -66,8 +56,8 @@ func (s *Store) Activities(ctx context.Context, after int64, limit int) ([]store
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
 	}
-	if limit <= 0 {
-		return nil, invalid(op, "limit %d is not positive", limit)
+	if err := store.CheckBatchSize(limit); err != nil {
+		return nil, refused(op, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -72,7 +72,8 @@ func checkCtx(ctx context.Context, op string) error {
 	return nil
 }
 
-// invalid returns an error matching store.ErrInvalid.
-func invalid(op, format string, args ...any) error {
-	return fmt.Errorf("memory: %s: %s: %w", op, fmt.Sprintf(format, args...), store.ErrInvalid)
+// refused says which call refused its arguments (err matches
+// store.ErrInvalid).
+func refused(op string, err error) error {
+	return fmt.Errorf("memory: %s: %w", op, err)
 }

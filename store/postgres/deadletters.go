@@ -23,12 +23,9 @@ func (s *Store) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) 
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
 	}
-	if filter.Limit < 0 {
-		return nil, invalid(op, "negative limit %d", filter.Limit)
-	}
-	limit := filter.Limit
-	if limit == 0 {
-		limit = store.DeadLetterLimitDefault
+	limit, err := filter.EffectiveLimit()
+	if err != nil {
+		return nil, refused(op, err)
 	}
 	s.count(1)
 	// A nil IDs filter is sent as NULL (no filter), an empty one as an empty

@@ -81,10 +81,10 @@ func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegis
 	// One entry per domain (a statement may not update a row twice), the
 	// last shared inbox given winning, in sorted order.
 	inbox := make(map[string]string, len(domains))
-	for i, r := range domains {
-		if r.Domain == "" {
-			return invalid(op, "registration %d has an empty domain", i)
-		}
+	if err := store.CheckRegistrations(domains); err != nil {
+		return refused(op, err)
+	}
+	for _, r := range domains {
 		if _, ok := inbox[r.Domain]; !ok || r.SharedInbox != "" {
 			inbox[r.Domain] = r.SharedInbox
 		}
@@ -153,21 +153,8 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 	if err := checkCtx(ctx, op); err != nil {
 		return err
 	}
-	for i, st := range states {
-		if st.Domain == "" {
-			return invalid(op, "state %d has an empty domain", i)
-		}
-		if !st.Status.Valid() {
-			return invalid(op, "state of %s has status %q", st.Domain, st.Status)
-		}
-		if st.FailCount < 0 {
-			return invalid(op, "state of %s has negative fail count", st.Domain)
-		}
-	}
-	for i, dl := range deadLetters {
-		if dl.Domain == "" {
-			return invalid(op, "dead letter %d has an empty domain", i)
-		}
+	if err := store.CheckCheckpoint(states, deadLetters); err != nil {
+		return refused(op, err)
 	}
 	if len(states) == 0 && len(deadLetters) == 0 {
 		return nil
@@ -286,14 +273,8 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 	if err := checkCtx(ctx, op); err != nil {
 		return store.DomainState{}, err
 	}
-	if domain == "" {
-		return store.DomainState{}, invalid(op, "empty domain")
-	}
-	if change.Status != "" && !change.Status.Valid() {
-		return store.DomainState{}, invalid(op, "status %q", change.Status)
-	}
-	if change.SkipTo < 0 {
-		return store.DomainState{}, invalid(op, "negative skip %d", change.SkipTo)
+	if err := store.CheckChange(domain, change); err != nil {
+		return store.DomainState{}, refused(op, err)
 	}
 	s.count(1)
 	rows, err := s.pool.Query(ctx, s.sql.changeDomain, domain, string(change.Status), change.ClearBackoff, change.SkipTo)

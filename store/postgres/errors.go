@@ -59,6 +59,12 @@ func invalid(op, format string, args ...any) error {
 	return fmt.Errorf("postgres: %s: %s: %w", op, fmt.Sprintf(format, args...), store.ErrInvalid)
 }
 
+// refused says which call refused its arguments (err matches
+// store.ErrInvalid).
+func refused(op string, err error) error {
+	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
 // toTS converts a time for the database: microseconds, as PostgreSQL keeps
 // them, truncated rather than rounded so that the binary and text protocols
 // agree; the zero time is NULL.

@@ -84,11 +84,11 @@ func (s *Store) AcquireLeases(ctx context.Context, owner string, ttl time.Durati
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
 	}
-	if err := checkLeaseArgs(op, owner, ttl); err != nil {
-		return nil, err
+	if err := store.CheckLease(owner, ttl); err != nil {
+		return nil, refused(op, err)
 	}
-	if limit < 0 {
-		return nil, invalid(op, "negative limit %d", limit)
+	if err := store.CheckLimit(limit); err != nil {
+		return nil, refused(op, err)
 	}
 	s.count(1)
 	rows, err := s.pool.Query(ctx, s.sql.acquire, owner, ttl.Microseconds(), limit)
@@ -108,8 +108,8 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Le
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
 	}
-	if err := checkLeaseArgs(op, owner, ttl); err != nil {
-		return nil, err
+	if err := store.CheckLease(owner, ttl); err != nil {
+		return nil, refused(op, err)
 	}
 	domains, tokens := splitLeases(leases)
 	s.count(1)
@@ -138,8 +138,8 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string, leases []store.
 	if err := checkCtx(ctx, op); err != nil {
 		return err
 	}
-	if owner == "" {
-		return invalid(op, "empty owner")
+	if err := store.CheckOwner(owner); err != nil {
+		return refused(op, err)
 	}
 	domains, tokens := splitLeases(leases)
 	s.count(1)
@@ -171,14 +171,4 @@ func splitLeases(leases []store.Lease) ([]string, []int64) {
 		tokens[i] = l.Token
 	}
 	return domains, tokens
-}
-
-func checkLeaseArgs(op, owner string, ttl time.Duration) error {
-	if owner == "" {
-		return invalid(op, "empty owner")
-	}
-	if ttl < time.Microsecond {
-		return invalid(op, "ttl %v is not positive", ttl)
-	}
-	return nil
 }

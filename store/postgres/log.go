@@ -135,19 +135,11 @@ type batch struct {
 }
 
 func newBatch(op string, activities []store.NewActivity) (*batch, error) {
-	if len(activities) == 0 {
-		return nil, invalid(op, "empty batch")
+	if err := store.CheckAppend(activities); err != nil {
+		return nil, refused(op, err)
 	}
 	b := &batch{n: len(activities)}
-	for i, a := range activities {
-		if len(a.Body) == 0 {
-			return nil, invalid(op, "activity %d has no body", i)
-		}
-		for _, d := range a.Domains {
-			if d == "" {
-				return nil, invalid(op, "activity %d names an empty domain", i)
-			}
-		}
+	for _, a := range activities {
 		b.actors = append(b.actors, a.Actor)
 		b.keys = append(b.keys, a.OrderingKey)
 		b.bodies = append(b.bodies, a.Body)
@@ -257,8 +249,8 @@ func (s *Store) Activities(ctx context.Context, after int64, limit int) ([]store
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
 	}
-	if limit <= 0 {
-		return nil, invalid(op, "limit %d is not positive", limit)
+	if err := store.CheckBatchSize(limit); err != nil {
+		return nil, refused(op, err)
 	}
 	s.count(1)
 	rows, err := s.pool.Query(ctx, s.sql.activities, after, limit)
