@@ -47,7 +47,11 @@ func startInboxes(n int, cfg inboxConfig) (*inboxes, error) {
 			in.close()
 			return nil, fmt.Errorf("inbox %d: %w", i, err)
 		}
-		srv := &http.Server{Handler: in.handler(i), ReadHeaderTimeout: 10 * time.Second}
+		// IdleTimeout outlasts the sender's idle connections (90 s), so that
+		// the server does not close a kept-alive connection the client is
+		// about to reuse (the client would see EOF and retry). Without it,
+		// ReadHeaderTimeout would also bound idle connections.
+		srv := &http.Server{Handler: in.handler(i), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		in.domains = append(in.domains, ln.Addr().String())
 		in.servers = append(in.servers, srv)
 		in.wg.Add(1)
