@@ -134,13 +134,13 @@ func (q *Queue) Start(ctx context.Context) error {
 	q.goLoop(func() { q.leases.run(loopCtx) })
 	q.goLoop(func() { q.listen(loopCtx) })
 	if q.resolver != nil {
-		q.goLoop(func() { q.sweepResolver(loopCtx) })
+		q.goEvery(loopCtx, q.cfg.ResolverTTL, func(context.Context) { q.resolver.sweep() })
 	}
 	if q.cfg.PruneInterval > 0 {
-		q.goLoop(func() { q.prune(loopCtx) })
+		q.goEvery(loopCtx, q.cfg.PruneInterval, q.prune)
 	}
 	if q.cfg.SummaryInterval > 0 {
-		q.goLoop(func() { q.summarize(loopCtx) })
+		q.goEvery(loopCtx, q.cfg.SummaryInterval, q.summarize)
 	}
 	q.logger.InfoContext(ctx, "apqueue: queue started", slog.String("owner", q.cfg.OwnerID))
 	return nil
@@ -177,17 +177,20 @@ func (q *Queue) listen(ctx context.Context) {
 	}
 }
 
-func (q *Queue) sweepResolver(ctx context.Context) {
-	ticker := time.NewTicker(q.cfg.ResolverTTL)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-			q.resolver.sweep()
+// goEvery runs f every interval in a background loop until ctx ends.
+func (q *Queue) goEvery(ctx context.Context, interval time.Duration, f func(context.Context)) {
+	q.goLoop(func() {
+		ticker := time.NewTicker(interval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+				f(ctx)
+			}
 		}
-	}
+	})
 }
 
 // Stop stops dispatching, waits for in-flight requests until ctx ends (or

@@ -6,39 +6,30 @@ import (
 	"time"
 )
 
-// prune deletes delivered activities on an interval: those below the lowest
-// cursor of a live domain. A dead domain left behind is fast-forwarded by the
-// store in the same step; each one is logged with how many IDs it skipped,
-// and a local worker of it moves on too.
+// prune deletes delivered activities (run every Config.PruneInterval):
+// those below the lowest cursor of a live domain. A dead domain left behind
+// is fast-forwarded by the store in the same step; each one is logged with
+// how many IDs it skipped, and a local worker of it moves on too.
 func (q *Queue) prune(ctx context.Context) {
-	ticker := time.NewTicker(q.cfg.PruneInterval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
+	res, err := q.store.Prune(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			q.logger.WarnContext(ctx, "apqueue: pruning the activity log failed", slog.Any("error", err))
 		}
-		res, err := q.store.Prune(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				q.logger.WarnContext(ctx, "apqueue: pruning the activity log failed", slog.Any("error", err))
-			}
-			continue
+		return
+	}
+	for _, ff := range res.FastForwarded {
+		q.logger.WarnContext(ctx, "apqueue: dead domain fast-forwarded by retention; these activities were never delivered to it",
+			slog.String("domain", ff.Domain), slog.Int64("from", ff.From), slog.Int64("to", ff.To), slog.Int64("skipped_ids", ff.To-ff.From))
+		q.mu.Lock()
+		w := q.workers[ff.Domain]
+		q.mu.Unlock()
+		if w != nil {
+			w.fastForward(ff.To)
 		}
-		for _, ff := range res.FastForwarded {
-			q.logger.WarnContext(ctx, "apqueue: dead domain fast-forwarded by retention; these activities were never delivered to it",
-				slog.String("domain", ff.Domain), slog.Int64("from", ff.From), slog.Int64("to", ff.To), slog.Int64("skipped_ids", ff.To-ff.From))
-			q.mu.Lock()
-			w := q.workers[ff.Domain]
-			q.mu.Unlock()
-			if w != nil {
-				w.fastForward(ff.To)
-			}
-		}
-		if res.Deleted > 0 {
-			q.logger.DebugContext(ctx, "apqueue: pruned activity log", slog.Int64("deleted", res.Deleted), slog.Int64("below", res.Below))
-		}
+	}
+	if res.Deleted > 0 {
+		q.logger.DebugContext(ctx, "apqueue: pruned activity log", slog.Int64("deleted", res.Deleted), slog.Int64("below", res.Below))
 	}
 }
 

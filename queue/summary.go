@@ -8,27 +8,18 @@ import (
 	"github.com/apqueue/apqueue/store"
 )
 
-// summarize logs, every Config.SummaryInterval, each local domain that is
+// summarize logs (every Config.SummaryInterval) each local domain that is
 // behind or failing, with the cause, and a one-line total: what an admin
 // reads first when federation falls behind.
 func (q *Queue) summarize(ctx context.Context) {
-	ticker := time.NewTicker(q.cfg.SummaryInterval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
+	st, err := q.Stats(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			q.logger.WarnContext(ctx, "apqueue: federation summary failed", slog.Any("error", err))
 		}
-		st, err := q.Stats(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				q.logger.WarnContext(ctx, "apqueue: federation summary failed", slog.Any("error", err))
-			}
-			continue
-		}
-		q.logSummary(ctx, st, time.Now())
+		return
 	}
+	q.logSummary(ctx, st, time.Now())
 }
 
 func (q *Queue) logSummary(ctx context.Context, st Stats, now time.Time) {

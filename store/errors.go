@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"slices"
 	"strings"
 )
 
@@ -47,3 +48,25 @@ func (e *StaleStateError) Error() string {
 
 // Is reports whether target is ErrStale.
 func (e *StaleStateError) Is(target error) bool { return target == ErrStale }
+
+// CheckpointRefused returns the error Checkpoint reports for the domains it
+// refused: a *LeaseLostError for lost, a *StaleStateError for stale, both
+// joined when both are given, nil when neither is. It sorts both lists.
+func CheckpointRefused(lost, stale []string) error {
+	var errs []error
+	if len(lost) > 0 {
+		slices.Sort(lost)
+		errs = append(errs, &LeaseLostError{Domains: lost})
+	}
+	if len(stale) > 0 {
+		slices.Sort(stale)
+		errs = append(errs, &StaleStateError{Domains: stale})
+	}
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return errors.Join(errs...)
+}

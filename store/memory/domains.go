@@ -2,7 +2,6 @@ package memory
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -125,28 +124,13 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		}
 		s.deadLetters = append(s.deadLetters, dl)
 	}
-	var errs []error
-	if len(refused) > len(stale) {
-		lost := make([]string, 0, len(refused)-len(stale))
-		for d := range refused {
-			if !slices.Contains(stale, d) {
-				lost = append(lost, d)
-			}
+	var lost []string
+	for d := range refused {
+		if !slices.Contains(stale, d) {
+			lost = append(lost, d)
 		}
-		slices.Sort(lost)
-		errs = append(errs, &store.LeaseLostError{Domains: lost})
 	}
-	if len(stale) > 0 {
-		slices.Sort(stale)
-		errs = append(errs, &store.StaleStateError{Domains: stale})
-	}
-	switch len(errs) {
-	case 0:
-		return nil
-	case 1:
-		return errs[0]
-	}
-	return errors.Join(errs...)
+	return store.CheckpointRefused(lost, stale)
 }
 
 // ChangeDomain implements store.Store.

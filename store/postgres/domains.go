@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -236,22 +235,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 	if err != nil {
 		return s.fail(ctx, op, err)
 	}
-	var errs []error
-	if len(lost) > 0 {
-		slices.Sort(lost)
-		errs = append(errs, &store.LeaseLostError{Domains: lost})
-	}
-	if len(stale) > 0 {
-		slices.Sort(stale)
-		errs = append(errs, &store.StaleStateError{Domains: stale})
-	}
-	switch len(errs) {
-	case 0:
-		return nil
-	case 1:
-		return errs[0]
-	}
-	return errors.Join(errs...)
+	return store.CheckpointRefused(lost, stale)
 }
 
 // changeDomainSQL applies an admin change ($2 status or ”, $3 clear
