@@ -9,8 +9,8 @@ import (
 )
 
 // enqueueAll enqueues o.activities from sequence number firstSeq on: one
-// Enqueue each at o.rate, or
-// EnqueueMany batches as fast as possible. It returns how long that took.
+// Enqueue each at o.rate, or EnqueueMany batches as fast as possible. It
+// returns how long that took.
 func enqueueAll(ctx context.Context, o *options, firstSeq int, q *queue.Queue, in *inboxes, appends *atomic.Int64, slowest *time.Duration) (time.Duration, error) {
 	all := make([]string, len(in.domains))
 	for i := range in.domains {
