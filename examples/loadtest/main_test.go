@@ -3,11 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/internal/leakcheck"
 )
+
+// TestMain fails the run if a load test leaves goroutines behind: every run
+// stops its queues, inboxes, proxy and samplers.
+func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 // TestSmoke runs tiny loads through the whole program (memory store, a few
 // loopback inboxes, about a second each) and checks the report's invariants:
@@ -89,4 +97,47 @@ func TestParseOptionsScenarioPresets(t *testing.T) {
 
 	_, err = parseOptions([]string{"-worker-mode", "exec"})
 	require.Error(t, err, "exec workers need PostgreSQL")
+}
+
+// TestLatencyProxyAddsRoundTrip checks that -db-latency means a round trip:
+// a request and its answer through the proxy take the added time once.
+func TestLatencyProxyAddsRoundTrip(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() { // an echo server
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	}()
+	const rtt = 60 * time.Millisecond
+	p, err := startLatencyProxy(ln.Addr().String(), rtt)
+	require.NoError(t, err)
+	c, err := net.Dial("tcp", p.addr())
+	require.NoError(t, err)
+
+	roundTrip := func() time.Duration {
+		start := time.Now()
+		_, err := c.Write([]byte("ping"))
+		require.NoError(t, err)
+		buf := make([]byte, 4)
+		_, err = io.ReadFull(c, buf)
+		require.NoError(t, err)
+		require.Equal(t, "ping", string(buf))
+		return time.Since(start)
+	}
+	got := roundTrip()
+	require.GreaterOrEqual(t, got, rtt)
+	require.Less(t, got, rtt+500*time.Millisecond)
+	p.setRTT(0)
+	require.Less(t, roundTrip(), rtt, "the latency can be switched off in a run")
+
+	require.NoError(t, c.Close())
+	require.NoError(t, p.close())
+	require.NoError(t, ln.Close())
+	<-done
 }
