@@ -78,7 +78,7 @@ var scenarios = map[string]struct {
 	set map[string]string
 }{
 	scenarioThroughput: {
-		doc: "deliver -activities to -domains as fast as possible; measure the bare POST loop (and the raw signing rate with -sign) in the same run",
+		doc: "deliver -activities to -domains as fast as possible, 3 rounds; the bare POST loop (and with -sign the raw signing rate) measured around each",
 		set: map[string]string{"rounds": "3"},
 	},
 	scenarioLatency: {
@@ -138,7 +138,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.workerMode, "worker-mode", "inproc", "inproc: the workers run in this process, which also enqueues; exec: each worker is a child process (this program re-executed) and this process only enqueues and runs the inboxes (postgres only)")
 
 	fs.BoolVar(&o.newDomains, "new-domains", false, "do not register the domains and wait for their leases before enqueueing: the first activity introduces each domain (first contact); with -fanout inboxes only")
-	fs.IntVar(&o.rounds, "rounds", 1, "rounds of -activities, each followed by the baselines; ratios are per round, and the median is reported")
+	fs.IntVar(&o.rounds, "rounds", 1, "rounds of -activities, each followed by the baselines; ratios are per round, and the median is reported (scenario throughput: 3)")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure, in the same run, a bare POST loop with the same concurrency and client (and the raw RSA signing rate with -sign)")
 	fs.DurationVar(&o.baselineDuration, "baseline-duration", 3*time.Second, "how long each baseline measurement runs")
 	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines calling EnqueueMany in the enqueue scenario")
@@ -149,6 +149,15 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile, taken when every delivery has arrived, to this file")
 	fs.BoolVar(&o.child, "child", false, "internal: run as a worker process of another load generator")
 
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintln(out, "usage: loadtest [flags]\n\nscenarios (-scenario):")
+		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle} {
+			fmt.Fprintf(out, "  %-11s %s\n", name, scenarios[name].doc)
+		}
+		fmt.Fprintln(out, "\nflags:")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
