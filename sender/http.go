@@ -38,8 +38,13 @@ const (
 	// remote host for reuse, enough for several requests in flight per
 	// domain.
 	MaxIdleConnsPerHostDefault = 16
-	// MaxIdleConnsDefault is how many idle connections are kept in total.
-	MaxIdleConnsDefault = 1024
+	// MaxIdleConnsDefault (0) sets no limit on idle connections across
+	// hosts: each host keeps at most MaxIdleConnsPerHost, for
+	// IdleConnTimeout. A total limit below the number of requests in flight
+	// makes net/http fail requests the receiver already accepted
+	// ("putIdleConn: too many idle connections"), which the queue then
+	// sends again.
+	MaxIdleConnsDefault = 0
 	// IdleConnTimeoutDefault is how long an idle connection is kept.
 	IdleConnTimeoutDefault = 90 * time.Second
 	// UnauthorizedAttemptsDefault is how many attempts of one delivery may
@@ -91,8 +96,9 @@ type HTTPConfig struct {
 	// MaxIdleConnsPerHost is how many idle connections are kept per host.
 	// Default: MaxIdleConnsPerHostDefault (16).
 	MaxIdleConnsPerHost int
-	// MaxIdleConns is how many idle connections are kept in total.
-	// Default: MaxIdleConnsDefault (1024).
+	// MaxIdleConns limits idle connections across all hosts; 0 means no
+	// limit. Keep it at or above the requests in flight (domains ×
+	// MaxInFlightPerDomain). Default: MaxIdleConnsDefault (no limit).
 	MaxIdleConns int
 	// IdleConnTimeout is how long an idle connection is kept.
 	// Default: IdleConnTimeoutDefault (90 s).
@@ -196,9 +202,6 @@ func (c *HTTPConfig) applyDefaults() error {
 	}
 	if c.MaxIdleConnsPerHost == 0 {
 		c.MaxIdleConnsPerHost = MaxIdleConnsPerHostDefault
-	}
-	if c.MaxIdleConns == 0 {
-		c.MaxIdleConns = MaxIdleConnsDefault
 	}
 	if c.UnauthorizedAttempts == 0 {
 		c.UnauthorizedAttempts = UnauthorizedAttemptsDefault

@@ -154,10 +154,79 @@ func dialControl(allow []netip.Prefix) func(ctx context.Context, network, addres
 }
 
 // dialerFor builds the guarded dialer of an HTTP sender.
-func dialerFor(cfg *HTTPConfig) *net.Dialer {
-	return &net.Dialer{
-		Timeout:        cfg.DialTimeout,
-		Resolver:       cfg.Resolver,
-		ControlContext: dialControl(cfg.AllowPrefixes),
+func dialerFor(cfg *HTTPConfig) *guardedDialer {
+	resolver := cfg.Resolver
+	if resolver == nil {
+		resolver = net.DefaultResolver
 	}
+	return &guardedDialer{
+		dialer: &net.Dialer{
+			Timeout:        cfg.DialTimeout,
+			Resolver:       resolver,
+			ControlContext: dialControl(cfg.AllowPrefixes),
+		},
+		resolver: resolver,
+		allow:    cfg.AllowPrefixes,
+	}
+}
+
+// guardedDialer resolves a host itself and dials only the addresses the
+// guard allows, so that a host with both a blocked and an allowed address
+// that is down fails as the network failure it is (to be retried), not as a
+// refusal. The dialer's control function checks every connection again.
+type guardedDialer struct {
+	dialer   *net.Dialer
+	resolver *net.Resolver
+	allow    []netip.Prefix
+}
+
+// DialContext connects to the first allowed address of address's host that
+// answers. When every address is blocked, the error is the first
+// *BlockedAddressError.
+func (g *guardedDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return g.dialer.DialContext(ctx, network, address) // a literal: the control function decides
+	}
+	ips, err := g.resolver.LookupNetIP(ctx, lookupNetwork(network), host)
+	if err != nil {
+		return nil, err
+	}
+	var blocked, dialErr error
+	for _, ip := range ips {
+		ip = ip.Unmap() // the resolver may return IPv4 in IPv6 form
+		if err := CheckAddr(ip, g.allow); err != nil {
+			if blocked == nil {
+				blocked = err
+			}
+			continue
+		}
+		conn, err := g.dialer.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+		if err == nil {
+			return conn, nil
+		}
+		if dialErr == nil {
+			dialErr = err
+		}
+	}
+	if dialErr != nil {
+		return nil, dialErr
+	}
+	if blocked != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: blocked}
+	}
+	return nil, &net.DNSError{Err: "no addresses", Name: host, IsNotFound: true}
+}
+
+func lookupNetwork(network string) string {
+	switch network {
+	case "tcp4":
+		return "ip4"
+	case "tcp6":
+		return "ip6"
+	}
+	return "ip"
 }

@@ -107,9 +107,13 @@ func (s *Signer) Sign(ctx context.Context, r *http.Request, actor, digest string
 	h.Del("Signature")
 
 	// httpsig signs URL.Path, the decoded path; the wire carries the
-	// escaped one. Sign what is sent.
+	// escaped one, and "/" for an empty path. Sign what is sent.
 	target := r
-	if esc := r.URL.EscapedPath(); esc != r.URL.Path {
+	esc := r.URL.EscapedPath()
+	if esc == "" {
+		esc = "/"
+	}
+	if esc != r.URL.Path {
 		u := *r.URL
 		u.Path, u.RawPath = esc, ""
 		target = r.WithContext(r.Context())

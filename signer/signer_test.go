@@ -102,6 +102,8 @@ func TestSignProducesVerifiableCavageSignature(t *testing.T) {
 		{"https://bücher.example/inbox", "xn--bcher-kva.example", "/inbox"},
 		{"https://remote.example/users/a%2Fb/inbox", "remote.example", "/users/a%2Fb/inbox"},
 		{"https://[2001:db8::1]:8443/inbox", "[2001:db8::1]:8443", "/inbox"},
+		{"https://remote.example", "remote.example", "/"}, // Go sends "/" for an empty path
+		{"https://remote.example?x=1", "remote.example", "/?x=1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {

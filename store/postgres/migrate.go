@@ -87,12 +87,22 @@ func (s *Store) Migrate(ctx context.Context) (int, error) {
 			return err
 		}
 		schema := pgx.Identifier{s.schema}.Sanitize()
+		// CREATE SCHEMA IF NOT EXISTS needs the database's CREATE privilege
+		// even when the schema exists, which an application's role often
+		// lacks: create only what is missing.
+		var exists bool
 		s.count(1)
-		if err := tx.Conn().PgConn().Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema+";\n"+
-			"CREATE TABLE IF NOT EXISTS "+schema+".schema_migrations ("+
-			"version integer PRIMARY KEY, name text NOT NULL, "+
-			"applied_at timestamptz NOT NULL DEFAULT now())").Close(); err != nil {
+		if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", schema+".schema_migrations").Scan(&exists); err != nil {
 			return err
+		}
+		if !exists {
+			s.count(1)
+			if err := tx.Conn().PgConn().Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema+";\n"+
+				"CREATE TABLE IF NOT EXISTS "+schema+".schema_migrations ("+
+				"version integer PRIMARY KEY, name text NOT NULL, "+
+				"applied_at timestamptz NOT NULL DEFAULT now())").Close(); err != nil {
+				return err
+			}
 		}
 		var applied []int
 		s.count(1)

@@ -191,10 +191,10 @@ func (s *Store) count(n int) { s.statements.Add(int64(n)) }
 
 // queries holds the store's SQL with the schema name filled in.
 type queries struct {
-	append, reserve, insertTx, activities, head                string
-	register, domains, checkpoint, acquire, renew, release     string
-	leaseStats, deadLetters, deleteDeadLetters, prune, version string
-	changeDomain, openTransactions                             string
+	append, reserve, insertTx, activities, head                                             string
+	register, domains, checkpoint, acquire, renew, release                                  string
+	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
+	changeDomain, openTransactions                                                          string
 }
 
 func newQueries(schema string) queries {
@@ -214,7 +214,9 @@ func newQueries(schema string) queries {
 		leaseStats:        leaseStatsSQL,
 		deadLetters:       deadLettersSQL,
 		deleteDeadLetters: deleteDeadLettersSQL,
-		prune:             pruneSQL,
+		pruneFloor:        pruneFloorSQL,
+		pruneDelete:       pruneDeleteSQL,
+		pruneLock:         "LOCK TABLE {s}.domains IN SHARE ROW EXCLUSIVE MODE",
 		version:           versionSQL,
 		changeDomain:      changeDomainSQL,
 		openTransactions:  openTransactionsSQL,
@@ -222,7 +224,7 @@ func newQueries(schema string) queries {
 	for _, p := range []*string{
 		&q.append, &q.reserve, &q.insertTx, &q.activities, &q.head, &q.register, &q.domains,
 		&q.checkpoint, &q.acquire, &q.renew, &q.release, &q.leaseStats, &q.deadLetters,
-		&q.deleteDeadLetters, &q.prune, &q.version, &q.changeDomain, &q.openTransactions,
+		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
 	} {
 		// Twice: {safe_head} itself names {s}.
 		*p = r.Replace(r.Replace(*p))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 
@@ -291,4 +292,46 @@ func TestInvalidTextIsInvalid(t *testing.T) {
 	a.Actor = "nul\x00byte"
 	_, err := s.Append(t.Context(), []store.NewActivity{a})
 	require.ErrorIs(t, err, store.ErrInvalid)
+}
+
+// Migrate runs on every start, so it must work for a least-privilege role
+// that owns its schema but may not create schemas in the database.
+func TestMigrateWithoutDatabaseCreatePrivilege(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, db := newStore(t, 0, nil)
+	role := db.Schema + "_role"
+	_, err := db.Pool.Exec(ctx, "CREATE ROLE "+role+" LOGIN")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_, _ = db.Pool.Exec(ctx, "REASSIGN OWNED BY "+role+" TO CURRENT_USER")
+		_, _ = db.Pool.Exec(ctx, "DROP OWNED BY "+role)
+		_, _ = db.Pool.Exec(ctx, "DROP ROLE "+role)
+	})
+	sch := pgx.Identifier{db.Schema}.Sanitize()
+	_, err = db.Pool.Exec(ctx, "ALTER SCHEMA "+sch+" OWNER TO "+role+"; GRANT ALL ON ALL TABLES IN SCHEMA "+sch+" TO "+role)
+	require.NoError(t, err)
+	cfg := db.Pool.Config().ConnConfig.Copy()
+	cfg.User = role
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	var canCreate bool
+	require.NoError(t, conn.QueryRow(ctx, "SELECT has_database_privilege(current_database(), 'CREATE')").Scan(&canCreate))
+	require.NoError(t, conn.Close(ctx))
+	if canCreate {
+		t.Skip("PUBLIC may create schemas in this database; the case cannot be set up")
+	}
+	pcfg, err := pgxpool.ParseConfig(db.Pool.Config().ConnString())
+	require.NoError(t, err)
+	pcfg.ConnConfig.User = role
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	require.NoError(t, err)
+	defer pool.Close()
+	s2, err := postgres.New(pool, &postgres.Config{Schema: db.Schema})
+	require.NoError(t, err)
+	defer s2.Close()
+	v, err := s2.Migrate(ctx)
+	require.NoError(t, err, "Migrate on a schema already at the latest version")
+	require.Equal(t, postgres.LatestVersion(), v)
 }

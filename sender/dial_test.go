@@ -1,0 +1,97 @@
+package sender
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// fakeResolver answers every A query with addrs, from a DNS server on
+// loopback.
+func fakeResolver(t *testing.T, addrs ...[4]byte) *net.Resolver {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			hdr, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true})
+			_ = b.StartQuestions()
+			_ = b.Question(q)
+			_ = b.StartAnswers()
+			if q.Type == dnsmessage.TypeA {
+				for _, a := range addrs {
+					_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: a})
+				}
+			}
+			out, _ := b.Finish()
+			_, _ = pc.WriteTo(out, from)
+		}
+	}()
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", pc.LocalAddr().String())
+	}}
+}
+
+// A host with a blocked address and an allowed one that is down fails as a
+// network failure, to be retried, not as a permanent refusal.
+func TestMixedAddressesFailAsTheAllowedOneDoes(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.2:0") // a free port, closed again: refused
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	h, err := NewHTTP(&HTTPConfig{
+		Resolver:      fakeResolver(t, [4]byte{127, 0, 0, 1}, [4]byte{127, 0, 0, 2}),
+		AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, // a trusted relay, say
+	})
+	require.NoError(t, err)
+	defer h.Close()
+	res := h.Send(context.Background(), testDelivery(fmt.Sprintf("http://mixed.example:%d/inbox", port)))
+	require.Equal(t, Retry, res.Outcome, res.Reason)
+	require.True(t, res.DomainLevel)
+	require.False(t, strings.Contains(res.Reason, "blocked"), res.Reason)
+}
+
+// The allowed address of a host with a blocked one is the one dialled.
+func TestMixedAddressesDialTheAllowedOne(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	require.NoError(t, err)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) }))
+	srv.Listener = ln
+	srv.Start()
+	defer srv.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	h, err := NewHTTP(&HTTPConfig{
+		Resolver:      fakeResolver(t, [4]byte{127, 0, 0, 1}, [4]byte{127, 0, 0, 2}),
+		AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
+	})
+	require.NoError(t, err)
+	defer h.Close()
+	res := h.Send(context.Background(), testDelivery(fmt.Sprintf("http://mixed.example:%d/inbox", port)))
+	require.Equal(t, Delivered, res.Outcome, res.Reason)
+}
