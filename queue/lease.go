@@ -71,7 +71,7 @@ func (l *leaseKeeper) round(ctx context.Context) error {
 		}
 		for _, w := range workers {
 			if r, ok := kept[w.domain]; ok {
-				w.renewed(r, asked.Add(ttl))
+				w.renewed(r, holdUntil(asked, ttl))
 				if r.Revision != w.revision() {
 					w.wantReload() // an admin changed the domain
 				}
@@ -100,12 +100,21 @@ func (l *leaseKeeper) round(ctx context.Context) error {
 		}
 		l.liveUntil = asked.Add(ttl)
 		for _, st := range got {
-			q.startWorker(st, asked.Add(ttl))
+			q.startWorker(st, holdUntil(asked, ttl))
 		}
 	case held > share+1:
 		q.releaseExcess(held - share)
 	}
 	return nil
+}
+
+// holdUntil is when a worker stops sending under a lease asked for at
+// asked: a tenth of the TTL before the store can give the domain to another
+// process (the store's expiry counts from when it ran the call, after
+// asked), so that the last request of one owner ends before the first of the
+// next begins, whatever the scheduling.
+func holdUntil(asked time.Time, ttl time.Duration) time.Time {
+	return asked.Add(ttl - ttl/10)
 }
 
 // lease returns the worker's current lease.
