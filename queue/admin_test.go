@@ -107,14 +107,21 @@ func TestSkipToHeadAndMarkAlive(t *testing.T) {
 	}, "saved alive")
 }
 
+// startOwner starts the process that works the domains, with a short lease
+// TTL so that it renews, and so learns of changes, often.
+func startOwner(t *testing.T, st store.Store, fake *sendertest.Fake) *Queue {
+	t.Helper()
+	cfg := testConfig()
+	cfg.OwnerID = "owner"
+	cfg.LeaseTTL = 150 * time.Millisecond
+	return startQueue(t, st, fake, cfg)
+}
+
 func TestAdminChangeReachesTheOwningProcess(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
 	fake := &sendertest.Fake{}
-	owner := testConfig()
-	owner.OwnerID = "owner"
-	owner.LeaseTTL = 150 * time.Millisecond
-	qa := startQueue(t, st, fake, owner)
+	qa := startOwner(t, st, fake)
 	enqueueAll(t, qa, note(1, "https://a.example/inbox"))
 	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "worked by the owner")
 
@@ -183,10 +190,7 @@ func TestSharedInboxReachesTheOwningProcess(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
 	fake := &sendertest.Fake{}
-	owner := testConfig()
-	owner.OwnerID = "owner"
-	owner.LeaseTTL = 150 * time.Millisecond
-	qa := startQueue(t, st, fake, owner)
+	qa := startOwner(t, st, fake)
 	enqueueAll(t, qa, note(1, "https://a.example/users/1/inbox"))
 	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "worked by the owner")
 
