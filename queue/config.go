@@ -55,6 +55,8 @@ const (
 	// WindowSizeDefault is how many recent activities the shared window keeps
 	// in memory for the domains that are caught up.
 	WindowSizeDefault = 4096
+	// WindowBytesDefault bounds the shared window's memory (64 MiB).
+	WindowBytesDefault = 64 << 20
 	// ResolverTTLDefault is how long a Resolver's answer is cached.
 	ResolverTTLDefault = time.Minute
 	// SummaryIntervalDefault is how often the federation summary is logged.
@@ -131,6 +133,10 @@ type Config struct {
 	// deleted from the log. Negative disables pruning (another process, or
 	// the operator, does it). Default PruneIntervalDefault.
 	PruneInterval time.Duration
+	// WindowBytes bounds the approximate memory of the shared window (bodies
+	// and explicit inbox lists); the oldest activities leave it first.
+	// Default WindowBytesDefault.
+	WindowBytes int
 	// StopTimeout bounds how long Stop waits for in-flight requests when its
 	// context has no deadline. Default StopTimeoutDefault.
 	StopTimeout time.Duration
@@ -190,6 +196,7 @@ func (c *Config) withDefaults() Config {
 	setDefault(&out.PollInterval, PollIntervalDefault)
 	setDefault(&out.ReadBatch, ReadBatchDefault)
 	setDefault(&out.WindowSize, WindowSizeDefault)
+	setDefault(&out.WindowBytes, WindowBytesDefault)
 	setDefault(&out.StopTimeout, StopTimeoutDefault)
 	setDefault(&out.PruneInterval, PruneIntervalDefault)
 	setDefault(&out.SummaryInterval, SummaryIntervalDefault)
@@ -226,6 +233,7 @@ func (c *Config) validate() error {
 	positive("PollInterval", c.PollInterval > 0)
 	positive("ReadBatch", c.ReadBatch > 0)
 	positive("StopTimeout", c.StopTimeout > 0)
+	positive("WindowBytes", c.WindowBytes > 0)
 	positive("ResolverTTL", c.ResolverTTL > 0)
 	if c.BackoffMax < c.BackoffMin {
 		errs = append(errs, fmt.Errorf("BackoffMax (%v) must not be below BackoffMin (%v)", c.BackoffMax, c.BackoffMin))

@@ -80,7 +80,7 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 	if c.Resolver != nil {
 		q.resolver = newResolverCache(c.Resolver, c.ResolverTTL, c.clock)
 	}
-	q.window = newWindow(st, c.ReadBatch, c.WindowSize, c.Logger)
+	q.window = newWindow(st, c.ReadBatch, c.WindowSize, c.WindowBytes, c.Logger)
 	q.window.arrived = q.noticeDomains
 	q.checkpoints = newCheckpointer(q)
 	q.leases = newLeaseKeeper(q)

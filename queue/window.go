@@ -36,28 +36,44 @@ func newEntry(a store.Activity) *entry {
 	return e
 }
 
+// footprint approximates the memory an entry holds: its body, its inboxes
+// twice (the activity's list and the per-domain index), and fixed overheads.
+func (e *entry) footprint() int {
+	n := 512 + len(e.act.Body) + len(e.act.Actor) + len(e.act.OrderingKey)
+	for _, in := range e.act.Inboxes {
+		n += 2*len(in) + 96
+	}
+	for _, a := range e.act.Audiences {
+		n += len(a) + 16
+	}
+	return n
+}
+
 // window is the per-process shared view of the newest part of the activity
 // log. One read of the store serves every domain that is caught up; a domain
 // that is further behind than the window reads the store itself, in batches.
-// Its memory is bounded by its size, not by the backlog.
+// Its memory is bounded by its size in entries and in bytes, not by the
+// backlog.
 type window struct {
-	store  store.Store
-	batch  int
-	size   int
-	logger *slog.Logger
+	store    store.Store
+	batch    int
+	size     int // entries kept at most
+	maxBytes int // approximate bytes kept at most (entries' footprints)
+	logger   *slog.Logger
 	// arrived, if set, is called with the activities each refresh adds.
 	arrived func([]store.Activity)
 
 	mu      sync.RWMutex // read by every worker, written by refresh
 	entries []*entry     // ascending IDs; together they are every activity in (base, head]
+	bytes   int          // sum of the entries' footprints
 	base    int64
 	head    int64
 	moved   chan struct{} // closed when head advances
 	kick    chan struct{} // a refresh is wanted
 }
 
-func newWindow(st store.Store, batch, size int, logger *slog.Logger) *window {
-	return &window{store: st, batch: batch, size: size, logger: logger, moved: make(chan struct{}), kick: make(chan struct{}, 1)}
+func newWindow(st store.Store, batch, size, maxBytes int, logger *slog.Logger) *window {
+	return &window{store: st, batch: batch, size: size, maxBytes: maxBytes, logger: logger, moved: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
 // init places the window at the log's current head.
@@ -71,6 +87,7 @@ func (w *window) init(ctx context.Context) error {
 	// was stopped are not in it.
 	clear(w.entries)
 	w.entries = nil
+	w.bytes = 0
 	w.base, w.head = head, head
 	w.mu.Unlock()
 	return nil
@@ -140,10 +157,19 @@ func (w *window) append(acts []store.Activity) {
 		if a.ID <= w.head {
 			continue
 		}
-		w.entries = append(w.entries, newEntry(a))
+		e := newEntry(a)
+		w.entries = append(w.entries, e)
+		w.bytes += e.footprint()
 		w.head = a.ID
 	}
-	if over := len(w.entries) - w.size; over > 0 {
+	// Drop the oldest entries beyond either bound (keeping the newest one
+	// however large); domains that still need them read the store.
+	over := 0
+	for over < len(w.entries)-1 && (len(w.entries)-over > w.size || w.bytes > w.maxBytes) {
+		w.bytes -= w.entries[over].footprint()
+		over++
+	}
+	if over > 0 {
 		w.base = max(w.base, w.entries[over-1].act.ID)
 		clear(w.entries[:over])
 		w.entries = append(w.entries[:0:0], w.entries[over:]...)

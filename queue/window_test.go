@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,7 +113,7 @@ func TestReadBehindAnEmptiedWindowDoesNotSpin(t *testing.T) {
 	}
 	ids, err := q.EnqueueMany(ctx, acts)
 	require.NoError(t, err)
-	w := newWindow(st, 4, 4, quietLogger())
+	w := newWindow(st, 4, 4, 1<<20, quietLogger())
 	require.NoError(t, w.refresh(ctx))
 	// Everything is settled and pruned, as for a dead domain left behind.
 	leased, err := st.AcquireLeases(ctx, "o", time.Minute, 1)
@@ -152,4 +153,40 @@ func TestCatchingUpReadsTheStoreInBatches(t *testing.T) {
 	eventually(t, func() bool { return fake.DeliveredCount() == 320 }, "the backlog is delivered")
 	// Refilling at half the room: about 320/8 reads, not one per delivery.
 	require.LessOrEqual(t, st.reads.Load(), int64(60), "log reads while catching up on 320 activities")
+}
+
+func TestWindowIsBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	q, err := New(st, &sendertest.Fake{}, testConfig())
+	require.NoError(t, err)
+	ctx := context.Background()
+	big := fmt.Sprintf(`{"actor":%q,"content":"%s"}`, testActor, strings.Repeat("x", 10_000))
+	var acts []Activity
+	for range 50 {
+		acts = append(acts, Activity{Body: []byte(big), Inboxes: []string{"https://a.example/inbox"}})
+	}
+	ids, err := q.EnqueueMany(ctx, acts)
+	require.NoError(t, err)
+
+	w := newWindow(st, 100, 1000, 100_000, quietLogger()) // about ten of these bodies
+	require.NoError(t, w.refresh(ctx))
+	w.mu.RLock()
+	held, bytes, base := len(w.entries), w.bytes, w.base
+	w.mu.RUnlock()
+	require.LessOrEqual(t, bytes, 100_000)
+	require.Less(t, held, 12, "entries kept within the byte bound")
+	require.Equal(t, ids[49-held], base, "the window covers exactly what it holds")
+
+	// A domain behind the window still gets everything, from the store.
+	var got []int64
+	for after := int64(0); after < ids[49]; {
+		entries, scanned, _, err := w.read(ctx, after, 16)
+		require.NoError(t, err)
+		for _, e := range entries {
+			got = append(got, e.act.ID)
+		}
+		after = scanned
+	}
+	require.Equal(t, ids, got)
 }
