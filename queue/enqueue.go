@@ -38,10 +38,10 @@ func (q *Queue) EnqueueMany(ctx context.Context, acts []Activity) ([]int64, erro
 }
 
 // EnqueueTx appends one activity inside the caller's transaction, so that it
-// is delivered if and only if the transaction commits. tx is the store's
-// transaction type (a pgx.Tx for store/postgres); a store without
-// transactions returns ErrTxUnsupported.
-func (q *Queue) EnqueueTx(ctx context.Context, tx any, a Activity) (int64, error) {
+// is delivered if and only if the transaction commits. tx comes from the
+// store (postgres.Store.Tx wraps a pgx.Tx) and must belong to the same
+// database as the queue's store.
+func (q *Queue) EnqueueTx(ctx context.Context, tx store.Tx, a Activity) (int64, error) {
 	ids, err := q.EnqueueManyTx(ctx, tx, []Activity{a})
 	if err != nil {
 		return 0, err
@@ -50,16 +50,15 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx any, a Activity) (int64, error
 }
 
 // EnqueueManyTx is EnqueueMany inside the caller's transaction.
-func (q *Queue) EnqueueManyTx(ctx context.Context, tx any, acts []Activity) ([]int64, error) {
-	txs, ok := q.store.(store.TxAppender)
-	if !ok {
-		return nil, ErrTxUnsupported
+func (q *Queue) EnqueueManyTx(ctx context.Context, tx store.Tx, acts []Activity) ([]int64, error) {
+	if tx == nil {
+		return nil, ErrNilTx
 	}
 	batch, err := q.prepareBatch(acts)
 	if err != nil {
 		return nil, err
 	}
-	ids, err := txs.AppendTx(ctx, tx, batch)
+	ids, err := tx.Append(ctx, batch)
 	if err != nil {
 		return nil, fmt.Errorf("queue: enqueue in transaction: %w", err)
 	}

@@ -144,10 +144,10 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 	require.NoError(t, err, "nil config means defaults")
 }
 
-func TestEnqueueTxUnsupportedByMemoryStore(t *testing.T) {
+func TestEnqueueTxRefusesNilTransaction(t *testing.T) {
 	t.Parallel()
 	q, err := New(newMemory(), &sendertest.Fake{}, testConfig())
 	require.NoError(t, err)
 	_, err = q.EnqueueTx(context.Background(), nil, note(1, "https://a.example/inbox"))
-	require.ErrorIs(t, err, ErrTxUnsupported)
+	require.ErrorIs(t, err, ErrNilTx)
 }

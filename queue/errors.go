@@ -20,9 +20,9 @@ var (
 var (
 	// ErrEmptyBatch is returned by EnqueueMany for an empty batch.
 	ErrEmptyBatch = errors.New("queue: empty batch")
-	// ErrTxUnsupported is returned by EnqueueTx when the store cannot append
-	// inside a caller's transaction.
-	ErrTxUnsupported = errors.New("queue: store does not support transactional enqueue")
+	// ErrNilTx is returned by EnqueueTx and EnqueueManyTx for a nil
+	// transaction.
+	ErrNilTx = errors.New("queue: nil transaction")
 	// ErrStarted is returned by Start on a queue that was already started.
 	ErrStarted = errors.New("queue: already started")
 	// ErrNotStarted is returned by Stop on a queue that is not running.

@@ -122,11 +122,13 @@ type Store interface {
 	Listen(ctx context.Context, notify func()) error
 }
 
-// TxAppender is implemented by stores that can append inside a transaction
-// owned by the caller, so that an activity is delivered if and only if that
-// transaction commits. The type of tx is defined by the store (for
-// store/postgres it is a pgx.Tx); any other value is refused with an error
-// matching ErrInvalid.
-type TxAppender interface {
-	AppendTx(ctx context.Context, tx any, activities []NewActivity) ([]int64, error)
+// Tx is a caller's database transaction bound to the store that appends in
+// it, so that an activity is delivered if and only if that transaction
+// commits. Each store that supports transactional enqueue builds one from its
+// own transaction type (postgres.Store.Tx takes a pgx.Tx), so passing the
+// wrong kind of transaction is a compile error, not a run-time one.
+type Tx interface {
+	// Append appends activities as Store.Append does, inside the caller's
+	// transaction: readers see them if and only if it commits.
+	Append(ctx context.Context, activities []NewActivity) ([]int64, error)
 }

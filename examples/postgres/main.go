@@ -132,7 +132,7 @@ func run(ctx context.Context, url, schema string, keep bool, out io.Writer) (err
 		body := fmt.Appendf(nil, `{"@context":"https://www.w3.org/ns/activitystreams",`+
 			`"id":"https://local.example/notes/%d/activity","type":"Create","actor":%q,`+
 			`"object":{"id":"https://local.example/notes/%d","type":"Note","content":%q}}`, noteID, actor, noteID, content)
-		activityID, err = q.EnqueueTx(ctx, tx, queue.Activity{Body: body, Inboxes: []string{inbox.Inbox()}})
+		activityID, err = q.EnqueueTx(ctx, st.Tx(tx), queue.Activity{Body: body, Inboxes: []string{inbox.Inbox()}})
 		if err != nil {
 			return 0, 0, err
 		}

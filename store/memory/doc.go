@@ -8,6 +8,6 @@
 // precision, like PostgreSQL keeps them, so that code tested against it sees
 // the same round trips. Slices are copied on the way in and out, so callers
 // cannot change what the store holds. Pruned activities are released for the
-// garbage collector. It does not implement store.TxAppender: it has no
+// garbage collector. It has no transactional enqueue (store.Tx): it has no
 // transactions to join.
 package memory

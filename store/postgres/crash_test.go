@@ -248,7 +248,7 @@ func TestCrashChild(t *testing.T) {
 			ids, err = q.EnqueueMany(ctx, batch)
 		} else {
 			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				ids, err = q.EnqueueManyTx(ctx, tx, batch)
+				ids, err = q.EnqueueManyTx(ctx, st.Tx(tx), batch)
 				return err
 			})
 		}

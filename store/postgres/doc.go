@@ -1,6 +1,6 @@
-// Package postgres is the production store of apqueue: a store.Store and
-// store.TxAppender on PostgreSQL (13 or later) through pgx/v5, shared by any
-// number of processes.
+// Package postgres is the production store of apqueue: a store.Store with
+// transactional enqueue (Store.Tx) on PostgreSQL (13 or later) through
+// pgx/v5, shared by any number of processes.
 //
 // # Setup
 //
@@ -18,15 +18,16 @@
 //
 // # Transactional enqueue
 //
-// AppendTx (through queue.EnqueueTx) appends inside the caller's pgx.Tx: the
-// activity is delivered if and only if the transaction commits, and the
-// commit wakes the queues listening on the database.
+// Store.Tx binds the caller's pgx.Tx for queue.EnqueueTx (AppendTx is the
+// same at the store level): the activity is delivered if and only if the
+// transaction commits, and the commit wakes the queues listening on the
+// database.
 //
 //	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 //		if _, err := tx.Exec(ctx, "INSERT INTO notes ...", ...); err != nil {
 //			return err
 //		}
-//		_, err := q.EnqueueTx(ctx, tx, queue.Activity{...})
+//		_, err := q.EnqueueTx(ctx, st.Tx(tx), queue.Activity{...})
 //		return err
 //	})
 //

@@ -196,8 +196,22 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 	return b.ids(prev), nil
 }
 
-// AppendTx implements store.TxAppender: tx must be a pgx.Tx (a *pgxpool.Tx
-// is one), on the same database as the store. The activities are appended
+// Tx binds the caller's transaction tx (a *pgxpool.Tx is one), on the same
+// database as the store, to the store, for queue.EnqueueTx: appends made
+// through it are AppendTx calls.
+func (s *Store) Tx(tx pgx.Tx) store.Tx { return boundTx{s: s, tx: tx} }
+
+type boundTx struct {
+	s  *Store
+	tx pgx.Tx
+}
+
+func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) ([]int64, error) {
+	return b.s.AppendTx(ctx, b.tx, activities)
+}
+
+// AppendTx appends activities inside the caller's transaction tx, on the
+// same database as the store. The activities are appended
 // if and only if tx commits, and the commit notifies listeners. It costs
 // three round trips: the transaction's ID is read in tx, IDs are reserved
 // (and new domains registered) on the store's own connection, and the
@@ -206,14 +220,13 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 //
 // New domains are registered at once, outside tx: if tx rolls back they stay
 // known, with nothing to deliver, which is harmless.
-func (s *Store) AppendTx(ctx context.Context, tx any, activities []store.NewActivity) ([]int64, error) {
+func (s *Store) AppendTx(ctx context.Context, ptx pgx.Tx, activities []store.NewActivity) ([]int64, error) {
 	const op = "append in transaction"
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
 	}
-	ptx, ok := tx.(pgx.Tx)
-	if !ok || ptx == nil {
-		return nil, invalid(op, "tx is a %T, not a pgx.Tx", tx)
+	if ptx == nil {
+		return nil, invalid(op, "nil transaction")
 	}
 	b, err := newBatch(op, activities)
 	if err != nil {

@@ -59,7 +59,7 @@ type QueryStats struct {
 	Statements int64
 }
 
-// Store is a store.Store and store.TxAppender on PostgreSQL. It is safe for
+// Store is a store.Store on PostgreSQL with transactional enqueue (Tx). It is safe for
 // concurrent use, and any number of Stores, in any number of processes, may
 // share one schema. Create it with New, create its tables with Migrate, and
 // Close it when done.
@@ -88,8 +88,7 @@ type Store struct {
 }
 
 var (
-	_ store.Store      = (*Store)(nil)
-	_ store.TxAppender = (*Store)(nil)
+	_ store.Store = (*Store)(nil)
 )
 
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)

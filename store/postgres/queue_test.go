@@ -385,7 +385,7 @@ func TestQueueBehindPgBouncer(t *testing.T) {
 			second.OrderingKey = first.OrderingKey
 			tx, err := db.Pool.Begin(t.Context())
 			require.NoError(t, err)
-			inTx, err := q.EnqueueTx(t.Context(), tx, first)
+			inTx, err := q.EnqueueTx(t.Context(), s.Tx(tx), first)
 			require.NoError(t, err)
 			plain, err := q.Enqueue(t.Context(), second)
 			require.NoError(t, err)
