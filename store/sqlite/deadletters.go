@@ -1,0 +1,76 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// deadLettersSQL selects by AfterID, domain (” for any) and, when the
+// flag is set, the IDs of a JSON list.
+const deadLettersSQL = `SELECT id, activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at
+FROM apqueue_dead_letters
+WHERE id > ? AND (? = '' OR domain = ?) AND (NOT ? OR id IN (SELECT value FROM json_each(?)))
+ORDER BY id
+LIMIT ?`
+
+const deleteDeadLettersSQL = `DELETE FROM apqueue_dead_letters WHERE id IN (SELECT value FROM json_each(?))`
+
+// DeadLetters implements store.Store.
+func (s *Store) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) ([]store.DeadLetter, error) {
+	const op = "read dead letters"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	limit, err := filter.EffectiveLimit()
+	if err != nil {
+		return nil, refused(op, err)
+	}
+	// A nil IDs filter means no filter, an empty one matches nothing.
+	s.count(1)
+	rows, err := s.db.QueryContext(ctx, deadLettersSQL, filter.AfterID, filter.Domain, filter.Domain,
+		filter.IDs != nil, jsonInts(filter.IDs), limit)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	defer rows.Close()
+	var out []store.DeadLetter
+	for rows.Next() {
+		var (
+			dl store.DeadLetter
+			at sql.NullInt64
+		)
+		if err := rows.Scan(&dl.ID, &dl.ActivityID, &dl.Domain, &dl.Inbox, &dl.Actor, &dl.OrderingKey, &dl.Body,
+			&dl.Status, &dl.Reason, &dl.Attempts, &at); err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		dl.CreatedAt = fromMicros(at)
+		out = append(out, dl)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return out, nil
+}
+
+// DeleteDeadLetters implements store.Store in one statement.
+func (s *Store) DeleteDeadLetters(ctx context.Context, ids []int64) (int, error) {
+	const op = "delete dead letters"
+	if err := checkCtx(ctx, op); err != nil {
+		return 0, err
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	s.count(1)
+	res, err := s.db.ExecContext(ctx, deleteDeadLettersSQL, jsonInts(ids))
+	if err != nil {
+		return 0, s.fail(ctx, op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, s.fail(ctx, op, err)
+	}
+	return int(n), nil
+}
