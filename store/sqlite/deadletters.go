@@ -54,7 +54,8 @@ func (s *Store) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) 
 	return out, nil
 }
 
-// DeleteDeadLetters implements store.Store in one statement.
+// DeleteDeadLetters implements store.Store in one statement, in a write
+// transaction so that it takes its turn with the Store's other writes.
 func (s *Store) DeleteDeadLetters(ctx context.Context, ids []int64) (int, error) {
 	const op = "delete dead letters"
 	if err := checkCtx(ctx, op); err != nil {
@@ -63,12 +64,16 @@ func (s *Store) DeleteDeadLetters(ctx context.Context, ids []int64) (int, error)
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	s.count(1)
-	res, err := s.db.ExecContext(ctx, deleteDeadLettersSQL, jsonInts(ids))
-	if err != nil {
-		return 0, s.fail(ctx, op, err)
-	}
-	n, err := res.RowsAffected()
+	var n int64
+	err := s.write(ctx, func(q querier) error {
+		s.count(1)
+		res, err := q.ExecContext(ctx, deleteDeadLettersSQL, jsonInts(ids))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return 0, s.fail(ctx, op, err)
 	}

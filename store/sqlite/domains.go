@@ -124,7 +124,8 @@ const changeDomainSQL = `UPDATE apqueue_domains SET
 WHERE domain = ?
 RETURNING ` + domainColumns
 
-// ChangeDomain implements store.Store in one statement.
+// ChangeDomain implements store.Store in one statement, in a write
+// transaction so that it takes its turn with the Store's other writes.
 func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.DomainChange) (store.DomainState, error) {
 	const op = "change domain"
 	if err := checkCtx(ctx, op); err != nil {
@@ -134,12 +135,16 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 		return store.DomainState{}, refused(op, err)
 	}
 	status, clear := string(change.Status), change.ClearBackoff
-	s.count(1)
-	rows, err := s.db.QueryContext(ctx, changeDomainSQL, status, status, clear, clear, clear, clear, change.SkipTo, domain)
-	if err != nil {
-		return store.DomainState{}, s.fail(ctx, op, err)
-	}
-	states, err := collectDomains(rows)
+	var states []store.DomainState
+	err := s.write(ctx, func(q querier) error {
+		s.count(1)
+		rows, err := q.QueryContext(ctx, changeDomainSQL, status, status, clear, clear, clear, clear, change.SkipTo, domain)
+		if err != nil {
+			return err
+		}
+		states, err = collectDomains(rows)
+		return err
+	})
 	if err != nil {
 		return store.DomainState{}, s.fail(ctx, op, err)
 	}

@@ -51,6 +51,10 @@ type Store struct {
 
 	statements atomic.Int64
 
+	// writeGate lets one write transaction of this Store at a time ask
+	// SQLite for the write lock (see write).
+	writeGate chan struct{}
+
 	// mu guards listeners, the Listen calls to notify after each Append.
 	mu        sync.Mutex
 	listeners map[*listener]struct{}
@@ -81,6 +85,7 @@ func New(db *sql.DB, cfg *Config) (*Store, error) {
 		db:             db,
 		listenInterval: c.ListenInterval,
 		logger:         c.Logger,
+		writeGate:      make(chan struct{}, 1),
 		listeners:      make(map[*listener]struct{}),
 	}, nil
 }

@@ -24,12 +24,25 @@ type querier interface {
 // BEGIN itself on a pinned connection (database/sql's BeginTx cannot ask
 // for IMMEDIATE), so the embedder's DSN does not matter here.
 //
+// Writers of this Store take turns at a gate of their own before they ask
+// SQLite for the lock: SQLite lets one writer in at a time anyway, and its
+// busy handler makes waiters poll with growing sleeps, which is unfair
+// under load (a waiter can sleep through many turns and time out). The
+// gate queues them in the process instead, so busy_timeout is spent only
+// on writers of other processes, other Stores and callers' transactions.
+//
 // fn must use only q: with a pool of one connection, a query on the pool
 // would wait for the connection q holds.
 //
 // COMMIT runs even if ctx ends while fn is done, so that a nil error means
 // the transaction committed and an error means it did not.
 func (s *Store) write(ctx context.Context, fn func(q querier) error) error {
+	select {
+	case s.writeGate <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.writeGate }()
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return err
