@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -69,3 +70,5 @@ func storeOn(t testing.TB, db *sql.DB, cfg *sqlite.Config) *sqlite.Store {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -161,7 +161,12 @@ func (s *Store) Migrate(ctx context.Context) (int, error) {
 			applied = append(applied, m.version)
 		}
 		version = slices.Max(applied)
-		return nil
+		// A write, even when every migration was applied before, so that a
+		// database the process may not write is refused here, at start,
+		// rather than at the first enqueue.
+		s.count(1)
+		_, err = q.ExecContext(ctx, "UPDATE apqueue_id_counter SET last_id = last_id")
+		return err
 	})
 	if err != nil {
 		return 0, s.fail(ctx, op, err)
