@@ -55,6 +55,9 @@ func (s *Store) Listen(ctx context.Context, notify func()) error {
 	if err != nil {
 		return s.fail(ctx, op, err)
 	}
+	// An append may have committed between the caller's last read and this
+	// first one, unseen by either: wake the caller once to read again.
+	notify()
 	ticker := time.NewTicker(s.listenInterval)
 	defer ticker.Stop()
 	for {

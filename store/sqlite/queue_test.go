@@ -1,0 +1,339 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/sender/sendertest"
+	"github.com/apqueue/apqueue/store"
+)
+
+// queueConfig reacts quickly, and relies on the store's wake-ups rather
+// than the queue's polling.
+func queueConfig(owner string) *queue.Config {
+	return &queue.Config{
+		OwnerID:            owner,
+		BackoffMin:         10 * time.Millisecond,
+		BackoffMax:         200 * time.Millisecond,
+		BackoffJitter:      -1,
+		LeaseTTL:           time.Second,
+		CheckpointInterval: 20 * time.Millisecond,
+		PollInterval:       time.Hour,
+		SummaryInterval:    -1,
+		Logger:             quietLogger(),
+	}
+}
+
+// note is a Create of note n addressed to inboxes.
+func note(n int, inboxes ...string) queue.Activity {
+	return queue.Activity{
+		Body: fmt.Appendf(nil, `{"id":"https://local.example/activities/%d","type":"Create",`+
+			`"actor":"https://local.example/users/alice","object":"https://local.example/notes/%d"}`, n, n),
+		Inboxes: inboxes,
+	}
+}
+
+// startQueue starts a queue and stops it when the test ends.
+func startQueue(t testing.TB, st store.Store, snd sender.Sender, cfg *queue.Config) *queue.Queue {
+	t.Helper()
+	q, err := queue.New(st, snd, cfg)
+	require.NoError(t, err)
+	require.NoError(t, q.Start(t.Context()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = q.Stop(ctx)
+	})
+	return q
+}
+
+// overlapDetector wraps senders of several processes and records any moment
+// at which two of them had a request in flight to one domain.
+type overlapDetector struct {
+	mu       sync.Mutex
+	inFlight map[string]map[string]int // domain -> process -> requests
+	overlaps []string
+}
+
+func (o *overlapDetector) sender(process string) *sendertest.Fake {
+	return &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		o.mu.Lock()
+		if o.inFlight == nil {
+			o.inFlight = make(map[string]map[string]int)
+		}
+		if o.inFlight[d.Domain] == nil {
+			o.inFlight[d.Domain] = make(map[string]int)
+		}
+		for p, n := range o.inFlight[d.Domain] {
+			if p != process && n > 0 {
+				o.overlaps = append(o.overlaps, fmt.Sprintf("%s worked by %s and %s", d.Domain, p, process))
+			}
+		}
+		o.inFlight[d.Domain][process]++
+		o.mu.Unlock()
+		select { // a little latency, so that an overlap would show
+		case <-time.After(time.Millisecond):
+		case <-ctx.Done():
+		}
+		o.mu.Lock()
+		o.inFlight[d.Domain][process]--
+		o.mu.Unlock()
+		return sender.Success(202)
+	}}
+}
+
+func (o *overlapDetector) Overlaps() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.overlaps)
+}
+
+// owners returns how many domains each owner holds.
+func owners(t *testing.T, st store.Store) map[string]int {
+	t.Helper()
+	doms, err := st.Domains(t.Context(), nil)
+	require.NoError(t, err)
+	out := make(map[string]int)
+	for _, d := range doms {
+		if d.Owner != "" && d.LeaseExpiresAt.After(time.Now()) {
+			out[d.Owner]++
+		}
+	}
+	return out
+}
+
+// allAt reports whether every domain's cursor is at least id.
+func allAt(t *testing.T, st store.Store, id int64) bool {
+	t.Helper()
+	doms, err := st.Domains(t.Context(), nil)
+	require.NoError(t, err)
+	for _, d := range doms {
+		if d.Cursor < id {
+			return false
+		}
+	}
+	return len(doms) > 0
+}
+
+// TestQueuesShareOneFile runs two queues as two processes on one file: two
+// *sql.DB, which SQLite locks against each other as it locks two processes.
+// They split the domains without configuration, learn of each other's
+// enqueues through Listen's counter reads (the queues' polling is off),
+// and never work one domain at once; when one loses its database, the
+// other takes its domains over within the lease TTL and delivers the rest.
+func TestQueuesShareOneFile(t *testing.T) {
+	t.Parallel()
+	path := tempPath(t)
+	setup := storeOn(t, openDB(t, dsn(path, "")), nil)
+	const domains = 12
+	var inboxes []string
+	var regs []store.DomainRegistration
+	for i := range domains {
+		regs = append(regs, store.DomainRegistration{Domain: fmt.Sprintf("d%02d.example", i)})
+		inboxes = append(inboxes, fmt.Sprintf("https://d%02d.example/inbox", i))
+	}
+	require.NoError(t, setup.RegisterDomains(t.Context(), regs))
+
+	var od overlapDetector
+	dbA := openDB(t, dsn(path, ""))
+	stA := storeOn(t, dbA, nil)
+	stB := storeOn(t, openDB(t, dsn(path, "")), nil)
+	fakeA, fakeB := od.sender("a"), od.sender("b")
+	qa := startQueue(t, stA, fakeA, queueConfig("a"))
+	qb := startQueue(t, stB, fakeB, queueConfig("b"))
+
+	require.Eventually(t, func() bool {
+		o := owners(t, setup)
+		return o["a"] == domains/2 && o["b"] == domains/2
+	}, 15*time.Second, 20*time.Millisecond, "the two processes did not split the domains evenly")
+
+	// Each enqueues; the other's domains learn of it from the file.
+	var ids []int64
+	for i := range 10 * domains {
+		q := qa
+		if i%2 == 1 {
+			q = qb
+		}
+		id, err := q.Enqueue(t.Context(), note(i, inboxes[i%domains]))
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	require.Eventually(t, func() bool { return allAt(t, setup, ids[len(ids)-1]) }, 15*time.Second, 20*time.Millisecond)
+	require.Positive(t, fakeA.DeliveredCount())
+	require.Positive(t, fakeB.DeliveredCount())
+
+	// a loses its database (as a process that hangs or dies would): b
+	// takes its domains over once their leases expire.
+	require.NoError(t, dbA.Close())
+	cutAt := time.Now()
+	for i := range 5 * domains {
+		id, err := qb.Enqueue(t.Context(), note(1000+i, inboxes[i%domains]))
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	require.Eventually(t, func() bool { return owners(t, setup)["b"] == domains }, 10*time.Second, 20*time.Millisecond,
+		"b did not take over a's domains")
+	takeover := time.Since(cutAt)
+	t.Logf("takeover %v after a lost its database (lease TTL 1s)", takeover.Round(10*time.Millisecond))
+	require.Less(t, takeover, 3*time.Second, "takeover took much longer than the lease TTL")
+	require.Eventually(t, func() bool { return allAt(t, setup, ids[len(ids)-1]) }, 15*time.Second, 20*time.Millisecond)
+
+	require.Empty(t, od.Overlaps(), "two processes worked one domain at once")
+	delivered := make(map[int64]bool)
+	for _, f := range []*sendertest.Fake{fakeA, fakeB} {
+		for _, inbox := range inboxes {
+			for _, id := range f.Delivered(inbox) {
+				delivered[id] = true
+			}
+		}
+	}
+	for _, id := range ids {
+		require.True(t, delivered[id], "activity %d never delivered", id)
+	}
+}
+
+// TestEnqueueTx checks transactional enqueue through a queue: an activity
+// enqueued in a transaction that commits is delivered (the commit is
+// noticed by Listen's counter reads; the queue's polling is off), one in a
+// transaction that rolls back is not, and neither leaves its new domain
+// behind when it rolls back.
+func TestEnqueueTx(t *testing.T) {
+	t.Parallel()
+	path := tempPath(t)
+	db := openDB(t, dsn(path, ""))
+	st := storeOn(t, db, nil)
+	_, err := db.ExecContext(t.Context(), `CREATE TABLE notes (id INTEGER PRIMARY KEY, content TEXT)`)
+	require.NoError(t, err)
+	fake := &sendertest.Fake{}
+	q := startQueue(t, st, fake, queueConfig("tx"))
+	ctx := t.Context()
+
+	enqueueIn := func(n int, inbox string, commit bool) int64 {
+		tx, err := db.BeginTx(ctx, nil)
+		require.NoError(t, err)
+		_, err = tx.ExecContext(ctx, `INSERT INTO notes (id, content) VALUES (?, 'hello')`, n)
+		require.NoError(t, err)
+		id, err := q.EnqueueTx(ctx, st.Tx(tx), note(n, inbox))
+		require.NoError(t, err)
+		if commit {
+			require.NoError(t, tx.Commit())
+		} else {
+			require.NoError(t, tx.Rollback())
+		}
+		return id
+	}
+
+	rolledBack := enqueueIn(1, "https://gone.example/inbox", false)
+	committed := enqueueIn(2, "https://kept.example/inbox", true)
+	require.Eventually(t, func() bool { return len(fake.Delivered("https://kept.example/inbox")) == 1 },
+		5*time.Second, 5*time.Millisecond, "the committed activity was not delivered")
+	require.Equal(t, []int64{committed}, fake.Delivered("https://kept.example/inbox"))
+	require.Empty(t, fake.Delivered("https://gone.example/inbox"))
+	// The rolled-back IDs were never visible, so the committed transaction
+	// took them again.
+	require.Equal(t, rolledBack, committed)
+	doms, err := st.Domains(ctx, nil)
+	require.NoError(t, err)
+	require.Len(t, doms, 1, "the rolled-back transaction registered its domain")
+	require.Equal(t, "kept.example", doms[0].Domain)
+	var notes int
+	require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM notes`).Scan(&notes))
+	require.Equal(t, 1, notes)
+}
+
+// TestAppendTxHoldsWriters checks the commit rule with a caller's
+// transaction: while it is open after AppendTx, readers do not see its
+// activity and another append waits for it, so that it gets the next IDs
+// after the transaction's, never IDs a reader could pass first.
+func TestAppendTxHoldsWriters(t *testing.T) {
+	t.Parallel()
+	path := tempPath(t)
+	db := openDB(t, dsn(path, ""))
+	st := storeOn(t, db, nil)
+	other := storeOn(t, openDB(t, dsn(path, "")), nil) // another process
+	ctx := t.Context()
+	first, err := st.Append(ctx, oneActivity(`{"n":0}`))
+	require.NoError(t, err)
+
+	tx, err := db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	inTx, err := st.AppendTx(ctx, tx, oneActivity(`{"n":1}`))
+	require.NoError(t, err)
+	require.Equal(t, first[0]+1, inTx[0])
+
+	h, err := other.Head(ctx)
+	require.NoError(t, err)
+	require.Equal(t, first[0], h, "a reader sees an uncommitted append")
+	acts, err := other.Activities(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, acts, 1)
+
+	later := make(chan []int64, 1)
+	go func() {
+		ids, err := other.Append(context.WithoutCancel(ctx), oneActivity(`{"n":2}`))
+		if err != nil {
+			ids = nil
+		}
+		later <- ids
+	}()
+	require.NoError(t, tx.Commit())
+	got := <-later
+	require.Equal(t, []int64{inTx[0] + 1}, got, "the waiting append did not follow the transaction's IDs")
+	acts, err = other.Activities(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, acts, 3)
+}
+
+// TestAppendTxRefusesNilTransaction checks the argument check.
+func TestAppendTxRefusesNilTransaction(t *testing.T) {
+	t.Parallel()
+	st, _ := newStore(t, nil)
+	_, err := st.AppendTx(t.Context(), (*sql.Tx)(nil), oneActivity(`{}`))
+	require.ErrorIs(t, err, store.ErrInvalid)
+}
+
+// TestStatementsPerDelivery measures what the design promises: at steady
+// state a delivery costs a small fraction of a statement.
+func TestStatementsPerDelivery(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	const (
+		domains    = 20
+		activities = 500
+	)
+	var inboxes []string
+	for i := range domains {
+		inboxes = append(inboxes, fmt.Sprintf("https://d%02d.example/inbox", i))
+	}
+	fake := &sendertest.Fake{}
+	cfg := queueConfig("p")
+	cfg.CheckpointInterval = 100 * time.Millisecond
+	q := startQueue(t, s, fake, cfg)
+	_, err := q.Enqueue(t.Context(), note(0, inboxes...))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains }, 10*time.Second, 10*time.Millisecond)
+
+	before := s.Stats().Statements
+	var batch []queue.Activity
+	for i := range activities {
+		batch = append(batch, note(1+i, inboxes...))
+	}
+	ids, err := q.EnqueueMany(t.Context(), batch)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains*(1+activities) }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return allAt(t, s, ids[len(ids)-1]) }, 10*time.Second, 10*time.Millisecond)
+	stmts := s.Stats().Statements - before
+	perDelivery := float64(stmts) / float64(domains*activities)
+	t.Logf("%d deliveries, %d statements (including the test's own polling): %.4f statements per delivery",
+		domains*activities, stmts, perDelivery)
+	require.Less(t, perDelivery, 0.1, "a delivery should cost a small fraction of a statement")
+}
