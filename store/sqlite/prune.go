@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-
 	"context"
 
 	"github.com/apqueue/apqueue/store"
