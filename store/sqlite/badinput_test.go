@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/apqueue/apqueue/internal/queuetest"
 	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/sqlite"
 )
@@ -54,7 +55,7 @@ func TestUnsafeSettings(t *testing.T) {
 				d = string(bytes.Replace([]byte(d), []byte("%s"), []byte(tempPath(t)), 1))
 			}
 			db := openDB(t, d)
-			s, err := sqlite.New(db, &sqlite.Config{Logger: quietLogger()})
+			s, err := sqlite.New(db, &sqlite.Config{Logger: queuetest.QuietLogger()})
 			require.NoError(t, err)
 			_, err = s.Migrate(t.Context())
 			require.ErrorIs(t, err, sqlite.ErrUnsafeSettings)
@@ -171,7 +172,7 @@ func TestReadOnly(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 
-	ro, err := sqlite.New(openDB(t, dsn(path, "mode=ro")), &sqlite.Config{Logger: quietLogger()})
+	ro, err := sqlite.New(openDB(t, dsn(path, "mode=ro")), &sqlite.Config{Logger: queuetest.QuietLogger()})
 	require.NoError(t, err)
 	_, err = ro.Migrate(t.Context())
 	require.ErrorIs(t, err, sqlite.ErrReadOnly)

@@ -5,6 +5,7 @@ import (
 
 	"testing"
 
+	"github.com/apqueue/apqueue/internal/queuetest"
 	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/sqlite"
 	"github.com/apqueue/apqueue/store/storetest"
@@ -20,7 +21,7 @@ func TestConformance(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			storetest.Run(t, func(t *testing.T) store.Store {
-				s, _ := newStore(t, &sqlite.Config{ListenInterval: c.interval, Logger: quietLogger()})
+				s, _ := newStore(t, &sqlite.Config{ListenInterval: c.interval, Logger: queuetest.QuietLogger()})
 				return s
 			})
 		})

@@ -2,8 +2,6 @@ package sqlite_test
 
 import (
 	"database/sql"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -12,6 +10,7 @@ import (
 	_ "modernc.org/sqlite" // the test driver; the store takes any
 
 	"github.com/apqueue/apqueue/internal/leakcheck"
+	"github.com/apqueue/apqueue/internal/queuetest"
 	"github.com/apqueue/apqueue/store/sqlite"
 )
 
@@ -58,7 +57,7 @@ func newStore(t testing.TB, cfg *sqlite.Config) (*sqlite.Store, string) {
 // storeOn returns a migrated store on db.
 func storeOn(t testing.TB, db *sql.DB, cfg *sqlite.Config) *sqlite.Store {
 	t.Helper()
-	c := sqlite.Config{Logger: quietLogger()}
+	c := sqlite.Config{Logger: queuetest.QuietLogger()}
 	if cfg != nil {
 		c = *cfg
 	}
@@ -68,7 +67,5 @@ func storeOn(t testing.TB, db *sql.DB, cfg *sqlite.Config) *sqlite.Store {
 	require.NoError(t, err)
 	return s
 }
-
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func itoa(n int) string { return strconv.Itoa(n) }

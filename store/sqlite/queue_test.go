@@ -4,125 +4,16 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/apqueue/apqueue/internal/queuetest"
 	"github.com/apqueue/apqueue/queue"
-	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/sender/sendertest"
 	"github.com/apqueue/apqueue/store"
 )
-
-// queueConfig reacts quickly, and relies on the store's wake-ups rather
-// than the queue's polling.
-func queueConfig(owner string) *queue.Config {
-	return &queue.Config{
-		OwnerID:            owner,
-		BackoffMin:         10 * time.Millisecond,
-		BackoffMax:         200 * time.Millisecond,
-		BackoffJitter:      -1,
-		LeaseTTL:           time.Second,
-		CheckpointInterval: 20 * time.Millisecond,
-		PollInterval:       time.Hour,
-		SummaryInterval:    -1,
-		Logger:             quietLogger(),
-	}
-}
-
-// note is a Create of note n addressed to inboxes.
-func note(n int, inboxes ...string) queue.Activity {
-	return queue.Activity{
-		Body: fmt.Appendf(nil, `{"id":"https://local.example/activities/%d","type":"Create",`+
-			`"actor":"https://local.example/users/alice","object":"https://local.example/notes/%d"}`, n, n),
-		Inboxes: inboxes,
-	}
-}
-
-// startQueue starts a queue and stops it when the test ends.
-func startQueue(t testing.TB, st store.Store, snd sender.Sender, cfg *queue.Config) *queue.Queue {
-	t.Helper()
-	q, err := queue.New(st, snd, cfg)
-	require.NoError(t, err)
-	require.NoError(t, q.Start(t.Context()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = q.Stop(ctx)
-	})
-	return q
-}
-
-// overlapDetector wraps senders of several processes and records any moment
-// at which two of them had a request in flight to one domain.
-type overlapDetector struct {
-	mu       sync.Mutex
-	inFlight map[string]map[string]int // domain -> process -> requests
-	overlaps []string
-}
-
-func (o *overlapDetector) sender(process string) *sendertest.Fake {
-	return &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
-		o.mu.Lock()
-		if o.inFlight == nil {
-			o.inFlight = make(map[string]map[string]int)
-		}
-		if o.inFlight[d.Domain] == nil {
-			o.inFlight[d.Domain] = make(map[string]int)
-		}
-		for p, n := range o.inFlight[d.Domain] {
-			if p != process && n > 0 {
-				o.overlaps = append(o.overlaps, fmt.Sprintf("%s worked by %s and %s", d.Domain, p, process))
-			}
-		}
-		o.inFlight[d.Domain][process]++
-		o.mu.Unlock()
-		select { // a little latency, so that an overlap would show
-		case <-time.After(time.Millisecond):
-		case <-ctx.Done():
-		}
-		o.mu.Lock()
-		o.inFlight[d.Domain][process]--
-		o.mu.Unlock()
-		return sender.Success(202)
-	}}
-}
-
-func (o *overlapDetector) Overlaps() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return slices.Clone(o.overlaps)
-}
-
-// owners returns how many domains each owner holds.
-func owners(t *testing.T, st store.Store) map[string]int {
-	t.Helper()
-	doms, err := st.Domains(t.Context(), nil)
-	require.NoError(t, err)
-	out := make(map[string]int)
-	for _, d := range doms {
-		if d.Owner != "" && d.LeaseExpiresAt.After(time.Now()) {
-			out[d.Owner]++
-		}
-	}
-	return out
-}
-
-// allAt reports whether every domain's cursor is at least id.
-func allAt(t *testing.T, st store.Store, id int64) bool {
-	t.Helper()
-	doms, err := st.Domains(t.Context(), nil)
-	require.NoError(t, err)
-	for _, d := range doms {
-		if d.Cursor < id {
-			return false
-		}
-	}
-	return len(doms) > 0
-}
 
 // TestQueuesShareOneFile runs two queues as two processes on one file: two
 // *sql.DB, which SQLite locks against each other as it locks two processes.
@@ -143,16 +34,16 @@ func TestQueuesShareOneFile(t *testing.T) {
 	}
 	require.NoError(t, setup.RegisterDomains(t.Context(), regs))
 
-	var od overlapDetector
+	var od queuetest.OverlapDetector
 	dbA := openDB(t, dsn(path, ""))
 	stA := storeOn(t, dbA, nil)
 	stB := storeOn(t, openDB(t, dsn(path, "")), nil)
-	fakeA, fakeB := od.sender("a"), od.sender("b")
-	qa := startQueue(t, stA, fakeA, queueConfig("a"))
-	qb := startQueue(t, stB, fakeB, queueConfig("b"))
+	fakeA, fakeB := od.Sender("a"), od.Sender("b")
+	qa := queuetest.Start(t, stA, fakeA, queuetest.Config("a"))
+	qb := queuetest.Start(t, stB, fakeB, queuetest.Config("b"))
 
 	require.Eventually(t, func() bool {
-		o := owners(t, setup)
+		o := queuetest.Owners(t, setup)
 		return o["a"] == domains/2 && o["b"] == domains/2
 	}, 15*time.Second, 20*time.Millisecond, "the two processes did not split the domains evenly")
 
@@ -163,11 +54,11 @@ func TestQueuesShareOneFile(t *testing.T) {
 		if i%2 == 1 {
 			q = qb
 		}
-		id, err := q.Enqueue(t.Context(), note(i, inboxes[i%domains]))
+		id, err := q.Enqueue(t.Context(), queuetest.Note(i, inboxes[i%domains]))
 		require.NoError(t, err)
 		ids = append(ids, id)
 	}
-	require.Eventually(t, func() bool { return allAt(t, setup, ids[len(ids)-1]) }, 15*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return queuetest.AllAt(t, setup, ids[len(ids)-1]) }, 15*time.Second, 20*time.Millisecond)
 	require.Positive(t, fakeA.DeliveredCount())
 	require.Positive(t, fakeB.DeliveredCount())
 
@@ -176,16 +67,16 @@ func TestQueuesShareOneFile(t *testing.T) {
 	require.NoError(t, dbA.Close())
 	cutAt := time.Now()
 	for i := range 5 * domains {
-		id, err := qb.Enqueue(t.Context(), note(1000+i, inboxes[i%domains]))
+		id, err := qb.Enqueue(t.Context(), queuetest.Note(1000+i, inboxes[i%domains]))
 		require.NoError(t, err)
 		ids = append(ids, id)
 	}
-	require.Eventually(t, func() bool { return owners(t, setup)["b"] == domains }, 10*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return queuetest.Owners(t, setup)["b"] == domains }, 10*time.Second, 20*time.Millisecond,
 		"b did not take over a's domains")
 	takeover := time.Since(cutAt)
 	t.Logf("takeover %v after a lost its database (lease TTL 1s)", takeover.Round(10*time.Millisecond))
 	require.Less(t, takeover, 3*time.Second, "takeover took much longer than the lease TTL")
-	require.Eventually(t, func() bool { return allAt(t, setup, ids[len(ids)-1]) }, 15*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return queuetest.AllAt(t, setup, ids[len(ids)-1]) }, 15*time.Second, 20*time.Millisecond)
 
 	require.Empty(t, od.Overlaps(), "two processes worked one domain at once")
 	delivered := make(map[int64]bool)
@@ -214,7 +105,7 @@ func TestEnqueueTx(t *testing.T) {
 	_, err := db.ExecContext(t.Context(), `CREATE TABLE notes (id INTEGER PRIMARY KEY, content TEXT)`)
 	require.NoError(t, err)
 	fake := &sendertest.Fake{}
-	q := startQueue(t, st, fake, queueConfig("tx"))
+	q := queuetest.Start(t, st, fake, queuetest.Config("tx"))
 	ctx := t.Context()
 
 	enqueueIn := func(n int, inbox string, commit bool) int64 {
@@ -222,7 +113,7 @@ func TestEnqueueTx(t *testing.T) {
 		require.NoError(t, err)
 		_, err = tx.ExecContext(ctx, `INSERT INTO notes (id, content) VALUES (?, 'hello')`, n)
 		require.NoError(t, err)
-		id, err := q.EnqueueTx(ctx, st.Tx(tx), note(n, inbox))
+		id, err := q.EnqueueTx(ctx, st.Tx(tx), queuetest.Note(n, inbox))
 		require.NoError(t, err)
 		if commit {
 			require.NoError(t, tx.Commit())
@@ -315,22 +206,22 @@ func TestStatementsPerDelivery(t *testing.T) {
 		inboxes = append(inboxes, fmt.Sprintf("https://d%02d.example/inbox", i))
 	}
 	fake := &sendertest.Fake{}
-	cfg := queueConfig("p")
+	cfg := queuetest.Config("p")
 	cfg.CheckpointInterval = 100 * time.Millisecond
-	q := startQueue(t, s, fake, cfg)
-	_, err := q.Enqueue(t.Context(), note(0, inboxes...))
+	q := queuetest.Start(t, s, fake, cfg)
+	_, err := q.Enqueue(t.Context(), queuetest.Note(0, inboxes...))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains }, 10*time.Second, 10*time.Millisecond)
 
 	before := s.Stats().Statements
 	var batch []queue.Activity
 	for i := range activities {
-		batch = append(batch, note(1+i, inboxes...))
+		batch = append(batch, queuetest.Note(1+i, inboxes...))
 	}
 	ids, err := q.EnqueueMany(t.Context(), batch)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains*(1+activities) }, 30*time.Second, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return allAt(t, s, ids[len(ids)-1]) }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return queuetest.AllAt(t, s, ids[len(ids)-1]) }, 10*time.Second, 10*time.Millisecond)
 	stmts := s.Stats().Statements - before
 	perDelivery := float64(stmts) / float64(domains*activities)
 	t.Logf("%d deliveries, %d statements (including the test's own polling): %.4f statements per delivery",
