@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -77,28 +76,17 @@ func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegis
 	if err := checkCtx(ctx, op); err != nil {
 		return err
 	}
-	// One entry per domain (a statement may not update a row twice), the
-	// last shared inbox given winning, in sorted order.
-	inbox := make(map[string]string, len(domains))
 	if err := store.CheckRegistrations(domains); err != nil {
 		return refused(op, err)
 	}
-	for _, r := range domains {
-		if _, ok := inbox[r.Domain]; !ok || r.SharedInbox != "" {
-			inbox[r.Domain] = r.SharedInbox
-		}
-	}
-	if len(inbox) == 0 {
+	regs := store.MergeRegistrations(domains)
+	if len(regs) == 0 {
 		return nil
 	}
-	names := make([]string, 0, len(inbox))
-	for d := range inbox {
-		names = append(names, d)
-	}
-	slices.Sort(names)
-	shared := make([]string, len(names))
-	for i, d := range names {
-		shared[i] = inbox[d]
+	names := make([]string, len(regs))
+	shared := make([]string, len(regs))
+	for i, r := range regs {
+		names[i], shared[i] = r.Domain, r.SharedInbox
 	}
 	s.count(1)
 	if _, err := s.pool.Exec(ctx, s.sql.register, names, shared); err != nil {
@@ -159,20 +147,13 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		return nil
 	}
 
-	last := make(map[string]int, len(states))
-	for i, st := range states {
-		last[st.Domain] = i
-	}
 	var (
 		domains, owners, statuses, lastErrors     []string
 		tokens, cursors, revisions                []int64
 		failCounts, lastStatuses                  []int32
 		failingSince, nextAttempt, lastSuccessAts []pgtype.Timestamptz
 	)
-	for i, st := range states {
-		if last[st.Domain] != i {
-			continue
-		}
+	for _, st := range store.LatestStates(states) {
 		domains = append(domains, st.Domain)
 		owners = append(owners, st.Owner)
 		tokens = append(tokens, st.LeaseToken)

@@ -48,16 +48,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 	if len(states) == 0 && len(deadLetters) == 0 {
 		return nil
 	}
-	last := make(map[string]int, len(states))
-	for i, st := range states {
-		last[st.Domain] = i
-	}
-	given := make([]store.DomainState, 0, len(last))
-	for i, st := range states {
-		if last[st.Domain] == i {
-			given = append(given, st)
-		}
-	}
+	given := store.LatestStates(states)
 	var lost, stale []string
 	err := s.write(ctx, func(q querier) error {
 		lost, stale = nil, nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 
 	"github.com/apqueue/apqueue/store"
 )
@@ -37,26 +36,15 @@ func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegis
 	if err := store.CheckRegistrations(domains); err != nil {
 		return refused(op, err)
 	}
-	// One entry per domain, the last shared inbox given winning.
-	inbox := make(map[string]string, len(domains))
-	for _, r := range domains {
-		if _, ok := inbox[r.Domain]; !ok || r.SharedInbox != "" {
-			inbox[r.Domain] = r.SharedInbox
-		}
-	}
-	if len(inbox) == 0 {
+	regs := store.MergeRegistrations(domains)
+	if len(regs) == 0 {
 		return nil
 	}
-	names := make([]string, 0, len(inbox))
-	for d := range inbox {
-		names = append(names, d)
-	}
-	slices.Sort(names)
 	err := s.write(ctx, func(q querier) error {
-		return chunks(len(names), 2, func(from, to int) error {
+		return chunks(len(regs), 2, func(from, to int) error {
 			args := make([]any, 0, 2*(to-from))
-			for _, d := range names[from:to] {
-				args = append(args, d, inbox[d])
+			for _, r := range regs[from:to] {
+				args = append(args, r.Domain, r.SharedInbox)
 			}
 			s.count(1)
 			_, err := q.ExecContext(ctx, registerSQL(to-from), args...)

@@ -4,48 +4,17 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
-	"path"
 	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/apqueue/apqueue/internal/migration"
 )
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migration is one versioned SQL file, named NNNN_what.sql.
-type migration struct {
-	version int
-	name    string
-	// statements are the file's statements, split at semicolons that end a
-	// line, comment lines left out.
-	statements []string
-}
-
 // migrations returns the embedded migrations in version order.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		name := e.Name()
-		num, _, ok := strings.Cut(name, "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: name must start with a positive version and '_'", name)
-		}
-		body, err := migrationFiles.ReadFile(path.Join("migrations", name))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{version: v, name: name, statements: splitStatements(string(body))})
-	}
-	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
-	return out, nil
-}
+func migrations() ([]migration.File, error) { return migration.Load(migrationFiles, "migrations") }
 
 // splitStatements splits a migration file into statements: each ends with
 // a semicolon at the end of a line. Drivers differ in whether one Exec may
@@ -74,10 +43,10 @@ func splitStatements(file string) []string {
 // to.
 func LatestVersion() int {
 	ms, err := migrations()
-	if err != nil || len(ms) == 0 {
+	if err != nil {
 		return 0
 	}
-	return ms[len(ms)-1].version
+	return migration.Latest(ms)
 }
 
 const createMigrationsSQL = `CREATE TABLE IF NOT EXISTS apqueue_schema_migrations (
@@ -139,26 +108,26 @@ func (s *Store) Migrate(ctx context.Context) (int, error) {
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		if len(applied) > 0 && slices.Max(applied) > ms[len(ms)-1].version {
+		if latest := migration.Latest(ms); len(applied) > 0 && slices.Max(applied) > latest {
 			return fmt.Errorf("schema version %d, this library knows up to %d: %w",
-				slices.Max(applied), ms[len(ms)-1].version, ErrSchemaTooNew)
+				slices.Max(applied), latest, ErrSchemaTooNew)
 		}
 		for _, m := range ms {
-			if slices.Contains(applied, m.version) {
+			if slices.Contains(applied, m.Version) {
 				continue
 			}
-			for _, stmt := range m.statements {
+			for _, stmt := range splitStatements(m.SQL) {
 				s.count(1)
 				if _, err := q.ExecContext(ctx, stmt); err != nil {
-					return fmt.Errorf("%s: %w", m.name, err)
+					return fmt.Errorf("%s: %w", m.Name, err)
 				}
 			}
 			s.count(1)
 			if _, err := q.ExecContext(ctx, "INSERT INTO apqueue_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-				m.version, m.name, now()); err != nil {
-				return fmt.Errorf("%s: %w", m.name, err)
+				m.Version, m.Name, now()); err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
 			}
-			applied = append(applied, m.version)
+			applied = append(applied, m.Version)
 		}
 		version = slices.Max(applied)
 		// A write, even when every migration was applied before, so that a
