@@ -133,3 +133,32 @@ func AllAt(t *testing.T, st store.Store, id int64) bool {
 	}
 	return len(doms) > 0
 }
+
+// Domains returns the registrations and inboxes of n domains,
+// d00.example and up.
+func Domains(n int) ([]store.DomainRegistration, []string) {
+	regs := make([]store.DomainRegistration, n)
+	inboxes := make([]string, n)
+	for i := range n {
+		regs[i] = store.DomainRegistration{Domain: fmt.Sprintf("d%02d.example", i)}
+		inboxes[i] = fmt.Sprintf("https://d%02d.example/inbox", i)
+	}
+	return regs, inboxes
+}
+
+// RequireDelivered checks that every activity of ids reached one of
+// inboxes through one of fakes.
+func RequireDelivered(t *testing.T, ids []int64, inboxes []string, fakes ...*sendertest.Fake) {
+	t.Helper()
+	delivered := make(map[int64]bool)
+	for _, f := range fakes {
+		for _, inbox := range inboxes {
+			for _, id := range f.Delivered(inbox) {
+				delivered[id] = true
+			}
+		}
+	}
+	for _, id := range ids {
+		require.True(t, delivered[id], "activity %d never delivered", id)
+	}
+}

@@ -15,18 +15,19 @@ import (
 	"github.com/apqueue/apqueue/internal/queuetest"
 	"github.com/apqueue/apqueue/queue"
 	"github.com/apqueue/apqueue/sender/sendertest"
-	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/postgres"
 )
 
 // The helpers shared with the SQLite store's tests.
 var (
-	quietLogger = queuetest.QuietLogger
-	queueConfig = queuetest.Config
-	note        = queuetest.Note
-	startQueue  = queuetest.Start
-	owners      = queuetest.Owners
-	allAt       = queuetest.AllAt
+	quietLogger      = queuetest.QuietLogger
+	queueConfig      = queuetest.Config
+	note             = queuetest.Note
+	startQueue       = queuetest.Start
+	owners           = queuetest.Owners
+	allAt            = queuetest.AllAt
+	testDomains      = queuetest.Domains
+	requireDelivered = queuetest.RequireDelivered
 )
 
 type overlapDetector = queuetest.OverlapDetector
@@ -68,12 +69,7 @@ func TestQueuesSplitAndFence(t *testing.T) {
 	db := pgtest.New(t, &pgtest.Options{MaxConns: 6})
 	setup, _ := newStoreOn(t, db, &postgres.Config{Logger: quietLogger()})
 	const domains = 12
-	var inboxes []string
-	var regs []store.DomainRegistration
-	for i := range domains {
-		regs = append(regs, store.DomainRegistration{Domain: fmt.Sprintf("d%02d.example", i)})
-		inboxes = append(inboxes, fmt.Sprintf("https://d%02d.example/inbox", i))
-	}
+	regs, inboxes := testDomains(domains)
 	require.NoError(t, setup.RegisterDomains(t.Context(), regs))
 
 	var od overlapDetector
@@ -133,17 +129,7 @@ func TestQueuesSplitAndFence(t *testing.T) {
 	}
 
 	require.Empty(t, od.Overlaps(), "two processes worked one domain at once")
-	delivered := make(map[int64]bool)
-	for _, f := range []*sendertest.Fake{fakeA, fakeB} {
-		for _, inbox := range inboxes {
-			for _, id := range f.Delivered(inbox) {
-				delivered[id] = true
-			}
-		}
-	}
-	for _, id := range ids {
-		require.True(t, delivered[id], "activity %d never delivered", id)
-	}
+	requireDelivered(t, ids, inboxes, fakeA, fakeB)
 }
 
 // TestQueueSurvivesDatabaseRestart ends every connection of the queue's

@@ -26,12 +26,7 @@ func TestQueuesShareOneFile(t *testing.T) {
 	path := tempPath(t)
 	setup := storeOn(t, openDB(t, dsn(path, "")), nil)
 	const domains = 12
-	var inboxes []string
-	var regs []store.DomainRegistration
-	for i := range domains {
-		regs = append(regs, store.DomainRegistration{Domain: fmt.Sprintf("d%02d.example", i)})
-		inboxes = append(inboxes, fmt.Sprintf("https://d%02d.example/inbox", i))
-	}
+	regs, inboxes := queuetest.Domains(domains)
 	require.NoError(t, setup.RegisterDomains(t.Context(), regs))
 
 	var od queuetest.OverlapDetector
@@ -79,17 +74,7 @@ func TestQueuesShareOneFile(t *testing.T) {
 	require.Eventually(t, func() bool { return queuetest.AllAt(t, setup, ids[len(ids)-1]) }, 15*time.Second, 20*time.Millisecond)
 
 	require.Empty(t, od.Overlaps(), "two processes worked one domain at once")
-	delivered := make(map[int64]bool)
-	for _, f := range []*sendertest.Fake{fakeA, fakeB} {
-		for _, inbox := range inboxes {
-			for _, id := range f.Delivered(inbox) {
-				delivered[id] = true
-			}
-		}
-	}
-	for _, id := range ids {
-		require.True(t, delivered[id], "activity %d never delivered", id)
-	}
+	queuetest.RequireDelivered(t, ids, inboxes, fakeA, fakeB)
 }
 
 // TestEnqueueTx checks transactional enqueue through a queue: an activity
