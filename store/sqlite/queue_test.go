@@ -13,6 +13,7 @@ import (
 	"github.com/apqueue/apqueue/queue"
 	"github.com/apqueue/apqueue/sender/sendertest"
 	"github.com/apqueue/apqueue/store"
+	"github.com/apqueue/apqueue/store/sqlite"
 )
 
 // TestQueuesShareOneFile runs two queues as two processes on one file: two
@@ -212,4 +213,35 @@ func TestStatementsPerDelivery(t *testing.T) {
 	t.Logf("%d deliveries, %d statements (including the test's own polling): %.4f statements per delivery",
 		domains*activities, stmts, perDelivery)
 	require.Less(t, perDelivery, 0.1, "a delivery should cost a small fraction of a statement")
+}
+
+// TestDeferredTransactionThatReadFirst checks what the documentation says
+// of a caller's transaction begun DEFERRED (without _txlock=immediate)
+// that reads before it enqueues: once another connection has written since
+// its read, it cannot take the write lock, and AppendTx fails at once with
+// ErrBusy, whatever the busy_timeout, appending nothing.
+func TestDeferredTransactionThatReadFirst(t *testing.T) {
+	t.Parallel()
+	path := tempPath(t)
+	deferred := openDB(t, "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=synchronous(full)")
+	st := storeOn(t, deferred, nil)
+	other := storeOn(t, openDB(t, dsn(path, "")), nil)
+	ctx := t.Context()
+
+	tx, err := deferred.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer tx.Rollback() //nolint:errcheck // ends the failed transaction
+	var n int
+	require.NoError(t, tx.QueryRowContext(ctx, `SELECT count(*) FROM apqueue_activities`).Scan(&n))
+	_, err = other.Append(ctx, oneActivity(`{"n":1}`))
+	require.NoError(t, err)
+
+	started := time.Now()
+	_, err = st.AppendTx(ctx, tx, oneActivity(`{"n":2}`))
+	require.ErrorIs(t, err, sqlite.ErrBusy)
+	require.Less(t, time.Since(started), 2*time.Second, "waited for a lock it can never get")
+	require.NoError(t, tx.Rollback())
+	h, err := other.Head(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), h)
 }
