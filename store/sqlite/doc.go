@@ -93,10 +93,11 @@
 // # Wake-ups
 //
 // SQLite has no LISTEN/NOTIFY. Append wakes the Listen calls of its own
-// Store at once; every Config.ListenInterval (100 ms by default) Listen
-// also reads the ID counter, which notices appends of other processes and
-// commits of callers' transactions. A negative ListenInterval leaves those
-// to the queue's PollInterval.
+// Store at once, and AppendTx within milliseconds of the caller's commit
+// (Listen reads the ID counter every 2 ms while such a transaction is
+// open); every Config.ListenInterval (100 ms by default) Listen also reads
+// the counter to notice other processes' appends. A negative
+// ListenInterval leaves those to the queue's PollInterval.
 //
 // # Errors
 //

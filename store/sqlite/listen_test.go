@@ -69,3 +69,41 @@ func TestListenOff(t *testing.T) {
 	err := st.Listen(t.Context(), func() {})
 	require.ErrorIs(t, err, store.ErrNotifyUnsupported)
 }
+
+// TestListenWakesOnCommitAtOnce checks that the commit of a caller's
+// transaction that appended through this Store wakes its Listen calls
+// within milliseconds, not at the next ListenInterval (an hour here), and
+// that a transaction that rolls back costs no wake-up.
+func TestListenWakesOnCommitAtOnce(t *testing.T) {
+	t.Parallel()
+	path := tempPath(t)
+	db := openDB(t, dsn(path, ""))
+	st := storeOn(t, db, &sqlite.Config{ListenInterval: time.Hour})
+	ctx, cancel := context.WithCancel(t.Context())
+	woken := make(chan struct{}, 100)
+	done := make(chan error, 1)
+	go func() { done <- st.Listen(ctx, func() { woken <- struct{}{} }) }()
+	<-woken // the first read wakes the caller once
+
+	enqueue := func(commit bool) {
+		tx, err := db.BeginTx(ctx, nil)
+		require.NoError(t, err)
+		_, err = st.AppendTx(ctx, tx, oneActivity(`{"n":1}`))
+		require.NoError(t, err)
+		if commit {
+			require.NoError(t, tx.Commit())
+		} else {
+			require.NoError(t, tx.Rollback())
+		}
+	}
+	enqueue(false)
+	enqueue(true)
+	select {
+	case <-woken:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the commit did not wake the listener")
+	}
+	require.Empty(t, woken, "woken more than once for one commit")
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+}

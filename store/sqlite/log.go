@@ -170,8 +170,9 @@ func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) ([]
 // registered, if and only if tx commits. Its first statement writes, so tx
 // holds the database's write lock from then until it ends: every other
 // writer, in every process, waits for it (see the package documentation
-// on transactions). Listen calls notice the commit at their next read of
-// the counter (Config.ListenInterval).
+// on transactions). The Listen calls of this Store notice the commit
+// within milliseconds; those of other processes at their next read of the
+// counter (Config.ListenInterval).
 //
 // Begin tx IMMEDIATE (the _txlock=immediate DSN parameter of the common
 // drivers) when it reads before it enqueues: a deferred transaction that
@@ -193,7 +194,9 @@ func (s *Store) AppendTx(ctx context.Context, tx *sql.Tx, activities []store.New
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
-	return b.ids(prev), nil
+	ids := b.ids(prev)
+	s.txAppended(ids[len(ids)-1])
+	return ids, nil
 }
 
 // Activities implements store.Store. A read is one snapshot, which holds

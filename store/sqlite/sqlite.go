@@ -19,11 +19,10 @@ const ListenIntervalDefault = 100 * time.Millisecond
 // Config configures a Store. A nil *Config means every default.
 type Config struct {
 	// ListenInterval is how often Listen reads the ID counter (one small
-	// read) to notice appends it is not told of directly: those of other
-	// processes on the same file, and those made through Tx, which wake
-	// listeners only once the caller's transaction has committed. Appends
-	// through Append on this Store notify its listeners at once. A negative
-	// value turns the reads off: Listen then returns
+	// read) to notice appends of other processes on the same file. Appends
+	// through this Store wake its Listen calls at once: Append when it
+	// commits, AppendTx (Tx) within milliseconds of the caller's commit. A
+	// negative value turns the reads off: Listen then returns
 	// store.ErrNotifyUnsupported and the queue relies on its PollInterval.
 	// Default: ListenIntervalDefault.
 	ListenInterval time.Duration
@@ -58,6 +57,10 @@ type Store struct {
 	// mu guards listeners, the Listen calls to notify after each Append.
 	mu        sync.Mutex
 	listeners map[*listener]struct{}
+
+	// txPendingID is the highest ID AppendTx handed out, and txPendingAt
+	// when (Unix nanoseconds): Listen watches for its commit (listen.go).
+	txPendingID, txPendingAt atomic.Int64
 }
 
 var _ store.Store = (*Store)(nil)
