@@ -130,12 +130,36 @@ func TestDeadLetterAfterBoundedAttemptsOnHealthyDomain(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
 	var poison atomic.Int64
-	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
-		if d.Activity.ID == poison.Load() {
-			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+	// The test orders results as the worker handles them (the Observer is
+	// called from the worker after it took each result in), so the verdict
+	// does not depend on which goroutine runs first.
+	firstFailure, laterAccepted := make(chan struct{}), make(chan struct{})
+	var delivered atomic.Int32
+	observer := ObserverFunc(func(e Event) {
+		switch {
+		case e.Kind == EventRetry && e.ActivityID == poison.Load() && e.Attempt == 1:
+			close(firstFailure)
+		case e.Kind == EventDelivered && delivered.Add(1) == 8:
+			close(laterAccepted)
 		}
-		if d.Activity.ID == poison.Load()+1 {
+	})
+	wait := func(ctx context.Context, c chan struct{}) {
+		select {
+		case <-c:
+		case <-ctx.Done():
+		}
+	}
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		switch id := d.Activity.ID; {
+		case id == poison.Load():
+			if d.Attempt >= 2 {
+				wait(ctx, laterAccepted) // the domain accepted the others meanwhile
+			}
+			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+		case id == poison.Load()+1:
 			return sender.Result{Outcome: sender.Permanent, Status: 400, Reason: "400 Bad Request"}
+		case id > poison.Load()+1:
+			wait(ctx, firstFailure) // accepted after the poison's first failure
 		}
 		return sender.Success(202)
 	}}
@@ -143,6 +167,7 @@ func TestDeadLetterAfterBoundedAttemptsOnHealthyDomain(t *testing.T) {
 	cfg.MaxAttempts = 3
 	cfg.BackoffMin = time.Millisecond
 	cfg.BackoffMax = 5 * time.Millisecond
+	cfg.Observer = observer
 	q, err := New(st, fake, cfg)
 	require.NoError(t, err)
 	var acts []Activity

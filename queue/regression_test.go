@@ -82,6 +82,7 @@ func TestStuckHeadBoundsPendingAndResends(t *testing.T) {
 	}}
 	cfg := testConfig()
 	cfg.ReadBatch, cfg.WindowSize = 16, 32
+	cfg.MaxPendingPerDomain = 16
 	cfg.MaxAttempts = 1 << 30 // never give up on it
 	cfg.LeaseTTL = 300 * time.Millisecond
 	q, err := New(st, fake, cfg)
@@ -95,10 +96,10 @@ func TestStuckHeadBoundsPendingAndResends(t *testing.T) {
 	require.NoError(t, err)
 	stuck.Store(ids[0])
 	require.NoError(t, q.Start(ctx))
-	eventually(t, func() bool { return fake.DeliveredCount() == 15 }, "the worker runs ahead of its cursor by one read batch")
+	eventually(t, func() bool { return fake.DeliveredCount() == 15 }, "the worker runs ahead of its cursor by MaxPendingPerDomain")
 	w := q.workerList()[0]
 	pending := w.snapshot().Pending
-	require.LessOrEqual(t, pending, cfg.ReadBatch)
+	require.LessOrEqual(t, pending, cfg.MaxPendingPerDomain)
 	q.kill()
 
 	second := &sendertest.Fake{}
@@ -110,7 +111,7 @@ func TestStuckHeadBoundsPendingAndResends(t *testing.T) {
 			resent++
 		}
 	}
-	require.LessOrEqual(t, resent, cfg.ReadBatch, "re-sends bounded by how far the worker may run ahead")
+	require.LessOrEqual(t, resent, cfg.MaxPendingPerDomain, "re-sends bounded by how far the worker may run ahead")
 }
 
 func TestNoDeadLetterWhileTheWholeDomainIsDown(t *testing.T) {
