@@ -21,9 +21,9 @@ type delivery struct {
 	// others since (see worker.retry).
 	successesBefore int64
 	nextAttempt     time.Time
-	inFlight     bool
-	settled      bool
-	sentAt       time.Time // real time the current attempt started
+	inFlight        bool
+	settled         bool
+	sentAt          time.Time // real time the current attempt started
 }
 
 func (d *delivery) key() string { return d.entry.act.OrderingKey }
