@@ -25,7 +25,9 @@ func stuckSender(stuck *idSet) *sendertest.Fake {
 }
 
 // idSet is a set of activity IDs safe for concurrent use.
-type idSet struct{ ids atomic.Pointer[map[int64]bool] }
+type idSet struct {
+	ids atomic.Pointer[map[int64]bool]
+}
 
 func (m *idSet) set(ids ...int64) {
 	s := make(map[int64]bool)
