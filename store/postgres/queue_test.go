@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/internal/pgtest"
+	"github.com/apqueue/apqueue/internal/queuetest"
 	"github.com/apqueue/apqueue/queue"
 	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/sender/sendertest"
@@ -432,4 +433,12 @@ func TestNeverSeenDomainsAreDelivered(t *testing.T) {
 	doms, err := s.Domains(ctx, []string{"explicit.example", "audience.example", "in-tx.example"})
 	require.NoError(t, err)
 	require.Len(t, doms, 3, "registered with their activities")
+}
+
+func TestAdminFromAnotherProcess(t *testing.T) {
+	t.Parallel()
+	queuetest.AdminFromAnotherProcess(t, func(t *testing.T) store.Store {
+		s, _ := newStore(t, 0, nil)
+		return s
+	})
 }
