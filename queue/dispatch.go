@@ -105,6 +105,7 @@ func (w *worker) send(d *delivery) {
 	d.inFlight = true
 	d.attempts++
 	w.progressed = true
+	w.touchedUpTo = max(w.touchedUpTo, d.entry.act.ID)
 	d.sentAt = time.Now()
 	w.inflight++
 	del := &sender.Delivery{
@@ -256,6 +257,8 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 // settle marks d as done, recording dl when it failed for good.
 func (w *worker) settle(d *delivery, dl *store.DeadLetter) {
 	d.settled = true
+	w.unsettled--
+	w.touchedUpTo = max(w.touchedUpTo, d.entry.act.ID)
 	if dl != nil {
 		w.deadLetters = append(w.deadLetters, *dl)
 		w.counts.DeadLettered++

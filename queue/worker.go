@@ -67,6 +67,11 @@ type worker struct {
 	restored     *restored // saved progress fill has not reached yet
 	progressed   bool      // the progress above the cursor changed since the last offer
 	pendingBytes int       // footprint of the entries the pending deliveries hold
+	unsettled    int       // pending deliveries not settled
+	// touchedUpTo is the highest activity ID among pending deliveries that
+	// were attempted or settled: the ones after it were never tried, so the
+	// scans for progress and retry times stop there.
+	touchedUpTo int64
 	successes    int64     // deliveries accepted since the worker started
 	counts       counts
 	latency      latencyRing
@@ -303,6 +308,12 @@ func (w *worker) fill() {
 				if w.restored != nil && w.restored.apply(d) {
 					d.settled = true // by an earlier owner
 				}
+				if d.settled || d.attempts > 0 {
+					w.touchedUpTo = max(w.touchedUpTo, e.act.ID)
+				}
+				if !d.settled {
+					w.unsettled++
+				}
 				w.pending = append(w.pending, d)
 			}
 			w.scanned = e.act.ID
@@ -452,11 +463,7 @@ func (w *worker) publish() {
 	}
 	if len(w.pending) > 0 {
 		s.OldestPending = w.pending[0].entry.act.EnqueuedAt
-		for _, d := range w.pending {
-			if !d.settled {
-				s.Pending++
-			}
-		}
+		s.Pending = w.unsettled
 	}
 	old := w.view.Load()
 	now := time.Now()
@@ -490,6 +497,9 @@ func (w *worker) nextWake() (time.Time, bool) {
 		earliest(w.state.NextAttemptAt)
 	} else {
 		for _, d := range w.pending {
+			if d.entry.act.ID > w.touchedUpTo {
+				break // never tried: due now
+			}
 			if !d.settled && !d.inFlight && d.nextAttempt.After(now) {
 				earliest(d.nextAttempt)
 			}
