@@ -72,10 +72,10 @@ type worker struct {
 	// were attempted or settled: the ones after it were never tried, so the
 	// scans for progress and retry times stop there.
 	touchedUpTo int64
-	successes    int64     // deliveries accepted since the worker started
-	counts       counts
-	latency      latencyRing
-	latencyAt    time.Time // when the published percentiles were computed
+	successes   int64 // deliveries accepted since the worker started
+	counts      counts
+	latency     latencyRing
+	latencyAt   time.Time // when the published percentiles were computed
 }
 
 // counts are a domain's delivery counters since this process took it.
