@@ -1,7 +1,8 @@
-// Package queuetest holds what the tests of the database stores share to
-// run queues on them: a quick queue configuration, activities, a detector
-// of two processes working one domain at once, and checks of the domains'
-// owners and cursors. It is not part of the API.
+// This file holds the helpers the database stores' own queue tests share:
+// a quick queue configuration, activities, a detector of two processes
+// working one domain at once, and checks of the domains' owners and
+// cursors.
+
 package queuetest
 
 import (

@@ -2,21 +2,25 @@ package sqlite
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 
 	"github.com/apqueue/apqueue/store"
 )
 
-const stateCols = 12
+const stateCols = 13
 
 // checkpointSQL saves every state of its VALUES rows whose owner still
 // holds the lease with its token and that is based on the domain's current
-// revision, and returns the saved domains.
+// revision, and returns the saved domains. A saved cursor never moves a
+// cursor backwards.
 func checkpointSQL(rows int) string {
 	return `WITH st(domain, owner, token, cursor, status, fail_count, failing_since, next_attempt_at,
-	last_status, last_error, last_success_at, revision) AS (VALUES ` + values(rows, stateCols) + `)
-UPDATE apqueue_domains AS d SET cursor = st.cursor, status = st.status, fail_count = st.fail_count,
+	last_status, last_error, last_success_at, revision, progress) AS (VALUES ` + values(rows, stateCols) + `)
+UPDATE apqueue_domains AS d SET cursor = max(d.cursor, st.cursor), status = st.status, fail_count = st.fail_count,
 	failing_since = st.failing_since, next_attempt_at = st.next_attempt_at,
-	last_status = st.last_status, last_error = st.last_error, last_success_at = st.last_success_at
+	last_status = st.last_status, last_error = st.last_error, last_success_at = st.last_success_at,
+	progress = st.progress
 FROM st
 WHERE d.domain = st.domain AND st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token
 	AND d.revision = st.revision
@@ -28,15 +32,28 @@ RETURNING domain`
 const leaseHoldersSQL = `SELECT domain, owner, lease_token FROM apqueue_domains
 WHERE domain IN (SELECT value FROM json_each(?))`
 
-const deadLetterCols = 10
+const deadLetterCols = 11
 
-const deadLetterInsert = `INSERT INTO apqueue_dead_letters
-	(activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at) VALUES `
+// deadLetterSQL records the dead letters of its VALUES rows, in the order
+// of their ord column, but not those whose delivery (activity, domain and
+// inbox) already has one: a delivery given up on twice, by two owners or
+// before and after a crash, is recorded, and requeued, once.
+func deadLetterSQL(rows int) string {
+	return `WITH x(ord, activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at)
+	AS (VALUES ` + values(rows, deadLetterCols) + `)
+INSERT INTO apqueue_dead_letters
+	(activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at)
+SELECT activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at FROM x
+WHERE NOT EXISTS (SELECT 1 FROM apqueue_dead_letters e
+	WHERE e.activity_id = x.activity_id AND e.domain = x.domain AND e.inbox = x.inbox)
+ORDER BY ord`
+}
 
 // Checkpoint implements store.Store in one write transaction: one UPDATE
 // for all states (a second statement reads the leases of refused domains,
 // when there are any) and one INSERT for the dead letters. When a domain
-// appears more than once in states, the last state wins.
+// appears more than once in states, the last state wins; a delivery named
+// by more than one dead letter is recorded once.
 func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, deadLetters []store.DeadLetter) error {
 	const op = "checkpoint"
 	if err := checkCtx(ctx, op); err != nil {
@@ -74,9 +91,13 @@ func (s *Store) saveStates(ctx context.Context, q querier, given []store.DomainS
 	err := chunks(len(given), stateCols, func(from, to int) error {
 		args := make([]any, 0, (to-from)*stateCols)
 		for _, st := range given[from:to] {
+			progress, err := progressJSON(st.Progress)
+			if err != nil {
+				return fmt.Errorf("progress of %s: %w", st.Domain, err)
+			}
 			args = append(args, st.Domain, st.Owner, st.LeaseToken, st.Cursor, string(st.Status), st.FailCount,
 				toMicros(st.FailingSince), toMicros(st.NextAttemptAt), st.LastStatus, st.LastError,
-				toMicros(st.LastSuccessAt), st.Revision)
+				toMicros(st.LastSuccessAt), st.Revision, progress)
 		}
 		s.count(1)
 		rows, err := q.QueryContext(ctx, checkpointSQL(to-from), args...)
@@ -147,23 +168,30 @@ func (s *Store) refusals(ctx context.Context, q querier, given []store.DomainSta
 }
 
 // insertDeadLetters records the dead letters of every domain that is not
-// among the given states or was saved.
+// among the given states or was saved, once per delivery.
 func (s *Store) insertDeadLetters(ctx context.Context, q querier, deadLetters []store.DeadLetter,
 	given []store.DomainState, saved map[string]bool) error {
 	inStates := make(map[string]bool, len(given))
 	for _, st := range given {
 		inStates[st.Domain] = true
 	}
+	type delivery struct {
+		activity      int64
+		domain, inbox string
+	}
+	seen := make(map[delivery]bool, len(deadLetters))
 	keep := make([]store.DeadLetter, 0, len(deadLetters))
 	for _, dl := range deadLetters {
-		if !inStates[dl.Domain] || saved[dl.Domain] {
+		k := delivery{dl.ActivityID, dl.Domain, dl.Inbox}
+		if (!inStates[dl.Domain] || saved[dl.Domain]) && !seen[k] {
+			seen[k] = true
 			keep = append(keep, dl)
 		}
 	}
 	at := now()
 	return chunks(len(keep), deadLetterCols, func(from, to int) error {
 		args := make([]any, 0, (to-from)*deadLetterCols)
-		for _, dl := range keep[from:to] {
+		for i, dl := range keep[from:to] {
 			created := toMicros(dl.CreatedAt)
 			if created == nil {
 				created = at
@@ -172,11 +200,24 @@ func (s *Store) insertDeadLetters(ctx context.Context, q querier, deadLetters []
 			if body == nil {
 				body = []byte{}
 			}
-			args = append(args, dl.ActivityID, dl.Domain, dl.Inbox, dl.Actor, dl.OrderingKey, body,
+			args = append(args, from+i, dl.ActivityID, dl.Domain, dl.Inbox, dl.Actor, dl.OrderingKey, body,
 				dl.Status, dl.Reason, dl.Attempts, created)
 		}
 		s.count(1)
-		_, err := q.ExecContext(ctx, deadLetterInsert+values(to-from, deadLetterCols), args...)
+		_, err := q.ExecContext(ctx, deadLetterSQL(to-from), args...)
 		return err
 	})
+}
+
+// progressJSON encodes a domain's progress for the progress column; nil is
+// NULL.
+func progressJSON(p *store.Progress) (any, error) {
+	if p == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
 }

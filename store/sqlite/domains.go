@@ -3,13 +3,14 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 
 	"github.com/apqueue/apqueue/store"
 )
 
 const domainColumns = `domain, shared_inbox, cursor, status, fail_count, failing_since, next_attempt_at,
-	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision`
+	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision, progress`
 
 // registerSQL adds the unknown domains of its VALUES rows (domain, shared
 // inbox) at the head and sets the shared inboxes that are given, bumping
@@ -84,10 +85,17 @@ func collectDomains(rows *sql.Rows) ([]store.DomainState, error) {
 			d                                          store.DomainState
 			status                                     string
 			failingSince, nextAttempt, lastOK, expires sql.NullInt64
+			progress                                   sql.NullString
 		)
 		if err := rows.Scan(&d.Domain, &d.SharedInbox, &d.Cursor, &status, &d.FailCount, &failingSince, &nextAttempt,
-			&d.LastStatus, &d.LastError, &lastOK, &d.Owner, &d.LeaseToken, &expires, &d.Revision); err != nil {
+			&d.LastStatus, &d.LastError, &lastOK, &d.Owner, &d.LeaseToken, &expires, &d.Revision, &progress); err != nil {
 			return nil, err
+		}
+		if progress.Valid {
+			d.Progress = new(store.Progress)
+			if err := json.Unmarshal([]byte(progress.String), d.Progress); err != nil {
+				return nil, fmt.Errorf("progress of %s: %w", d.Domain, err)
+			}
 		}
 		d.Status = store.DomainStatus(status)
 		d.FailingSince = fromMicros(failingSince)

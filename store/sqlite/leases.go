@@ -34,11 +34,12 @@ WHERE domain IN (
 	LIMIT ?)
 RETURNING ` + domainColumns
 
-// renewSQL extends, until ?, the leases of its VALUES rows (domain, token)
-// that owner ? still holds.
+// renewSQL extends, until ?, the leases of its VALUES rows (domain, token,
+// settled-through ID) that owner ? still holds, and raises each renewed
+// domain's cursor to its settled-through ID (never lowers it).
 func renewSQL(rows int) string {
-	return `WITH l(domain, token) AS (VALUES ` + values(rows, 2) + `)
-UPDATE apqueue_domains AS d SET lease_expires_at = ?
+	return `WITH l(domain, token, settled) AS (VALUES ` + values(rows, 3) + `)
+UPDATE apqueue_domains AS d SET lease_expires_at = ?, cursor = max(d.cursor, l.settled)
 FROM l WHERE d.domain = l.domain AND d.owner = ? AND d.lease_token = l.token
 RETURNING domain, lease_token, lease_expires_at, revision`
 }
@@ -98,7 +99,8 @@ func (s *Store) AcquireLeases(ctx context.Context, owner string, ttl time.Durati
 	return out, nil
 }
 
-// RenewLeases implements store.Store in one write transaction.
+// RenewLeases implements store.Store in one write transaction, which also
+// raises the renewed domains' cursors to their leases' SettledThrough.
 func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Lease, ttl time.Duration) ([]store.Lease, error) {
 	const op = "renew leases"
 	if err := checkCtx(ctx, op); err != nil {
@@ -115,8 +117,12 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Le
 		if _, err := q.ExecContext(ctx, heartbeatSQL, owner, until); err != nil {
 			return err
 		}
-		return chunks(len(leases), 2, func(from, to int) error {
-			args := append(leaseArgs(leases[from:to]), until, owner)
+		return chunks(len(leases), 3, func(from, to int) error {
+			args := make([]any, 0, 3*(to-from)+2)
+			for _, l := range leases[from:to] {
+				args = append(args, l.Domain, l.Token, l.SettledThrough)
+			}
+			args = append(args, until, owner)
 			s.count(1)
 			rows, err := q.QueryContext(ctx, renewSQL(to-from), args...)
 			if err != nil {

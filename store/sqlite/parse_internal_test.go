@@ -65,4 +65,3 @@ func FuzzAtLeast(f *testing.F) {
 		require.Equal(t, want, atLeast(v, minVersion), v)
 	})
 }
-

@@ -245,3 +245,13 @@ func TestDeferredTransactionThatReadFirst(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(1), h)
 }
+
+// TestAdminFromAnotherProcess runs every admin operation from a second
+// queue while the owner delivers (see internal/queuetest).
+func TestAdminFromAnotherProcess(t *testing.T) {
+	t.Parallel()
+	queuetest.AdminFromAnotherProcess(t, func(t *testing.T) store.Store {
+		s, _ := newStore(t, nil)
+		return s
+	})
+}

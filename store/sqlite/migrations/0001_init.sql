@@ -41,7 +41,10 @@ CREATE TABLE IF NOT EXISTS apqueue_domains (
 	owner            TEXT    NOT NULL DEFAULT '',
 	lease_token      INTEGER NOT NULL DEFAULT 0,
 	lease_expires_at INTEGER,
-	revision         INTEGER NOT NULL DEFAULT 0
+	revision         INTEGER NOT NULL DEFAULT 0,
+	-- What the owner settled above the cursor and the retry state of what
+	-- it attempted there (store.Progress as JSON), NULL for none.
+	progress         TEXT
 ) WITHOUT ROWID;
 
 -- Owners that asked for leases recently, live until live_until even while
@@ -67,3 +70,5 @@ CREATE TABLE IF NOT EXISTS apqueue_dead_letters (
 	created_at   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS apqueue_dead_letters_domain_idx ON apqueue_dead_letters (domain, id);
+-- Each delivery's dead letter is recorded once (see checkpoint.go).
+CREATE INDEX IF NOT EXISTS apqueue_dead_letters_delivery_idx ON apqueue_dead_letters (activity_id, domain, inbox);
