@@ -163,3 +163,41 @@ func RequireDelivered(t *testing.T, ids []int64, inboxes []string, fakes ...*sen
 		require.True(t, delivered[id], "activity %d never delivered", id)
 	}
 }
+
+// StatementsPerDelivery runs a queue on st that delivers 500 activities to
+// 20 domains at steady state, and checks what the design promises: a
+// delivery costs a small fraction of a statement (counted by statements,
+// the store's own count), because the queue reads the log in batches shared
+// by every caught-up domain and saves all changed domains in one checkpoint
+// per interval.
+func StatementsPerDelivery(t *testing.T, st store.Store, statements func() int64) {
+	t.Helper()
+	const (
+		domains    = 20
+		activities = 500
+	)
+	_, inboxes := Domains(domains)
+	fake := &sendertest.Fake{}
+	cfg := Config("p")
+	cfg.CheckpointInterval = 100 * time.Millisecond
+	q := Start(t, st, fake, cfg)
+	// Register the domains first, and let the queue lease them.
+	_, err := q.Enqueue(t.Context(), Note(0, inboxes...))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains }, 10*time.Second, 10*time.Millisecond)
+
+	before := statements()
+	var batch []queue.Activity
+	for i := range activities {
+		batch = append(batch, Note(1+i, inboxes...))
+	}
+	ids, err := q.EnqueueMany(t.Context(), batch)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains*(1+activities) }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return AllAt(t, st, ids[len(ids)-1]) }, 10*time.Second, 10*time.Millisecond)
+	stmts := statements() - before
+	perDelivery := float64(stmts) / float64(domains*activities)
+	t.Logf("%d deliveries, %d statements (including the test's own polling): %.4f statements per delivery",
+		domains*activities, stmts, perDelivery)
+	require.Less(t, perDelivery, 0.1, "a delivery should cost a small fraction of a statement")
+}

@@ -213,42 +213,12 @@ func TestQueueSurvivesDatabaseRestart(t *testing.T) {
 // TestStatementsPerDelivery measures what the design promises: at steady
 // state a delivery costs a small fraction of a statement, because the queue
 // reads the log in batches shared by every caught-up domain and saves all
-// changed domains in one checkpoint statement per interval.
+// TestStatementsPerDelivery checks that at steady state a delivery costs
+// a small fraction of a statement (see internal/queuetest).
 func TestStatementsPerDelivery(t *testing.T) {
 	t.Parallel()
 	s, _ := newStore(t, 0, &postgres.Config{Logger: quietLogger()})
-	const (
-		domains    = 20
-		activities = 500
-	)
-	var inboxes []string
-	for i := range domains {
-		inboxes = append(inboxes, fmt.Sprintf("https://d%02d.example/inbox", i))
-	}
-	fake := &sendertest.Fake{}
-	cfg := queueConfig("p")
-	cfg.CheckpointInterval = 100 * time.Millisecond
-	q := startQueue(t, s, fake, cfg)
-	// Register the domains first, and let the queue lease them.
-	_, err := q.Enqueue(t.Context(), note(0, inboxes...))
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains }, 10*time.Second, 10*time.Millisecond)
-
-	before := s.Stats().Statements
-	var batch []queue.Activity
-	for i := range activities {
-		batch = append(batch, note(1+i, inboxes...))
-	}
-	ids, err := q.EnqueueMany(t.Context(), batch)
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains*(1+activities) }, 30*time.Second, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return allAt(t, s, ids[len(ids)-1]) }, 10*time.Second, 10*time.Millisecond)
-	// allAt's own reads are not the queue's: count them out.
-	stmts := s.Stats().Statements - before
-	perDelivery := float64(stmts) / float64(domains*activities)
-	t.Logf("%d deliveries, %d statements (including the test's own polling): %.4f statements per delivery",
-		domains*activities, stmts, perDelivery)
-	require.Less(t, perDelivery, 0.1, "a delivery should cost a small fraction of a statement")
+	queuetest.StatementsPerDelivery(t, s, func() int64 { return s.Stats().Statements })
 }
 
 // TestQueueBehindPgBouncer runs a queue as it runs behind pgBouncer in

@@ -3,14 +3,12 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/internal/queuetest"
-	"github.com/apqueue/apqueue/queue"
 	"github.com/apqueue/apqueue/sender/sendertest"
 	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/sqlite"
@@ -179,40 +177,12 @@ func TestAppendTxRefusesNilTransaction(t *testing.T) {
 }
 
 // TestStatementsPerDelivery measures what the design promises: at steady
-// state a delivery costs a small fraction of a statement.
+// TestStatementsPerDelivery checks that at steady state a delivery costs
+// a small fraction of a statement (see internal/queuetest).
 func TestStatementsPerDelivery(t *testing.T) {
 	t.Parallel()
 	s, _ := newStore(t, nil)
-	const (
-		domains    = 20
-		activities = 500
-	)
-	var inboxes []string
-	for i := range domains {
-		inboxes = append(inboxes, fmt.Sprintf("https://d%02d.example/inbox", i))
-	}
-	fake := &sendertest.Fake{}
-	cfg := queuetest.Config("p")
-	cfg.CheckpointInterval = 100 * time.Millisecond
-	q := queuetest.Start(t, s, fake, cfg)
-	_, err := q.Enqueue(t.Context(), queuetest.Note(0, inboxes...))
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains }, 10*time.Second, 10*time.Millisecond)
-
-	before := s.Stats().Statements
-	var batch []queue.Activity
-	for i := range activities {
-		batch = append(batch, queuetest.Note(1+i, inboxes...))
-	}
-	ids, err := q.EnqueueMany(t.Context(), batch)
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains*(1+activities) }, 30*time.Second, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return queuetest.AllAt(t, s, ids[len(ids)-1]) }, 10*time.Second, 10*time.Millisecond)
-	stmts := s.Stats().Statements - before
-	perDelivery := float64(stmts) / float64(domains*activities)
-	t.Logf("%d deliveries, %d statements (including the test's own polling): %.4f statements per delivery",
-		domains*activities, stmts, perDelivery)
-	require.Less(t, perDelivery, 0.1, "a delivery should cost a small fraction of a statement")
+	queuetest.StatementsPerDelivery(t, s, func() int64 { return s.Stats().Statements })
 }
 
 // TestDeferredTransactionThatReadFirst checks what the documentation says
