@@ -67,6 +67,9 @@ func (b *backend) newSQLiteStore() (store.Store, error) {
 
 // closeSQLite closes the databases and removes the temporary file.
 func (b *backend) closeSQLite() {
+	for _, st := range b.sqliteStores {
+		st.Close()
+	}
 	for _, db := range b.sqliteDBs {
 		_ = db.Close()
 	}

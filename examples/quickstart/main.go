@@ -243,7 +243,10 @@ func openStore(ctx context.Context, kind, path string, out io.Writer) (store.Sto
 		db.Close()
 		return nil, nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return st, &addrBook{db: db}, func() { db.Close() }, nil
+	return st, &addrBook{db: db}, func() {
+		st.Close()
+		db.Close()
+	}, nil
 }
 
 // addrBook remembers the address of each inbox, by name, in the SQLite

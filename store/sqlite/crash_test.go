@@ -47,6 +47,7 @@ func TestCrashChild(t *testing.T) {
 	defer db.Close()
 	st, err := sqlite.New(db, &sqlite.Config{Logger: queuetest.QuietLogger()})
 	require.NoError(t, err)
+	defer st.Close()
 	_, err = st.Migrate(ctx)
 	require.NoError(t, err)
 	crashtest.Child(t, ctx, st, func(ctx context.Context, q *queue.Queue, batch []queue.Activity) ([]int64, error) {

@@ -29,7 +29,7 @@ func (s *Store) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) 
 	}
 	// A nil IDs filter means no filter, an empty one matches nothing.
 	s.count(1)
-	rows, err := s.db.QueryContext(ctx, deadLettersSQL, filter.AfterID, filter.Domain, filter.Domain,
+	rows, err := s.query(ctx, deadLettersSQL, filter.AfterID, filter.Domain, filter.Domain,
 		filter.IDs != nil, jsonInts(filter.IDs), limit)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)

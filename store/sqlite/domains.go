@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/apqueue/apqueue/store"
 )
@@ -65,7 +66,7 @@ func (s *Store) Domains(ctx context.Context, names []string) ([]store.DomainStat
 		return nil, err
 	}
 	s.count(1)
-	rows, err := s.db.QueryContext(ctx, domainsSQL, len(names), jsonList(names))
+	rows, err := s.query(ctx, domainsSQL, len(names), jsonList(names))
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
@@ -122,6 +123,10 @@ RETURNING ` + domainColumns
 
 // ChangeDomain implements store.Store in one statement, in a write
 // transaction so that it takes its turn with the Store's other writes.
+// ClearBackoff also clears the retry times of the deliveries in the saved
+// Progress (a second statement), so that "the next attempt is now" holds
+// for an owner that loads the domain afresh (after losing its lease, or a
+// restart) as for one that takes the change in while it works the domain.
 func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.DomainChange) (store.DomainState, error) {
 	const op = "change domain"
 	if err := checkCtx(ctx, op); err != nil {
@@ -139,6 +144,22 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 			return err
 		}
 		states, err = collectDomains(rows)
+		if err != nil || !clear || len(states) == 0 || states[0].Progress == nil {
+			return err
+		}
+		// Clearing the backoff clears the retry times of the deliveries in
+		// the saved progress too, so that an owner that loads the domain
+		// afresh (after losing its lease, or a restart) retries at once.
+		p := states[0].Progress
+		for i := range p.Deliveries {
+			p.Deliveries[i].NextAttemptAt = time.Time{}
+		}
+		js, err := progressJSON(p)
+		if err != nil {
+			return err
+		}
+		s.count(1)
+		_, err = q.ExecContext(ctx, `UPDATE apqueue_domains SET progress = ? WHERE domain = ?`, js, domain)
 		return err
 	})
 	if err != nil {

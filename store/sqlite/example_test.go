@@ -35,6 +35,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
+	defer st.Close()
 	if _, err := st.Migrate(ctx); err != nil {
 		panic(err)
 	}

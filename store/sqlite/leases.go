@@ -184,8 +184,12 @@ func (s *Store) LeaseStats(ctx context.Context) (store.LeaseStats, error) {
 	}
 	var st store.LeaseStats
 	at := now()
+	stmt, err := s.prepared(ctx, leaseStatsSQL)
+	if err != nil {
+		return store.LeaseStats{}, s.fail(ctx, op, err)
+	}
 	s.count(1)
-	if err := s.db.QueryRowContext(ctx, leaseStatsSQL, at, at).Scan(&st.Domains, &st.Owners); err != nil {
+	if err := stmt.QueryRowContext(ctx, at, at).Scan(&st.Domains, &st.Owners); err != nil {
 		return store.LeaseStats{}, s.fail(ctx, op, err)
 	}
 	return st, nil

@@ -211,7 +211,7 @@ func (s *Store) Activities(ctx context.Context, after int64, limit int) ([]store
 		return nil, refused(op, err)
 	}
 	s.count(1)
-	rows, err := s.db.QueryContext(ctx, activitiesSQL, after, limit)
+	rows, err := s.query(ctx, activitiesSQL, after, limit)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
@@ -268,8 +268,12 @@ func (s *Store) Head(ctx context.Context) (int64, error) {
 
 // head reads the counter.
 func (s *Store) head(ctx context.Context) (int64, error) {
+	st, err := s.prepared(ctx, headSQL)
+	if err != nil {
+		return 0, err
+	}
 	var h int64
 	s.count(1)
-	err := s.db.QueryRowContext(ctx, headSQL).Scan(&h)
+	err = st.QueryRowContext(ctx).Scan(&h)
 	return h, err
 }

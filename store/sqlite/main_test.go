@@ -63,6 +63,7 @@ func storeOn(t testing.TB, db *sql.DB, cfg *sqlite.Config) *sqlite.Store {
 	}
 	s, err := sqlite.New(db, &c)
 	require.NoError(t, err)
+	t.Cleanup(s.Close)
 	_, err = s.Migrate(t.Context())
 	require.NoError(t, err)
 	return s

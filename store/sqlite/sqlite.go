@@ -42,7 +42,7 @@ type QueryStats struct {
 // Store is a store.Store on an SQLite database file, with transactional
 // enqueue (Tx). It is safe for concurrent use, and any number of Stores, in
 // any number of processes on one machine, may share one file. Create it
-// with New and create its tables with Migrate.
+// with New, create its tables with Migrate, and Close it when done.
 type Store struct {
 	db             *sql.DB
 	listenInterval time.Duration
@@ -53,6 +53,12 @@ type Store struct {
 	// writeGate lets one write transaction of this Store at a time ask
 	// SQLite for the write lock (see write).
 	writeGate chan struct{}
+
+	// stmtMu guards stmts, the prepared read statements by query text
+	// (prepared.go), and closed.
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt
+	closed bool
 
 	// mu guards listeners, the Listen calls to notify after each Append.
 	mu        sync.Mutex
@@ -89,6 +95,7 @@ func New(db *sql.DB, cfg *Config) (*Store, error) {
 		listenInterval: c.ListenInterval,
 		logger:         c.Logger,
 		writeGate:      make(chan struct{}, 1),
+		stmts:          make(map[string]*sql.Stmt),
 		listeners:      make(map[*listener]struct{}),
 	}, nil
 }
