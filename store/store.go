@@ -68,8 +68,9 @@ type Store interface {
 	// inbox): one already recorded is not recorded again, so that a
 	// delivery given up on twice (by two owners, or before and after a
 	// crash) is requeued once. It saves Cursor, Progress, Status,
-	// FailCount, FailingSince, NextAttemptAt, LastStatus, LastError and
-	// LastSuccessAt; SharedInbox and the lease fields are left as they are.
+	// FailCount, FailingSince, NextAttemptAt, LastStatus, LastError,
+	// LastSuccessAt, SignatureScheme and SignatureCheckedAt; SharedInbox and
+	// the lease fields are left as they are.
 	// Dead letters get their ID and, when zero, their CreatedAt from the store.
 	Checkpoint(ctx context.Context, states []DomainState, deadLetters []DeadLetter) error
 
