@@ -19,7 +19,8 @@
 //
 //	go run ./examples/loadtest -domains 100 -activities 1000                  # queue/bare, memory store
 //	go run ./examples/loadtest -domains 100 -activities 1000 -store postgres  # queue/bare and statements/delivery
-//	go run ./examples/loadtest -sign -domains 10 -activities 500              # signed/raw-sign
+//	go run ./examples/loadtest -sign -domains 10 -activities 500              # signed/raw-sign (draft-cavage)
+//	go run ./examples/loadtest -sign -sign-scheme rfc9421 -domains 10 -activities 500 # signed/raw-sign (RFC 9421)
 //	go run ./examples/loadtest -scenario latency                              # idle enqueue-to-delivery, in-process
 //	go run ./examples/loadtest -scenario latency -store postgres -worker-mode exec   # from another process
 //	go run ./examples/loadtest -store postgres -domains 100 -activities 1000 -baseline=false \

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/apqueue/apqueue/signer"
+
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +26,7 @@ type options struct {
 	checkpoint  time.Duration
 	backoffMin  time.Duration
 	sign        bool
+	signScheme  string
 
 	inboxLatency time.Duration
 	failRate     float64
@@ -121,7 +124,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.maxInFlight, "max-inflight", 0, "queue.Config.MaxInFlightPerDomain; 0: the queue's default")
 	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 0, "queue.Config.CheckpointInterval; 0: the queue's default")
 	fs.DurationVar(&o.backoffMin, "backoff-min", 0, "queue.Config.BackoffMin; 0: the queue's default")
-	fs.BoolVar(&o.sign, "sign", false, "sign deliveries (RSA-2048, draft-cavage); the inboxes verify every signature")
+	fs.BoolVar(&o.sign, "sign", false, "sign deliveries (RSA-2048); the inboxes verify every signature")
+	fs.StringVar(&o.signScheme, "sign-scheme", "cavage", "with -sign: cavage (draft-cavage) or rfc9421 (RFC 9421, rsa-v1_5-sha256), that scheme only")
 
 	fs.DurationVar(&o.inboxLatency, "inbox-latency", 0, "delay before every inbox answers")
 	fs.Float64Var(&o.failRate, "fail-rate", 0, "fraction of requests the inboxes answer 503")
@@ -189,6 +193,8 @@ func (o *options) validate() error {
 		return nil
 	case o.domains < 1:
 		return errors.New("-domains must be at least 1")
+	case o.signScheme != string(signer.Cavage) && o.signScheme != string(signer.RFC9421):
+		return fmt.Errorf("-sign-scheme must be %s or %s, not %q", signer.Cavage, signer.RFC9421, o.signScheme)
 	case o.activities < 1:
 		return errors.New("-activities must be at least 1")
 	case o.rounds < 1:
