@@ -103,3 +103,26 @@ func (h *HTTP) refused(status int) bool {
 	return status == http.StatusUnauthorized || status == http.StatusForbidden ||
 		(status == http.StatusBadRequest && h.cfg.KnockOn400)
 }
+
+// SchemeChecker is implemented by senders that knock twice (HTTP with a
+// SchemeSigner). The queue asks it whether the next delivery to a domain
+// will check the preferred scheme, and sends the domain one request at a
+// time until the answer is known, so that a refusal costs one extra
+// request, not one per request in flight.
+type SchemeChecker interface {
+	// SchemeCheckDue reports whether a delivery to a domain that remembers
+	// scheme, last checked at checkedAt, would try the preferred scheme
+	// first and may need a second request.
+	SchemeCheckDue(scheme signer.Scheme, checkedAt, now time.Time) bool
+}
+
+var _ SchemeChecker = (*HTTP)(nil)
+
+// SchemeCheckDue implements SchemeChecker.
+func (h *HTTP) SchemeCheckDue(scheme signer.Scheme, checkedAt, now time.Time) bool {
+	if _, ok := h.cfg.Signer.(SchemeSigner); !ok {
+		return false
+	}
+	_, _, checked := h.knocks(&Delivery{Scheme: scheme, SchemeCheckedAt: checkedAt}, now)
+	return checked
+}

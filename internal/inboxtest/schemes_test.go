@@ -171,3 +171,16 @@ func TestInboxPathWithEscapedSlashAndRawNonASCII(t *testing.T) {
 		require.Equal(t, "/users/a%2Fb%C3%B6b/inbox", a.RequestURI, "the inbox given, %2F kept")
 	}
 }
+
+func TestSchemeCheckDue(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	signed := newSender(t, true, nil)
+	require.True(t, signed.SchemeCheckDue("", time.Time{}, now), "unknown: the first delivery knocks")
+	require.False(t, signed.SchemeCheckDue(signer.Cavage, time.Time{}, now), "the preferred scheme is never re-checked")
+	require.False(t, signed.SchemeCheckDue(signer.RFC9421, now.Add(-time.Hour), now))
+	require.True(t, signed.SchemeCheckDue(signer.RFC9421, now.Add(-sender.SchemeRecheckIntervalDefault), now))
+	require.False(t, newSender(t, false, nil).SchemeCheckDue("", time.Time{}, now), "unsigned: no knock")
+	only := newSender(t, true, &sender.HTTPConfig{SignaturePolicy: sender.RFC9421Only})
+	require.False(t, only.SchemeCheckDue("", time.Time{}, now), "one scheme only: no knock")
+}
