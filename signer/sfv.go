@@ -119,15 +119,7 @@ func parseDictionary(s string) ([]sfMember, error) {
 			return nil, err
 		}
 		m.key = key
-		replaced := false
-		for j := range out {
-			if out[j].key == key {
-				out[j], replaced = m, true
-			}
-		}
-		if !replaced {
-			out = append(out, m)
-		}
+		out = upsert(out, m, func(o sfMember) bool { return o.key == key })
 		p.skipOWS()
 		if p.eof() {
 			break
@@ -142,6 +134,18 @@ func parseDictionary(s string) ([]sfMember, error) {
 		}
 	}
 	return out, nil
+}
+
+// upsert replaces the element of list that same matches with v, keeping
+// its position, or appends v: a repeated key's last value wins (RFC 8941).
+func upsert[T any](list []T, v T, same func(T) bool) []T {
+	for i := range list {
+		if same(list[i]) {
+			list[i] = v
+			return list
+		}
+	}
+	return append(list, v)
 }
 
 func (p *sfParser) key() (string, error) {
@@ -211,15 +215,7 @@ func (p *sfParser) params() ([]Param, error) {
 				return nil, err
 			}
 		}
-		replaced := false
-		for j := range out {
-			if out[j].Key == key {
-				out[j], replaced = v, true
-			}
-		}
-		if !replaced {
-			out = append(out, v)
-		}
+		out = upsert(out, v, func(o Param) bool { return o.Key == key })
 	}
 	return out, nil
 }

@@ -70,18 +70,7 @@ func (s *SignatureSpec) String() string {
 // parameters. created and expires must be Integers; keyid, alg, nonce and
 // tag Strings.
 func ParseSignatureInput(v string) ([]SignatureSpec, error) {
-	specs, err := parseSpecs(v)
-	if err != nil {
-		return nil, fmt.Errorf("signer: parsing Signature-Input: %w", err)
-	}
-	for _, s := range specs {
-		for _, p := range s.Params {
-			if err := checkParamKind(p, false); err != nil {
-				return nil, fmt.Errorf("signer: parsing Signature-Input: label %s: %w", s.Label, err)
-			}
-		}
-	}
-	return specs, nil
+	return parseChecked(v, "Signature-Input", false)
 }
 
 // ParseAcceptSignature parses an Accept-Signature field value (RFC 9421
@@ -89,14 +78,20 @@ func ParseSignatureInput(v string) ([]SignatureSpec, error) {
 // wants covered and the parameters it wants. There created and expires may
 // be Booleans (include one) as well as Integers.
 func ParseAcceptSignature(v string) ([]SignatureSpec, error) {
+	return parseChecked(v, "Accept-Signature", true)
+}
+
+// parseChecked parses field and checks the types of the parameters RFC
+// 9421 defines; request allows created and expires without a value.
+func parseChecked(v, field string, request bool) ([]SignatureSpec, error) {
 	specs, err := parseSpecs(v)
 	if err != nil {
-		return nil, fmt.Errorf("signer: parsing Accept-Signature: %w", err)
+		return nil, fmt.Errorf("signer: parsing %s: %w", field, err)
 	}
 	for _, s := range specs {
 		for _, p := range s.Params {
-			if err := checkParamKind(p, true); err != nil {
-				return nil, fmt.Errorf("signer: parsing Accept-Signature: label %s: %w", s.Label, err)
+			if err := checkParamKind(p, request); err != nil {
+				return nil, fmt.Errorf("signer: parsing %s: label %s: %w", field, s.Label, err)
 			}
 		}
 	}
