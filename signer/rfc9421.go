@@ -155,6 +155,9 @@ func signBase(key Key, base []byte) ([]byte, error) {
 // adds none. It is the building block of Signer.SignWith, exported so that
 // the RFC's examples can be reproduced exactly.
 func SignSpec(r *http.Request, key Key, spec *SignatureSpec) error {
+	if err := checkStrings(spec); err != nil {
+		return err
+	}
 	base, err := SignatureBase(r, spec)
 	if err != nil {
 		return err

@@ -117,6 +117,18 @@ func TestEd25519NeverSignsCavage(t *testing.T) {
 	require.ErrorIs(t, s.Sign(context.Background(), r, edActor, digestOf(nil)), ErrCavageEd25519)
 }
 
+func TestSignRFC9421RefusesKeyIDsItCannotWrite(t *testing.T) {
+	t.Parallel()
+	keys := &StaticKeys{}
+	require.NoError(t, keys.Add(actor, "https://local.example/users/zoë#main-key", testKey()))
+	s, err := New(keys, nil)
+	require.NoError(t, err)
+	r := newRequest(t, "https://remote.example/inbox", nil)
+	err = s.SignWith(context.Background(), r, actor, &Options{Scheme: RFC9421, ContentDigest: contentDigestOf(nil)})
+	require.ErrorContains(t, err, "not printable ASCII")
+	require.Empty(t, r.Header.Get("Signature"))
+}
+
 func TestSignRFC9421HonoursAcceptSignature(t *testing.T) {
 	t.Parallel()
 	clock := &fakeClock{t: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)}

@@ -365,11 +365,27 @@ func appendParams(b []byte, params []Param) []byte {
 	return b
 }
 
-// checkString reports whether s can be written as a String.
-func checkString(s string) error {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return fmt.Errorf("%w: %q is not printable ASCII", errSyntax, s)
+// checkStrings reports an error when a String parameter or a component name
+// cannot be written as a structured-field String (printable ASCII only).
+func checkStrings(spec *SignatureSpec) error {
+	check := func(s string) error {
+		for i := 0; i < len(s); i++ {
+			if s[i] < 0x20 || s[i] > 0x7e {
+				return fmt.Errorf("%w: %q is not printable ASCII", errSyntax, s)
+			}
+		}
+		return nil
+	}
+	for _, c := range spec.Components {
+		if err := check(c.Name); err != nil {
+			return err
+		}
+	}
+	for _, p := range spec.Params {
+		if p.Kind == ParamString {
+			if err := check(p.Str); err != nil {
+				return fmt.Errorf("signer: parameter %s: %w", p.Key, err)
+			}
 		}
 	}
 	return nil
