@@ -306,6 +306,7 @@ func (h *HTTP) Send(ctx context.Context, d *Delivery) Result {
 		refusals []string
 		res      Result
 		requests int
+		last     signer.Scheme // the scheme of the last request sent
 	)
 	for i := 0; i < n; i++ {
 		sc := order[i]
@@ -320,6 +321,9 @@ func (h *HTTP) Send(ctx context.Context, d *Delivery) Result {
 			continue // an Ed25519 key goes out with RFC 9421 only
 		}
 		requests += res.Requests
+		if res.Requests > 0 {
+			last = sc
+		}
 		if res.Requests == 0 || !h.refused(res.Status) || i+1 == n {
 			break
 		}
@@ -333,10 +337,10 @@ func (h *HTTP) Send(ctx context.Context, d *Delivery) Result {
 	}
 	res.Requests = requests
 	if res.Outcome == Delivered {
-		res.Scheme = order[min(len(refusals), n-1)]
+		res.Scheme = last
 		res.SchemeChecked = checked
 	} else if len(refusals) > 0 && h.refused(res.Status) {
-		refusals = append(refusals, fmt.Sprintf("%s %d", order[len(refusals)], res.Status))
+		refusals = append(refusals, fmt.Sprintf("%s %d", last, res.Status))
 		res.Reason = oneLine("signature rejected: " + strings.Join(refusals, ", ") + trailing(res.Reason))
 	}
 	return res

@@ -143,6 +143,13 @@ func TestEd25519KeyGoesWithRFC9421Only(t *testing.T) {
 		res := h.Send(context.Background(), delivery(inbox.Inbox(), 1))
 		require.Equal(t, tt.outcome, res.Outcome, res.Reason)
 		require.Equal(t, tt.requests, inbox.Stats().Requests)
+		require.Equal(t, tt.requests, res.Requests)
+		if tt.outcome == sender.Delivered {
+			require.Equal(t, signer.RFC9421, res.Scheme, "the scheme the inbox accepted")
+		} else {
+			require.Empty(t, res.Scheme)
+			require.NotContains(t, res.Reason, "cavage", "no cavage request was made")
+		}
 		for _, a := range inbox.Received() {
 			require.Equal(t, "rfc9421", a.Scheme)
 		}
