@@ -171,8 +171,10 @@ type Config struct {
 	// builds when it is given no sender. Required then; ignored otherwise.
 	Keys signer.KeySource
 	// HTTP configures that HTTP sender (timeouts, User-Agent, addresses the
-	// SSRF guard allows). Its Signer is set from Keys. Default: nil, the
-	// sender's defaults.
+	// SSRF guard allows, and the signature policy: SignaturePolicy,
+	// SchemeRecheckInterval, KnockOn400). Its Signer is set from Keys.
+	// Default: nil, the sender's defaults (draft-cavage first, the other
+	// scheme when refused, re-checked every 30 days).
 	HTTP *sender.HTTPConfig
 
 	// Observer receives delivery and domain events, for metrics. Default:
