@@ -129,6 +129,12 @@ type Store interface {
 // wrong kind of transaction is a compile error, not a run-time one.
 type Tx interface {
 	// Append appends activities as Store.Append does, inside the caller's
-	// transaction: readers see them if and only if it commits.
-	Append(ctx context.Context, activities []NewActivity) ([]int64, error)
+	// transaction: readers see them if and only if it commits. It returns
+	// no IDs: a store may number activities appended in a transaction only
+	// once the transaction has committed, so that IDs follow the order in
+	// which readers can see them and an open transaction holds back no one
+	// (the IDs are then greater than every ID readers have seen before the
+	// commit). Domains the activities name are registered by the time
+	// readers see the activities.
+	Append(ctx context.Context, activities []NewActivity) error
 }

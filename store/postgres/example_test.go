@@ -46,7 +46,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	_, err = st.AppendTx(ctx, tx, []store.NewActivity{{
+	err = st.AppendTx(ctx, tx, []store.NewActivity{{
 		Body:    []byte(`{"type":"Create"}`),
 		Inboxes: []string{"https://remote.example/inbox"},
 		Domains: []string{"remote.example"},

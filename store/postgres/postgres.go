@@ -1,12 +1,10 @@
 package postgres
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,10 +17,6 @@ import (
 // SchemaDefault is the schema that holds apqueue's tables when
 // Config.Schema is empty.
 const SchemaDefault = "apqueue"
-
-// ReserveConnsDefault is the number of connections of the store's own small
-// pool, used by AppendTx to reserve IDs outside the caller's transaction.
-const ReserveConnsDefault = 2
 
 // Config configures a Store. A nil *Config means every default.
 type Config struct {
@@ -64,8 +58,8 @@ type QueryStats struct {
 // share one schema. Create it with New, create its tables with Migrate, and
 // Close it when done.
 //
-// Besides the caller's pool, a Store opens at most ReserveConnsDefault
-// connections of its own for AppendTx (on first use) and one for Listen.
+// Besides the caller's pool, a Store opens one connection of its own, for
+// Listen.
 type Store struct {
 	pool       *pgxpool.Pool
 	schema     string
@@ -80,11 +74,8 @@ type Store struct {
 
 	statements atomic.Int64
 
-	// reserveMu guards reserve, the store's own small pool for ID
-	// reservations made on behalf of AppendTx, created on first use.
-	reserveMu sync.Mutex
-	reserve   *pgxpool.Pool
-	closed    bool
+	// appends combines concurrent Append calls into one statement.
+	appends groupCommit
 }
 
 var (
@@ -148,49 +139,18 @@ func (s *Store) Stats() QueryStats {
 	return QueryStats{Statements: s.statements.Load()}
 }
 
-// Close releases the connections the store opened itself (the reservation
-// pool of AppendTx). It does not close the caller's pool, and it does not end
-// a running Listen, which ends with its context.
-func (s *Store) Close() {
-	s.reserveMu.Lock()
-	defer s.reserveMu.Unlock()
-	s.closed = true
-	if s.reserve != nil {
-		s.reserve.Close()
-		s.reserve = nil
-	}
-}
-
-// reservePool returns the store's own pool, creating it on first use. It is
-// separate from the caller's pool so that AppendTx, called while the caller
-// holds one of the pool's connections in a transaction, can never wait for a
-// connection that only the caller's commit would free.
-func (s *Store) reservePool(ctx context.Context) (*pgxpool.Pool, error) {
-	s.reserveMu.Lock()
-	defer s.reserveMu.Unlock()
-	if s.closed {
-		return nil, fmt.Errorf("postgres: store is closed")
-	}
-	if s.reserve != nil {
-		return s.reserve, nil
-	}
-	cfg := s.pool.Config()
-	cfg.MaxConns = ReserveConnsDefault
-	cfg.MinConns = 0
-	p, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	s.reserve = p
-	return p, nil
-}
+// Close releases what the store holds. The store opens no connection for
+// enqueueing, so there is nothing to release today; Close is kept so that
+// callers stay correct if that changes. It does not close the caller's pool,
+// and it does not end a running Listen, which ends with its context.
+func (s *Store) Close() {}
 
 // count records n statements sent.
 func (s *Store) count(n int) { s.statements.Add(int64(n)) }
 
 // queries holds the store's SQL with the schema name filled in.
 type queries struct {
-	append, reserve, insertTx, activities, head                                             string
+	append, stageTx, activities, head                                                       string
 	register, domains, checkpoint, acquire, renew, release                                  string
 	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
 	changeDomain, openTransactions                                                          string
@@ -200,8 +160,7 @@ func newQueries(schema string) queries {
 	r := strings.NewReplacer("{s}", schema, "{safe_head}", safeHeadSQL)
 	q := queries{
 		append:            appendSQL,
-		reserve:           reserveSQL,
-		insertTx:          insertTxSQL,
+		stageTx:           stageTxSQL,
 		activities:        activitiesSQL,
 		head:              headSQL,
 		register:          registerSQL,
@@ -221,7 +180,7 @@ func newQueries(schema string) queries {
 		openTransactions:  openTransactionsSQL,
 	}
 	for _, p := range []*string{
-		&q.append, &q.reserve, &q.insertTx, &q.activities, &q.head, &q.register, &q.domains,
+		&q.append, &q.stageTx, &q.activities, &q.head, &q.register, &q.domains,
 		&q.checkpoint, &q.acquire, &q.renew, &q.release, &q.leaseStats, &q.deadLetters,
 		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
 	} {
