@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,9 @@ import (
 // SchemaDefault is the schema that holds apqueue's tables when
 // Config.Schema is empty.
 const SchemaDefault = "apqueue"
+
+// LockTimeoutDefault is Config.LockTimeout when it is zero.
+const LockTimeoutDefault = time.Second
 
 // Config configures a Store. A nil *Config means every default.
 type Config struct {
@@ -40,6 +44,16 @@ type Config struct {
 	// transaction mode (pgBouncer) but the database can also be reached
 	// directly. Default: the pool's own connection configuration.
 	ListenConnString string
+
+	// LockTimeout is how long a maintenance step (Prune, PruneDeadLetters)
+	// or a migration waits for a lock (PostgreSQL's lock_timeout). While it
+	// waits, statements that need a conflicting lock (enqueues and
+	// checkpoints, for Prune's lock on the domains table) queue behind it,
+	// so it is short: a maintenance step that times out is skipped and
+	// logged, and runs again at its next interval; a migration that times
+	// out fails, changing nothing, and Migrate can be called again.
+	// Default: LockTimeoutDefault.
+	LockTimeout time.Duration
 
 	// Logger receives the store's rare log lines (the listener losing and
 	// regaining its connection). Default: slog.Default().
@@ -68,6 +82,8 @@ type Store struct {
 	listenConf *pgx.ConnConfig
 	logger     *slog.Logger
 	sql        queries
+	// lockTimeout is Config.LockTimeout as a lock_timeout setting.
+	lockTimeout string
 
 	// pingInterval and pingTimeout are the listener's health check.
 	pingInterval, pingTimeout time.Duration
@@ -105,6 +121,12 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Store, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.LockTimeout == 0 {
+		c.LockTimeout = LockTimeoutDefault
+	}
+	if c.LockTimeout < time.Millisecond {
+		return nil, fmt.Errorf("postgres: new store: LockTimeout %v is below 1ms: %w", c.LockTimeout, store.ErrInvalid)
+	}
 	listenConf := pool.Config().ConnConfig.Copy()
 	if c.ListenConnString != "" {
 		lc, err := pgx.ParseConfig(c.ListenConnString)
@@ -120,6 +142,8 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Store, error) {
 		pollOnly:   c.PollOnly,
 		listenConf: listenConf,
 		logger:     c.Logger,
+
+		lockTimeout: strconv.FormatInt(c.LockTimeout.Milliseconds(), 10) + "ms",
 
 		pingInterval: listenPingInterval,
 		pingTimeout:  listenPingTimeout,
