@@ -138,3 +138,17 @@ type Tx interface {
 	// readers see the activities.
 	Append(ctx context.Context, activities []NewActivity) error
 }
+
+// DeadLetterPruner is implemented by stores that delete old dead letters in
+// bulk. Every dead letter keeps a copy of its activity's body, so without
+// retention the table only grows; the queue's periodic retention job calls
+// PruneDeadLetters when its store implements it (queue.Config's
+// DeadLetterRetention and DeadLetterCap).
+type DeadLetterPruner interface {
+	// PruneDeadLetters deletes the dead letters created before olderThan
+	// (none by age when olderThan is zero) and, of every domain with more
+	// than perDomain dead letters, the oldest ones beyond that count (no
+	// cap when perDomain is zero), and returns how many it deleted. A
+	// negative perDomain is an error matching ErrInvalid.
+	PruneDeadLetters(ctx context.Context, olderThan time.Time, perDomain int) (int, error)
+}

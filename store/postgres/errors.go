@@ -20,7 +20,7 @@ var ErrNotMigrated = errors.New("postgres: schema not migrated to this library's
 // ErrLockTimeout is matched by errors from a maintenance step or a
 // migration that gave up waiting for a lock (Config.LockTimeout), because
 // another session held it.
-var ErrLockTimeout = errors.New("postgres: gave up waiting for a lock (lock_timeout)")
+var ErrLockTimeout = errors.New("postgres: gave up waiting for a lock another session holds (lock_timeout); this step changed nothing")
 
 // fail turns an error from pgx into the store's error for op. It is the one
 // place where driver and server errors are mapped to the store's errors:

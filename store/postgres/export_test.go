@@ -15,3 +15,6 @@ func SetListenPing(s *Store, interval, timeout time.Duration) {
 func MigrateTo(ctx context.Context, s *Store, version int) (int, error) {
 	return s.migrate(ctx, version)
 }
+
+// PruneBatch is the most rows one maintenance statement deletes.
+const PruneBatch = pruneBatch

@@ -95,7 +95,8 @@ type Store struct {
 }
 
 var (
-	_ store.Store = (*Store)(nil)
+	_ store.Store            = (*Store)(nil)
+	_ store.DeadLetterPruner = (*Store)(nil)
 )
 
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
@@ -177,7 +178,7 @@ type queries struct {
 	append, stageTx, activities, head                                                       string
 	register, domains, checkpoint, acquire, renew, release                                  string
 	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
-	changeDomain, openTransactions                                                          string
+	changeDomain, openTransactions, expireDeadLetters, capDeadLetters                       string
 }
 
 func newQueries(schema string) queries {
@@ -202,11 +203,14 @@ func newQueries(schema string) queries {
 		version:           versionSQL,
 		changeDomain:      changeDomainSQL,
 		openTransactions:  openTransactionsSQL,
+		expireDeadLetters: expireDeadLettersSQL,
+		capDeadLetters:    capDeadLettersSQL,
 	}
 	for _, p := range []*string{
 		&q.append, &q.stageTx, &q.activities, &q.head, &q.register, &q.domains,
 		&q.checkpoint, &q.acquire, &q.renew, &q.release, &q.leaseStats, &q.deadLetters,
 		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
+		&q.expireDeadLetters, &q.capDeadLetters,
 	} {
 		// Twice: {safe_head} itself names {s}.
 		*p = r.Replace(r.Replace(*p))
