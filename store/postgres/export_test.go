@@ -3,6 +3,10 @@ package postgres
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/apqueue/apqueue/store"
 )
 
 // SetListenPing shortens s's listener health check, for tests. Call it
@@ -18,3 +22,16 @@ func MigrateTo(ctx context.Context, s *Store, version int) (int, error) {
 
 // PruneBatch is the most rows one maintenance statement deletes.
 const PruneBatch = pruneBatch
+
+// AppendIn runs s's Append statement for activities inside tx, so that a
+// test can hold the counter's lock as an Append in progress does.
+func AppendIn(ctx context.Context, s *Store, tx pgx.Tx, activities []store.NewActivity) ([]int64, error) {
+	b, err := newBatch("append", activities)
+	if err != nil {
+		return nil, err
+	}
+	var prev int64
+	err = tx.QueryRow(ctx, s.sql.append, b.n, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
+		b.newDomains, s.channel).Scan(&prev)
+	return b.ids(prev), err
+}

@@ -1,0 +1,148 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/store"
+	"github.com/apqueue/apqueue/store/postgres"
+)
+
+// keyed returns an activity named by its ordering key.
+func keyed(key string, domains ...string) store.NewActivity {
+	a := newActivity(domains...)
+	a.OrderingKey = key
+	return a
+}
+
+// stage appends activities in a transaction of their own, which commits.
+func stage(t *testing.T, s *postgres.Store, db interface {
+	Begin(context.Context) (pgx.Tx, error)
+}, acts ...store.NewActivity) {
+	t.Helper()
+	require.NoError(t, pgx.BeginFunc(t.Context(), db, func(tx pgx.Tx) error { return s.AppendTx(t.Context(), tx, acts) }))
+}
+
+// TestReaderSequencingNotifies listens on the store's channel: the caller's
+// commit notifies, and so does the reader that numbers its activities
+// (other processes' readers woke before the activities had IDs), while a
+// read that numbers nothing does not.
+func TestReaderSequencingNotifies(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, db.Pool.Config().ConnConfig)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	channel := pgx.Identifier{db.Schema + "_activities"}.Sanitize()
+	_, err = conn.Exec(ctx, "LISTEN "+channel)
+	require.NoError(t, err)
+	next := func() string {
+		n, err := conn.WaitForNotification(ctx)
+		require.NoError(t, err)
+		return n.Payload
+	}
+
+	stage(t, s, db.Pool, keyed("staged"))
+	require.Empty(t, next(), "the caller's commit")
+	acts, err := s.Activities(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, acts, 1)
+	require.Empty(t, next(), "the reader that numbered the activity")
+
+	_, err = s.Activities(ctx, 0, 10)
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(ctx, "SELECT pg_notify($1, 'sentinel')", db.Schema+"_activities")
+	require.NoError(t, err)
+	require.Equal(t, "sentinel", next(), "a read that numbered nothing notified")
+}
+
+// TestReaderDoesNotWaitForTheCounter holds the counter's lock, as an Append
+// in progress does: readers return at once with what was numbered before,
+// and number the staged activities once the lock is free.
+func TestReaderDoesNotWaitForTheCounter(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	first := appendOne(t, s)
+	stage(t, s, db.Pool, keyed("staged"))
+
+	holder, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer holder.Rollback(context.Background()) //nolint:errcheck // ends the test's transaction on failure
+	_, err = holder.Exec(ctx, "SELECT last_id FROM "+pgx.Identifier{db.Schema}.Sanitize()+".id_counter FOR UPDATE")
+	require.NoError(t, err)
+
+	require.Equal(t, []int64{first}, readAll(t, s, 0))
+	h, err := s.Head(ctx)
+	require.NoError(t, err)
+	require.Equal(t, first, h)
+
+	require.NoError(t, holder.Rollback(ctx))
+	h, err = s.Head(ctx)
+	require.NoError(t, err)
+	require.Equal(t, first+1, h, "Head numbers the staged activity")
+	acts, err := s.Activities(ctx, first, 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{"staged"}, names(t, acts))
+}
+
+// TestAppendWaitingForTheCounter runs an Append while another one holds the
+// counter, uncommitted, having numbered a staged activity; a second staged
+// activity commits meanwhile. When the first commits, the waiting Append
+// numbers the second staged activity and its own after everything the
+// first numbered, and skips the staged row the first already moved: every
+// activity once, IDs without gaps, in the order of their numbering.
+func TestAppendWaitingForTheCounter(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	stage(t, s, db.Pool, keyed("staged-1", "a.example"))
+
+	holder, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer holder.Rollback(context.Background()) //nolint:errcheck // ends the test's transaction on failure
+	heldIDs, err := postgres.AppendIn(ctx, s, holder, []store.NewActivity{keyed("held", "b.example")})
+	require.NoError(t, err)
+	require.Equal(t, []int64{2}, heldIDs, "staged-1 is numbered 1, before the batch")
+	stage(t, s, db.Pool, keyed("staged-2", "c.example"))
+
+	type result struct {
+		ids []int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ids, err := s.Append(ctx, []store.NewActivity{keyed("waiting", "d.example")})
+		done <- result{ids, err}
+	}()
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND application_name = $1`, db.Schema).Scan(&n))
+		return n > 0
+	}, 5*time.Second, 5*time.Millisecond, "the Append did not wait for the counter")
+	require.NoError(t, holder.Commit(ctx))
+	r := <-done
+	require.NoError(t, r.err)
+	require.Equal(t, []int64{4}, r.ids)
+
+	acts, err := s.Activities(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Equal(t, []int64{1, 2, 3, 4}, ids(acts))
+	require.Equal(t, []string{"staged-1", "held", "staged-2", "waiting"}, names(t, acts))
+	doms, err := s.Domains(ctx, nil)
+	require.NoError(t, err)
+	require.Len(t, doms, 4)
+	firstID := map[string]int64{"a.example": 1, "b.example": 2, "c.example": 3, "d.example": 4}
+	for _, d := range doms {
+		require.Less(t, d.Cursor, firstID[d.Domain], "%s starts past its activity", d.Domain)
+	}
+}
