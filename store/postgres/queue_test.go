@@ -364,38 +364,3 @@ func TestStatementsPerDelivery(t *testing.T) {
 	require.Less(t, perDelivery, 0.1, "a delivery should cost a small fraction of a statement")
 }
 
-// TestQueueBehindPgBouncer runs a queue as it runs behind pgBouncer in
-// transaction pooling mode: the exec and simple protocols, no LISTEN
-// (polling), transactional and plain enqueues.
-func TestQueueBehindPgBouncer(t *testing.T) {
-	t.Parallel()
-	for _, m := range modes[1:] {
-		t.Run(m.name, func(t *testing.T) {
-			t.Parallel()
-			s, db := newStore(t, m.mode, &postgres.Config{PollOnly: true, Logger: quietLogger()})
-			fake := &sendertest.Fake{}
-			cfg := queueConfig("p")
-			cfg.PollInterval = 50 * time.Millisecond
-			q := startQueue(t, s, fake, cfg)
-			const inbox = "https://a.example/inbox"
-			// One ordering key: the second may only go once the first is
-			// delivered.
-			first, second := note(1, inbox), note(2, inbox)
-			first.OrderingKey = "https://local.example/notes/1"
-			second.OrderingKey = first.OrderingKey
-			tx, err := db.Pool.Begin(t.Context())
-			require.NoError(t, err)
-			require.NoError(t, q.EnqueueTx(t.Context(), s.Tx(tx), first))
-			// An open transaction holds back nothing: what commits first
-			// is delivered first.
-			plain, err := q.Enqueue(t.Context(), second)
-			require.NoError(t, err)
-			require.Eventually(t, func() bool { return len(fake.Delivered(inbox)) == 1 }, 10*time.Second, 10*time.Millisecond)
-			require.NoError(t, tx.Commit(t.Context()))
-			require.Eventually(t, func() bool { return len(fake.Delivered(inbox)) == 2 }, 10*time.Second, 10*time.Millisecond)
-			got := fake.Delivered(inbox)
-			require.Equal(t, plain, got[0])
-			require.Greater(t, got[1], plain, "delivered out of ID order")
-		})
-	}
-}
