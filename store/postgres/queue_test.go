@@ -363,4 +363,3 @@ func TestStatementsPerDelivery(t *testing.T) {
 		domains*activities, stmts, perDelivery)
 	require.Less(t, perDelivery, 0.1, "a delivery should cost a small fraction of a statement")
 }
-
