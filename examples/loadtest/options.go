@@ -63,6 +63,8 @@ const (
 	scenarioFanout     = "fanout"
 	scenarioEnqueue    = "enqueue"
 	scenarioIdle       = "idle"
+	scenarioTxEnqueue  = "txenqueue"
+	scenarioAppend     = "append"
 )
 
 // Fan-out modes: how an activity names its recipients.
@@ -101,6 +103,14 @@ var scenarios = map[string]struct {
 		doc: "heap and stack per idle domain with -domains domains leased and nothing to deliver",
 		set: map[string]string{"domains": "10000"},
 	},
+	scenarioTxEnqueue: {
+		doc: "-enqueuers callers running BEGIN; INSERT; EnqueueTx; COMMIT vs the same without EnqueueTx, same pool, -rounds of -baseline-duration each (postgres)",
+		set: map[string]string{"store": "postgres", "enqueuers": "64", "rounds": "3", "baseline-duration": "5s"},
+	},
+	scenarioAppend: {
+		doc: "single-activity Enqueue from -enqueuers callers vs 1 caller, -rounds of -baseline-duration each",
+		set: map[string]string{"store": "postgres", "enqueuers": "8", "rounds": "3"},
+	},
 }
 
 // parseOptions reads the command line into options, applying the scenario's
@@ -108,7 +118,7 @@ var scenarios = map[string]struct {
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
-	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue or idle (flags given override it)")
+	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue, idle, txenqueue or append (flags given override it)")
 
 	fs.IntVar(&o.domains, "domains", 10, "number of remote domains, each a loopback inbox server on its own port")
 	fs.IntVar(&o.activities, "activities", 2000, "activities to enqueue")
@@ -141,7 +151,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.rounds, "rounds", 1, "rounds of -activities, each followed by the baselines; ratios are per round, and the median is reported (scenario throughput: 3)")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure, in the same run, a bare POST loop with the same concurrency and client (and the raw RSA signing rate with -sign)")
 	fs.DurationVar(&o.baselineDuration, "baseline-duration", 3*time.Second, "how long each baseline measurement runs")
-	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines calling EnqueueMany in the enqueue scenario")
+	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines enqueueing in the enqueue, txenqueue and append scenarios")
 
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "the run gives up (and reports what is missing) after this long")
 	fs.BoolVar(&o.verbose, "v", false, "log the queue's warnings and summaries to stderr")
@@ -152,7 +162,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintln(out, "usage: loadtest [flags]\n\nscenarios (-scenario):")
-		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle} {
+		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioTxEnqueue, scenarioAppend} {
 			fmt.Fprintf(out, "  %-11s %s\n", name, scenarios[name].doc)
 		}
 		fmt.Fprintln(out, "\nflags:")
@@ -207,6 +217,10 @@ func (o *options) validate() error {
 		return errors.New("-store postgres needs -database-url or $TEST_DATABASE_URL")
 	case o.dbAlternate && o.dbLatency == 0:
 		return errors.New("-db-latency-alternate needs -db-latency")
+	case o.scenario == scenarioTxEnqueue && o.store != "postgres":
+		return errors.New("-scenario txenqueue needs -store postgres")
+	case o.enqueuers < 1:
+		return errors.New("-enqueuers must be at least 1")
 	case o.dbLatency > 0 && o.store != "postgres":
 		return errors.New("-db-latency needs -store postgres")
 	case o.workers < 1:

@@ -31,6 +31,21 @@ func newActivity(domains ...string) store.NewActivity {
 	return a
 }
 
+// readN waits until the activities after after are n (activities appended
+// in a transaction are numbered soon after its commit) and returns them.
+func readN(t *testing.T, s store.Store, after int64, n int) []store.Activity {
+	t.Helper()
+	var acts []store.Activity
+	require.Eventually(t, func() bool {
+		var err error
+		acts, err = s.Activities(t.Context(), after, 10000)
+		require.NoError(t, err)
+		return len(acts) >= n
+	}, 10*time.Second, 2*time.Millisecond, "waiting for %d activities after %d", n, after)
+	require.Len(t, acts, n)
+	return acts
+}
+
 func readAll(t *testing.T, s store.Store, after int64) []int64 {
 	t.Helper()
 	acts, err := s.Activities(t.Context(), after, 10000)
@@ -57,9 +72,7 @@ func TestAppendTx(t *testing.T) {
 				return s.AppendTx(ctx, tx, []store.NewActivity{newActivity("a.example"), newActivity("b.example")})
 			})
 			require.NoError(t, err)
-			acts, err := s.Activities(ctx, 0, 10)
-			require.NoError(t, err)
-			require.Len(t, acts, 3)
+			acts := readN(t, s, 0, 3)
 			require.Equal(t, before, acts[0].ID)
 			committed := ids(acts[1:])
 			require.Equal(t, []int64{before + 1, before + 2}, committed)
@@ -95,7 +108,7 @@ func TestAppendTx(t *testing.T) {
 				})
 			})
 			require.NoError(t, err)
-			require.Equal(t, []int64{next + 1}, readAll(t, s, next))
+			require.Equal(t, []int64{next + 1}, ids(readN(t, s, next, 1)))
 
 			// A rolled-back savepoint takes its activities with it, and the
 			// transaction's others stay.
@@ -113,9 +126,7 @@ func TestAppendTx(t *testing.T) {
 				return sp.Rollback(ctx)
 			})
 			require.NoError(t, err)
-			acts, err = s.Activities(ctx, next+1, 10)
-			require.NoError(t, err)
-			require.Len(t, acts, 1)
+			acts = readN(t, s, next+1, 1)
 			require.Equal(t, []string{"kept.example"}, acts[0].Domains)
 		})
 	}
@@ -176,7 +187,7 @@ func TestOpenTransactionHoldsBackNothing(t *testing.T) {
 			require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx2 pgx.Tx) error {
 				return s.AppendTx(ctx, tx2, []store.NewActivity{newActivity()})
 			}))
-			require.Equal(t, []int64{before, after1, after1 + 1}, readAll(t, s, 0))
+			require.Equal(t, []int64{before, after1, after1 + 1}, ids(readN(t, s, 0, 3)))
 			h, err := s.Head(ctx)
 			require.NoError(t, err)
 			require.Equal(t, after1+1, h)
@@ -187,9 +198,7 @@ func TestOpenTransactionHoldsBackNothing(t *testing.T) {
 			seen := h // a reader that has read everything so far
 			if outcome == "commit" {
 				require.NoError(t, tx.Commit(ctx))
-				acts, err := s.Activities(ctx, seen, 10)
-				require.NoError(t, err)
-				require.Len(t, acts, 1, "the reader skipped the late commit")
+				acts := readN(t, s, seen, 1) // the reader has not passed the late commit
 				require.Equal(t, "held", acts[0].OrderingKey)
 				require.Greater(t, acts[0].ID, seen)
 				st, err := s.Domains(ctx, []string{"late.example"})
@@ -223,6 +232,7 @@ func TestConcurrentAppendsNeverSkip(t *testing.T) {
 	var (
 		mu        sync.Mutex
 		committed []string // ordering keys, unique per activity
+		total     int      // len(committed) once done is closed
 	)
 	done := make(chan struct{})
 	var g errgroup.Group
@@ -231,6 +241,7 @@ func TestConcurrentAppendsNeverSkip(t *testing.T) {
 		g.Go(func() error {
 			var after int64
 			finished := false
+			var deadline time.Time
 			for {
 				acts, err := s.Activities(ctx, after, 5)
 				if err != nil {
@@ -246,12 +257,20 @@ func TestConcurrentAppendsNeverSkip(t *testing.T) {
 				if len(acts) > 0 {
 					continue
 				}
-				if finished {
+				// Once the writers are done, read until every committed
+				// activity was seen (the last are numbered just after
+				// their commits).
+				if finished && len(seen[r]) >= total {
 					return nil
+				}
+				if finished && time.Now().After(deadline) {
+					return fmt.Errorf("reader %d: %d of %d activities seen", r, len(seen[r]), total)
 				}
 				select {
 				case <-done:
-					finished = true
+					if !finished {
+						finished, deadline = true, time.Now().Add(10*time.Second)
+					}
 				case <-time.After(time.Millisecond):
 				}
 			}
@@ -303,6 +322,7 @@ func TestConcurrentAppendsNeverSkip(t *testing.T) {
 		})
 	}
 	require.NoError(t, w.Wait())
+	total = len(committed)
 	close(done)
 	require.NoError(t, g.Wait())
 
@@ -370,7 +390,7 @@ func TestAppendTxIsOneStatement(t *testing.T) {
 			}
 			require.NoError(t, tx.Commit(ctx))
 			require.Equal(t, int64(1), tracer.connects.Load(), "the store opened a connection of its own")
-			require.Len(t, readAll(t, s, 0), 1+2+3)
+			readN(t, s, 0, 1+2+3)
 		})
 	}
 }

@@ -30,8 +30,8 @@ func AppendIn(ctx context.Context, s *Store, tx pgx.Tx, activities []store.NewAc
 	if err != nil {
 		return nil, err
 	}
-	var prev int64
+	var prev, numbered int64
 	err = tx.QueryRow(ctx, s.sql.append, b.n, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
-		b.newDomains, s.channel).Scan(&prev)
+		b.newDomains, s.channel).Scan(&prev, &numbered)
 	return b.ids(prev), err
 }

@@ -35,23 +35,28 @@ type groupCommit struct {
 	leading bool
 }
 
+// appendResult is what an append statement reports for one call.
+type appendResult struct {
+	prev     int64 // the ID before the call's first activity
+	numbered int64 // the staged activities the statement numbered
+}
+
 // appendCall is one Append waiting for, or in, a combined statement.
 type appendCall struct {
 	ctx  context.Context
 	b    *batch
-	prev int64 // the ID before the call's first, once done
+	res  appendResult // once done
 	err  error
 	done chan struct{} // closed when prev and err are set
 	lead chan struct{} // receives the lead
 }
 
-// runFunc runs one append statement for b and returns the ID before its
-// first activity.
-type runFunc func(ctx context.Context, b *batch) (int64, error)
+// runFunc runs one append statement for b.
+type runFunc func(ctx context.Context, b *batch) (appendResult, error)
 
-// append appends b through run, combined with concurrent calls, and
-// returns the ID before b's first activity.
-func (g *groupCommit) append(ctx context.Context, b *batch, run runFunc) (int64, error) {
+// append appends b through run, combined with concurrent calls. An empty
+// b only numbers what is staged.
+func (g *groupCommit) append(ctx context.Context, b *batch, run runFunc) (appendResult, error) {
 	c := &appendCall{ctx: ctx, b: b, done: make(chan struct{}), lead: make(chan struct{}, 1)}
 	g.mu.Lock()
 	g.waiting = append(g.waiting, c)
@@ -64,12 +69,12 @@ func (g *groupCommit) append(ctx context.Context, b *batch, run runFunc) (int64,
 	for {
 		select {
 		case <-c.done:
-			return c.prev, c.err
+			return c.res, c.err
 		case <-c.lead:
 			g.leadUntilDone(c, run)
 		case <-cancelled:
 			if g.withdraw(c) {
-				return 0, ctx.Err()
+				return appendResult{}, ctx.Err()
 			}
 			cancelled = nil // taken: wait for the statement's outcome
 		}
@@ -144,24 +149,24 @@ func (g *groupCommit) take() []*appendCall {
 func runGroup(group []*appendCall, run runFunc) {
 	if len(group) == 1 {
 		c := group[0]
-		c.prev, c.err = run(c.ctx, c.b)
+		c.res, c.err = run(c.ctx, c.b)
 		close(c.done)
 		return
 	}
 	ctx, stop := groupContext(group)
-	prev, err := run(ctx, mergeBatches(group))
+	res, err := run(ctx, mergeBatches(group))
 	stop()
 	var pgErr *pgconn.PgError
 	if err != nil && errors.As(err, &pgErr) {
 		for _, c := range group {
-			c.prev, c.err = run(c.ctx, c.b)
+			c.res, c.err = run(c.ctx, c.b)
 			close(c.done)
 		}
 		return
 	}
 	for _, c := range group {
-		c.prev, c.err = prev, err
-		prev += int64(c.b.n)
+		c.res, c.err = res, err
+		res.prev += int64(c.b.n)
 		close(c.done)
 	}
 }

@@ -35,7 +35,8 @@ func activityUnnest(first int) string {
 // registers the new domains named by either ($9 for the batch) at the safe
 // head, and notifies channel $10, in one autocommit statement. It waits for
 // the counter: an appender must get its IDs. It returns the ID before the
-// batch's first.
+// batch's first and how many staged rows it numbered. An empty batch only
+// numbers the staged rows (see commitWatcher).
 var appendSQL = `WITH h AS (
 	SELECT coalesce({safe_head}, 0) AS head
 ), lk AS (
@@ -57,18 +58,25 @@ var appendSQL = `WITH h AS (
 	ORDER BY nd.domain COLLATE "C"
 	ON CONFLICT (domain) DO NOTHING
 )
-SELECT lk.last_id + k.k FROM lk, k`
+SELECT lk.last_id + k.k, k.k FROM lk, k`
 
 // stageTxSQL stages a batch ($1..$7) in the caller's transaction and
-// notifies channel $8 when that transaction commits: the only statement
-// AppendTx sends. It takes no lock another enqueue waits for.
+// returns the transaction's ID, for the commit watcher: the only statement
+// AppendTx sends. It takes no lock another enqueue waits for, and sends no
+// NOTIFY, which would serialise the callers' commits (see commitWatcher).
 var stageTxSQL = `WITH i AS (
 	INSERT INTO {s}.staged_activities (actor, ordering_key, body, inboxes, domains, audiences, all_domains)
 	SELECT ` + activityColumns + `
 	FROM ` + activityUnnest(1) + `
 	ORDER BY x.ord
 )
-SELECT pg_notify($8, '')`
+SELECT pg_current_xact_id()::text`
+
+// stageOneTxSQL is stageTxSQL for a batch of one activity, with its lists
+// as arrays ($4..$6): a simpler statement for the common case.
+const stageOneTxSQL = `INSERT INTO {s}.staged_activities (actor, ordering_key, body, inboxes, domains, audiences, all_domains)
+VALUES ($1, $2, $3, $4::text[], $5::text[], $6::text[], $7)
+RETURNING pg_current_xact_id()::text`
 
 const activityReadColumns = `id, enqueued_at, actor, ordering_key, body, inboxes, domains, audiences, all_domains`
 
@@ -162,20 +170,20 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 	if err != nil {
 		return nil, err
 	}
-	prev, err := s.appends.append(ctx, b, s.appendBatch)
+	res, err := s.appends.append(ctx, b, s.appendBatch)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
-	return b.ids(prev), nil
+	return b.ids(res.prev), nil
 }
 
-// appendBatch runs appendSQL for b and returns the ID before b's first.
-func (s *Store) appendBatch(ctx context.Context, b *batch) (int64, error) {
-	var prev int64
+// appendBatch runs appendSQL for b.
+func (s *Store) appendBatch(ctx context.Context, b *batch) (appendResult, error) {
+	var res appendResult
 	s.count(1)
 	err := s.pool.QueryRow(ctx, s.sql.append, b.n, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
-		b.newDomains, s.channel).Scan(&prev)
-	return prev, err
+		b.newDomains, s.channel).Scan(&res.prev, &res.numbered)
+	return res, err
 }
 
 // Tx binds the caller's transaction tx (a *pgxpool.Tx is one), on the same
@@ -193,10 +201,11 @@ func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) err
 }
 
 // AppendTx appends activities inside the caller's transaction tx, on the
-// same database as the store: they are appended if and only if tx commits,
-// and the commit notifies listeners. It is one statement in tx, a plain
-// INSERT that takes no lock another enqueue waits for, and uses no
-// connection but tx's.
+// same database as the store: they are appended if and only if tx commits.
+// It is one statement in tx, a plain INSERT that takes no lock another
+// enqueue waits for, and uses no connection but tx's. Soon after tx
+// commits, the store numbers the activities and notifies listeners (see
+// commitWatcher).
 //
 // The activities get their IDs after tx commits, when the store numbers
 // them (see sequence.go), above every ID given out before; that is why
@@ -214,11 +223,21 @@ func (s *Store) AppendTx(ctx context.Context, ptx pgx.Tx, activities []store.New
 	if err != nil {
 		return err
 	}
+	var (
+		xid string
+		row pgx.Row
+	)
 	s.count(1)
-	if _, err := ptx.Exec(ctx, s.sql.stageTx, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
-		s.channel); err != nil {
+	if a := activities[0]; len(activities) == 1 {
+		row = ptx.QueryRow(ctx, s.sql.stageOneTx, a.Actor, a.OrderingKey, a.Body, nonNil(a.Inboxes), nonNil(a.Domains),
+			nonNil(a.Audiences), a.AllDomains)
+	} else {
+		row = ptx.QueryRow(ctx, s.sql.stageTx, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all)
+	}
+	if err := row.Scan(&xid); err != nil {
 		return s.fail(ctx, op, err)
 	}
+	s.watch(xid)
 	return nil
 }
 

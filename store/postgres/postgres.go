@@ -92,6 +92,8 @@ type Store struct {
 
 	// appends combines concurrent Append calls into one statement.
 	appends groupCommit
+	// watcher numbers what callers' transactions staged once they commit.
+	watcher commitWatcher
 }
 
 var (
@@ -164,18 +166,19 @@ func (s *Store) Stats() QueryStats {
 	return QueryStats{Statements: s.statements.Load()}
 }
 
-// Close releases what the store holds. The store opens no connection for
-// enqueueing, so there is nothing to release today; Close is kept so that
-// callers stay correct if that changes. It does not close the caller's pool,
-// and it does not end a running Listen, which ends with its context.
-func (s *Store) Close() {}
+// Close stops the store's commit watcher (see AppendTx) and waits for it;
+// activities of transactions that commit afterwards are numbered by the
+// next reader or Append instead. Call it before closing the pool. It does
+// not close the caller's pool, and it does not end a running Listen, which
+// ends with its context.
+func (s *Store) Close() { s.closeWatcher() }
 
 // count records n statements sent.
 func (s *Store) count(n int) { s.statements.Add(int64(n)) }
 
 // queries holds the store's SQL with the schema name filled in.
 type queries struct {
-	append, stageTx, activities, head                                                       string
+	append, stageTx, stageOneTx, activities, head                                           string
 	register, domains, checkpoint, acquire, renew, release                                  string
 	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
 	changeDomain, openTransactions, expireDeadLetters, capDeadLetters                       string
@@ -186,6 +189,7 @@ func newQueries(schema string) queries {
 	q := queries{
 		append:            appendSQL,
 		stageTx:           stageTxSQL,
+		stageOneTx:        stageOneTxSQL,
 		activities:        activitiesSQL,
 		head:              headSQL,
 		register:          registerSQL,
@@ -207,7 +211,7 @@ func newQueries(schema string) queries {
 		capDeadLetters:    capDeadLettersSQL,
 	}
 	for _, p := range []*string{
-		&q.append, &q.stageTx, &q.activities, &q.head, &q.register, &q.domains,
+		&q.append, &q.stageTx, &q.stageOneTx, &q.activities, &q.head, &q.register, &q.domains,
 		&q.checkpoint, &q.acquire, &q.renew, &q.release, &q.leaseStats, &q.deadLetters,
 		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
 		&q.expireDeadLetters, &q.capDeadLetters,

@@ -1,5 +1,7 @@
 package postgres
 
+import "strconv"
+
 // How IDs are assigned so that a reader never skips a late commit: a
 // commit-order sequencer.
 //
@@ -49,9 +51,9 @@ const safeHeadSQL = `(SELECT least(c.last_id, coalesce((
 // chosen in a subquery that reads lk, so the counter is locked before any
 // staged row is: sequencers cannot deadlock, and one that waited for the
 // counter skips the rows its predecessor moved (they are deleted).
-const sequenceCTEs = `m AS (
+var sequenceCTEs = `m AS (
 	DELETE FROM {s}.staged_activities p
-	WHERE p.seq IN (SELECT q.seq FROM {s}.staged_activities q, lk ORDER BY q.seq LIMIT ` + sweepLimitText + `)
+	WHERE p.seq IN (SELECT q.seq FROM {s}.staged_activities q, lk ORDER BY q.seq LIMIT ` + strconv.Itoa(sweepLimit) + `)
 	RETURNING p.seq, p.enqueued_at, p.actor, p.ordering_key, p.body, p.inboxes, p.domains, p.audiences, p.all_domains
 ), n AS (
 	SELECT lk.last_id + row_number() OVER (ORDER BY m.seq) AS id, m.* FROM lk, m
@@ -63,9 +65,9 @@ const sequenceCTEs = `m AS (
 	FROM n ORDER BY n.id
 )`
 
-// sweepLimitText bounds the staged rows one sequencer statement numbers,
-// so that the counter's lock is held for a bounded time.
-const sweepLimitText = "5000"
+// sweepLimit bounds the staged rows one sequencer statement numbers, so
+// that the counter's lock is held for a bounded time.
+const sweepLimit = 5000
 
 // readerLockCTE locks the counter for a reader that sequences: only when
 // there is something staged (otherwise the read stays read-only and costs

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/apqueue/apqueue/internal/pgtest"
 	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/postgres"
 )
@@ -27,39 +28,84 @@ func stage(t *testing.T, s *postgres.Store, db interface {
 	require.NoError(t, pgx.BeginFunc(t.Context(), db, func(tx pgx.Tx) error { return s.AppendTx(t.Context(), tx, acts) }))
 }
 
-// TestReaderSequencingNotifies listens on the store's channel: the caller's
-// commit notifies, and so does the reader that numbers its activities
-// (other processes' readers woke before the activities had IDs), while a
-// read that numbers nothing does not.
-func TestReaderSequencingNotifies(t *testing.T) {
-	t.Parallel()
-	s, db := newStore(t, 0, nil)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
+// listen returns a function that waits for the next notification on the
+// store's channel, on a connection of the test's own.
+func listen(t *testing.T, ctx context.Context, db *pgtest.DB) func() string {
+	t.Helper()
 	conn, err := pgx.ConnectConfig(ctx, db.Pool.Config().ConnConfig)
 	require.NoError(t, err)
-	defer conn.Close(context.Background())
-	channel := pgx.Identifier{db.Schema + "_activities"}.Sanitize()
-	_, err = conn.Exec(ctx, "LISTEN "+channel)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	_, err = conn.Exec(ctx, "LISTEN "+pgx.Identifier{db.Schema + "_activities"}.Sanitize())
 	require.NoError(t, err)
-	next := func() string {
+	return func() string {
 		n, err := conn.WaitForNotification(ctx)
 		require.NoError(t, err)
 		return n.Payload
 	}
+}
 
-	stage(t, s, db.Pool, keyed("staged"))
-	require.Empty(t, next(), "the caller's commit")
+// counter reads the ID counter directly, without a store call (a store's
+// reads number staged activities themselves).
+func counter(t *testing.T, db *pgtest.DB) int64 {
+	t.Helper()
+	var n int64
+	require.NoError(t, db.Pool.QueryRow(t.Context(), "SELECT last_id FROM "+pgx.Identifier{db.Schema}.Sanitize()+".id_counter").Scan(&n))
+	return n
+}
+
+// TestCommitIsNumberedAndNotified commits a caller's transaction and reads
+// nothing: the store's commit watcher numbers its activities and notifies
+// listeners, once they have IDs. A rolled-back transaction is forgotten.
+func TestCommitIsNumberedAndNotified(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	next := listen(t, ctx, db)
+
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, s.AppendTx(ctx, tx, []store.NewActivity{keyed("rolled back")}))
+	require.NoError(t, tx.Rollback(ctx))
+	stage(t, s, db.Pool, keyed("committed", "a.example"))
+	require.Empty(t, next(), "the activities were numbered")
+	require.Equal(t, int64(1), counter(t, db))
 	acts, err := s.Activities(ctx, 0, 10)
 	require.NoError(t, err)
-	require.Len(t, acts, 1)
-	require.Empty(t, next(), "the reader that numbered the activity")
+	require.Equal(t, []string{"committed"}, names(t, acts))
+	doms, err := s.Domains(ctx, []string{"a.example"})
+	require.NoError(t, err)
+	require.Len(t, doms, 1)
+	require.Zero(t, doms[0].Cursor)
 
+	// A read that numbers nothing does not notify.
 	_, err = s.Activities(ctx, 0, 10)
 	require.NoError(t, err)
 	_, err = db.Pool.Exec(ctx, "SELECT pg_notify($1, 'sentinel')", db.Schema+"_activities")
 	require.NoError(t, err)
 	require.Equal(t, "sentinel", next(), "a read that numbered nothing notified")
+}
+
+// TestReaderNumbersWhatNoWatcherSaw stages activities through a store
+// whose commit watcher is stopped, as if its process had stopped before
+// the commit: the next reader numbers them and notifies the others.
+func TestReaderNumbersWhatNoWatcherSaw(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	next := listen(t, ctx, db)
+	s.Close()
+	stage(t, s, db.Pool, keyed("staged"))
+	require.Zero(t, counter(t, db), "a closed store's watcher numbered")
+
+	reader, err := postgres.New(db.Pool, &postgres.Config{Schema: db.Schema})
+	require.NoError(t, err)
+	defer reader.Close()
+	acts, err := reader.Activities(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{"staged"}, names(t, acts), "the reader returns what it numbered")
+	require.Empty(t, next(), "the reader that numbered the activity notified")
 }
 
 // TestReaderDoesNotWaitForTheCounter holds the counter's lock, as an Append
@@ -68,6 +114,7 @@ func TestReaderSequencingNotifies(t *testing.T) {
 func TestReaderDoesNotWaitForTheCounter(t *testing.T) {
 	t.Parallel()
 	s, db := newStore(t, 0, nil)
+	s.Close() // no commit watcher: this test's reads do the numbering
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	first := appendOne(t, s)
@@ -102,6 +149,7 @@ func TestReaderDoesNotWaitForTheCounter(t *testing.T) {
 func TestAppendWaitingForTheCounter(t *testing.T) {
 	t.Parallel()
 	s, db := newStore(t, 0, nil)
+	s.Close() // no commit watcher: the test decides who numbers
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	stage(t, s, db.Pool, keyed("staged-1", "a.example"))

@@ -177,8 +177,7 @@ func TestUpgradeFromVersion3(t *testing.T) {
 	require.Equal(t, late, open.FirstID)
 
 	require.NoError(t, oldTx.Commit(ctx))
-	acts, err = s.Activities(ctx, readTo, 100)
-	require.NoError(t, err)
+	acts = readN(t, s, readTo, 4)
 	got := names(t, acts)
 	require.Equal(t, "v3-late", got[0])
 	require.ElementsMatch(t, []string{"v3-late", "https://local.example/notes/1", "v3-3", "v4-tx"}, got,
