@@ -35,6 +35,7 @@ type options struct {
 	dbAlternate bool
 	dbConns     int
 	pollOnly    bool
+	enqueueTx   bool
 
 	workers    int
 	workerMode string
@@ -143,6 +144,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.dbAlternate, "db-latency-alternate", false, "with -db-latency: odd rounds (1st, 3rd, ...) run with no added latency, even ones with it, through the same proxy and queue, and the throughput ratio is printed")
 	fs.IntVar(&o.dbConns, "db-conns", 8, "connections in each queue's PostgreSQL pool")
 	fs.BoolVar(&o.pollOnly, "poll-only", false, "postgres.Config.PollOnly: no LISTEN/NOTIFY, the queue polls")
+	fs.BoolVar(&o.enqueueTx, "enqueue-tx", false, "with -rate: enqueue each activity in a transaction of its own with EnqueueTx (postgres)")
 
 	fs.IntVar(&o.workers, "workers", 1, "queue instances delivering; with postgres they share the database")
 	fs.StringVar(&o.workerMode, "worker-mode", "inproc", "inproc: the workers run in this process, which also enqueues; exec: each worker is a child process (this program re-executed) and this process only enqueues and runs the inboxes (postgres only)")
@@ -219,6 +221,8 @@ func (o *options) validate() error {
 		return errors.New("-db-latency-alternate needs -db-latency")
 	case o.scenario == scenarioTxEnqueue && o.store != "postgres":
 		return errors.New("-scenario txenqueue needs -store postgres")
+	case o.enqueueTx && (o.store != "postgres" || o.rate == 0):
+		return errors.New("-enqueue-tx needs -store postgres and -rate")
 	case o.enqueuers < 1:
 		return errors.New("-enqueuers must be at least 1")
 	case o.dbLatency > 0 && o.store != "postgres":
