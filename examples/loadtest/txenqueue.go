@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/apqueue/apqueue/queue"
-	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/store/postgres"
 )
 
@@ -45,29 +44,16 @@ func (c *contrast) ratio() float64 {
 // does in production (its commit watcher, on the same pool); the run checks
 // at the end that every committed activity was.
 func runTxEnqueue(ctx context.Context, o *options) (*report, error) {
-	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	sa, err := openStandalone(ctx, o, max(o.dbConns, o.enqueuers)) // the queue is not started
 	if err != nil {
 		return nil, err
 	}
-	defer be.close()
-	be.conns = max(o.dbConns, o.enqueuers)
-	st, err := be.newStore(ctx)
-	if err != nil {
-		return nil, err
-	}
-	pst := st.(*postgres.Store)
-	pool := be.pools[len(be.pools)-1]
+	defer sa.close()
+	be, q := sa.be, sa.q
+	pst := sa.st.(*postgres.Store)
+	pool := be.pools[0]
 	table := pgx.Identifier{be.schema, "posts"}.Sanitize()
 	if _, err := pool.Exec(ctx, "CREATE TABLE "+table+" (id bigserial PRIMARY KEY, body text NOT NULL)"); err != nil {
-		return nil, err
-	}
-	snd, err := sender.NewHTTP(nil) // never called: the queue is not started
-	if err != nil {
-		return nil, err
-	}
-	defer snd.Close()
-	q, err := queue.New(st, snd, queueConfig(queueSettings{Verbose: o.verbose}, nil, nil))
-	if err != nil {
 		return nil, err
 	}
 	inbox := []string{"https://enqueue.example/inbox"}
@@ -121,25 +107,12 @@ func runTxEnqueue(ctx context.Context, o *options) (*report, error) {
 // o.enqueuers concurrent callers against one caller, alternately, on one
 // store.
 func runAppendScaling(ctx context.Context, o *options) (*report, error) {
-	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	sa, err := openStandalone(ctx, o, max(o.dbConns, o.enqueuers)) // the queue is not started
 	if err != nil {
 		return nil, err
 	}
-	defer be.close()
-	be.conns = max(o.dbConns, o.enqueuers)
-	st, err := be.newStore(ctx)
-	if err != nil {
-		return nil, err
-	}
-	snd, err := sender.NewHTTP(nil) // never called: the queue is not started
-	if err != nil {
-		return nil, err
-	}
-	defer snd.Close()
-	q, err := queue.New(st, snd, queueConfig(queueSettings{Verbose: o.verbose}, nil, nil))
-	if err != nil {
-		return nil, err
-	}
+	defer sa.close()
+	q := sa.q
 	inbox := []string{"https://enqueue.example/inbox"}
 	enqueue := func(ctx context.Context, n int) error {
 		_, err := q.Enqueue(ctx, queue.Activity{Body: activityBody(n, 0, o.bodyBytes), Inboxes: inbox})
