@@ -35,3 +35,7 @@ func AppendIn(ctx context.Context, s *Store, tx pgx.Tx, activities []store.NewAc
 		b.newDomains, s.channel).Scan(&prev, &numbered)
 	return b.ids(prev), err
 }
+
+// SetWatchGiveUp shortens how long s's commit watcher retries failing
+// polls, for tests. Call it before AppendTx.
+func SetWatchGiveUp(s *Store, d time.Duration) { s.watchGiveUp = d }

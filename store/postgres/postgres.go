@@ -87,6 +87,8 @@ type Store struct {
 
 	// pingInterval and pingTimeout are the listener's health check.
 	pingInterval, pingTimeout time.Duration
+	// watchGiveUp is how long the commit watcher retries failing polls.
+	watchGiveUp time.Duration
 
 	statements atomic.Int64
 
@@ -150,6 +152,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Store, error) {
 
 		pingInterval: listenPingInterval,
 		pingTimeout:  listenPingTimeout,
+		watchGiveUp:  watchGiveUp,
 	}
 	s.sql = newQueries(pgx.Identifier{c.Schema}.Sanitize())
 	return s, nil

@@ -1,11 +1,16 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/internal/pgtest"
@@ -193,4 +198,53 @@ func TestAppendWaitingForTheCounter(t *testing.T) {
 	for _, d := range doms {
 		require.Less(t, d.Cursor, firstID[d.Domain], "%s starts past its activity", d.Domain)
 	}
+}
+
+// TestCommitWatcherGivesUp closes the pool of the store that watches a
+// caller's transaction before the transaction commits: the watcher's polls
+// fail, it gives up after its limit, saying so, and another store's reader
+// numbers the activity.
+func TestCommitWatcherGivesUp(t *testing.T) {
+	t.Parallel()
+	_, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	own, err := pgxpool.New(ctx, db.ConnString)
+	require.NoError(t, err)
+	var logs syncBuffer
+	s, err := postgres.New(own, &postgres.Config{Schema: db.Schema, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	postgres.SetWatchGiveUp(s, 100*time.Millisecond)
+
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, s.AppendTx(ctx, tx, []store.NewActivity{keyed("orphan")}))
+	own.Close()
+	require.NoError(t, tx.Commit(ctx))
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "gave up checking") }, 5*time.Second,
+		10*time.Millisecond, "the watcher did not give up")
+	s.Close()
+
+	reader, err := postgres.New(db.Pool, &postgres.Config{Schema: db.Schema})
+	require.NoError(t, err)
+	defer reader.Close()
+	require.Equal(t, []string{"orphan"}, names(t, readN(t, reader, 0, 1)))
+}
+
+// syncBuffer collects log output across goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

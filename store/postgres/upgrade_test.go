@@ -115,6 +115,7 @@ func TestUpgradeFromVersion3(t *testing.T) {
 	ctx := t.Context()
 	s, err := postgres.New(db.Pool, &postgres.Config{Schema: db.Schema, Logger: quietLogger()})
 	require.NoError(t, err)
+	defer s.Close()
 	v, err := postgres.MigrateTo(ctx, s, 3)
 	require.NoError(t, err)
 	require.Equal(t, 3, v)
@@ -217,6 +218,7 @@ func TestMigrateGivesUpOnLocks(t *testing.T) {
 	ctx := t.Context()
 	s, err := postgres.New(db.Pool, &postgres.Config{Schema: db.Schema, LockTimeout: 50 * time.Millisecond})
 	require.NoError(t, err)
+	defer s.Close()
 	_, err = postgres.MigrateTo(ctx, s, 3)
 	require.NoError(t, err)
 

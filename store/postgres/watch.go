@@ -18,6 +18,12 @@ const (
 // watchTimeout bounds one statement of the commit watcher.
 const watchTimeout = 10 * time.Second
 
+// watchGiveUp is how long the commit watcher keeps trying while every poll
+// fails (the database is down, or the caller's pool was closed): then it
+// forgets the transactions it watches, whose activities the next reader
+// numbers.
+const watchGiveUp = time.Minute
+
 // commitWatcher numbers the activities of callers' transactions soon after
 // they commit, and so wakes the readers.
 //
@@ -89,6 +95,7 @@ func (s *Store) watchLoop() {
 	interval := watchIntervalMin
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
+	var failingSince time.Time
 	for {
 		select {
 		case <-w.stop:
@@ -116,12 +123,22 @@ func (s *Store) watchLoop() {
 			return
 		default:
 		}
-		if err != nil {
-			s.logger.Warn("apqueue: postgres: checking callers' transactions failed; their activities wait for a reader",
+		switch {
+		case err == nil:
+			failingSince = time.Time{}
+			interval = min(2*interval, watchIntervalMax)
+		case failingSince.IsZero():
+			failingSince = time.Now()
+			fallthrough
+		default:
+			s.logger.Warn("apqueue: postgres: checking callers' transactions failed; retrying",
 				slog.String("schema", s.schema), slog.Any("error", err))
 			interval = watchIntervalMax
-		} else {
-			interval = min(2*interval, watchIntervalMax)
+			if time.Since(failingSince) >= s.watchGiveUp {
+				s.logger.Warn("apqueue: postgres: gave up checking callers' transactions; readers will number their activities",
+					slog.String("schema", s.schema), slog.Int("transactions", len(xids)))
+				ended = xids
+			}
 		}
 		w.mu.Lock()
 		for _, x := range ended {
