@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,7 +70,7 @@ func TestRestartedQueueDeliversWhatWasEnqueuedWhileStopped(t *testing.T) {
 	require.Zero(t, deadLetterCount(t, st, "b.example"))
 }
 
-func TestStuckHeadBoundsPendingAndResends(t *testing.T) {
+func TestCrashResendsAtMostWhatSettledSinceTheLastCheckpoint(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
 	var stuck atomic.Int64
@@ -84,7 +82,12 @@ func TestStuckHeadBoundsPendingAndResends(t *testing.T) {
 	}}
 	cfg := testConfig()
 	cfg.ReadBatch, cfg.WindowSize = 16, 32
+	cfg.MaxPendingPerDomain = 16
 	cfg.MaxAttempts = 1 << 30 // never give up on it
+	// Checkpoints only every 5 settled deliveries: the crash below loses at
+	// most what settled since the last one.
+	cfg.CheckpointInterval = time.Hour
+	cfg.CheckpointDeliveries = 5
 	cfg.LeaseTTL = 300 * time.Millisecond
 	q, err := New(st, fake, cfg)
 	require.NoError(t, err)
@@ -97,16 +100,16 @@ func TestStuckHeadBoundsPendingAndResends(t *testing.T) {
 	require.NoError(t, err)
 	stuck.Store(ids[0])
 	require.NoError(t, q.Start(ctx))
-	eventually(t, func() bool { return fake.DeliveredCount() == 15 }, "the worker runs ahead of its cursor by one read batch")
+	eventually(t, func() bool { return fake.DeliveredCount() == 15 }, "the worker runs ahead of its cursor by MaxPendingPerDomain")
 	w := q.workerList()[0]
-	w.mu.Lock()
-	pending := w.view.pending
-	w.mu.Unlock()
-	require.LessOrEqual(t, pending, cfg.ReadBatch)
+	pending := w.snapshot().Pending
+	require.LessOrEqual(t, pending, cfg.MaxPendingPerDomain)
 	q.kill()
 
 	second := &sendertest.Fake{}
-	startQueue(t, st, second, cfg)
+	next := *cfg
+	next.CheckpointInterval = testConfig().CheckpointInterval
+	startQueue(t, st, second, &next)
 	eventually(t, func() bool { return domainState(t, st, "a.example").Cursor == ids[400] }, "the next owner delivers everything")
 	resent := 0
 	for _, id := range fake.Delivered("https://a.example/inbox") {
@@ -114,7 +117,8 @@ func TestStuckHeadBoundsPendingAndResends(t *testing.T) {
 			resent++
 		}
 	}
-	require.LessOrEqual(t, resent, cfg.ReadBatch, "re-sends bounded by how far the worker may run ahead")
+	require.LessOrEqual(t, resent, cfg.CheckpointDeliveries+cfg.MaxInFlightPerDomain,
+		"after a crash, re-sends are bounded by what settled since the last checkpoint (plus what was in flight)")
 }
 
 func TestNoDeadLetterWhileTheWholeDomainIsDown(t *testing.T) {
@@ -144,9 +148,16 @@ func TestNoDeadLetterWhileTheWholeDomainIsDown(t *testing.T) {
 func TestStopKeepsItsDeadlineWhileAResolverHangs(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
+	// The web process resolves the audience at enqueue; the delivering
+	// process's Resolver hangs when it looks for the inboxes.
+	web := newCountingResolver()
+	web.set(followers, "https://a.example/users/1/inbox")
+	enqueuer, err := New(st, &sendertest.Fake{}, &Config{Resolver: web, Logger: quietLogger()})
+	require.NoError(t, err)
 	called := make(chan struct{}, 1)
 	cfg := testConfig()
-	cfg.Resolver = ResolverFunc(func(ctx context.Context, aud, dom string) ([]string, error) {
+	cfg.PollInterval = 20 * time.Millisecond // the enqueue is another queue's: no wake-up may reach this one before it listens
+	cfg.Resolver = ResolverFunc(func(ctx context.Context, aud string) ([]string, error) {
 		select {
 		case called <- struct{}{}:
 		default:
@@ -158,11 +169,7 @@ func TestStopKeepsItsDeadlineWhileAResolverHangs(t *testing.T) {
 	require.NoError(t, err)
 	ctx := context.Background()
 	require.NoError(t, q.Start(ctx))
-	require.NoError(t, q.AddDomains(ctx, "a.example"))
-	eventually(t, func() bool { return q.holds("a.example") }, "leased")
-	a := note(1)
-	a.Audiences = []string{followers}
-	enqueueAll(t, q, a)
+	enqueueAll(t, enqueuer, post(1))
 	<-called
 	sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
@@ -171,22 +178,28 @@ func TestStopKeepsItsDeadlineWhileAResolverHangs(t *testing.T) {
 	require.Less(t, time.Since(start), 2*time.Second, "Stop keeps its deadline")
 }
 
-func TestQueueWithoutResolverWaitsOnAudiencesLoudly(t *testing.T) {
+func TestQueueWithoutResolverRecordsAudiencesItCannotResolve(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
 	ctx := context.Background()
-	require.NoError(t, st.RegisterDomains(ctx, []store.DomainRegistration{{Domain: "a.example"}}))
-	// Appended by a process that has a Resolver.
-	_, err := st.Append(ctx, []store.NewActivity{{Actor: testActor, Body: note(1).Body, Audiences: []string{followers}}})
+	// Enqueued by a process that has a Resolver: the audience reaches a
+	// domain with a known shared inbox and one without.
+	web := newCountingResolver()
+	web.set(followers, "https://shared.example/users/1/inbox", "https://personal.example/users/1/inbox")
+	enqueuer, err := New(st, &sendertest.Fake{}, &Config{Resolver: web, Logger: quietLogger()})
 	require.NoError(t, err)
-	logs := &logBuffer{}
-	cfg := testConfig()
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	require.NoError(t, enqueuer.SetSharedInbox(ctx, "https://shared.example/inbox"))
+	ids := enqueueAll(t, enqueuer, post(1))
+
 	fake := &sendertest.Fake{}
-	startQueue(t, st, fake, cfg)
-	eventually(t, func() bool { return strings.Contains(logs.String(), "no Config.Resolver") }, "the problem is logged")
-	require.Zero(t, domainState(t, st, "a.example").Cursor, "nothing is skipped")
-	require.Empty(t, fake.Calls())
+	startQueue(t, st, fake, testConfig()) // no Resolver
+	eventually(t, func() bool { return len(fake.Delivered("https://shared.example/inbox")) == 1 }, "the shared inbox needs no Resolver")
+	eventually(t, func() bool { return deadLetterCount(t, st, "personal.example") == 1 }, "the other domain is recorded, not skipped")
+	dls, err := st.DeadLetters(ctx, storeFilter("personal.example"))
+	require.NoError(t, err)
+	require.Contains(t, dls[0].Reason, "no Config.Resolver")
+	require.Equal(t, ids[0], dls[0].ActivityID)
+	require.Len(t, fake.Calls(), 1)
 }
 
 // failRenewStore refuses every renewal, as a database out of reach would.

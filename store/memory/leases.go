@@ -47,7 +47,7 @@ func (s *Store) AcquireLeases(ctx context.Context, owner string, ttl time.Durati
 		d.Owner = owner
 		d.LeaseToken++
 		d.LeaseExpiresAt = truncate(now.Add(ttl))
-		out[i] = *d
+		out[i] = copyState(d)
 	}
 	return out, nil
 }
@@ -72,6 +72,7 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Le
 			continue
 		}
 		d.LeaseExpiresAt = truncate(now.Add(ttl))
+		d.Cursor = max(d.Cursor, l.SettledThrough)
 		out = append(out, d.Lease())
 	}
 	return out, nil
