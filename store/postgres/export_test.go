@@ -39,3 +39,10 @@ func AppendIn(ctx context.Context, s *Store, tx pgx.Tx, activities []store.NewAc
 // SetWatchGiveUp shortens how long s's commit watcher retries failing
 // polls, for tests. Call it before AppendTx.
 func SetWatchGiveUp(s *Store, d time.Duration) { s.watchGiveUp = d }
+
+// MigrationCount is the number of embedded migrations (versions may have
+// gaps while the files of other branches are not merged).
+func MigrationCount() int {
+	ms, _ := migrations()
+	return len(ms)
+}

@@ -158,7 +158,7 @@ func TestMigrateConcurrently(t *testing.T) {
 			var n int
 			require.NoError(t, db.Pool.QueryRow(t.Context(),
 				"SELECT count(*) FROM "+pgx.Identifier{schema, "schema_migrations"}.Sanitize()).Scan(&n))
-			require.Equal(t, postgres.LatestVersion(), n, "a migration was recorded twice")
+			require.Equal(t, postgres.MigrationCount(), n, "a migration was recorded twice")
 			appendOne(t, s)
 		})
 	}

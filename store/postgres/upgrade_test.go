@@ -78,6 +78,26 @@ SELECT c.id FROM c`), xid, domain).Scan(&id))
 	return id
 }
 
+// leaseAndSave leases every domain to owner and saves the given cursors,
+// with the previous release's columns.
+func (v v3) leaseAndSave(t *testing.T, owner string, cursors map[string]int64) {
+	t.Helper()
+	for domain, cursor := range cursors {
+		_, err := v.pool.Exec(t.Context(), v.r.Replace(`UPDATE {s}.domains SET owner = $1, lease_token = lease_token + 1,
+	lease_expires_at = now() + interval '1 hour', cursor = $3 WHERE domain = $2`), owner, domain, cursor)
+		require.NoError(t, err)
+	}
+}
+
+// deadLetter records a dead letter with the previous release's columns.
+func (v v3) deadLetter(t *testing.T, activityID int64, domain string) {
+	t.Helper()
+	_, err := v.pool.Exec(t.Context(), v.r.Replace(`INSERT INTO {s}.dead_letters
+	(activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at)
+	VALUES ($1, $2, 'https://' || $2 || '/inbox', '', '', '\x7b7d', 410, 'gone', 1, now())`), activityID, domain)
+	require.NoError(t, err)
+}
+
 // read returns the names of the activities after after that the previous
 // release's reader returns.
 func (v v3) read(t *testing.T, after int64) []string {
@@ -125,19 +145,8 @@ func TestUpgradeFromVersion3(t *testing.T) {
 	// checkpointed with a dead letter, everything read by its reader.
 	first := old.append(t, "v3-1", "a.example")
 	second := old.append(t, "v3-2", "b.example")
-	leased, err := s.AcquireLeases(ctx, "old-owner", time.Hour, 10)
-	require.NoError(t, err)
-	require.Len(t, leased, 2)
-	for i := range leased {
-		leased[i].Cursor = second
-		if leased[i].Domain == "a.example" {
-			leased[i].Cursor = first
-		}
-	}
-	require.NoError(t, s.Checkpoint(ctx, leased, []store.DeadLetter{{
-		ActivityID: first, Domain: "a.example", Inbox: "https://a.example/inbox", Body: []byte("{}"),
-		Status: 410, Reason: "gone", Attempts: 1,
-	}}))
+	old.leaseAndSave(t, "old-owner", map[string]int64{"a.example": first, "b.example": second})
+	old.deadLetter(t, first, "a.example")
 	require.Equal(t, []string{"v3-1", "v3-2"}, old.read(t, 0))
 	readTo := second // where the old reader stands
 
