@@ -7,12 +7,14 @@ import (
 	"time"
 )
 
-// Bounds of the commit watcher's polling interval: it starts at the lower
-// one whenever a transaction is added, and doubles up to the upper one
-// while transactions stay open.
+// The commit watcher's polling interval: the lower bound for watchFastFor
+// after a transaction is added (most commit within milliseconds of their
+// enqueue), then doubling up to the upper bound while transactions stay
+// open.
 const (
-	watchIntervalMin = 2 * time.Millisecond
+	watchIntervalMin = time.Millisecond
 	watchIntervalMax = 50 * time.Millisecond
+	watchFastFor     = 10 * time.Millisecond
 )
 
 // watchTimeout bounds one statement of the commit watcher.
@@ -45,10 +47,11 @@ const watchGiveUp = time.Minute
 type commitWatcher struct {
 	mu      sync.Mutex
 	pending map[string]bool // transaction IDs (xid8, as text)
-	fresh   bool            // transactions added since the last poll
+	added   time.Time       // when the last transaction was added
 	running bool
 	closed  bool
 	stop    chan struct{} // closed by Close
+	kick    chan struct{} // a transaction was added: poll soon
 	done    sync.WaitGroup
 }
 
@@ -64,9 +67,14 @@ func (s *Store) watch(xid string) {
 	if w.pending == nil {
 		w.pending = make(map[string]bool)
 		w.stop = make(chan struct{})
+		w.kick = make(chan struct{}, 1)
 	}
 	w.pending[xid] = true
-	w.fresh = true
+	w.added = time.Now()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
 	if !w.running {
 		w.running = true
 		w.done.Add(1)
@@ -101,6 +109,11 @@ func (s *Store) watchLoop() {
 		case <-w.stop:
 			return
 		case <-timer.C:
+		case <-w.kick:
+			// A new transaction is likely to commit within milliseconds:
+			// poll then, not at the end of a long interval.
+			timer.Reset(watchIntervalMin) // drops a pending tick (Go 1.23 timers)
+			continue
 		}
 		w.mu.Lock()
 		if len(w.pending) == 0 {
@@ -108,9 +121,7 @@ func (s *Store) watchLoop() {
 			w.mu.Unlock()
 			return
 		}
-		if w.fresh {
-			interval, w.fresh = watchIntervalMin, false
-		}
+		fast := time.Since(w.added) < watchFastFor
 		xids := make([]string, 0, len(w.pending))
 		for x := range w.pending {
 			xids = append(xids, x)
@@ -124,9 +135,10 @@ func (s *Store) watchLoop() {
 		default:
 		}
 		switch {
+		case err == nil && fast:
+			failingSince, interval = time.Time{}, watchIntervalMin
 		case err == nil:
-			failingSince = time.Time{}
-			interval = min(2*interval, watchIntervalMax)
+			failingSince, interval = time.Time{}, min(2*interval, watchIntervalMax)
 		case failingSince.IsZero():
 			failingSince = time.Now()
 			fallthrough
