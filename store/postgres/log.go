@@ -80,7 +80,7 @@ RETURNING pg_current_xact_id()::text`
 
 const activityReadColumns = `id, enqueued_at, actor, ordering_key, body, inboxes, domains, audiences, all_domains`
 
-// activitiesSQL sequences what it can (readerSequenceSQL) and returns up to
+// activitiesSQL sequences what it can (readerSequence) and returns up to
 // $2 activities after $1: those up to the safe head its snapshot sees, and
 // the ones it numbered itself when nothing was numbered between its
 // snapshot and its lock (then they directly follow the safe head).

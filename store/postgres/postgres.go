@@ -171,7 +171,9 @@ func (s *Store) Stats() QueryStats {
 
 // Close stops the store's commit watcher (see AppendTx) and waits for it;
 // activities of transactions that commit afterwards are numbered by the
-// next reader or Append instead. Call it before closing the pool. It does
+// next reader or Append instead. Call it before closing the pool. (Without
+// Close, the watcher's goroutine still ends once every transaction it
+// watches has ended.) It does
 // not close the caller's pool, and it does not end a running Listen, which
 // ends with its context.
 func (s *Store) Close() { s.closeWatcher() }
