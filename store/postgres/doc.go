@@ -70,11 +70,11 @@
 // move) and a short wait between commit and ID, which the watcher keeps to
 // a few milliseconds.
 //
-// Upgrade: schema version 4 adds the staging table; processes of version 3
+// Upgrade: schema version 6 adds the staging table; processes of version 3
 // go on appending through the counter and its reservations
 // (pending_appends), which readers still honour (OpenTransactions reports
 // them), so both versions can run on one schema during a rolling upgrade.
-// Staged activities are numbered only by version 4 processes.
+// Staged activities are numbered only by processes of this release.
 //
 // # Leases
 //

@@ -1,4 +1,4 @@
--- apqueue schema, version 4: transactional enqueue by a commit-order
+-- apqueue schema, version 6: transactional enqueue by a commit-order
 -- sequencer (see sequence.go).
 --
 -- A caller's transaction inserts its activities here, without an ID, in one
@@ -10,7 +10,7 @@
 -- numbered, so a reader never passes an ID that may still appear.
 --
 -- Additive: a process of version 3 does not know this table and keeps
--- appending through id_counter and pending_appends, which version 4 still
+-- appending through id_counter and pending_appends, which this release still
 -- honours, so the two run side by side during a rolling upgrade. Nothing
 -- here locks a table that version 3 uses.
 CREATE TABLE IF NOT EXISTS {s}.staged_activities (
