@@ -29,6 +29,8 @@
 //	go run ./examples/loadtest -scenario fanout -store postgres               # Enqueue cost: audience to 1 vs 1,000 domains
 //	go run ./examples/loadtest -scenario enqueue -store postgres              # batch enqueue rate
 //	go run ./examples/loadtest -scenario idle                                 # heap per idle domain, 10,000 domains
+//	go run ./examples/loadtest -scenario txenqueue [-db-latency 25ms]         # EnqueueTx's cost in a caller's transaction
+//	go run ./examples/loadtest -scenario append                               # single-activity Enqueue, 8 callers vs 1
 //
 // -store postgres reads -database-url (default $TEST_DATABASE_URL), creates a
 // schema of its own, migrates it and drops it at the end. -db-latency adds a
@@ -93,6 +95,10 @@ func run(ctx context.Context, o *options) (*report, error) {
 		rep, err = runEnqueueRate(ctx, o)
 	case scenarioIdle:
 		rep, err = runIdle(ctx, o)
+	case scenarioTxEnqueue:
+		rep, err = runTxEnqueue(ctx, o)
+	case scenarioAppend:
+		rep, err = runAppendScaling(ctx, o)
 	default:
 		rep, err = runDeliveries(ctx, o)
 	}

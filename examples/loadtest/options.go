@@ -38,6 +38,7 @@ type options struct {
 	dbAlternate bool
 	dbConns     int
 	pollOnly    bool
+	enqueueTx   bool
 
 	workers    int
 	workerMode string
@@ -66,6 +67,8 @@ const (
 	scenarioFanout     = "fanout"
 	scenarioEnqueue    = "enqueue"
 	scenarioIdle       = "idle"
+	scenarioTxEnqueue  = "txenqueue"
+	scenarioAppend     = "append"
 )
 
 // Fan-out modes: how an activity names its recipients.
@@ -104,6 +107,14 @@ var scenarios = map[string]struct {
 		doc: "heap and stack per idle domain with -domains domains leased and nothing to deliver",
 		set: map[string]string{"domains": "10000"},
 	},
+	scenarioTxEnqueue: {
+		doc: "-enqueuers callers running BEGIN; INSERT; EnqueueTx; COMMIT vs the same without EnqueueTx, same pool, -rounds of -baseline-duration each (postgres)",
+		set: map[string]string{"store": "postgres", "enqueuers": "64", "rounds": "3", "baseline-duration": "5s"},
+	},
+	scenarioAppend: {
+		doc: "single-activity Enqueue from -enqueuers callers vs 1 caller, -rounds of -baseline-duration each",
+		set: map[string]string{"store": "postgres", "enqueuers": "8", "rounds": "3"},
+	},
 }
 
 // parseOptions reads the command line into options, applying the scenario's
@@ -111,7 +122,7 @@ var scenarios = map[string]struct {
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
-	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue or idle (flags given override it)")
+	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue, idle, txenqueue or append (flags given override it)")
 
 	fs.IntVar(&o.domains, "domains", 10, "number of remote domains, each a loopback inbox server on its own port")
 	fs.IntVar(&o.activities, "activities", 2000, "activities to enqueue")
@@ -137,6 +148,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.dbAlternate, "db-latency-alternate", false, "with -db-latency: odd rounds (1st, 3rd, ...) run with no added latency, even ones with it, through the same proxy and queue, and the throughput ratio is printed")
 	fs.IntVar(&o.dbConns, "db-conns", 8, "connections in each queue's PostgreSQL pool")
 	fs.BoolVar(&o.pollOnly, "poll-only", false, "postgres.Config.PollOnly: no LISTEN/NOTIFY, the queue polls")
+	fs.BoolVar(&o.enqueueTx, "enqueue-tx", false, "with -rate: enqueue each activity in a transaction of its own with EnqueueTx (postgres)")
 
 	fs.IntVar(&o.workers, "workers", 1, "queue instances delivering; with postgres they share the database")
 	fs.StringVar(&o.workerMode, "worker-mode", "inproc", "inproc: the workers run in this process, which also enqueues; exec: each worker is a child process (this program re-executed) and this process only enqueues and runs the inboxes (postgres only)")
@@ -145,7 +157,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.rounds, "rounds", 1, "rounds of -activities, each followed by the baselines; ratios are per round, and the median is reported (scenario throughput: 3)")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure, in the same run, a bare POST loop with the same concurrency and client (and the raw RSA signing rate with -sign)")
 	fs.DurationVar(&o.baselineDuration, "baseline-duration", 3*time.Second, "how long each baseline measurement runs")
-	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines calling EnqueueMany in the enqueue scenario")
+	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines enqueueing in the enqueue, txenqueue and append scenarios")
 
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "the run gives up (and reports what is missing) after this long")
 	fs.BoolVar(&o.verbose, "v", false, "log the queue's warnings and summaries to stderr")
@@ -156,7 +168,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintln(out, "usage: loadtest [flags]\n\nscenarios (-scenario):")
-		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle} {
+		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioTxEnqueue, scenarioAppend} {
 			fmt.Fprintf(out, "  %-11s %s\n", name, scenarios[name].doc)
 		}
 		fmt.Fprintln(out, "\nflags:")
@@ -213,6 +225,12 @@ func (o *options) validate() error {
 		return errors.New("-store postgres needs -database-url or $TEST_DATABASE_URL")
 	case o.dbAlternate && o.dbLatency == 0:
 		return errors.New("-db-latency-alternate needs -db-latency")
+	case o.scenario == scenarioTxEnqueue && o.store != "postgres":
+		return errors.New("-scenario txenqueue needs -store postgres")
+	case o.enqueueTx && (o.store != "postgres" || o.rate == 0):
+		return errors.New("-enqueue-tx needs -store postgres and -rate")
+	case o.enqueuers < 1:
+		return errors.New("-enqueuers must be at least 1")
 	case o.dbLatency > 0 && o.store != "postgres":
 		return errors.New("-db-latency needs -store postgres")
 	case o.workers < 1:

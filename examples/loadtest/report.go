@@ -40,8 +40,9 @@ type report struct {
 	enqueueElapsed   time.Duration
 	appendStatements int64
 
-	fanout []fanoutRow
-	idle   *idleMemory
+	fanout   []fanoutRow
+	idle     *idleMemory
+	contrast *contrast
 }
 
 func median(xs []float64) float64 {
@@ -183,6 +184,8 @@ func (r *report) print(w io.Writer) {
 		r.printFanout(p)
 	case r.idle != nil:
 		r.printIdle(p)
+	case r.contrast != nil:
+		r.printContrast(p)
 	case r.scenario == scenarioEnqueue:
 		r.printEnqueue(p)
 	default:
