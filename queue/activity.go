@@ -120,6 +120,18 @@ func (q *Queue) prepare(ctx context.Context, a Activity) (store.NewActivity, err
 		if err != nil {
 			return store.NewActivity{}, &ResolveError{Audience: aud, Err: err}
 		}
+		if len(out.Domains) == 0 {
+			// The common case, one audience and no inbox: its domains are
+			// already distinct. The store copies them on the way in.
+			out.Domains = ans.domains[:len(ans.domains):len(ans.domains)]
+			if len(a.Audiences) == 1 {
+				continue
+			}
+			for _, dom := range ans.domains {
+				seenDomain[dom] = true
+			}
+			continue
+		}
 		for _, dom := range ans.domains {
 			if !seenDomain[dom] {
 				seenDomain[dom] = true
@@ -146,7 +158,9 @@ func (e *ResolveError) Unwrap() error { return e.Err }
 // checkInbox validates an inbox URL and returns it in normal form with its
 // domain.
 func (q *Queue) checkInbox(raw string) (inbox, dom string, err error) {
-	u, err := url.Parse(raw)
+	// Escape raw non-ASCII first: net/url re-escapes a path that mixes
+	// them with %2F into another path.
+	u, err := url.Parse(domain.EscapeURL(raw))
 	if err != nil {
 		return "", "", fmt.Errorf("%w: %q: %v", ErrInvalidInbox, raw, err)
 	}

@@ -194,8 +194,7 @@ func newPool(ctx context.Context, url, proxyAddr string, conns int32) (*pgxpool.
 func (b *backend) enqueuePostgresTx(ctx context.Context, q *queue.Queue, acts []queue.Activity) error {
 	pool, st := b.pools[len(b.pools)-1], b.stores[len(b.stores)-1]
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		_, err := q.EnqueueManyTx(ctx, st.Tx(tx), acts)
-		return err
+		return q.EnqueueManyTx(ctx, st.Tx(tx), acts)
 	})
 }
 

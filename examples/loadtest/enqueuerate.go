@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/apqueue/apqueue/queue"
-	"github.com/apqueue/apqueue/sender"
 )
 
 // runEnqueueRate measures batch enqueueing alone: o.enqueuers goroutines
@@ -15,24 +14,12 @@ import (
 // inbox), or with -tx EnqueueManyTx in a transaction of their own, until
 // o.activities are in the store. The queue is not started.
 func runEnqueueRate(ctx context.Context, o *options) (*report, error) {
-	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	sa, err := openStandalone(ctx, o, 0) // the queue is not started
 	if err != nil {
 		return nil, err
 	}
-	defer be.close()
-	st, err := be.newStore(ctx)
-	if err != nil {
-		return nil, err
-	}
-	snd, err := sender.NewHTTP(nil) // never called: the queue is not started
-	if err != nil {
-		return nil, err
-	}
-	defer snd.Close()
-	q, err := queue.New(st, snd, queueConfig(queueSettings{Verbose: o.verbose}, nil, nil))
-	if err != nil {
-		return nil, err
-	}
+	defer sa.close()
+	be, q := sa.be, sa.q
 	inbox := []string{"https://enqueue.example/inbox"}
 	makeBatch := func(first, n int) []queue.Activity {
 		b := make([]queue.Activity, n)
@@ -60,7 +47,7 @@ func runEnqueueRate(ctx context.Context, o *options) (*report, error) {
 				}
 				batch := makeBatch(o.batch+first, min(o.batch, o.activities-first))
 				var err error
-				if o.enqueueTx {
+				if o.txPerBatch {
 					err = be.enqueueTx(ctx, q, batch)
 				} else {
 					_, err = q.EnqueueMany(ctx, batch)

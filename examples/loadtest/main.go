@@ -19,7 +19,8 @@
 //
 //	go run ./examples/loadtest -domains 100 -activities 1000                  # queue/bare, memory store
 //	go run ./examples/loadtest -domains 100 -activities 1000 -store postgres  # queue/bare and statements/delivery
-//	go run ./examples/loadtest -sign -domains 10 -activities 500              # signed/raw-sign
+//	go run ./examples/loadtest -sign -domains 10 -activities 500              # signed/raw-sign (draft-cavage)
+//	go run ./examples/loadtest -sign -sign-scheme rfc9421 -domains 10 -activities 500 # signed/raw-sign (RFC 9421)
 //	go run ./examples/loadtest -scenario latency                              # idle enqueue-to-delivery, in-process
 //	go run ./examples/loadtest -scenario latency -store postgres -worker-mode exec   # from another process
 //	go run ./examples/loadtest -store postgres -domains 100 -activities 1000 -baseline=false \
@@ -30,6 +31,8 @@
 //	go run ./examples/loadtest -scenario enqueue -store sqlite -tx -batch 1 -activities 5000  # a transaction per activity
 //	go run ./examples/loadtest -domains 100 -activities 1000 -store sqlite    # SQLite: queue/bare and statements/delivery
 //	go run ./examples/loadtest -scenario idle                                 # heap per idle domain, 10,000 domains
+//	go run ./examples/loadtest -scenario txenqueue [-db-latency 25ms]         # EnqueueTx's cost in a caller's transaction
+//	go run ./examples/loadtest -scenario append                               # single-activity Enqueue, 8 callers vs 1
 //
 // -store sqlite runs on a new file in a temporary directory (or -db), with
 // a *sql.DB of its own per queue. -store postgres reads -database-url (default $TEST_DATABASE_URL), creates a
@@ -95,6 +98,10 @@ func run(ctx context.Context, o *options) (*report, error) {
 		rep, err = runEnqueueRate(ctx, o)
 	case scenarioIdle:
 		rep, err = runIdle(ctx, o)
+	case scenarioTxEnqueue:
+		rep, err = runTxEnqueue(ctx, o)
+	case scenarioAppend:
+		rep, err = runAppendScaling(ctx, o)
 	default:
 		rep, err = runDeliveries(ctx, o)
 	}

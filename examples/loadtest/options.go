@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/apqueue/apqueue/signer"
+
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +26,7 @@ type options struct {
 	checkpoint  time.Duration
 	backoffMin  time.Duration
 	sign        bool
+	signScheme  string
 
 	inboxLatency time.Duration
 	failRate     float64
@@ -31,12 +34,13 @@ type options struct {
 
 	store       string
 	dbPath      string
-	enqueueTx   bool
+	txPerBatch  bool
 	databaseURL string
 	dbLatency   time.Duration
 	dbAlternate bool
 	dbConns     int
 	pollOnly    bool
+	enqueueTx   bool
 
 	workers    int
 	workerMode string
@@ -65,6 +69,8 @@ const (
 	scenarioFanout     = "fanout"
 	scenarioEnqueue    = "enqueue"
 	scenarioIdle       = "idle"
+	scenarioTxEnqueue  = "txenqueue"
+	scenarioAppend     = "append"
 )
 
 // Fan-out modes: how an activity names its recipients.
@@ -103,6 +109,14 @@ var scenarios = map[string]struct {
 		doc: "heap and stack per idle domain with -domains domains leased and nothing to deliver",
 		set: map[string]string{"domains": "10000"},
 	},
+	scenarioTxEnqueue: {
+		doc: "-enqueuers callers running BEGIN; INSERT; EnqueueTx; COMMIT vs the same without EnqueueTx, same pool, -rounds of -baseline-duration each (postgres)",
+		set: map[string]string{"store": "postgres", "enqueuers": "64", "rounds": "3", "baseline-duration": "5s"},
+	},
+	scenarioAppend: {
+		doc: "single-activity Enqueue from -enqueuers callers vs 1 caller, -rounds of -baseline-duration each",
+		set: map[string]string{"store": "postgres", "enqueuers": "8", "rounds": "3"},
+	},
 }
 
 // parseOptions reads the command line into options, applying the scenario's
@@ -110,7 +124,7 @@ var scenarios = map[string]struct {
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
-	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue or idle (flags given override it)")
+	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue, idle, txenqueue or append (flags given override it)")
 
 	fs.IntVar(&o.domains, "domains", 10, "number of remote domains, each a loopback inbox server on its own port")
 	fs.IntVar(&o.activities, "activities", 2000, "activities to enqueue")
@@ -123,7 +137,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.maxInFlight, "max-inflight", 0, "queue.Config.MaxInFlightPerDomain; 0: the queue's default")
 	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 0, "queue.Config.CheckpointInterval; 0: the queue's default")
 	fs.DurationVar(&o.backoffMin, "backoff-min", 0, "queue.Config.BackoffMin; 0: the queue's default")
-	fs.BoolVar(&o.sign, "sign", false, "sign deliveries (RSA-2048, draft-cavage); the inboxes verify every signature")
+	fs.BoolVar(&o.sign, "sign", false, "sign deliveries (RSA-2048); the inboxes verify every signature")
+	fs.StringVar(&o.signScheme, "sign-scheme", "cavage", "with -sign: cavage (draft-cavage) or rfc9421 (RFC 9421, rsa-v1_5-sha256), that scheme only")
 
 	fs.DurationVar(&o.inboxLatency, "inbox-latency", 0, "delay before every inbox answers")
 	fs.Float64Var(&o.failRate, "fail-rate", 0, "fraction of requests the inboxes answer 503")
@@ -131,12 +146,13 @@ func parseOptions(args []string) (*options, error) {
 
 	fs.StringVar(&o.store, "store", "memory", "memory, sqlite or postgres")
 	fs.StringVar(&o.dbPath, "db", "", "SQLite file for -store sqlite, kept at the end; default: a new file in a temporary directory, removed at the end")
-	fs.BoolVar(&o.enqueueTx, "tx", false, "enqueue scenario: each EnqueueManyTx of -batch activities in a transaction of its own (with -batch 1: one transaction per activity); -store sqlite or postgres")
+	fs.BoolVar(&o.txPerBatch, "tx", false, "enqueue scenario: each EnqueueManyTx of -batch activities in a transaction of its own (with -batch 1: one transaction per activity); -store sqlite or postgres")
 	fs.StringVar(&o.databaseURL, "database-url", os.Getenv("TEST_DATABASE_URL"), "PostgreSQL connection string for -store postgres (default $TEST_DATABASE_URL); the run creates its own schema and drops it")
 	fs.DurationVar(&o.dbLatency, "db-latency", 0, "round-trip time added between the queue and PostgreSQL by a TCP proxy in this program (half in each direction), like a database 25 ms away by ping")
 	fs.BoolVar(&o.dbAlternate, "db-latency-alternate", false, "with -db-latency: odd rounds (1st, 3rd, ...) run with no added latency, even ones with it, through the same proxy and queue, and the throughput ratio is printed")
 	fs.IntVar(&o.dbConns, "db-conns", 8, "connections in each queue's PostgreSQL pool")
 	fs.BoolVar(&o.pollOnly, "poll-only", false, "postgres.Config.PollOnly: no LISTEN/NOTIFY, the queue polls")
+	fs.BoolVar(&o.enqueueTx, "enqueue-tx", false, "with -rate: enqueue each activity in a transaction of its own with EnqueueTx (postgres)")
 
 	fs.IntVar(&o.workers, "workers", 1, "queue instances delivering; with postgres they share the database")
 	fs.StringVar(&o.workerMode, "worker-mode", "inproc", "inproc: the workers run in this process, which also enqueues; exec: each worker is a child process (this program re-executed) and this process only enqueues and runs the inboxes (postgres or sqlite)")
@@ -145,7 +161,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.rounds, "rounds", 1, "rounds of -activities, each followed by the baselines; ratios are per round, and the median is reported (scenario throughput: 3)")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure, in the same run, a bare POST loop with the same concurrency and client (and the raw RSA signing rate with -sign)")
 	fs.DurationVar(&o.baselineDuration, "baseline-duration", 3*time.Second, "how long each baseline measurement runs")
-	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines calling EnqueueMany in the enqueue scenario")
+	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines enqueueing in the enqueue, txenqueue and append scenarios")
 
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "the run gives up (and reports what is missing) after this long")
 	fs.BoolVar(&o.verbose, "v", false, "log the queue's warnings and summaries to stderr")
@@ -156,7 +172,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintln(out, "usage: loadtest [flags]\n\nscenarios (-scenario):")
-		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle} {
+		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioTxEnqueue, scenarioAppend} {
 			fmt.Fprintf(out, "  %-11s %s\n", name, scenarios[name].doc)
 		}
 		fmt.Fprintln(out, "\nflags:")
@@ -193,6 +209,8 @@ func (o *options) validate() error {
 		return nil
 	case o.domains < 1:
 		return errors.New("-domains must be at least 1")
+	case o.signScheme != string(signer.Cavage) && o.signScheme != string(signer.RFC9421):
+		return fmt.Errorf("-sign-scheme must be %s or %s, not %q", signer.Cavage, signer.RFC9421, o.signScheme)
 	case o.activities < 1:
 		return errors.New("-activities must be at least 1")
 	case o.rounds < 1:
@@ -209,12 +227,18 @@ func (o *options) validate() error {
 		return fmt.Errorf("-store %q: want memory, sqlite or postgres", o.store)
 	case o.dbPath != "" && o.store != "sqlite":
 		return errors.New("-db needs -store sqlite")
-	case o.enqueueTx && (o.store == "memory" || o.scenario != scenarioEnqueue):
+	case o.txPerBatch && (o.store == "memory" || o.scenario != scenarioEnqueue):
 		return errors.New("-tx needs -scenario enqueue and -store sqlite or postgres")
 	case o.store == "postgres" && o.databaseURL == "":
 		return errors.New("-store postgres needs -database-url or $TEST_DATABASE_URL")
 	case o.dbAlternate && o.dbLatency == 0:
 		return errors.New("-db-latency-alternate needs -db-latency")
+	case o.scenario == scenarioTxEnqueue && o.store != "postgres":
+		return errors.New("-scenario txenqueue needs -store postgres")
+	case o.enqueueTx && (o.store != "postgres" || o.rate == 0):
+		return errors.New("-enqueue-tx needs -store postgres and -rate")
+	case o.enqueuers < 1:
+		return errors.New("-enqueuers must be at least 1")
 	case o.dbLatency > 0 && o.store != "postgres":
 		return errors.New("-db-latency needs -store postgres")
 	case o.workers < 1:

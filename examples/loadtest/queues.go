@@ -26,6 +26,7 @@ type queueSettings struct {
 	Checkpoint  time.Duration `json:"checkpoint"`
 	BackoffMin  time.Duration `json:"backoff_min"`
 	Sign        bool          `json:"sign"`
+	SignScheme  string        `json:"sign_scheme"`
 	KeyPEM      []byte        `json:"key_pem"`
 	Verbose     bool          `json:"verbose"`
 }
@@ -42,7 +43,7 @@ func newKey() (*rsa.PrivateKey, []byte, error) {
 
 // newSender builds the HTTP sender the queue and the bare loop share: the
 // one queue.New would build (sender defaults, loopback allowed), signing
-// with the actor's key when s.Sign is set. Idle connections per host are
+// with the actor's key when s.Sign is set, in s.SignScheme only. Idle connections per host are
 // raised to MaxInFlight when that is above the default, so that connections
 // are reused rather than re-dialled.
 func newSender(s queueSettings) (*sender.HTTP, error) {
@@ -60,6 +61,10 @@ func newSender(s queueSettings) (*sender.HTTP, error) {
 			return nil, err
 		}
 		cfg.Signer = sig
+		cfg.SignaturePolicy = sender.CavageOnly
+		if signer.Scheme(s.SignScheme) == signer.RFC9421 {
+			cfg.SignaturePolicy = sender.RFC9421Only
+		}
 	}
 	return sender.NewHTTP(cfg)
 }

@@ -40,8 +40,9 @@ type report struct {
 	enqueueElapsed   time.Duration
 	appendStatements int64
 
-	fanout []fanoutRow
-	idle   *idleMemory
+	fanout   []fanoutRow
+	idle     *idleMemory
+	contrast *contrast
 }
 
 func median(xs []float64) float64 {
@@ -183,6 +184,8 @@ func (r *report) print(w io.Writer) {
 		r.printFanout(p)
 	case r.idle != nil:
 		r.printIdle(p)
+	case r.contrast != nil:
+		r.printContrast(p)
 	case r.scenario == scenarioEnqueue:
 		r.printEnqueue(p)
 	default:
@@ -199,8 +202,12 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	if o.dbLatency > 0 {
 		store += fmt.Sprintf(" (+%s round trip through the proxy)", o.dbLatency)
 	}
-	p("  setup          %d domains, %d activities a round, fan-out %s (%d domains each), store %s, signing %v, max in flight %s, %d worker(s) %s",
-		o.domains, r.activities, o.fanout, o.recipientsPerActivity(), store, o.sign, inflight, o.workers, o.workerMode)
+	signing := "off"
+	if o.sign {
+		signing = o.signScheme
+	}
+	p("  setup          %d domains, %d activities a round, fan-out %s (%d domains each), store %s, signing %s, max in flight %s, %d worker(s) %s",
+		o.domains, r.activities, o.fanout, o.recipientsPerActivity(), store, signing, inflight, o.workers, o.workerMode)
 	p("  inboxes        latency %s, fail rate %g, Retry-After %q", o.inboxLatency, o.failRate, o.retryAfter)
 	if o.newDomains {
 		p("  domains        introduced by the first activity addressed to them (-new-domains)")
@@ -328,7 +335,7 @@ func (r *report) printIdle(p func(string, ...any)) {
 func (r *report) printEnqueue(p func(string, ...any)) {
 	o := r.opts
 	call := "EnqueueMany"
-	if o.enqueueTx {
+	if o.txPerBatch {
 		call = "a transaction with EnqueueManyTx"
 	}
 	p("  setup          store %s, %s of %d activities (one explicit inbox each), %d goroutine(s); queue not started", o.store, call, o.batch, o.enqueuers)

@@ -89,7 +89,7 @@ func (b *backend) enqueueTx(ctx context.Context, q *queue.Queue, acts []queue.Ac
 		if err != nil {
 			return err
 		}
-		if _, err := q.EnqueueManyTx(ctx, st.Tx(tx), acts); err != nil {
+		if err := q.EnqueueManyTx(ctx, st.Tx(tx), acts); err != nil {
 			_ = tx.Rollback()
 			return err
 		}

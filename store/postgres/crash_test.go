@@ -50,11 +50,9 @@ func TestCrashChild(t *testing.T) {
 	st, err := postgres.New(pool, &postgres.Config{Schema: os.Getenv(envCrashSchema), Logger: quietLogger()})
 	require.NoError(t, err)
 	defer st.Close()
-	crashtest.Child(t, ctx, st, func(ctx context.Context, q *queue.Queue, batch []queue.Activity) (ids []int64, err error) {
-		err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			ids, err = q.EnqueueManyTx(ctx, st.Tx(tx), batch)
-			return err
+	crashtest.Child(t, ctx, st, func(ctx context.Context, q *queue.Queue, batch []queue.Activity) error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			return q.EnqueueManyTx(ctx, st.Tx(tx), batch)
 		})
-		return ids, err
 	})
 }

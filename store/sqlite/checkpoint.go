@@ -8,7 +8,7 @@ import (
 	"github.com/apqueue/apqueue/store"
 )
 
-const stateCols = 13
+const stateCols = 15
 
 // checkpointSQL saves every state of its VALUES rows whose owner still
 // holds the lease with its token and that is based on the domain's current
@@ -16,11 +16,12 @@ const stateCols = 13
 // cursor backwards.
 func checkpointSQL(rows int) string {
 	return `WITH st(domain, owner, token, cursor, status, fail_count, failing_since, next_attempt_at,
-	last_status, last_error, last_success_at, revision, progress) AS (VALUES ` + values(rows, stateCols) + `)
+	last_status, last_error, last_success_at, revision, progress, signature_scheme, signature_checked_at)
+	AS (VALUES ` + values(rows, stateCols) + `)
 UPDATE apqueue_domains AS d SET cursor = max(d.cursor, st.cursor), status = st.status, fail_count = st.fail_count,
 	failing_since = st.failing_since, next_attempt_at = st.next_attempt_at,
 	last_status = st.last_status, last_error = st.last_error, last_success_at = st.last_success_at,
-	progress = st.progress
+	progress = st.progress, signature_scheme = st.signature_scheme, signature_checked_at = st.signature_checked_at
 FROM st
 WHERE d.domain = st.domain AND st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token
 	AND d.revision = st.revision
@@ -97,7 +98,7 @@ func (s *Store) saveStates(ctx context.Context, q querier, given []store.DomainS
 			}
 			args = append(args, st.Domain, st.Owner, st.LeaseToken, st.Cursor, string(st.Status), st.FailCount,
 				toMicros(st.FailingSince), toMicros(st.NextAttemptAt), st.LastStatus, st.LastError,
-				toMicros(st.LastSuccessAt), st.Revision, progress)
+				toMicros(st.LastSuccessAt), st.Revision, progress, st.SignatureScheme, toMicros(st.SignatureCheckedAt))
 		}
 		s.count(1)
 		rows, err := q.QueryContext(ctx, checkpointSQL(to-from), args...)

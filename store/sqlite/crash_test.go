@@ -50,22 +50,21 @@ func TestCrashChild(t *testing.T) {
 	defer st.Close()
 	_, err = st.Migrate(ctx)
 	require.NoError(t, err)
-	crashtest.Child(t, ctx, st, func(ctx context.Context, q *queue.Queue, batch []queue.Activity) ([]int64, error) {
+	crashtest.Child(t, ctx, st, func(ctx context.Context, q *queue.Queue, batch []queue.Activity) error {
 		return enqueueInTx(ctx, db, q, st, batch)
 	})
 }
 
 // enqueueInTx enqueues batch in a transaction of the caller's, as an
 // application that writes its own rows with the activity would.
-func enqueueInTx(ctx context.Context, db *sql.DB, q *queue.Queue, st *sqlite.Store, batch []queue.Activity) ([]int64, error) {
+func enqueueInTx(ctx context.Context, db *sql.DB, q *queue.Queue, st *sqlite.Store, batch []queue.Activity) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ids, err := q.EnqueueManyTx(ctx, st.Tx(tx), batch)
-	if err != nil {
+	if err := q.EnqueueManyTx(ctx, st.Tx(tx), batch); err != nil {
 		_ = tx.Rollback()
-		return nil, err
+		return err
 	}
-	return ids, tx.Commit()
+	return tx.Commit()
 }

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"time"
 
 	"github.com/apqueue/apqueue/store"
 )
@@ -78,4 +79,66 @@ func (s *Store) DeleteDeadLetters(ctx context.Context, ids []int64) (int, error)
 		return 0, s.fail(ctx, op, err)
 	}
 	return int(n), nil
+}
+
+var _ store.DeadLetterPruner = (*Store)(nil)
+
+const pruneDeadLettersByAgeSQL = `DELETE FROM apqueue_dead_letters WHERE created_at < ?`
+
+// pruneDeadLettersByCapSQL deletes, of every domain, the dead letters
+// beyond the newest ? (by ID, the order they were recorded in).
+const pruneDeadLettersByCapSQL = `DELETE FROM apqueue_dead_letters WHERE id IN (
+	SELECT id FROM (
+		SELECT id, row_number() OVER (PARTITION BY domain ORDER BY id DESC) AS n FROM apqueue_dead_letters)
+	WHERE n > ?)`
+
+// PruneDeadLetters implements store.DeadLetterPruner in one write
+// transaction: one DELETE by age, one by the cap per domain.
+func (s *Store) PruneDeadLetters(ctx context.Context, olderThan time.Time, perDomain int) (int, error) {
+	const op = "prune dead letters"
+	if err := checkCtx(ctx, op); err != nil {
+		return 0, err
+	}
+	if perDomain < 0 {
+		return 0, invalid(op, "negative cap per domain %d", perDomain)
+	}
+	var deleted int64
+	err := s.write(ctx, func(q querier) error {
+		deleted = 0
+		if !olderThan.IsZero() {
+			// Created before olderThan, at the microsecond the store keeps:
+			// before its next whole microsecond when it has a fraction.
+			cutoff := olderThan.Truncate(time.Microsecond)
+			if cutoff.Before(olderThan) {
+				cutoff = cutoff.Add(time.Microsecond)
+			}
+			s.count(1)
+			res, err := q.ExecContext(ctx, pruneDeadLettersByAgeSQL, cutoff.UnixMicro())
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			deleted += n
+		}
+		if perDomain > 0 {
+			s.count(1)
+			res, err := q.ExecContext(ctx, pruneDeadLettersByCapSQL, perDomain)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			deleted += n
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, s.fail(ctx, op, err)
+	}
+	return int(deleted), nil
 }

@@ -11,7 +11,8 @@ import (
 )
 
 const domainColumns = `domain, shared_inbox, cursor, status, fail_count, failing_since, next_attempt_at,
-	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision, progress`
+	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision, progress,
+	signature_scheme, signature_checked_at`
 
 // registerSQL adds the unknown domains of its VALUES rows (domain, shared
 // inbox) at the head and sets the shared inboxes that are given, bumping
@@ -86,12 +87,15 @@ func collectDomains(rows *sql.Rows) ([]store.DomainState, error) {
 			d                                          store.DomainState
 			status                                     string
 			failingSince, nextAttempt, lastOK, expires sql.NullInt64
+			checked                                    sql.NullInt64
 			progress                                   sql.NullString
 		)
 		if err := rows.Scan(&d.Domain, &d.SharedInbox, &d.Cursor, &status, &d.FailCount, &failingSince, &nextAttempt,
-			&d.LastStatus, &d.LastError, &lastOK, &d.Owner, &d.LeaseToken, &expires, &d.Revision, &progress); err != nil {
+			&d.LastStatus, &d.LastError, &lastOK, &d.Owner, &d.LeaseToken, &expires, &d.Revision, &progress,
+			&d.SignatureScheme, &checked); err != nil {
 			return nil, err
 		}
+		d.SignatureCheckedAt = fromMicros(checked)
 		if progress.Valid {
 			d.Progress = new(store.Progress)
 			if err := json.Unmarshal([]byte(progress.String), d.Progress); err != nil {

@@ -161,8 +161,9 @@ type boundTx struct {
 	tx *sql.Tx
 }
 
-func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) ([]int64, error) {
-	return b.s.AppendTx(ctx, b.tx, activities)
+func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) error {
+	_, err := b.s.AppendTx(ctx, b.tx, activities)
+	return err
 }
 
 // AppendTx appends activities inside the caller's transaction tx, on the

@@ -44,7 +44,11 @@ CREATE TABLE IF NOT EXISTS apqueue_domains (
 	revision         INTEGER NOT NULL DEFAULT 0,
 	-- What the owner settled above the cursor and the retry state of what
 	-- it attempted there (store.Progress as JSON), NULL for none.
-	progress         TEXT
+	progress         TEXT,
+	-- The HTTP signature scheme the domain accepted ('' while unknown), and
+	-- when it last refused the preferred one.
+	signature_scheme     TEXT NOT NULL DEFAULT '',
+	signature_checked_at INTEGER
 ) WITHOUT ROWID;
 
 -- Owners that asked for leases recently, live until live_until even while
