@@ -69,7 +69,7 @@
 //
 //	tx, _ := db.BeginTx(ctx, nil)
 //	tx.ExecContext(ctx, "INSERT INTO notes ...", ...)
-//	_, err := q.EnqueueTx(ctx, st.Tx(tx), queue.Activity{...})
+//	err := q.EnqueueTx(ctx, st.Tx(tx), queue.Activity{...})
 //	... tx.Commit()
 //
 // The append's first statement writes, so from then on the caller's
