@@ -114,6 +114,9 @@ func (w *worker) schemeCheckDue(scheme string, checkedAt, now time.Time) bool {
 // w.results, which has room for every request in flight.
 func (w *worker) send(d *delivery) {
 	d.inFlight = true
+	if d.attempts == 0 {
+		w.untried--
+	}
 	d.attempts++
 	w.progressed = true
 	w.touchedUpTo = max(w.touchedUpTo, d.entry.act.ID)
@@ -147,6 +150,9 @@ func (w *worker) handle(r result) {
 		// domain. An answer that came in anyway is kept, so that it is
 		// saved rather than sent again.
 		d.attempts--
+		if d.attempts == 0 {
+			w.untried++
+		}
 		return
 	}
 	now := w.clock().Now()

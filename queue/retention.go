@@ -72,6 +72,9 @@ func (w *worker) applySkip(to int64) {
 			w.pendingBytes -= d.bytes
 			if !d.settled {
 				w.unsettled--
+				if d.attempts == 0 {
+					w.untried--
+				}
 			}
 			continue
 		}

@@ -72,6 +72,7 @@ type worker struct {
 	progressed   bool      // the progress above the cursor changed since the last offer
 	pendingBytes int       // footprint of the entries the pending deliveries hold
 	unsettled    int       // pending deliveries not settled
+	untried      int       // pending deliveries not attempted yet
 	// touchedUpTo is the highest activity ID among pending deliveries that
 	// were attempted or settled: the ones after it were never tried, so the
 	// scans for progress and retry times stop there.
@@ -282,14 +283,18 @@ func (w *worker) fill() {
 		// window is told, so that the cursor may follow the log.
 		return
 	}
-	// Refill only once half the room is free, so that a domain catching up
-	// from the store reads in batches rather than once per delivery.
-	if len(w.pending) > 0 && w.ahead()-len(w.pending) < (w.ahead()+1)/2 {
+	// Hold about what can be sent next: read on only while few deliveries
+	// wait for their first attempt, so that a healthy domain keeps a few
+	// activities in memory, however far behind it is, and runs further
+	// ahead (up to MaxPendingPerDomain) only past deliveries waiting for a
+	// retry.
+	lowWater := 2 * w.q.cfg.MaxInFlightPerDomain
+	if w.untried >= lowWater {
 		return
 	}
 	w.scanned = max(w.scanned, w.emptyThrough.Load())
 	for reads := 0; ; reads++ {
-		room := w.ahead() - len(w.pending)
+		room := min(w.ahead()-len(w.pending), 2*lowWater-w.untried)
 		if room <= 0 {
 			return
 		}
@@ -326,6 +331,9 @@ func (w *worker) fill() {
 				}
 				if !d.settled {
 					w.unsettled++
+					if d.attempts == 0 {
+						w.untried++
+					}
 				}
 				w.pending = append(w.pending, d)
 			}
