@@ -182,7 +182,7 @@ func runChild(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	snd, err := newSender(cfg.Queue)
+	snd, err := newSender(cfg.Queue, nil)
 	if err != nil {
 		return err
 	}

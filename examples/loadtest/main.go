@@ -92,6 +92,12 @@ func run(ctx context.Context, o *options) (*report, error) {
 		rep, err = runEnqueueRate(ctx, o)
 	case scenarioIdle:
 		rep, err = runIdle(ctx, o)
+	case scenarioInstance:
+		rep, err = runInstance(ctx, o)
+	case scenarioBacklog:
+		rep, err = runBacklog(ctx, o)
+	case scenarioRestart:
+		rep, err = runRestart(ctx, o)
 	default:
 		rep, err = runDeliveries(ctx, o)
 	}

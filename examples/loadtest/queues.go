@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
 	"sync"
@@ -25,6 +26,7 @@ type queueSettings struct {
 	MaxInFlight int           `json:"max_inflight"`
 	Checkpoint  time.Duration `json:"checkpoint"`
 	BackoffMin  time.Duration `json:"backoff_min"`
+	WindowBytes int           `json:"window_bytes"`
 	Sign        bool          `json:"sign"`
 	KeyPEM      []byte        `json:"key_pem"`
 	Verbose     bool          `json:"verbose"`
@@ -42,11 +44,12 @@ func newKey() (*rsa.PrivateKey, []byte, error) {
 
 // newSender builds the HTTP sender the queue and the bare loop share: the
 // one queue.New would build (sender defaults, loopback allowed), signing
-// with the actor's key when s.Sign is set. Idle connections per host are
-// raised to MaxInFlight when that is above the default, so that connections
-// are reused rather than re-dialled.
-func newSender(s queueSettings) (*sender.HTTP, error) {
-	cfg := &sender.HTTPConfig{AllowLoopback: true}
+// with the actor's key when s.Sign is set, resolving host names with res
+// (nil: the system's resolver). Idle connections per host are raised to
+// MaxInFlight when that is above the default, so that connections are reused
+// rather than re-dialled.
+func newSender(s queueSettings, res *net.Resolver) (*sender.HTTP, error) {
+	cfg := &sender.HTTPConfig{AllowLoopback: true, Resolver: res}
 	if s.MaxInFlight > sender.MaxIdleConnsPerHostDefault {
 		cfg.MaxIdleConnsPerHost = s.MaxInFlight
 	}
@@ -121,6 +124,7 @@ func queueConfig(s queueSettings, resolver queue.Resolver, obs queue.Observer) *
 		MaxInFlightPerDomain: s.MaxInFlight,
 		CheckpointInterval:   s.Checkpoint,
 		BackoffMin:           s.BackoffMin,
+		WindowBytes:          s.WindowBytes,
 		AllowHTTP:            true, // the inboxes are plain http on loopback
 		Resolver:             resolver,
 		Observer:             obs,

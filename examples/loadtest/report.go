@@ -40,8 +40,11 @@ type report struct {
 	enqueueElapsed   time.Duration
 	appendStatements int64
 
-	fanout []fanoutRow
-	idle   *idleMemory
+	fanout   []fanoutRow
+	idle     *idleMemory
+	instance *instanceReport
+	backlog  *backlogReport
+	restart  *restartReport
 }
 
 func median(xs []float64) float64 {
@@ -183,6 +186,12 @@ func (r *report) print(w io.Writer) {
 		r.printFanout(p)
 	case r.idle != nil:
 		r.printIdle(p)
+	case r.instance != nil:
+		r.instance.print(p, o)
+	case r.backlog != nil:
+		r.backlog.print(p, o)
+	case r.restart != nil:
+		r.restart.print(p, o)
 	case r.scenario == scenarioEnqueue:
 		r.printEnqueue(p)
 	default:

@@ -20,7 +20,8 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	settings := queueSettings{MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint, BackoffMin: o.backoffMin, Sign: o.sign, KeyPEM: keyPEM, Verbose: o.verbose}
+	settings := o.queueSettings()
+	settings.Sign, settings.KeyPEM = o.sign, keyPEM
 	icfg := inboxConfig{latency: o.inboxLatency, failRate: o.failRate, retryAfter: o.retryAfter}
 	if o.sign {
 		icfg.verify = &key.PublicKey
@@ -36,7 +37,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	defer be.close()
-	snd, err := newSender(settings)
+	snd, err := newSender(settings, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,13 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
+// readers is how many goroutines read queries; readBuffer the socket's
+// receive buffer asked for.
+const (
+	readers    = 4
+	readBuffer = 4 << 20
+)
+
 // Server answers A queries for every name with its addresses, and other
 // queries (AAAA included) with no answer, over UDP on loopback.
 type Server struct {
@@ -38,9 +45,17 @@ func Start(addrs ...[4]byte) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fakedns: listen: %w", err)
 	}
+	// A burst of lookups (a client dialling thousands of hosts at once)
+	// must not overflow the socket's buffer: a dropped query costs the
+	// client a timeout of seconds.
+	if u, ok := pc.(*net.UDPConn); ok {
+		_ = u.SetReadBuffer(readBuffer)
+	}
 	s := &Server{pc: pc, addrs: addrs}
-	s.wg.Add(1)
-	go s.serve()
+	for range readers {
+		s.wg.Add(1)
+		go s.serve()
+	}
 	return s, nil
 }
 

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/apqueue/apqueue/internal/fakedns"
+	"github.com/apqueue/apqueue/queue"
+)
+
+// restartReport is what the restart scenario measured.
+type restartReport struct {
+	domains, activities int
+	deliveries          int64
+	reads               rowReads
+	windowBytes         int
+	// Heap in use after a GC before the new queue started, and the peaks
+	// while it drained: of heap in use, and of the live heap.
+	heapBefore, peakHeap, peakLive uint64
+	elapsed                        time.Duration
+	delivered, retries, dead       int64
+	incomplete                     error
+}
+
+// perDomainBound is the restart target's heap allowance per domain.
+const perDomainBound = 20 << 10
+
+// runRestart is the restart scenario: o.domains domains, registered with
+// their shared inboxes and worked once by a queue that then stops; a backlog
+// of o.activities activities, each to o.recipients domains in turn (personal
+// inboxes), enqueued while no queue runs, so that every domain is behind;
+// then a new queue, reading the log through a store that counts the rows it
+// returns, drains it. The domains share -inbox-servers servers through a
+// fake DNS, as in the instance scenario.
+func runRestart(ctx context.Context, o *options) (*report, error) {
+	if _, err := raiseFileLimit(uint64(4*o.domains + 4096)); err != nil {
+		fmt.Printf("loadtest: %v\n", err)
+	}
+	dns, err := fakedns.Start([4]byte{127, 0, 0, 1})
+	if err != nil {
+		return nil, err
+	}
+	defer dns.Close()
+	in, err := startVirtualInboxes(o.domains, o.inboxServers, inboxConfig{})
+	if err != nil {
+		return nil, err
+	}
+	defer in.close()
+	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	if err != nil {
+		return nil, err
+	}
+	defer be.close()
+	st, err := be.newStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	settings := o.queueSettings()
+	snd, err := newSender(settings, dns.Resolver())
+	if err != nil {
+		return nil, err
+	}
+	defer snd.Close()
+	rr := &restartReport{domains: o.domains, activities: o.activities, windowBytes: o.windowBytes}
+	if rr.windowBytes == 0 {
+		rr.windowBytes = queue.WindowBytesDefault
+	}
+	if _, err := registerKnown(ctx, st, in); err != nil {
+		return nil, err
+	}
+	// The process before the restart: it works every domain, then stops.
+	before, err := queue.New(st, snd, queueConfig(settings, nil, nil))
+	if err != nil {
+		return nil, err
+	}
+	if err := before.Start(ctx); err != nil {
+		return nil, err
+	}
+	_, err = waitLeased(ctx, before, o.domains, 1)
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	if stopErr := before.Stop(stopCtx); err == nil {
+		err = stopErr
+	}
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	// While it is down, the backlog.
+	k := o.recipientsPerActivity()
+	ids := make([]int64, 0, o.activities)
+	now := time.Now().UnixNano()
+	for first := 0; first < o.activities; first += o.batch {
+		acts := make([]queue.Activity, 0, o.batch)
+		for seq := first; seq < min(first+o.batch, o.activities); seq++ {
+			a := queue.Activity{Body: activityBody(seq, now, o.bodyBytes)}
+			for j := range k {
+				a.Inboxes = append(a.Inboxes, in.inbox((seq*k+j)%o.domains))
+			}
+			acts = append(acts, a)
+		}
+		got, err := before.EnqueueMany(ctx, acts)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, got...)
+	}
+	rr.deliveries = int64(o.activities * k)
+	// The new process, through the counting store.
+	counting := newCountingStore(st, ids[0], int(ids[len(ids)-1]-ids[0]+1))
+	ev := &events{}
+	after, err := queue.New(counting, snd, queueConfig(settings, nil, ev))
+	if err != nil {
+		return nil, err
+	}
+	rr.heapBefore, _ = gcMemory()
+	mem := startMemPeak(20 * time.Millisecond)
+	runCtx, cancelRun := context.WithTimeout(ctx, o.timeout)
+	defer cancelRun()
+	start := time.Now()
+	if err := after.Start(ctx); err != nil {
+		return nil, err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		_ = after.Stop(stopCtx)
+		cancel()
+	}()
+	if err := waitDeliveries(runCtx, in, rr.deliveries, nil); err != nil {
+		rr.incomplete = err
+	}
+	rr.peakHeap, _ = mem.finish()
+	rr.peakLive = mem.peakLive()
+	rr.delivered = in.rec.unique.Load()
+	if last := in.rec.lastNS.Load(); last > 0 {
+		rr.elapsed = time.Unix(0, last).Sub(start)
+	}
+	rr.reads = counting.summary()
+	rr.retries, rr.dead = ev.retries.Load(), ev.deadLetters.Load()
+	return &report{scenario: o.scenario, opts: o, restart: rr, expected: rr.deliveries, delivered: rr.delivered, duplicates: in.rec.duplicates.Load()}, nil
+}
+
+// heapBound is WindowBytes plus 20 KiB per domain.
+func (r *restartReport) heapBound() uint64 {
+	return uint64(r.windowBytes) + uint64(r.domains)*perDomainBound
+}
+
+func (r *restartReport) print(p func(string, ...any), o *options) {
+	p("  setup          store %s, %d domains behind after a restart, a backlog of %d activities (%d domains each, %d-byte bodies), WindowBytes %s",
+		o.store, r.domains, r.activities, o.recipientsPerActivity(), o.bodyBytes, mib(uint64(r.windowBytes)))
+	p("  delivered      %d of %d in %s (%.0f deliveries/s), retries %d, dead letters %d", r.delivered, r.deliveries, r.elapsed.Round(time.Millisecond),
+		float64(r.delivered)/max(r.elapsed.Seconds(), 1e-9), r.retries, r.dead)
+	if r.incomplete != nil {
+		p("  INCOMPLETE     %v", r.incomplete)
+	}
+	rd := r.reads
+	p("  log reads      each row read at most %d times, %.2f on average (target ≤ 2); %d of %d rows read more than twice, %d never; %d Activities calls",
+		rd.maxReads, float64(rd.total)/float64(max(rd.rows, 1)), rd.overTwice, rd.rows, rd.never, rd.calls)
+	growth := int64(r.peakLive) - int64(r.heapBefore)
+	p("  heap           %s in use before the start; while draining, peak live heap %s (+%s), peak in use %s; bound WindowBytes + 20 KiB a domain = %s",
+		mib(r.heapBefore), mib(r.peakLive), mib(uint64(max(growth, 0))), mib(r.peakHeap), mib(r.heapBound()))
+}
