@@ -21,11 +21,23 @@ type idleMemory struct {
 	stackBefore, stackRunning uint64
 	goroutines                int
 	leaseWait                 time.Duration
+	// cpu is the CPU time this process used over window, once every lease
+	// was taken and the start-up settled, with nothing enqueued.
+	cpu, window time.Duration
+}
+
+// corePercent is the idle CPU use in percent of one core.
+func (m *idleMemory) corePercent() float64 {
+	if m.window <= 0 {
+		return 0
+	}
+	return 100 * m.cpu.Seconds() / m.window.Seconds()
 }
 
 // runIdle registers o.domains domains with nothing to deliver, starts one
 // queue, waits until it holds every domain's lease (a worker per domain),
-// and measures heap and stacks after a GC.
+// measures heap and stacks after a GC, then the CPU the process uses over
+// o.idleWindow with nothing enqueued (lease renewals, checkpoints, polls).
 func runIdle(ctx context.Context, o *options) (*report, error) {
 	m := &idleMemory{domains: o.domains}
 	m.heapStart, _ = gcMemory()
@@ -93,6 +105,15 @@ func runIdle(ctx context.Context, o *options) (*report, error) {
 	time.Sleep(time.Second) // let start-up reads and the first checkpoint finish
 	m.heapRunning, m.stackRunning = gcMemory()
 	m.goroutines = runtime.NumGoroutine()
+	if o.idleWindow > 0 {
+		start, cpu := time.Now(), cpuTime()
+		select {
+		case <-time.After(o.idleWindow):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		m.cpu, m.window = cpuTime()-cpu, time.Since(start)
+	}
 	return &report{scenario: o.scenario, opts: o, idle: m}, nil
 }
 

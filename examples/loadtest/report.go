@@ -332,6 +332,10 @@ func (r *report) printIdle(p func(string, ...any)) {
 	p("  per domain     %.1f KiB heap in total, %.1f KiB of it the queue's; %.1f KiB of goroutine stack; %d goroutines",
 		float64(m.heapRunning-m.heapStart)/n/1024, float64(int64(m.heapRunning)-int64(m.heapStored))/n/1024,
 		float64(int64(m.stackRunning)-int64(m.stackBefore))/n/1024, m.goroutines)
+	if m.window > 0 {
+		p("  idle CPU       %.2f%% of one core over %s with nothing enqueued (%s of CPU, this process; the database's own CPU is not counted)",
+			m.corePercent(), m.window.Round(time.Millisecond), m.cpu.Round(time.Millisecond))
+	}
 }
 
 func (r *report) printEnqueue(p func(string, ...any)) {
