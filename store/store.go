@@ -60,7 +60,11 @@ type Store interface {
 	// Revision is not the domain's current one (an admin changed the domain
 	// since the owner read it) is refused with its dead letters, reported by
 	// a *StaleStateError (matching ErrStale); when both happen the error
-	// joins both (errors.Join). It saves Cursor, Status,
+	// joins both (errors.Join). A saved Cursor never moves a cursor
+	// backwards: the stored cursor becomes the greater of the two, so an
+	// owner's save can never undo what an admin skip, a retention
+	// fast-forward or a lease renewal (see Lease.SettledThrough) moved on.
+	// It saves Cursor, Status,
 	// FailCount, FailingSince, NextAttemptAt, LastStatus, LastError and
 	// LastSuccessAt; SharedInbox and the lease fields are left as they are.
 	// Dead letters get their ID and, when zero, their CreatedAt from the store.
@@ -74,9 +78,13 @@ type Store interface {
 	AcquireLeases(ctx context.Context, owner string, ttl time.Duration, limit int) ([]DomainState, error)
 
 	// RenewLeases extends to ttl from now the leases that owner still holds
-	// among the given ones (matched by domain and token) and returns them with
-	// their new expiry and the domain's current Revision. A lease that expired but was not taken over by another
-	// owner is renewed too. Leases that were lost are left out of the result.
+	// among the given ones (matched by domain and token) and returns them
+	// with their new expiry and the domain's current Revision. A lease that
+	// expired but was not taken over by another owner is renewed too. Leases
+	// that were lost are left out of the result. In the same step it raises
+	// the cursor of every renewed domain to the lease's SettledThrough when
+	// that is higher (never lowers it): that is how an idle domain's cursor
+	// follows the log without a checkpoint per domain.
 	RenewLeases(ctx context.Context, owner string, leases []Lease, ttl time.Duration) ([]Lease, error)
 
 	// ChangeDomain applies an admin's change to a domain at once, whoever

@@ -81,6 +81,13 @@ type Lease struct {
 	// Revision is the domain's admin revision (see DomainState.Revision),
 	// returned by RenewLeases so that the owner notices admin changes.
 	Revision int64
+	// SettledThrough, given to RenewLeases by the owner, says that every
+	// activity addressed to the domain up to this ID is settled: the store
+	// raises the domain's cursor to it (never lowers it). An owner sets it
+	// for a domain with nothing pending, whose cursor would otherwise stay
+	// where its last delivery left it while the log moves on; that would
+	// hold retention back. Zero changes nothing.
+	SettledThrough int64
 }
 
 // DomainState is the persistent state of one remote domain.

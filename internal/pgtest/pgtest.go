@@ -42,6 +42,9 @@ type Options struct {
 	Mode pgx.QueryExecMode
 	// MaxConns caps the pool's connections. Default: MaxConnsDefault.
 	MaxConns int32
+	// Settings are run-time parameters set on every connection, for
+	// example plan_cache_mode. Default: none.
+	Settings map[string]string
 }
 
 // DB is a test's database: a pool and the schema that belongs to the test.
@@ -94,6 +97,9 @@ func New(t testing.TB, opts *Options) *DB {
 		cfg.MaxConns = opts.MaxConns
 	}
 	cfg.MinConns = 0
+	for k, v := range opts.Settings {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
 
 	schema := "apqueue_test_" + randomHex(6)
 	// Every connection made from this configuration (copies included) is

@@ -100,7 +100,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 			continue
 		}
 		d := s.domains[st.Domain]
-		d.Cursor = st.Cursor
+		d.Cursor = max(d.Cursor, st.Cursor) // never backwards
 		d.Status = st.Status
 		d.FailCount = st.FailCount
 		d.FailingSince = truncate(st.FailingSince)

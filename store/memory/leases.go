@@ -72,6 +72,7 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Le
 			continue
 		}
 		d.LeaseExpiresAt = truncate(now.Add(ttl))
+		d.Cursor = max(d.Cursor, l.SettledThrough)
 		out = append(out, d.Lease())
 	}
 	return out, nil

@@ -24,36 +24,49 @@ ON CONFLICT (domain) DO UPDATE SET shared_inbox = EXCLUDED.shared_inbox, revisio
 const domainColumns = `domain, shared_inbox, cursor, status, fail_count, failing_since, next_attempt_at,
 	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision`
 
-const domainsSQL = `SELECT ` + domainColumns + ` FROM {s}.domains
-WHERE cardinality($1::text[]) = 0 OR domain = ANY($1::text[])
-ORDER BY domain COLLATE "C"`
+// domainsSQL reads every domain when $1 is empty, else the named ones
+// through the primary key: a join with the names rather than a filter, so
+// that reading 20,000 named domains stays linear under a generic plan.
+const domainsSQL = `SELECT * FROM (
+	SELECT ` + domainColumns + ` FROM {s}.domains
+	WHERE cardinality($1::text[]) = 0
+	UNION ALL
+	SELECT ` + domainColumns + ` FROM {s}.domains
+	WHERE domain IN (SELECT DISTINCT name FROM unnest($1::text[]) AS n(name))
+) AS d ORDER BY domain COLLATE "C"`
 
 // checkpointSQL saves every state whose owner still holds the lease with
 // its token and that is based on the domain's current revision, and the
-// dead letters of every domain not refused, in one statement. It returns
-// every given domain with whether it was saved and whether its lease held,
-// so the caller tells lost leases from stale states.
+// dead letters of every domain not refused, in one statement. A saved
+// cursor never moves a cursor backwards. It returns the saved domains
+// (saved true), then every given domain with whether its lease held as the
+// statement began (saved false), so the caller tells lost leases from
+// stale states.
 //
 // It locks the rows it may change first, in domain order (lk), as every
 // statement that waits for domain row locks does, so that concurrent
 // checkpoints, renewals and releases of overlapping domains (the queue lists
-// them in map order) cannot deadlock. Whether the lease held is judged on
-// the locked, current row.
+// them in map order) cannot deadlock. Every join is between the given
+// arrays and the domains table's primary key, never between two sets
+// without an index, so the statement stays linear in the number of domains
+// under any plan, including the generic plan PostgreSQL switches to for a
+// prepared statement (planned for 10 array elements).
 const checkpointSQL = `WITH st AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::integer[],
 		$7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[], $11::timestamptz[], $22::bigint[])
 		AS st(domain, owner, token, cursor, status, fail_count, failing_since, next_attempt_at,
 			last_status, last_error, last_success_at, revision)
 ), lk AS (
-	SELECT d.domain, d.owner, d.lease_token FROM {s}.domains d
-	WHERE d.domain IN (SELECT domain FROM st)
-	ORDER BY d.domain COLLATE "C"
-	FOR UPDATE OF d
+	SELECT count(*) AS n FROM (
+		SELECT d.domain FROM {s}.domains d
+		WHERE d.domain = ANY($1::text[])
+		ORDER BY d.domain COLLATE "C"
+		FOR UPDATE OF d) AS locked
 ), saved AS (
-	UPDATE {s}.domains d SET cursor = st.cursor, status = st.status, fail_count = st.fail_count,
+	UPDATE {s}.domains d SET cursor = greatest(d.cursor, st.cursor), status = st.status, fail_count = st.fail_count,
 		failing_since = st.failing_since, next_attempt_at = st.next_attempt_at,
 		last_status = st.last_status, last_error = st.last_error, last_success_at = st.last_success_at
-	FROM st JOIN lk ON lk.domain = st.domain
+	FROM st, lk
 	WHERE d.domain = st.domain AND st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token
 		AND d.revision = st.revision
 	RETURNING d.domain
@@ -62,14 +75,19 @@ const checkpointSQL = `WITH st AS (
 	SELECT x.activity_id, x.domain, x.inbox, x.actor, x.ordering_key, x.body, x.status, x.reason, x.attempts,
 		coalesce(x.created_at, date_trunc('microseconds', statement_timestamp()))
 	FROM unnest($12::bigint[], $13::text[], $14::text[], $15::text[], $16::text[], $17::bytea[],
-		$18::integer[], $19::text[], $20::integer[], $21::timestamptz[]) WITH ORDINALITY
-		AS x(activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at, ord)
-	WHERE x.domain NOT IN (SELECT domain FROM st) OR x.domain IN (SELECT domain FROM saved)
+		$18::integer[], $19::text[], $20::integer[], $21::timestamptz[], $23::text[], $24::bigint[], $25::bigint[])
+		WITH ORDINALITY AS x(activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at,
+			owner, token, revision, ord)
+	LEFT JOIN {s}.domains d ON d.domain = x.domain
+	CROSS JOIN lk
+	WHERE x.owner IS NULL
+		OR (x.owner <> '' AND d.owner = x.owner AND d.lease_token = x.token AND d.revision = x.revision)
 	ORDER BY x.ord
 )
-SELECT st.domain, st.domain IN (SELECT domain FROM saved),
-	coalesce(st.owner <> '' AND lk.owner = st.owner AND lk.lease_token = st.token, false)
-FROM st LEFT JOIN lk ON lk.domain = st.domain`
+SELECT domain, true, true FROM saved
+UNION ALL
+SELECT st.domain, false, coalesce(st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token, false)
+FROM st LEFT JOIN {s}.domains d ON d.domain = st.domain`
 
 // RegisterDomains implements store.Store.
 func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegistration) error {
@@ -187,13 +205,25 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		revisions = append(revisions, st.Revision)
 	}
 	var (
-		dlActivity                                  []int64
+		dlActivity, dlToken, dlRevision             []int64
 		dlDomain, dlInbox, dlActor, dlKey, dlReason []string
+		dlOwner                                     []*string
 		dlBody                                      [][]byte
 		dlStatus, dlAttempts                        []int32
 		dlCreated                                   []pgtype.Timestamptz
 	)
 	for _, dl := range deadLetters {
+		// A dead letter is saved with its domain's state, fenced the same
+		// way; one of a domain without a state in this call (owner NULL) is
+		// saved as it is.
+		var owner *string
+		var token, revision int64
+		if i, ok := last[dl.Domain]; ok {
+			owner, token, revision = &states[i].Owner, states[i].LeaseToken, states[i].Revision
+		}
+		dlOwner = append(dlOwner, owner)
+		dlToken = append(dlToken, token)
+		dlRevision = append(dlRevision, revision)
 		dlActivity = append(dlActivity, dl.ActivityID)
 		dlDomain = append(dlDomain, dl.Domain)
 		dlInbox = append(dlInbox, dl.Inbox)
@@ -215,25 +245,37 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		nonNil(domains), nonNil(owners), nonNil(tokens), nonNil(cursors), nonNil(statuses), nonNil(failCounts),
 		nonNil(failingSince), nonNil(nextAttempt), nonNil(lastStatuses), nonNil(lastErrors), nonNil(lastSuccessAts),
 		nonNil(dlActivity), nonNil(dlDomain), nonNil(dlInbox), nonNil(dlActor), nonNil(dlKey), nonNil(dlBody),
-		nonNil(dlStatus), nonNil(dlReason), nonNil(dlAttempts), nonNil(dlCreated), nonNil(revisions))
+		nonNil(dlStatus), nonNil(dlReason), nonNil(dlAttempts), nonNil(dlCreated), nonNil(revisions),
+		nonNil(dlOwner), nonNil(dlToken), nonNil(dlRevision))
 	if err != nil {
 		return s.fail(ctx, op, err)
 	}
-	var lost, stale []string
+	savedSet := make(map[string]bool, len(domains))
+	var refusedStates []string
+	leasedOf := make(map[string]bool)
 	var domain string
 	var saved, leased bool
 	_, err = pgx.ForEachRow(rows, []any{&domain, &saved, &leased}, func() error {
-		switch {
-		case saved:
-		case leased:
-			stale = append(stale, domain)
-		default:
-			lost = append(lost, domain)
+		if saved {
+			savedSet[domain] = true
+		} else {
+			refusedStates = append(refusedStates, domain)
+			leasedOf[domain] = leased
 		}
 		return nil
 	})
 	if err != nil {
 		return s.fail(ctx, op, err)
+	}
+	var lost, stale []string
+	for _, d := range refusedStates {
+		switch {
+		case savedSet[d]:
+		case leasedOf[d]:
+			stale = append(stale, d)
+		default:
+			lost = append(lost, d)
+		}
 	}
 	return store.CheckpointRefused(lost, stale)
 }

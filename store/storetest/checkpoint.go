@@ -77,6 +77,24 @@ func testCheckpoint(t *testing.T, su suite) {
 		require.Equal(t, got.LastSuccessAt.UnixMicro(), domainState(t, s, "a.example").LastSuccessAt.UnixMicro())
 	})
 
+	su.run(t, "NeverMovesACursorBackwards", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example")
+		ids := appendN(t, s, 5)
+		held, err := s.AcquireLeases(ctx, "owner-a", longTTL, 1)
+		require.NoError(t, err)
+		require.Len(t, held, 1)
+		st := held[0]
+		st.Cursor = ids[3]
+		require.NoError(t, s.Checkpoint(ctx, []store.DomainState{st}, nil))
+		st.Cursor = ids[1]
+		st.FailCount = 2
+		require.NoError(t, s.Checkpoint(ctx, []store.DomainState{st}, nil))
+		got := domainState(t, s, "a.example")
+		require.Equal(t, ids[3], got.Cursor, "an owner's save moved the cursor backwards")
+		require.Equal(t, 2, got.FailCount, "the rest of the state is saved")
+	})
+
 	su.run(t, "SavesAfterLeaseExpiryWhenNotTakenOver", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		register(t, s, "a.example")

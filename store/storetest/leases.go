@@ -143,6 +143,33 @@ func testLeases(t *testing.T, su suite) {
 		require.Equal(t, "owner-a", domainState(t, s, held[0].Domain).Owner)
 	})
 
+	su.run(t, "RenewRaisesSettledCursors", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "idle.example", "busy.example", "lost.example")
+		ids := appendN(t, s, 6)
+		held, err := s.AcquireLeases(ctx, "owner-a", longTTL, 10)
+		require.NoError(t, err)
+		require.Len(t, held, 3)
+		byName := byDomain(held)
+		busy := byName["busy.example"]
+		busy.Cursor = ids[4]
+		require.NoError(t, s.Checkpoint(ctx, []store.DomainState{busy}, nil))
+
+		idle := byName["idle.example"].Lease()
+		idle.SettledThrough = ids[5]
+		behind := byName["busy.example"].Lease()
+		behind.SettledThrough = ids[1] // below the saved cursor: never lowers it
+		lost := byName["lost.example"].Lease()
+		lost.Token++ // not this owner's token: no renewal, no cursor move
+		lost.SettledThrough = ids[5]
+		renewed, err := s.RenewLeases(ctx, "owner-a", []store.Lease{idle, behind, lost}, longTTL)
+		require.NoError(t, err)
+		require.ElementsMatch(t, []string{"idle.example", "busy.example"}, leaseNames(renewed))
+		require.Equal(t, ids[5], domainState(t, s, "idle.example").Cursor, "an idle domain's cursor follows SettledThrough")
+		require.Equal(t, ids[4], domainState(t, s, "busy.example").Cursor, "a renewal lowered a cursor")
+		require.Equal(t, byName["lost.example"].Cursor, domainState(t, s, "lost.example").Cursor, "a refused renewal moved a cursor")
+	})
+
 	su.run(t, "RenewOmitsLostLeases", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		register(t, s, "kept.example")

@@ -225,3 +225,11 @@ func leasesOf(states []store.DomainState) []store.Lease {
 	}
 	return out
 }
+
+func leaseNames(leases []store.Lease) []string {
+	out := make([]string, len(leases))
+	for i, l := range leases {
+		out[i] = l.Domain
+	}
+	return out
+}

@@ -1,0 +1,89 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/internal/pgtest"
+	"github.com/apqueue/apqueue/store"
+)
+
+// scaleDomains is how many domains a server that has federated for a year
+// knows.
+const scaleDomains = 20000
+
+// TestStatementsStayLinearWithManyDomainsUnderGenericPlans runs every
+// statement whose size grows with the number of domains on 20,000 of them,
+// with PostgreSQL forced to the generic plans it switches prepared
+// statements to (planned for 10 array elements). A statement with a join
+// that is quadratic under such a plan takes minutes here (the checkpoint of
+// 20,000 states once took 1.5 minutes, and every lease expired behind it);
+// linear ones take well under a second each, so the generous bound below
+// only fails on that kind of plan.
+func TestStatementsStayLinearWithManyDomainsUnderGenericPlans(t *testing.T) {
+	t.Parallel()
+	s, _ := newStoreWith(t, pgtest.Options{Settings: map[string]string{"plan_cache_mode": "force_generic_plan"}})
+	const bound = 30 * time.Second
+	step := func(name string, f func(ctx context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), bound)
+		defer cancel()
+		start := time.Now()
+		require.NoError(t, f(ctx), name)
+		t.Logf("%s of %d domains: %v", name, scaleDomains, time.Since(start))
+	}
+
+	regs := make([]store.DomainRegistration, scaleDomains)
+	names := make([]string, scaleDomains)
+	for i := range regs {
+		names[i] = fmt.Sprintf("d%05d.example", i)
+		regs[i] = store.DomainRegistration{Domain: names[i], SharedInbox: "https://" + names[i] + "/inbox"}
+	}
+	step("RegisterDomains", func(ctx context.Context) error { return s.RegisterDomains(ctx, regs) })
+	ids := make([]int64, 0, 3)
+	for range 3 {
+		ids = append(ids, appendOne(t, s, names[0]))
+	}
+
+	var held []store.DomainState
+	step("AcquireLeases", func(ctx context.Context) (err error) {
+		held, err = s.AcquireLeases(ctx, "owner-a", time.Hour, scaleDomains)
+		return err
+	})
+	require.Len(t, held, scaleDomains)
+
+	for round := range 2 {
+		for i := range held {
+			held[i].Cursor = ids[round]
+			held[i].FailCount = round
+		}
+		step("Checkpoint", func(ctx context.Context) error { return s.Checkpoint(ctx, held, nil) })
+	}
+	leases := make([]store.Lease, len(held))
+	for i, st := range held {
+		leases[i] = st.Lease()
+		leases[i].SettledThrough = ids[2]
+	}
+	var renewed []store.Lease
+	step("RenewLeases", func(ctx context.Context) (err error) {
+		renewed, err = s.RenewLeases(ctx, "owner-a", leases, time.Hour)
+		return err
+	})
+	require.Len(t, renewed, scaleDomains)
+	var states []store.DomainState
+	step("Domains", func(ctx context.Context) (err error) {
+		states, err = s.Domains(ctx, names)
+		return err
+	})
+	require.Len(t, states, scaleDomains)
+	for _, st := range states {
+		require.Equal(t, ids[2], st.Cursor, st.Domain)
+		require.Equal(t, 1, st.FailCount, st.Domain)
+	}
+	step("ReleaseLeases", func(ctx context.Context) error { return s.ReleaseLeases(ctx, "owner-a", leases) })
+	step("Prune", func(ctx context.Context) error { _, err := s.Prune(ctx); return err })
+}
