@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/apqueue/apqueue/internal/fakedns"
@@ -23,16 +24,26 @@ type instanceCase struct {
 	incomplete    error
 	retries, dead int64
 	resolverCalls int64
-	peakHeap      uint64
 	reasons       []string
+	// Peaks of the heap in use and of the live heap.
+	peakHeap, peakLive uint64
+	// dbCPU is the database backends' CPU time (PostgreSQL on this
+	// machine), dbCPUErr why it was not measured.
+	dbCPU    time.Duration
+	dbCPUErr error
 }
 
 // cpuPerThousand is the CPU-seconds this process spent per 1,000 deliveries.
-func (c *instanceCase) cpuPerThousand() float64 {
+func (c *instanceCase) cpuPerThousand() float64 { return c.perThousand(c.cpu) }
+
+// totalPerThousand adds the database's CPU (0 when not measured).
+func (c *instanceCase) totalPerThousand() float64 { return c.perThousand(c.cpu + c.dbCPU) }
+
+func (c *instanceCase) perThousand(d time.Duration) float64 {
 	if c.delivered == 0 {
 		return 0
 	}
-	return c.cpu.Seconds() * 1000 / float64(c.delivered)
+	return d.Seconds() * 1000 / float64(c.delivered)
 }
 
 func (c *instanceCase) deliveriesPerSec() float64 {
@@ -51,12 +62,18 @@ type instanceReport struct {
 }
 
 // cpuRatio is CPU per delivery with many known domains over that with few,
-// on the same deliveries (the last two cases), 0 without a comparison.
-func (r *instanceReport) cpuRatio() float64 {
+// on the same deliveries (the last two cases), 0 without a comparison:
+// this process's CPU, and with the database's added.
+func (r *instanceReport) cpuRatio() (process, total float64) {
 	if len(r.cases) < 3 || r.cases[2].cpuPerThousand() == 0 {
-		return 0
+		return 0, 0
 	}
-	return r.cases[1].cpuPerThousand() / r.cases[2].cpuPerThousand()
+	many, few := r.cases[1], r.cases[2]
+	process = many.cpuPerThousand() / few.cpuPerThousand()
+	if many.dbCPU > 0 && few.dbCPU > 0 {
+		total = many.totalPerThousand() / few.totalPerThousand()
+	}
+	return process, total
 }
 
 // runInstance is the instance scenario: a server that knows -known-domains
@@ -154,6 +171,11 @@ func runInstanceCase(ctx context.Context, o *options, dns *fakedns.Server, c *in
 	}
 	runCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
+	var db *dbCPU
+	if o.store == "postgres" {
+		db, c.dbCPUErr = startDBCPU(ctx, be)
+	}
+	runtime.GC() // the previous case's garbage is not this one's heap
 	mem := startMemPeak(100 * time.Millisecond)
 	calls0 := res.calls.Load()
 	start, cpu0 := time.Now(), cpuTime()
@@ -165,6 +187,10 @@ func runInstanceCase(ctx context.Context, o *options, dns *fakedns.Server, c *in
 	}
 	c.cpu = cpuTime() - cpu0
 	c.peakHeap, _ = mem.finish()
+	c.peakLive = mem.peakLive()
+	if db != nil {
+		c.dbCPU, c.dbCPUErr = db.since(ctx)
+	}
 	c.resolverCalls = res.calls.Load() - calls0
 	c.delivered, c.dups = in.rec.unique.Load(), in.rec.duplicates.Load()
 	if last := in.rec.lastNS.Load(); last > 0 {
@@ -238,11 +264,19 @@ func (r *instanceReport) print(p func(string, ...any), o *options) {
 		}
 		p("    throughput   %.0f deliveries/s (first enqueue to last delivery: %s)", c.deliveriesPerSec(), c.elapsed.Round(time.Millisecond))
 		p("    CPU          %.3f CPU-seconds per 1,000 deliveries (%.2f s in all, this process: queue, store client, inboxes)", c.cpuPerThousand(), c.cpu.Seconds())
+		if c.dbCPU > 0 {
+			p("    database CPU %.3f CPU-seconds per 1,000 deliveries (%.2f s in all, this run's PostgreSQL backends); %.3f with this process's", c.perThousand(c.dbCPU), c.dbCPU.Seconds(), c.totalPerThousand())
+		} else if c.dbCPUErr != nil {
+			p("    database CPU not measured: %v", c.dbCPUErr)
+		}
 		p("    resolver     %.2f calls an activity (%d); bound: audiences + addressed domains = %.2f an activity",
 			float64(c.resolverCalls)/float64(len(w.acts)), c.resolverCalls, float64(w.boundCalls)/float64(len(w.acts)))
-		p("    heap         peak %s in use", mib(c.peakHeap))
+		p("    heap         peak %s in use, peak live heap %s (this process: inboxes and workload included)", mib(c.peakHeap), mib(c.peakLive))
 	}
-	if ratio := r.cpuRatio(); ratio > 0 {
-		p("  CPU ratio      %.2f: CPU per delivery with %d known domains over %d known, same deliveries (target ≤ 1.25)", ratio, r.cases[1].known, r.cases[2].known)
+	if process, total := r.cpuRatio(); process > 0 {
+		p("  CPU ratio      %.2f: CPU per delivery with %d known domains over %d known, same deliveries (target ≤ 1.25)", process, r.cases[1].known, r.cases[2].known)
+		if total > 0 {
+			p("                 %.2f with the database's CPU added", total)
+		}
 	}
 }
