@@ -27,7 +27,17 @@
 //	go run ./examples/loadtest -scenario postmortem                           # 1 s inbox, 3 activities/s: lag
 //	go run ./examples/loadtest -scenario fanout -store postgres               # Enqueue cost: audience to 1 vs 1,000 domains
 //	go run ./examples/loadtest -scenario enqueue -store postgres              # batch enqueue rate
-//	go run ./examples/loadtest -scenario idle                                 # heap per idle domain, 10,000 domains
+//	go run ./examples/loadtest -scenario idle                                 # heap and CPU per idle domain, 20,000 domains
+//	go run ./examples/loadtest -scenario instance [-store postgres]           # 20,000 known domains vs 100: CPU per delivery, resolver calls
+//	go run ./examples/loadtest -scenario backlog [-store postgres]            # backlog drain: explicit inboxes vs audience vs bare loop
+//	go run ./examples/loadtest -scenario restart [-store postgres]            # 1,000 domains behind: log reads per row, heap
+//
+// The instance and restart scenarios name their domains dNNNNN.instance.test
+// with the port of one of -inbox-servers loopback servers, and give the
+// sender a resolver (internal/fakedns) that answers every name with
+// 127.0.0.1: tens of thousands of domains without a listening socket each.
+// They raise the open-file limit where they may, since the inboxes and the
+// sender share this process and each connection costs two descriptors.
 //
 // -store postgres reads -database-url (default $TEST_DATABASE_URL), creates a
 // schema of its own, migrates it and drops it at the end. -db-latency adds a

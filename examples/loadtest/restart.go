@@ -156,7 +156,11 @@ func (r *restartReport) print(p func(string, ...any), o *options) {
 	rd := r.reads
 	p("  log reads      each row read at most %d times, %.2f on average (target ≤ 2); %d of %d rows read more than twice, %d never; %d Activities calls",
 		rd.maxReads, float64(rd.total)/float64(max(rd.rows, 1)), rd.overTwice, rd.rows, rd.never, rd.calls)
-	growth := int64(r.peakLive) - int64(r.heapBefore)
-	p("  heap           %s in use before the start; while draining, peak live heap %s (+%s), peak in use %s; bound WindowBytes + 20 KiB a domain = %s",
-		mib(r.heapBefore), mib(r.peakLive), mib(uint64(max(growth, 0))), mib(r.peakHeap), mib(r.heapBound()))
+	growth := uint64(max(int64(r.peakLive)-int64(r.heapBefore), 0))
+	verdict := "within"
+	if growth > r.heapBound() {
+		verdict = "OVER"
+	}
+	p("  heap           %s in use before the start; while draining, peak live heap %s (+%s), peak in use %s; growth %s the bound WindowBytes + 20 KiB a domain = %s",
+		mib(r.heapBefore), mib(r.peakLive), mib(growth), mib(r.peakHeap), verdict, mib(r.heapBound()))
 }
