@@ -78,6 +78,21 @@ func openBackend(ctx context.Context, o *options, logger *slog.Logger) (*backend
 	return b, nil
 }
 
+// openStore opens the run's backend and the store of its first queue;
+// closing the backend closes the store.
+func openStore(ctx context.Context, o *options) (*backend, store.Store, error) {
+	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := be.newStore(ctx)
+	if err != nil {
+		be.close()
+		return nil, nil, err
+	}
+	return be, st, nil
+}
+
 // proxyAddr is the latency proxy's address, "" without one.
 func (b *backend) proxyAddr() string {
 	if b.proxy == nil {

@@ -52,11 +52,7 @@ func runBacklog(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	defer snd.Close()
-	inflight := o.maxInFlight
-	if inflight == 0 {
-		inflight = queue.MaxInFlightPerDomainDefault
-	}
-	br := &backlogReport{concurrency: o.domains * inflight, deliveries: int64(o.activities * o.domains)}
+	br := &backlogReport{concurrency: o.domains * o.inFlight(), deliveries: int64(o.activities * o.domains)}
 	br.bare = append(br.bare, bareLoop(ctx, in, snd, br.concurrency, o.baselineDuration, o.bodyBytes))
 	seq := 0
 	for range o.rounds {
@@ -82,15 +78,11 @@ func runBacklog(ctx context.Context, o *options) (*report, error) {
 // starts a queue and measures until the last delivery.
 func drainBacklog(ctx context.Context, o *options, in *inboxes, snd sender.Sender, mode string, firstSeq int) (backlogDrain, error) {
 	d := backlogDrain{mode: mode}
-	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	be, st, err := openStore(ctx, o)
 	if err != nil {
 		return d, err
 	}
 	defer be.close()
-	st, err := be.newStore(ctx)
-	if err != nil {
-		return d, err
-	}
 	var resolver queue.Resolver
 	if mode == backlogAudience {
 		resolver = sharedInboxResolver(sharedInboxes(in))
@@ -131,11 +123,7 @@ func drainBacklog(ctx context.Context, o *options, in *inboxes, snd sender.Sende
 	if err := q.Start(ctx); err != nil {
 		return d, err
 	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		_ = q.Stop(stopCtx)
-		cancel()
-	}()
+	defer func() { _ = stopQueue(ctx, q) }()
 	err = waitDeliveries(runCtx, in, want, nil)
 	cpu := cpuTime() - cpu0
 	d.delivered = in.rec.unique.Load() - before

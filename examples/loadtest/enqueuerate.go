@@ -14,15 +14,11 @@ import (
 // call EnqueueMany with o.batch activities each (addressed to one explicit
 // inbox) until o.activities are in the store. The queue is not started.
 func runEnqueueRate(ctx context.Context, o *options) (*report, error) {
-	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	be, st, err := openStore(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer be.close()
-	st, err := be.newStore(ctx)
-	if err != nil {
-		return nil, err
-	}
 	snd, err := sender.NewHTTP(nil) // never called: the queue is not started
 	if err != nil {
 		return nil, err

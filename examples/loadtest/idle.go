@@ -41,15 +41,11 @@ func (m *idleMemory) corePercent() float64 {
 func runIdle(ctx context.Context, o *options) (*report, error) {
 	m := &idleMemory{domains: o.domains}
 	m.heapStart, _ = gcMemory()
-	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	be, st, err := openStore(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer be.close()
-	st, err := be.newStore(ctx)
-	if err != nil {
-		return nil, err
-	}
 	snd, err := sender.NewHTTP(nil) // never called: nothing to deliver
 	if err != nil {
 		return nil, err
@@ -74,11 +70,7 @@ func runIdle(ctx context.Context, o *options) (*report, error) {
 	if err := q.Start(ctx); err != nil {
 		return nil, err
 	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		_ = q.Stop(stopCtx)
-	}()
+	defer func() { _ = stopQueue(ctx, q) }()
 	waitCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	for {

@@ -85,14 +85,8 @@ func (r *instanceReport) cpuRatio() (process, total float64) {
 // known, each case with a fresh store and queue.
 func runInstance(ctx context.Context, o *options) (*report, error) {
 	ir := &instanceReport{}
-	// Two descriptors a connection (the inboxes are in this process), a
-	// connection per domain in a burst to all of them, and room for the rest.
-	limit, err := raiseFileLimit(uint64(4*o.knownDomains + 4096))
+	dns, limit, err := startFakeDNS(o.knownDomains)
 	ir.fileLimit = limit
-	if err != nil {
-		fmt.Printf("loadtest: %v\n", err)
-	}
-	dns, err := fakedns.Start([4]byte{127, 0, 0, 1})
 	if err != nil {
 		return nil, err
 	}
@@ -134,15 +128,11 @@ func runInstanceCase(ctx context.Context, o *options, dns *fakedns.Server, c *in
 		return err
 	}
 	defer in.close()
-	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	be, st, err := openStore(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer be.close()
-	st, err := be.newStore(ctx)
-	if err != nil {
-		return err
-	}
 	settings := o.queueSettings()
 	snd, err := newSender(settings, dns.Resolver())
 	if err != nil {
@@ -161,11 +151,7 @@ func runInstanceCase(ctx context.Context, o *options, dns *fakedns.Server, c *in
 	if err := q.Start(ctx); err != nil {
 		return err
 	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		_ = q.Stop(stopCtx)
-		cancel()
-	}()
+	defer func() { _ = stopQueue(ctx, q) }()
 	if c.leaseWait, err = waitLeased(ctx, q, c.known, 1); err != nil {
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/apqueue/apqueue/queue"
 )
 
 // options are the load generator's settings, from flags and a scenario.
@@ -288,4 +290,12 @@ func (o *options) recipientsPerActivity() int {
 // queueSettings is the queue configuration the flags set.
 func (o *options) queueSettings() queueSettings {
 	return queueSettings{MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint, BackoffMin: o.backoffMin, WindowBytes: o.windowBytes, Verbose: o.verbose}
+}
+
+// inFlight is the queue's in-flight limit per domain that the flags give.
+func (o *options) inFlight() int {
+	if o.maxInFlight == 0 {
+		return queue.MaxInFlightPerDomainDefault
+	}
+	return o.maxInFlight
 }

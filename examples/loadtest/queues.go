@@ -133,6 +133,14 @@ func queueConfig(s queueSettings, resolver queue.Resolver, obs queue.Observer) *
 	}
 }
 
+// stopQueue stops q gracefully, allowing a minute even when ctx has ended
+// (a run stopped by its timeout still stops its queues).
+func stopQueue(ctx context.Context, q *queue.Queue) error {
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	return q.Stop(stopCtx)
+}
+
 // newLogger logs errors to stderr, and with verbose also the queue's
 // warnings and federation summaries.
 func newLogger(verbose bool) *slog.Logger {

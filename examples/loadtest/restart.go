@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"time"
 
-	"github.com/apqueue/apqueue/internal/fakedns"
 	"github.com/apqueue/apqueue/queue"
 )
 
@@ -34,10 +32,7 @@ const perDomainBound = 20 << 10
 // returns, drains it. The domains share -inbox-servers servers through a
 // fake DNS, as in the instance scenario.
 func runRestart(ctx context.Context, o *options) (*report, error) {
-	if _, err := raiseFileLimit(uint64(4*o.domains + 4096)); err != nil {
-		fmt.Printf("loadtest: %v\n", err)
-	}
-	dns, err := fakedns.Start([4]byte{127, 0, 0, 1})
+	dns, _, err := startFakeDNS(o.domains)
 	if err != nil {
 		return nil, err
 	}
@@ -47,15 +42,11 @@ func runRestart(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	defer in.close()
-	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	be, st, err := openStore(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer be.close()
-	st, err := be.newStore(ctx)
-	if err != nil {
-		return nil, err
-	}
 	settings := o.queueSettings()
 	snd, err := newSender(settings, dns.Resolver())
 	if err != nil {
@@ -78,11 +69,9 @@ func runRestart(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	_, err = waitLeased(ctx, before, o.domains, 1)
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	if stopErr := before.Stop(stopCtx); err == nil {
+	if stopErr := stopQueue(ctx, before); err == nil {
 		err = stopErr
 	}
-	cancel()
 	if err != nil {
 		return nil, err
 	}
@@ -121,11 +110,7 @@ func runRestart(ctx context.Context, o *options) (*report, error) {
 	if err := after.Start(ctx); err != nil {
 		return nil, err
 	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		_ = after.Stop(stopCtx)
-		cancel()
-	}()
+	defer func() { _ = stopQueue(ctx, after) }()
 	if err := waitDeliveries(runCtx, in, rr.deliveries, nil); err != nil {
 		rr.incomplete = err
 	}

@@ -43,11 +43,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	}
 	defer snd.Close()
 
-	inflight := o.maxInFlight
-	if inflight == 0 {
-		inflight = queue.MaxInFlightPerDomainDefault
-	}
-	rep.concurrency = min(o.domains, o.recipientsPerActivity()*o.activities) * inflight
+	rep.concurrency = min(o.domains, o.recipientsPerActivity()*o.activities) * o.inFlight()
 	// The baselines run before and after the queue, and their means are
 	// compared with it, so that a change in the machine's load during the
 	// run (other processes) shows as a spread rather than a skewed ratio.

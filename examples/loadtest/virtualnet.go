@@ -3,7 +3,22 @@ package main
 import (
 	"fmt"
 	"syscall"
+
+	"github.com/apqueue/apqueue/internal/fakedns"
 )
+
+// startFakeDNS prepares this process for domains virtual domains (see
+// startVirtualInboxes): it raises the open-file limit for a connection to
+// each, with both ends in this process, and starts the DNS server the
+// sender resolves their names with. It returns the open-file limit in force.
+func startFakeDNS(domains int) (*fakedns.Server, uint64, error) {
+	limit, err := raiseFileLimit(uint64(4*domains + 4096))
+	if err != nil {
+		fmt.Printf("loadtest: %v\n", err) // the run goes on, see raiseFileLimit
+	}
+	dns, err := fakedns.Start([4]byte{127, 0, 0, 1})
+	return dns, limit, err
+}
 
 // raiseFileLimit raises this process's limit on open files to at least want
 // when it is lower, raising the hard limit too where the process may (as
