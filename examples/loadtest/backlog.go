@@ -47,7 +47,7 @@ func runBacklog(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	defer in.close()
-	snd, err := newSender(o.queueSettings(), nil)
+	snd, err := newSender(o.queueSettings(), sender.HTTPConfig{})
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,8 @@ type instanceCase struct {
 	retries, dead int64
 	resolverCalls int64
 	reasons       []string
+	// slotWaits counts the sends that waited for one of -max-conns slots.
+	slotWaits int64
 	// Peaks of the heap in use and of the live heap.
 	peakHeap, peakLive uint64
 	// dbCPU is the database backends' CPU time (PostgreSQL on this
@@ -85,7 +87,7 @@ func (r *instanceReport) cpuRatio() (process, total float64) {
 // known, each case with a fresh store and queue.
 func runInstance(ctx context.Context, o *options) (*report, error) {
 	ir := &instanceReport{}
-	dns, limit, err := startFakeDNS(o.knownDomains)
+	dns, limit, err := startFakeDNS(o.maxConns)
 	ir.fileLimit = limit
 	if err != nil {
 		return nil, err
@@ -134,11 +136,11 @@ func runInstanceCase(ctx context.Context, o *options, dns *fakedns.Server, c *in
 	}
 	defer be.close()
 	settings := o.queueSettings()
-	snd, err := newSender(settings, dns.Resolver())
+	h, snd, err := newVirtualSender(settings, dns, o.maxConns)
 	if err != nil {
 		return err
 	}
-	defer snd.Close()
+	defer h.Close()
 	res := newFollowerResolver(in, c.work)
 	ev := &events{}
 	q, err := queue.New(st, snd, queueConfig(settings, res, ev))
@@ -183,6 +185,7 @@ func runInstanceCase(ctx context.Context, o *options, dns *fakedns.Server, c *in
 		c.elapsed = time.Unix(0, last).Sub(start)
 	}
 	c.retries, c.dead, c.reasons = ev.retries.Load(), ev.deadLetters.Load(), ev.topReasons(3)
+	c.slotWaits = snd.waits.Load()
 	return err
 }
 
@@ -241,7 +244,8 @@ func (r *instanceReport) print(p func(string, ...any), o *options) {
 		w := c.work
 		p("  %d known, %s: %d activities, %d deliveries (%.1f domains an activity)", c.known, w.name, len(w.acts), w.deliveries, float64(w.deliveries)/float64(len(w.acts)))
 		p("    register     %d domains with their shared inboxes in one batch: %s; every domain leased %s later", c.known, c.register.Round(time.Millisecond), c.leaseWait.Round(time.Millisecond))
-		p("    delivered    %d of %d, duplicates %d, retries %d, dead letters %d", c.delivered, w.deliveries, c.dups, c.retries, c.dead)
+		p("    delivered    %d of %d, duplicates %d, retries %d, dead letters %d; %d sends waited for one of %d connection slots",
+			c.delivered, w.deliveries, c.dups, c.retries, c.dead, c.slotWaits, o.maxConns)
 		for _, reason := range c.reasons {
 			p("      because    %s", reason)
 		}

@@ -36,8 +36,11 @@
 // with the port of one of -inbox-servers loopback servers, and give the
 // sender a resolver (internal/fakedns) that answers every name with
 // 127.0.0.1: tens of thousands of domains without a listening socket each.
-// They raise the open-file limit where they may, since the inboxes and the
-// sender share this process and each connection costs two descriptors.
+// The inboxes and the sender share this process, so each connection costs
+// two descriptors: those scenarios keep at most -max-conns requests in
+// flight across all domains (a wrapper around the sender; the report says
+// how many sends waited) and as many idle connections, and raise the
+// open-file limit where they may.
 //
 // -store postgres reads -database-url (default $TEST_DATABASE_URL), creates a
 // schema of its own, migrates it and drops it at the end. -db-latency adds a

@@ -51,6 +51,7 @@ type options struct {
 	knownDomains   int
 	compareDomains int
 	inboxServers   int
+	maxConns       int
 	audiences      int
 	bigEvery       int
 	allEvery       int
@@ -174,6 +175,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.knownDomains, "known-domains", 20000, "instance scenario: remote domains the server knows, registered with their shared inboxes at start")
 	fs.IntVar(&o.compareDomains, "compare-domains", 100, "instance scenario: the comparison workload draws from this many most followed domains and runs with -known-domains and with this many known; 0: no comparison")
 	fs.IntVar(&o.inboxServers, "inbox-servers", 8, "instance and restart scenarios: loopback servers the domains are spread over (domain names resolve to 127.0.0.1 through a DNS server in this program)")
+	fs.IntVar(&o.maxConns, "max-conns", 2000, "instance and restart scenarios: requests in flight across all domains, and idle connections kept, at most: the inboxes share this process, and a connection to each of 20,000 domains at once would exceed a common open-file limit")
 	fs.IntVar(&o.audiences, "audiences", 1000, "instance scenario: followers collections (audiences) the activities come from")
 	fs.IntVar(&o.bigEvery, "big-every", 200, "instance scenario: every this many activities, one from a big account followed on 2,000 domains; 0: none")
 	fs.IntVar(&o.allEvery, "all-every", 1500, "instance scenario: every this many activities, one to AllDomains; 0: none")
@@ -267,6 +269,8 @@ func (o *options) validate() error {
 		return errors.New("-compare-domains must be in [0, -known-domains]")
 	case o.inboxServers < 1:
 		return errors.New("-inbox-servers must be at least 1")
+	case o.maxConns < 1:
+		return errors.New("-max-conns must be at least 1")
 	case o.audiences < 1:
 		return errors.New("-audiences must be at least 1")
 	case o.bigEvery < 0 || o.allEvery < 0:

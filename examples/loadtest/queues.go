@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"sort"
 	"sync"
@@ -44,12 +43,12 @@ func newKey() (*rsa.PrivateKey, []byte, error) {
 
 // newSender builds the HTTP sender the queue and the bare loop share: the
 // one queue.New would build (sender defaults, loopback allowed), signing
-// with the actor's key when s.Sign is set, resolving host names with res
-// (nil: the system's resolver). Idle connections per host are raised to
-// MaxInFlight when that is above the default, so that connections are reused
-// rather than re-dialled.
-func newSender(s queueSettings, res *net.Resolver) (*sender.HTTP, error) {
-	cfg := &sender.HTTPConfig{AllowLoopback: true, Resolver: res}
+// with the actor's key when s.Sign is set, and with base's Resolver and
+// MaxIdleConns (zero: the defaults). Idle connections per host are raised
+// to MaxInFlight when that is above the default, so that connections are
+// reused rather than re-dialled.
+func newSender(s queueSettings, base sender.HTTPConfig) (*sender.HTTP, error) {
+	cfg := &sender.HTTPConfig{AllowLoopback: true, Resolver: base.Resolver, MaxIdleConns: base.MaxIdleConns}
 	if s.MaxInFlight > sender.MaxIdleConnsPerHostDefault {
 		cfg.MaxIdleConnsPerHost = s.MaxInFlight
 	}

@@ -32,7 +32,7 @@ const perDomainBound = 20 << 10
 // returns, drains it. The domains share -inbox-servers servers through a
 // fake DNS, as in the instance scenario.
 func runRestart(ctx context.Context, o *options) (*report, error) {
-	dns, _, err := startFakeDNS(o.domains)
+	dns, _, err := startFakeDNS(o.maxConns)
 	if err != nil {
 		return nil, err
 	}
@@ -48,11 +48,11 @@ func runRestart(ctx context.Context, o *options) (*report, error) {
 	}
 	defer be.close()
 	settings := o.queueSettings()
-	snd, err := newSender(settings, dns.Resolver())
+	h, snd, err := newVirtualSender(settings, dns, o.maxConns)
 	if err != nil {
 		return nil, err
 	}
-	defer snd.Close()
+	defer h.Close()
 	rr := &restartReport{domains: o.domains, activities: o.activities, windowBytes: o.windowBytes}
 	if rr.windowBytes == 0 {
 		rr.windowBytes = queue.WindowBytesDefault

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/store"
 )
 
@@ -37,7 +38,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	defer be.close()
-	snd, err := newSender(settings, nil)
+	snd, err := newSender(settings, sender.HTTPConfig{})
 	if err != nil {
 		return nil, err
 	}

@@ -5,14 +5,17 @@ import (
 	"syscall"
 
 	"github.com/apqueue/apqueue/internal/fakedns"
+	"github.com/apqueue/apqueue/sender"
 )
 
-// startFakeDNS prepares this process for domains virtual domains (see
-// startVirtualInboxes): it raises the open-file limit for a connection to
-// each, with both ends in this process, and starts the DNS server the
-// sender resolves their names with. It returns the open-file limit in force.
-func startFakeDNS(domains int) (*fakedns.Server, uint64, error) {
-	limit, err := raiseFileLimit(uint64(4*domains + 4096))
+// startFakeDNS prepares this process for virtual domains (see
+// startVirtualInboxes) reached through at most maxConns connections in use
+// and maxConns idle: it raises the open-file limit for both ends of each
+// (the inboxes are in this process) with room for the rest, and starts the
+// DNS server the sender resolves the names with. It returns the open-file
+// limit in force.
+func startFakeDNS(maxConns int) (*fakedns.Server, uint64, error) {
+	limit, err := raiseFileLimit(uint64(4*maxConns + 4096))
 	if err != nil {
 		fmt.Printf("loadtest: %v\n", err) // the run goes on, see raiseFileLimit
 	}
@@ -22,11 +25,9 @@ func startFakeDNS(domains int) (*fakedns.Server, uint64, error) {
 
 // raiseFileLimit raises this process's limit on open files to at least want
 // when it is lower, raising the hard limit too where the process may (as
-// root); it returns the limit in force. The inboxes run in this process, so
-// every connection costs two descriptors: a burst to 20,000 domains needs
-// more than a common default of 20,000 or 1,024. A run that cannot raise it
-// goes on: dials then fail with "too many open files" and are retried, which
-// the report shows as retries.
+// root); it returns the limit in force. A run that cannot raise it goes on:
+// dials then fail with "too many open files" and are retried, which the
+// report shows as retries.
 func raiseFileLimit(want uint64) (uint64, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
@@ -45,4 +46,17 @@ func raiseFileLimit(want uint64) (uint64, error) {
 		return lim.Max, fmt.Errorf("raise the open-file limit to %d: %w (it is %d)", want, err, lim.Max)
 	}
 	return want, nil
+}
+
+// newVirtualSender is the HTTP sender of the virtual domains: names resolved
+// by dns, at most maxConns requests in flight and maxConns idle
+// connections, so that both ends of every connection fit the open-file
+// limit. It returns the HTTP sender (to close) and the limited one the
+// queue is given.
+func newVirtualSender(s queueSettings, dns *fakedns.Server, maxConns int) (*sender.HTTP, *limitedSender, error) {
+	h, err := newSender(s, sender.HTTPConfig{Resolver: dns.Resolver(), MaxIdleConns: maxConns})
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, newLimitedSender(h, maxConns), nil
 }
