@@ -24,14 +24,18 @@ type idleMemory struct {
 	// cpu is the CPU time this process used over window, once every lease
 	// was taken and the start-up settled, with nothing enqueued.
 	cpu, window time.Duration
+	// dbCPU is the database backends' CPU over the same window (PostgreSQL
+	// on this machine), dbCPUErr why it was not measured.
+	dbCPU    time.Duration
+	dbCPUErr error
 }
 
-// corePercent is the idle CPU use in percent of one core.
-func (m *idleMemory) corePercent() float64 {
+// corePercent is CPU time d over the idle window, in percent of one core.
+func (m *idleMemory) corePercent(d time.Duration) float64 {
 	if m.window <= 0 {
 		return 0
 	}
-	return 100 * m.cpu.Seconds() / m.window.Seconds()
+	return 100 * d.Seconds() / m.window.Seconds()
 }
 
 // runIdle registers o.domains domains with nothing to deliver, starts one
@@ -98,6 +102,10 @@ func runIdle(ctx context.Context, o *options) (*report, error) {
 	m.heapRunning, m.stackRunning = gcMemory()
 	m.goroutines = runtime.NumGoroutine()
 	if o.idleWindow > 0 {
+		var db *dbCPU
+		if o.store == "postgres" {
+			db, m.dbCPUErr = startDBCPU(ctx, be)
+		}
 		start, cpu := time.Now(), cpuTime()
 		select {
 		case <-time.After(o.idleWindow):
@@ -105,6 +113,9 @@ func runIdle(ctx context.Context, o *options) (*report, error) {
 			return nil, ctx.Err()
 		}
 		m.cpu, m.window = cpuTime()-cpu, time.Since(start)
+		if db != nil {
+			m.dbCPU, m.dbCPUErr = db.since(ctx)
+		}
 	}
 	return &report{scenario: o.scenario, opts: o, idle: m}, nil
 }

@@ -333,8 +333,14 @@ func (r *report) printIdle(p func(string, ...any)) {
 		float64(m.heapRunning-m.heapStart)/n/1024, float64(int64(m.heapRunning)-int64(m.heapStored))/n/1024,
 		float64(int64(m.stackRunning)-int64(m.stackBefore))/n/1024, m.goroutines)
 	if m.window > 0 {
-		p("  idle CPU       %.2f%% of one core over %s with nothing enqueued (%s of CPU, this process; the database's own CPU is not counted)",
-			m.corePercent(), m.window.Round(time.Millisecond), m.cpu.Round(time.Millisecond))
+		p("  idle CPU       %.2f%% of one core over %s with nothing enqueued (%s of CPU, this process)",
+			m.corePercent(m.cpu), m.window.Round(time.Millisecond), m.cpu.Round(time.Millisecond))
+		if m.dbCPU > 0 {
+			p("  database CPU   %.2f%% of one core (%s, this run's PostgreSQL backends); %.2f%% with this process's",
+				m.corePercent(m.dbCPU), m.dbCPU.Round(time.Millisecond), m.corePercent(m.cpu+m.dbCPU))
+		} else if m.dbCPUErr != nil {
+			p("  database CPU   not measured: %v", m.dbCPUErr)
+		}
 	}
 }
 
