@@ -2,9 +2,11 @@ package queue
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/apqueue/apqueue/internal/domain"
 	"github.com/apqueue/apqueue/store"
@@ -27,7 +29,9 @@ type Activity struct {
 	// Config.AllowHTTP), without user info or fragment.
 	Inboxes []string
 	// Audiences are keys, such as a followers collection IRI, that the
-	// queue's Resolver turns into the inboxes of each known domain.
+	// queue's Resolver turns into inboxes. The domains an audience reaches
+	// are learned at enqueue and stored with the activity, so each of them
+	// is registered (and delivered to) even if the queue never saw it.
 	Audiences []string
 	// AllDomains addresses the activity to the shared inbox of every known
 	// domain, for example an account deletion.
@@ -41,8 +45,10 @@ type bodyFields struct {
 	Object json.RawMessage `json:"object"`
 }
 
-// prepare validates a and turns it into what the store appends.
-func (q *Queue) prepare(a Activity) (store.NewActivity, error) {
+// prepare validates a and turns it into what the store appends: explicit
+// inboxes normalised, and the domains addressed by them and by the
+// audiences (asked of the Resolver, cached per audience).
+func (q *Queue) prepare(ctx context.Context, a Activity) (store.NewActivity, error) {
 	if len(a.Body) > q.cfg.MaxBodyBytes {
 		return store.NewActivity{}, fmt.Errorf("%w: %d bytes, limit %d", ErrBodyTooLarge, len(a.Body), q.cfg.MaxBodyBytes)
 	}
@@ -105,13 +111,37 @@ func (q *Queue) prepare(a Activity) (store.NewActivity, error) {
 		if aud == "" {
 			return store.NewActivity{}, fmt.Errorf("%w: empty audience key", ErrNoTargets)
 		}
-		if !seenAudience[aud] {
-			seenAudience[aud] = true
-			out.Audiences = append(out.Audiences, aud)
+		if seenAudience[aud] {
+			continue
+		}
+		seenAudience[aud] = true
+		out.Audiences = append(out.Audiences, aud)
+		ans, err := q.resolver.answer(ctx, aud, "", 0)
+		if err != nil {
+			return store.NewActivity{}, &ResolveError{Audience: aud, Err: err}
+		}
+		for _, dom := range ans.domains {
+			if !seenDomain[dom] {
+				seenDomain[dom] = true
+				out.Domains = append(out.Domains, dom)
+			}
 		}
 	}
 	return out, nil
 }
+
+// ResolveError is returned by Enqueue when the Resolver fails for one of an
+// activity's audiences; nothing is enqueued.
+type ResolveError struct {
+	Audience string
+	Err      error
+}
+
+func (e *ResolveError) Error() string {
+	return fmt.Sprintf("queue: resolving audience %q: %v", e.Audience, e.Err)
+}
+
+func (e *ResolveError) Unwrap() error { return e.Err }
 
 // checkInbox validates an inbox URL and returns it in normal form with its
 // domain.
@@ -157,15 +187,17 @@ func iri(raw json.RawMessage) string {
 	return ""
 }
 
-// domainOf returns the normalised domain of an already normalised URL.
-func domainOf(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
+// hostOf returns the domain of an inbox URL that checkInbox normalised
+// (its host is the domain, lower-case, with any non-default port), without
+// parsing it again: what lies between "://" and the next "/", "?" or the
+// end.
+func hostOf(inbox string) string {
+	_, rest, ok := strings.Cut(inbox, "://")
+	if !ok {
 		return ""
 	}
-	d, err := domain.FromURL(u)
-	if err != nil {
-		return ""
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		rest = rest[:i]
 	}
-	return d
+	return rest
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/apqueue/apqueue/internal/domain"
 	"github.com/apqueue/apqueue/store"
@@ -84,7 +85,7 @@ func (q *Queue) changeDomain(ctx context.Context, dom string, change store.Domai
 	w := q.workers[n]
 	q.mu.Unlock()
 	if w != nil {
-		w.wantReload()
+		w.reload()
 	}
 	return st, nil
 }
@@ -149,95 +150,23 @@ func dedupeIDs(ids []int64) map[int64]bool {
 	return m
 }
 
-// wantReload asks the run goroutine to re-read the domain's saved state.
-func (w *worker) wantReload() {
-	w.mu.Lock()
-	w.reload = true
-	w.mu.Unlock()
-	w.poke()
-}
-
-func (w *worker) revision() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.state.Revision
-}
-
-// reloadIfWanted re-reads the domain's saved state when an admin changed
-// it, and takes the change in. Called by the run goroutine.
-func (w *worker) reloadIfWanted() {
-	w.mu.Lock()
-	want := w.reload && !w.clock().Now().Before(w.fillRetry)
-	if want {
-		w.reload = false
-	}
-	w.mu.Unlock()
-	if !want {
+// merge takes an admin's change, saved in row, into the worker's state.
+// What it means for the pending deliveries (dropping skipped ones, retrying
+// now) is applied at once. Called by the run goroutine.
+func (w *worker) merge(row store.DomainState) {
+	merged, cleared := mergeAdmin(w.state, row)
+	if merged == w.state {
 		return
 	}
-	states, err := w.q.store.Domains(w.ctx, []string{w.domain})
-	if err == nil && len(states) == 0 {
-		err = store.ErrNotFound
+	skip := merged.Cursor > w.state.Cursor
+	w.state = merged
+	if skip {
+		w.applySkip(merged.Cursor)
 	}
-	if err != nil {
-		w.mu.Lock()
-		w.reload = true
-		w.mu.Unlock()
-		w.fillFailed("reloading the domain after an admin change", err)
-		return
-	}
-	w.merge(states[0])
-}
-
-// mergeAdminChanges re-reads the domains of the given workers and takes the
-// admin changes in, so that their states can be saved again.
-func (q *Queue) mergeAdminChanges(ctx context.Context, workers []*worker) error {
-	names := make([]string, len(workers))
-	for i, w := range workers {
-		names[i] = w.domain
-	}
-	rows, err := q.store.Domains(ctx, names)
-	if err != nil {
-		return fmt.Errorf("reloading domains changed by an admin: %w", err)
-	}
-	byName := make(map[string]store.DomainState, len(rows))
-	for _, r := range rows {
-		byName[r.Domain] = r
-	}
-	for _, w := range workers {
-		if r, ok := byName[w.domain]; ok {
-			w.merge(r)
+	if cleared {
+		for _, d := range w.pending {
+			d.nextAttempt = time.Time{}
 		}
 	}
-	return nil
-}
-
-// merge takes an admin's change, saved in row, into the worker's state:
-// status, backoff, shared inbox, a cursor moved up, and the revision. What
-// it means for the pending deliveries (dropping skipped ones, retrying now)
-// the run goroutine applies next.
-func (w *worker) merge(row store.DomainState) {
-	w.mu.Lock()
-	st := &w.state
-	if row.Revision == st.Revision {
-		w.mu.Unlock()
-		return
-	}
-	st.Status = row.Status
-	st.FailCount = row.FailCount
-	st.FailingSince = row.FailingSince
-	st.NextAttemptAt = row.NextAttemptAt
-	st.LastError = row.LastError
-	st.SharedInbox = row.SharedInbox
-	st.Revision = row.Revision
-	if row.Cursor > st.Cursor {
-		w.skipTo = max(w.skipTo, row.Cursor)
-	}
-	if row.FailCount == 0 {
-		w.retryNow = true
-	}
-	w.dirty = true
-	w.mu.Unlock()
-	w.poke()
 	w.q.observe(Event{Kind: EventDomainStatus, Domain: w.domain, Status: row.Status, Reason: "admin change"})
 }

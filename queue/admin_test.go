@@ -24,10 +24,7 @@ func TestPauseAndResume(t *testing.T) {
 
 	require.NoError(t, q.Pause(ctx, "A.Example"))
 	eventually(t, func() bool {
-		w := q.workerList()[0]
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.state.Status == store.StatusPaused
+		return q.workerList()[0].snapshot().Status == store.StatusPaused
 	}, "the worker took the pause in")
 	ids := enqueueAll(t, q, note(2, "https://a.example/inbox"), note(3, "https://b.example/inbox"))
 	eventually(t, func() bool { return len(fake.Delivered("https://b.example/inbox")) == 1 }, "other domains go on")
@@ -90,10 +87,8 @@ func TestSkipToHeadAndMarkAlive(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(3), skipped)
 	eventually(t, func() bool {
-		w := q.workerList()[0]
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.state.Cursor == ids[2] && w.view.pending == 0
+		s := q.workerList()[0].snapshot()
+		return s.Cursor == ids[2] && s.Pending == 0
 	}, "the worker dropped the skipped backlog")
 
 	alive.Store(true)
@@ -130,14 +125,11 @@ func TestAdminChangeReachesTheOwningProcess(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, admin.Pause(context.Background(), "a.example"))
 	eventually(t, func() bool {
-		w := qa.workerList()[0]
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.state.Status == store.StatusPaused
+		return qa.workerList()[0].snapshot().Status == store.StatusPaused
 	}, "the owner takes the pause in at its next renewal")
 	enqueueAll(t, qa, note(2, "https://a.example/inbox"))
 	// Give the owner a checkpoint and a renewal to prove the pause holds.
-	require.NoError(t, qa.checkpoints.save(context.Background(), qa.workerList()))
+	require.NoError(t, qa.checkpoints.save(context.Background()))
 	require.Equal(t, store.StatusPaused, domainState(t, st, "a.example").Status, "the owner did not undo the pause")
 	require.Equal(t, 1, fake.DeliveredCount())
 }
@@ -197,7 +189,7 @@ func TestSharedInboxReachesTheOwningProcess(t *testing.T) {
 	other, err := New(st, &sendertest.Fake{}, testConfig())
 	require.NoError(t, err)
 	require.NoError(t, other.SetSharedInbox(context.Background(), "https://a.example/inbox"))
-	eventually(t, func() bool { return qa.workerList()[0].sharedInbox() == "https://a.example/inbox" }, "the owner learns the shared inbox")
+	eventually(t, func() bool { return qa.workerList()[0].snapshot().SharedInbox == "https://a.example/inbox" }, "the owner learns the shared inbox")
 	enqueueAll(t, qa, note(2, "https://a.example/users/1/inbox", "https://a.example/users/2/inbox"))
 	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 1 }, "sent once, to the shared inbox")
 	require.Len(t, fake.Delivered("https://a.example/users/2/inbox"), 0)

@@ -210,9 +210,7 @@ func TestDomainFailingTooLongIsMarkedDeadThenRevived(t *testing.T) {
 	in := waitTimer(t, fake, clk, n)
 	require.Equal(t, 6*time.Hour, in, "a dead domain is only probed every ProbeInterval")
 	w := q.workerList()[0]
-	w.mu.Lock()
-	require.Equal(t, store.StatusDead, w.state.Status)
-	w.mu.Unlock()
+	require.Equal(t, store.StatusDead, w.snapshot().Status)
 
 	// A failed probe keeps it dead; a successful one revives it.
 	clk.Advance(in)

@@ -6,24 +6,38 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/apqueue/apqueue/store"
 )
 
-// checkpointer saves the changed state of every domain of this process in
-// one store call, on an interval and early when a domain has settled many
-// deliveries since the last save.
+// checkpointer saves, in one store call, the states the workers offered
+// since the last save, on an interval and early when a domain has settled
+// many deliveries. Workers offer a copy of their state whenever it changes
+// (worker.offer); the checkpointer never touches a worker's own state, so a
+// save costs in proportion to the domains that changed, not to the domains
+// this process holds.
 type checkpointer struct {
 	q     *Queue
 	wants chan struct{}
-	mu    sync.Mutex // one save at a time, so no older state overtakes a newer one
+
+	saving sync.Mutex // one save at a time, so no older state overtakes a newer one
+
+	mu     sync.Mutex
+	offers map[string]*offer // the latest unsaved state of each domain
+	inSave map[string]bool   // domains whose offer a save is writing now
+}
+
+// offer is what a worker handed over for saving.
+type offer struct {
+	w     *worker
+	state store.DomainState
+	dls   []store.DeadLetter
 }
 
 func newCheckpointer(q *Queue) *checkpointer {
-	return &checkpointer{q: q, wants: make(chan struct{}, 1)}
+	return &checkpointer{q: q, wants: make(chan struct{}, 1), offers: make(map[string]*offer), inSave: make(map[string]bool)}
 }
 
 // kick asks for a checkpoint soon, without blocking.
@@ -32,6 +46,34 @@ func (c *checkpointer) kick() {
 	case c.wants <- struct{}{}:
 	default:
 	}
+}
+
+// offer records st as the latest state of w's domain and appends its new
+// dead letters. Called by the worker's run goroutine.
+func (c *checkpointer) offer(w *worker, st store.DomainState, dls []store.DeadLetter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o := c.offers[w.domain]
+	if o != nil && o.state.LeaseToken > st.LeaseToken {
+		return // a worker of an older lease, ending: the store would refuse it
+	}
+	if o == nil || o.state.LeaseToken < st.LeaseToken {
+		// A newer lease: what the older one did not save, the store would
+		// refuse with it.
+		o = &offer{w: w}
+		c.offers[w.domain] = o
+	}
+	o.w = w
+	o.state = st
+	o.dls = append(o.dls, dls...)
+}
+
+// unsaved reports whether dom has an offer not yet saved: its dead letters
+// are not in the store yet, so its cursor must not be moved past them.
+func (c *checkpointer) unsaved(dom string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.offers[dom] != nil || c.inSave[dom]
 }
 
 func (c *checkpointer) run(ctx context.Context) {
@@ -44,57 +86,61 @@ func (c *checkpointer) run(ctx context.Context) {
 		case <-ticker.C:
 		case <-c.wants:
 		}
-		if err := c.save(ctx, c.q.workerList()); err != nil && ctx.Err() == nil {
+		if err := c.save(ctx); err != nil && ctx.Err() == nil {
 			c.q.logger.WarnContext(ctx, "apqueue: checkpoint failed, will retry", slog.Any("error", err))
 		}
 	}
 }
 
-// save checkpoints the given workers' changed states and dead letters, one
-// save at a time. Domains whose lease turned out lost are dropped from this
-// process; domains an admin changed meanwhile take the change in and are
-// saved again at once.
-func (c *checkpointer) save(ctx context.Context, workers []*worker) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	stale, err := c.saveOnce(ctx, workers)
+// save writes every offered state and dead letter. Domains whose lease
+// turned out lost are dropped from this process; states refused because an
+// admin changed the domain meanwhile take the change in and are saved again
+// at once (and their workers reload it).
+func (c *checkpointer) save(ctx context.Context) error {
+	c.saving.Lock()
+	defer c.saving.Unlock()
+	stale, err := c.saveOnce(ctx)
 	if err != nil || len(stale) == 0 {
 		return err
 	}
-	if err := c.q.mergeAdminChanges(ctx, stale); err != nil {
+	if err := c.mergeAdminChanges(ctx, stale); err != nil {
 		return err
 	}
-	stale, err = c.saveOnce(ctx, stale)
+	stale, err = c.saveOnce(ctx)
 	if err != nil {
 		return err
 	}
 	if len(stale) > 0 {
-		names := make([]string, len(stale))
-		for i, w := range stale {
-			names[i] = w.domain
-		}
-		return fmt.Errorf("domains changed again while saving, will retry: %s", strings.Join(names, ", "))
+		return fmt.Errorf("domains changed again while saving, will retry: %v", stale)
 	}
 	return nil
 }
 
-// saveOnce makes one Checkpoint call and returns the workers whose states
-// were refused as stale (their dead letters are put back).
-func (c *checkpointer) saveOnce(ctx context.Context, workers []*worker) ([]*worker, error) {
-	var states []store.DomainState
-	var dls []store.DeadLetter
-	var taken []*worker
-	for _, w := range workers {
-		st, wdl, ok := w.takeCheckpoint()
-		if !ok {
-			continue
-		}
-		states = append(states, st)
-		dls = append(dls, wdl...)
-		taken = append(taken, w)
+// saveOnce makes one Checkpoint call with every offer and returns the
+// domains refused as stale, whose offers are put back.
+func (c *checkpointer) saveOnce(ctx context.Context) ([]string, error) {
+	c.mu.Lock()
+	taken := c.offers
+	c.offers = make(map[string]*offer)
+	for d := range taken {
+		c.inSave[d] = true
 	}
-	if len(states) == 0 {
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		for d := range taken {
+			delete(c.inSave, d)
+		}
+		c.mu.Unlock()
+	}()
+	if len(taken) == 0 {
 		return nil, nil
+	}
+	states := make([]store.DomainState, 0, len(taken))
+	var dls []store.DeadLetter
+	for _, o := range taken {
+		states = append(states, o.state)
+		dls = append(dls, o.dls...)
 	}
 	err := c.q.store.Checkpoint(ctx, states, dls)
 	if err == nil {
@@ -107,58 +153,77 @@ func (c *checkpointer) saveOnce(ctx context.Context, workers []*worker) ([]*work
 		// The refused domains belong to another process now, which re-sends
 		// what was not saved here.
 		for _, d := range lost.Domains {
-			c.q.dropWorker(d, "lease lost at checkpoint")
-		}
-		refusedOnly = true
-	}
-	var stale []*worker
-	if errors.As(err, &staleErr) {
-		for _, w := range taken {
-			if slices.Contains(staleErr.Domains, w.domain) {
-				w.restoreCheckpoint(dlsOf(dls, w.domain))
-				stale = append(stale, w)
+			if o := taken[d]; o != nil {
+				c.q.drop(o.w, "lease lost at checkpoint")
 			}
+			delete(taken, d)
 		}
 		refusedOnly = true
 	}
+	var stale []string
+	if errors.As(err, &staleErr) {
+		stale = staleErr.Domains
+		refusedOnly = true
+	}
+	c.restore(taken, func(d string) bool { return !refusedOnly || slices.Contains(stale, d) })
 	if refusedOnly {
 		return stale, nil // every other state was saved
-	}
-	for _, w := range taken {
-		w.restoreCheckpoint(dlsOf(dls, w.domain))
 	}
 	return nil, err
 }
 
-func dlsOf(dls []store.DeadLetter, domain string) []store.DeadLetter {
-	var out []store.DeadLetter
-	for _, dl := range dls {
-		if dl.Domain == domain {
-			out = append(out, dl)
+// restore puts back the taken offers of the domains keep selects: a newer
+// offer keeps its state, and the older dead letters go first.
+func (c *checkpointer) restore(taken map[string]*offer, keep func(string) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for d, o := range taken {
+		if !keep(d) {
+			continue
 		}
+		if newer := c.offers[d]; newer != nil {
+			newer.dls = append(o.dls, newer.dls...)
+			continue
+		}
+		c.offers[d] = o
 	}
-	return out
 }
 
-// takeCheckpoint returns the worker's state and dead letters to save if it
-// changed since the last checkpoint, and marks it clean.
-func (w *worker) takeCheckpoint() (store.DomainState, []store.DeadLetter, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.dirty && len(w.deadLetters) == 0 {
-		return store.DomainState{}, nil, false
+// mergeAdminChanges re-reads the given domains, takes the admin changes
+// into their offered states, so that they can be saved again, and asks
+// their workers to reload.
+func (c *checkpointer) mergeAdminChanges(ctx context.Context, domains []string) error {
+	rows, err := c.q.store.Domains(ctx, domains)
+	if err != nil {
+		return fmt.Errorf("reloading domains changed by an admin: %w", err)
 	}
-	dls := w.deadLetters
-	w.deadLetters = nil
-	w.dirty = false
-	w.settledSince = 0
-	return w.state, dls, true
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range rows {
+		o := c.offers[r.Domain]
+		if o == nil {
+			continue
+		}
+		o.state, _ = mergeAdmin(o.state, r)
+		o.w.reload()
+	}
+	return nil
 }
 
-// restoreCheckpoint puts back what a failed checkpoint did not save.
-func (w *worker) restoreCheckpoint(dls []store.DeadLetter) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.deadLetters = append(dls, w.deadLetters...)
-	w.dirty = true
+// mergeAdmin takes an admin's change, saved in row, into own, a state
+// based on an older revision: status, backoff, shared inbox, a cursor moved
+// up, and the revision. It reports whether the change cleared the backoff.
+func mergeAdmin(own, row store.DomainState) (store.DomainState, bool) {
+	if row.Revision == own.Revision {
+		return own, false
+	}
+	own.Status = row.Status
+	own.FailCount = row.FailCount
+	own.FailingSince = row.FailingSince
+	own.NextAttemptAt = row.NextAttemptAt
+	own.LastError = row.LastError
+	own.SharedInbox = row.SharedInbox
+	own.Revision = row.Revision
+	own.Cursor = max(own.Cursor, row.Cursor)
+	return own, row.FailCount == 0
 }

@@ -21,11 +21,8 @@ const (
 // unsettled one with the same ordering key.
 func (w *worker) dispatch() {
 	now := w.clock().Now()
-	w.mu.Lock()
 	status, next, failing := w.state.Status, w.state.NextAttemptAt, w.state.FailCount > 0
-	leaseOK := time.Now().Before(w.leaseUntil)
-	w.mu.Unlock()
-	if status == store.StatusPaused || now.Before(next) || !leaseOK {
+	if status == store.StatusPaused || now.Before(next) || !w.holdsLease() {
 		return
 	}
 	limit := w.q.cfg.MaxInFlightPerDomain
@@ -136,11 +133,9 @@ func (w *worker) handle(r result) {
 	now := w.clock().Now()
 	cfg := &w.q.cfg
 	ev := Event{Domain: w.domain, Inbox: d.inbox, ActivityID: d.entry.act.ID, Attempt: d.attempts, HTTPStatus: res.Status, Reason: res.Reason, Latency: time.Since(d.sentAt)}
-	w.mu.Lock()
 	st := &w.state
 	statusBefore := st.Status
 	st.LastStatus = res.Status
-	w.dirty = true
 	switch res.Outcome {
 	case sender.Delivered:
 		ev.Kind = EventDelivered
@@ -183,7 +178,6 @@ func (w *worker) handle(r result) {
 		}
 	}
 	statusAfter, lastError := st.Status, st.LastError
-	w.mu.Unlock()
 
 	if ev.Kind != 0 {
 		w.q.observe(ev)
@@ -194,7 +188,7 @@ func (w *worker) handle(r result) {
 }
 
 // retry handles a failed attempt that may pass later, and reports whether
-// it gave up on the delivery instead. Caller holds w.mu.
+// it gave up on the delivery instead.
 func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLettered bool) {
 	cfg := &w.q.cfg
 	st := &w.state
@@ -234,8 +228,7 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 	return false
 }
 
-// settle marks d as done, recording dl when it failed for good. Caller holds
-// w.mu.
+// settle marks d as done, recording dl when it failed for good.
 func (w *worker) settle(d *delivery, dl *store.DeadLetter) {
 	d.settled = true
 	if dl != nil {

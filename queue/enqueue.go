@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/apqueue/apqueue/store"
@@ -23,7 +24,7 @@ func (q *Queue) Enqueue(ctx context.Context, a Activity) (int64, error) {
 // order, or none. It costs one store call however many recipients the
 // activities have.
 func (q *Queue) EnqueueMany(ctx context.Context, acts []Activity) ([]int64, error) {
-	batch, err := q.prepareBatch(acts)
+	batch, err := q.prepareBatch(ctx, acts)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +55,7 @@ func (q *Queue) EnqueueManyTx(ctx context.Context, tx store.Tx, acts []Activity)
 	if tx == nil {
 		return nil, ErrNilTx
 	}
-	batch, err := q.prepareBatch(acts)
+	batch, err := q.prepareBatch(ctx, acts)
 	if err != nil {
 		return nil, err
 	}
@@ -66,14 +67,18 @@ func (q *Queue) EnqueueManyTx(ctx context.Context, tx store.Tx, acts []Activity)
 	return ids, nil
 }
 
-func (q *Queue) prepareBatch(acts []Activity) ([]store.NewActivity, error) {
+func (q *Queue) prepareBatch(ctx context.Context, acts []Activity) ([]store.NewActivity, error) {
 	if len(acts) == 0 {
 		return nil, ErrEmptyBatch
 	}
 	batch := make([]store.NewActivity, len(acts))
 	for i, a := range acts {
-		n, err := q.prepare(a)
+		n, err := q.prepare(ctx, a)
 		if err != nil {
+			var re *ResolveError
+			if errors.As(err, &re) {
+				return nil, err
+			}
 			return nil, &ActivityError{Index: i, Err: err}
 		}
 		batch[i] = n

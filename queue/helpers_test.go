@@ -94,8 +94,7 @@ func eventually(t *testing.T, cond func() bool, msg string, args ...any) {
 func storeFilter(dom string) store.DeadLetterFilter { return store.DeadLetterFilter{Domain: dom} }
 
 // inflightNow returns the requests in flight as last published, for tests.
-func (w *worker) inflightNow() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.view.inFlight
-}
+func (w *worker) inflightNow() int { return w.snapshot().InFlight }
+
+// snapshot returns what the worker last published.
+func (w *worker) snapshot() DomainStats { return *w.view.Load() }

@@ -58,6 +58,14 @@ func (l *leaseKeeper) round(ctx context.Context) error {
 		leases := make([]store.Lease, len(workers))
 		for i, w := range workers {
 			leases[i] = w.lease()
+			// An idle domain's cursor follows the log here, in the statement
+			// that renews its lease anyway, rather than in a checkpoint per
+			// domain for every activity. The window is asked first: a domain
+			// idle there has offered its dead letters already, and the
+			// cursor waits until they are saved.
+			if through, ok := q.window.settledThrough(w); ok && !q.checkpoints.unsaved(w.domain) {
+				leases[i].SettledThrough = through
+			}
 		}
 		asked := time.Now()
 		renewed, err := q.store.RenewLeases(ctx, q.cfg.OwnerID, leases, ttl)
@@ -71,9 +79,9 @@ func (l *leaseKeeper) round(ctx context.Context) error {
 		}
 		for _, w := range workers {
 			if r, ok := kept[w.domain]; ok {
-				w.renewed(r, holdUntil(asked, ttl))
-				if r.Revision != w.revision() {
-					w.wantReload() // an admin changed the domain
+				w.renewed(holdUntil(asked, ttl))
+				if r.Revision != w.revision.Load() {
+					w.reload() // an admin changed the domain
 				}
 			} else {
 				q.dropWorker(w.domain, "lease lost")
@@ -117,22 +125,14 @@ func holdUntil(asked time.Time, ttl time.Duration) time.Time {
 	return asked.Add(ttl - ttl/10)
 }
 
-// lease returns the worker's current lease.
-func (w *worker) lease() store.Lease {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.state.Lease()
-}
-
 // renewed records a successful renewal and lets the worker dispatch again if
 // it had paused for an expiring lease.
-func (w *worker) renewed(l store.Lease, until time.Time) {
-	w.mu.Lock()
-	w.state.LeaseExpiresAt = l.ExpiresAt
-	w.leaseUntil = until
-	w.mu.Unlock()
+func (w *worker) renewed(until time.Time) {
+	w.leaseUntil.Store(until.UnixNano())
 	if w.leaseTimer != nil {
 		w.leaseTimer.Reset(time.Until(until))
 	}
-	w.poke()
+	if w.leaseWait.Swap(false) {
+		w.poke() // it stopped dispatching for the lease; idle ones sleep on
+	}
 }

@@ -74,7 +74,7 @@ func TestWorkerHoldsBackWhenItsLeaseMayHaveExpired(t *testing.T) {
 	w.fill()
 	w.dispatch()
 	require.Zero(t, w.inflight, "no request while the lease may belong to someone else")
-	w.renewed(store.Lease{Domain: "a.example"}, time.Now().Add(time.Minute))
+	w.renewed(time.Now().Add(time.Minute))
 	w.dispatch()
 	require.Equal(t, 1, w.inflight)
 	r := <-w.results

@@ -172,19 +172,15 @@ func TestCursorAdvancesOnlyOverContiguousSettledIDs(t *testing.T) {
 	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 3 }, "the three later activities complete first")
 	w := q.workerList()[0]
 	eventually(t, func() bool {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.counts.Delivered == 3
+		return w.snapshot().Delivered == 3
 	}, "results handled")
-	require.NoError(t, q.checkpoints.save(context.Background(), q.workerList()))
+	require.NoError(t, q.checkpoints.save(context.Background()))
 	require.Equal(t, ids[0]-1, domainState(t, st, "a.example").Cursor, "the cursor waits for the first activity")
 
 	close(release)
 	eventually(t, func() bool {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.state.Cursor == ids[3]
+		return w.snapshot().Cursor == ids[3]
 	}, "the cursor jumps over every settled ID")
-	require.NoError(t, q.checkpoints.save(context.Background(), q.workerList()))
+	require.NoError(t, q.checkpoints.save(context.Background()))
 	require.Equal(t, ids[3], domainState(t, st, "a.example").Cursor)
 }

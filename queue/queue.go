@@ -78,7 +78,7 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 		noticed: make(map[string]bool),
 	}
 	if c.Resolver != nil {
-		q.resolver = newResolverCache(c.Resolver, c.ResolverTTL, c.clock)
+		q.resolver = newResolverCache(c.Resolver, c.ResolverTTL, c.clock, q.checkResolved)
 	}
 	q.window = newWindow(st, c.ReadBatch, c.WindowSize, c.WindowBytes, c.Logger)
 	q.window.arrived = q.noticeDomains
@@ -216,7 +216,7 @@ func (q *Queue) Stop(ctx context.Context) error {
 	saveCtx, cancelSave := context.WithTimeout(context.WithoutCancel(ctx), q.cfg.StopTimeout)
 	defer cancelSave()
 	var errs []error
-	if err := q.checkpoints.save(saveCtx, workers); err != nil {
+	if err := q.checkpoints.save(saveCtx); err != nil {
 		errs = append(errs, fmt.Errorf("saving domain states: %w", err))
 	}
 	leases := make([]store.Lease, 0, len(workers))
@@ -366,7 +366,7 @@ func (q *Queue) release(give []*worker) {
 	waitCtx, cancelWait := context.WithTimeout(ctx, q.cfg.StopTimeout)
 	q.drain(waitCtx, give)
 	cancelWait()
-	if err := q.checkpoints.save(ctx, give); err != nil {
+	if err := q.checkpoints.save(ctx); err != nil {
 		q.logger.WarnContext(ctx, "apqueue: saving released domains failed", slog.Any("error", err))
 		return // the leases expire; the next owner re-sends what was not saved
 	}
@@ -402,6 +402,17 @@ func (q *Queue) holds(dom string) bool {
 	return ok
 }
 
+// checkResolved validates an inbox from the Resolver and returns it in
+// normal form with its domain; unusable ones are logged and dropped.
+func (q *Queue) checkResolved(raw string) (string, string, bool) {
+	inbox, dom, err := q.checkInbox(raw)
+	if err != nil {
+		q.logger.Warn("apqueue: resolver returned an unusable inbox", slog.String("inbox", raw), slog.Any("error", err))
+		return "", "", false
+	}
+	return inbox, dom, true
+}
+
 // InvalidateAudience drops the cached Resolver answers for an audience, so
 // that activities read from now on use a fresh answer. An empty audience
 // drops every cached answer.
@@ -412,23 +423,64 @@ func (q *Queue) InvalidateAudience(audience string) {
 }
 
 // AddDomains makes domains known to the queue (host[:port]), with their
-// cursor at the log's head, so that activities addressed to audiences or to
-// all domains reach them from now on. Call it when a remote domain first
-// becomes relevant, for example when the first follower from it is accepted.
+// cursor at the log's head, so that activities addressed to all domains
+// reach them from now on. Domains reached by an activity's inboxes or
+// audiences need no registration: they are registered with it.
 func (q *Queue) AddDomains(ctx context.Context, domains ...string) error {
 	regs := make([]store.DomainRegistration, len(domains))
 	for i, d := range domains {
-		n, err := domain.Normalize(d, "https")
-		if err != nil {
-			return fmt.Errorf("queue: add domain %q: %w", d, err)
+		regs[i] = store.DomainRegistration{Domain: d}
+	}
+	return q.RegisterDomains(ctx, regs)
+}
+
+// RegisterDomains makes many domains known in one store call, with their
+// shared inboxes where given, as a server does at start with the domains it
+// knows. A registration may name only the shared inbox: its domain is the
+// inbox's. Known domains keep their cursor; a new shared inbox replaces the
+// old one. Invalid input is an error and registers nothing.
+func (q *Queue) RegisterDomains(ctx context.Context, domains []store.DomainRegistration) error {
+	regs := make([]store.DomainRegistration, 0, len(domains))
+	for _, r := range domains {
+		var reg store.DomainRegistration
+		if r.SharedInbox != "" {
+			inbox, dom, err := q.checkInbox(r.SharedInbox)
+			if err != nil {
+				return fmt.Errorf("queue: register domains: shared inbox: %w", err)
+			}
+			reg = store.DomainRegistration{Domain: dom, SharedInbox: inbox}
 		}
-		regs[i] = store.DomainRegistration{Domain: n}
+		if r.Domain != "" {
+			n, err := domain.Normalize(r.Domain, "https")
+			if err != nil {
+				return fmt.Errorf("queue: register domain %q: %w", r.Domain, err)
+			}
+			if reg.Domain != "" && reg.Domain != n {
+				return fmt.Errorf("queue: register domain %q: shared inbox %q is on %s", r.Domain, r.SharedInbox, reg.Domain)
+			}
+			reg.Domain = n
+		}
+		if reg.Domain == "" {
+			return errors.New("queue: register domains: a registration names neither a domain nor a shared inbox")
+		}
+		regs = append(regs, reg)
 	}
 	if len(regs) == 0 {
 		return nil
 	}
 	if err := q.store.RegisterDomains(ctx, regs); err != nil {
-		return fmt.Errorf("queue: add domains: %w", err)
+		return fmt.Errorf("queue: register domains: %w", err)
+	}
+	q.mu.Lock()
+	var changed []*worker
+	for _, r := range regs {
+		if w := q.workers[r.Domain]; w != nil && r.SharedInbox != "" {
+			changed = append(changed, w)
+		}
+	}
+	q.mu.Unlock()
+	for _, w := range changed {
+		w.reload() // an owner elsewhere learns it at its next renewal
 	}
 	q.leases.kick()
 	return nil
@@ -438,19 +490,5 @@ func (q *Queue) AddDomains(ctx context.Context, domains ...string) error {
 // domain if new). Deliveries to that domain read from then on go to the
 // shared inbox, once per activity, instead of to each personal inbox.
 func (q *Queue) SetSharedInbox(ctx context.Context, inboxURL string) error {
-	inbox, dom, err := q.checkInbox(inboxURL)
-	if err != nil {
-		return fmt.Errorf("queue: set shared inbox: %w", err)
-	}
-	if err := q.store.RegisterDomains(ctx, []store.DomainRegistration{{Domain: dom, SharedInbox: inbox}}); err != nil {
-		return fmt.Errorf("queue: set shared inbox: %w", err)
-	}
-	q.mu.Lock()
-	w := q.workers[dom]
-	q.mu.Unlock()
-	if w != nil {
-		w.wantReload() // an owner elsewhere learns it at its next renewal
-	}
-	q.leases.kick()
-	return nil
+	return q.RegisterDomains(ctx, []store.DomainRegistration{{SharedInbox: inboxURL}})
 }

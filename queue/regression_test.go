@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -99,9 +97,7 @@ func TestStuckHeadBoundsPendingAndResends(t *testing.T) {
 	require.NoError(t, q.Start(ctx))
 	eventually(t, func() bool { return fake.DeliveredCount() == 15 }, "the worker runs ahead of its cursor by one read batch")
 	w := q.workerList()[0]
-	w.mu.Lock()
-	pending := w.view.pending
-	w.mu.Unlock()
+	pending := w.snapshot().Pending
 	require.LessOrEqual(t, pending, cfg.ReadBatch)
 	q.kill()
 
@@ -144,9 +140,16 @@ func TestNoDeadLetterWhileTheWholeDomainIsDown(t *testing.T) {
 func TestStopKeepsItsDeadlineWhileAResolverHangs(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
+	// The web process resolves the audience at enqueue; the delivering
+	// process's Resolver hangs when it looks for the inboxes.
+	web := newCountingResolver()
+	web.set(followers, "https://a.example/users/1/inbox")
+	enqueuer, err := New(st, &sendertest.Fake{}, &Config{Resolver: web, Logger: quietLogger()})
+	require.NoError(t, err)
 	called := make(chan struct{}, 1)
 	cfg := testConfig()
-	cfg.Resolver = ResolverFunc(func(ctx context.Context, aud, dom string) ([]string, error) {
+	cfg.PollInterval = 20 * time.Millisecond // the enqueue is another queue's: no wake-up may reach this one before it listens
+	cfg.Resolver = ResolverFunc(func(ctx context.Context, aud string) ([]string, error) {
 		select {
 		case called <- struct{}{}:
 		default:
@@ -158,11 +161,7 @@ func TestStopKeepsItsDeadlineWhileAResolverHangs(t *testing.T) {
 	require.NoError(t, err)
 	ctx := context.Background()
 	require.NoError(t, q.Start(ctx))
-	require.NoError(t, q.AddDomains(ctx, "a.example"))
-	eventually(t, func() bool { return q.holds("a.example") }, "leased")
-	a := note(1)
-	a.Audiences = []string{followers}
-	enqueueAll(t, q, a)
+	enqueueAll(t, enqueuer, post(1))
 	<-called
 	sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
@@ -171,22 +170,28 @@ func TestStopKeepsItsDeadlineWhileAResolverHangs(t *testing.T) {
 	require.Less(t, time.Since(start), 2*time.Second, "Stop keeps its deadline")
 }
 
-func TestQueueWithoutResolverWaitsOnAudiencesLoudly(t *testing.T) {
+func TestQueueWithoutResolverRecordsAudiencesItCannotResolve(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
 	ctx := context.Background()
-	require.NoError(t, st.RegisterDomains(ctx, []store.DomainRegistration{{Domain: "a.example"}}))
-	// Appended by a process that has a Resolver.
-	_, err := st.Append(ctx, []store.NewActivity{{Actor: testActor, Body: note(1).Body, Audiences: []string{followers}}})
+	// Enqueued by a process that has a Resolver: the audience reaches a
+	// domain with a known shared inbox and one without.
+	web := newCountingResolver()
+	web.set(followers, "https://shared.example/users/1/inbox", "https://personal.example/users/1/inbox")
+	enqueuer, err := New(st, &sendertest.Fake{}, &Config{Resolver: web, Logger: quietLogger()})
 	require.NoError(t, err)
-	logs := &logBuffer{}
-	cfg := testConfig()
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	require.NoError(t, enqueuer.SetSharedInbox(ctx, "https://shared.example/inbox"))
+	ids := enqueueAll(t, enqueuer, post(1))
+
 	fake := &sendertest.Fake{}
-	startQueue(t, st, fake, cfg)
-	eventually(t, func() bool { return strings.Contains(logs.String(), "no Config.Resolver") }, "the problem is logged")
-	require.Zero(t, domainState(t, st, "a.example").Cursor, "nothing is skipped")
-	require.Empty(t, fake.Calls())
+	startQueue(t, st, fake, testConfig()) // no Resolver
+	eventually(t, func() bool { return len(fake.Delivered("https://shared.example/inbox")) == 1 }, "the shared inbox needs no Resolver")
+	eventually(t, func() bool { return deadLetterCount(t, st, "personal.example") == 1 }, "the other domain is recorded, not skipped")
+	dls, err := st.DeadLetters(ctx, storeFilter("personal.example"))
+	require.NoError(t, err)
+	require.Contains(t, dls[0].Reason, "no Config.Resolver")
+	require.Equal(t, ids[0], dls[0].ActivityID)
+	require.Len(t, fake.Calls(), 1)
 }
 
 // failRenewStore refuses every renewal, as a database out of reach would.

@@ -9,75 +9,104 @@ import (
 )
 
 // Resolver turns an audience key (for example a followers collection IRI)
-// into the inboxes it reaches on one domain. The queue asks it once per
-// audience and domain and caches the answer for Config.ResolverTTL; call
-// Queue.InvalidateAudience when an audience changes (a follow or unfollow) to
-// have new activities use the new answer at once. Return shared inboxes
-// where the recipients have them; an empty answer means the audience reaches
-// no one on that domain. Inboxes on other domains are ignored.
+// into the inboxes it reaches, on every domain. Return shared inboxes where
+// the recipients have them; an empty answer means the audience reaches no
+// one.
+//
+// The queue asks once per audience and caches the answer for
+// Config.ResolverTTL: at enqueue, to learn which domains an activity
+// addresses (they are registered with it, so a domain never seen before is
+// delivered to), and in the processes that deliver, to find the inboxes on
+// a domain whose shared inbox is not known. Call Queue.InvalidateAudience
+// when an audience changes (a follow or unfollow) so that new activities use
+// the new answer at once. Every process that enqueues or delivers
+// activities with audiences needs the same Resolver.
 type Resolver interface {
-	Inboxes(ctx context.Context, audience, domain string) ([]string, error)
+	Inboxes(ctx context.Context, audience string) ([]string, error)
 }
 
 // ResolverFunc adapts a function to the Resolver interface.
-type ResolverFunc func(ctx context.Context, audience, domain string) ([]string, error)
+type ResolverFunc func(ctx context.Context, audience string) ([]string, error)
 
-// Inboxes calls f(ctx, audience, domain).
-func (f ResolverFunc) Inboxes(ctx context.Context, audience, domain string) ([]string, error) {
-	return f(ctx, audience, domain)
+// Inboxes calls f(ctx, audience).
+func (f ResolverFunc) Inboxes(ctx context.Context, audience string) ([]string, error) {
+	return f(ctx, audience)
 }
 
-type audienceDomain struct{ audience, domain string }
-
-type resolved struct {
-	inboxes []string
-	expires time.Time
+// audienceAnswer is a Resolver's answer for one audience, normalised and
+// grouped by domain once, so that neither enqueue nor the workers parse an
+// inbox URL again.
+type audienceAnswer struct {
+	byDomain map[string][]string
+	domains  []string // the keys of byDomain, in the order the Resolver named them
+	expires  time.Time
+	// freshFor is the highest activity ID for which the answer was asked
+	// again because it lacked a domain the activity addresses (see
+	// resolverCache.answer).
+	freshFor int64
 }
 
-// resolverCache caches a Resolver's answers per audience and domain. Its size
-// is bounded by the audiences used within one TTL times the domains, and
-// expired answers are swept.
+// resolverCache caches a Resolver's answers per audience. Its size is
+// bounded by the audiences used within one TTL, and expired answers are
+// swept.
 type resolverCache struct {
 	resolver Resolver
 	ttl      time.Duration
 	clock    clock.Clock
+	// check validates and normalises an inbox and returns its domain;
+	// inboxes it refuses are dropped.
+	check func(raw string) (inbox, dom string, ok bool)
 
 	mu      sync.Mutex
-	entries map[audienceDomain]resolved
+	entries map[string]*audienceAnswer
 }
 
-func newResolverCache(r Resolver, ttl time.Duration, c clock.Clock) *resolverCache {
-	return &resolverCache{resolver: r, ttl: ttl, clock: c, entries: make(map[audienceDomain]resolved)}
+func newResolverCache(r Resolver, ttl time.Duration, c clock.Clock, check func(string) (string, string, bool)) *resolverCache {
+	return &resolverCache{resolver: r, ttl: ttl, clock: c, check: check, entries: make(map[string]*audienceAnswer)}
 }
 
-// inboxes returns the cached answer or asks the resolver. check validates
-// and normalises each inbox; inboxes it refuses are dropped.
-func (c *resolverCache) inboxes(ctx context.Context, audience, dom string, check func(string) (string, bool)) ([]string, error) {
-	key := audienceDomain{audience, dom}
+// answer returns the cached answer for audience, or asks the Resolver. When
+// the activity with ID activityID addresses dom through the audience but a
+// cached answer does not reach dom (it was cached before the follow that
+// made the activity reach dom), the Resolver is asked again, once per
+// audience and activity; pass dom "" to take any cached answer.
+func (c *resolverCache) answer(ctx context.Context, audience, dom string, activityID int64) (*audienceAnswer, error) {
 	now := c.clock.Now()
 	c.mu.Lock()
-	e, ok := c.entries[key]
-	c.mu.Unlock()
-	if ok && now.Before(e.expires) {
-		return e.inboxes, nil
+	a, ok := c.entries[audience]
+	if ok && now.Before(a.expires) {
+		_, reaches := a.byDomain[dom]
+		if dom == "" || reaches || a.freshFor >= activityID {
+			c.mu.Unlock()
+			return a, nil
+		}
 	}
-	raw, err := c.resolver.Inboxes(ctx, audience, dom)
+	c.mu.Unlock()
+
+	raw, err := c.resolver.Inboxes(ctx, audience)
 	if err != nil {
 		return nil, err
 	}
-	var inboxes []string
+	fresh := &audienceAnswer{byDomain: make(map[string][]string), expires: now.Add(c.ttl), freshFor: activityID}
+	seen := make(map[string]bool, len(raw))
 	for _, r := range raw {
-		if inbox, ok := check(r); ok {
-			inboxes = append(inboxes, inbox)
+		inbox, d, ok := c.check(r)
+		if !ok || seen[inbox] {
+			continue
 		}
+		seen[inbox] = true
+		if _, known := fresh.byDomain[d]; !known {
+			fresh.domains = append(fresh.domains, d)
+		}
+		fresh.byDomain[d] = append(fresh.byDomain[d], inbox)
 	}
 	c.mu.Lock()
-	c.entries[key] = resolved{inboxes: inboxes, expires: now.Add(c.ttl)}
+	c.entries[audience] = fresh
 	c.mu.Unlock()
-	return inboxes, nil
+	return fresh, nil
 }
 
-// invalidate forgets the answers for audience, or all answers when audience
+// invalidate forgets the answer for audience, or all answers when audience
 // is empty.
 func (c *resolverCache) invalidate(audience string) {
 	c.mu.Lock()
@@ -86,11 +115,7 @@ func (c *resolverCache) invalidate(audience string) {
 		clear(c.entries)
 		return
 	}
-	for k := range c.entries {
-		if k.audience == audience {
-			delete(c.entries, k)
-		}
-	}
+	delete(c.entries, audience)
 }
 
 // sweep drops expired answers.

@@ -3,7 +3,6 @@ package queue
 import (
 	"context"
 	"log/slog"
-	"time"
 )
 
 // prune deletes delivered activities (run every Config.PruneInterval):
@@ -25,7 +24,7 @@ func (q *Queue) prune(ctx context.Context) {
 		w := q.workers[ff.Domain]
 		q.mu.Unlock()
 		if w != nil {
-			w.fastForward(ff.To)
+			w.skipTo(ff.To)
 		}
 	}
 	if res.Deleted > 0 {
@@ -33,31 +32,11 @@ func (q *Queue) prune(ctx context.Context) {
 	}
 }
 
-// fastForward moves a dead domain's worker past IDs the store no longer
-// keeps for it. It is applied by the run goroutine.
-func (w *worker) fastForward(to int64) {
-	w.mu.Lock()
-	w.skipTo = max(w.skipTo, to)
-	w.mu.Unlock()
-	w.poke()
-}
-
-// applySkip drops pending deliveries at or below a requested skip point and
-// moves the read position past it, and makes every pending delivery due now
-// when an admin cleared the backoff. Called by the run goroutine.
-func (w *worker) applySkip() {
-	w.mu.Lock()
-	to, retryNow := w.skipTo, w.retryNow
-	w.skipTo, w.retryNow = 0, false
-	w.mu.Unlock()
-	if retryNow {
-		for _, d := range w.pending {
-			d.nextAttempt = time.Time{}
-		}
-	}
-	if to == 0 {
-		return
-	}
+// applySkip drops pending deliveries at or below to (an admin skip, a
+// retention fast-forward) and moves the read position and the cursor past
+// it. In-flight deliveries finish; nothing else the skip removed is sent.
+// Called by the run goroutine.
+func (w *worker) applySkip(to int64) {
 	kept := w.pending[:0]
 	for _, d := range w.pending {
 		if d.entry.act.ID <= to && !d.inFlight {
@@ -68,4 +47,5 @@ func (w *worker) applySkip() {
 	clear(w.pending[len(kept):])
 	w.pending = kept
 	w.scanned = max(w.scanned, to)
+	w.caughtUp = false
 }

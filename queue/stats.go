@@ -27,6 +27,16 @@ type DomainStats struct {
 	// Unread counts log IDs after the domain's read position, up to the
 	// head, not yet examined (some may be addressed elsewhere).
 	Unread int64 `json:"unread"`
+	// Scanned is the domain's read position: every activity at or below it
+	// addressed to the domain was read (local domains only).
+	Scanned int64 `json:"scanned"`
+	// Blocked says why the domain cannot read or resolve its activities
+	// (the log cannot be read, the Resolver fails); it is retried with
+	// backoff. Empty when nothing blocks it.
+	Blocked string `json:"blocked,omitempty"`
+	// CaughtUp says the domain has read everything addressed to it up to
+	// the head of this process's window (local domains only).
+	CaughtUp bool `json:"caught_up"`
 	// OldestPending is when the oldest unsettled activity was enqueued (zero
 	// when none): the domain's lag in time.
 	OldestPending time.Time `json:"oldest_pending"`
@@ -128,18 +138,10 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	return out, nil
 }
 
-// stats returns the live figures of a worker's domain.
+// stats returns the live figures of a worker's domain, as its run
+// goroutine last published them.
 func (w *worker) stats(head int64) DomainStats {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	s := w.state
-	return DomainStats{
-		Domain: s.Domain, SharedInbox: s.SharedInbox, Status: s.Status, Cursor: s.Cursor,
-		Owner: w.q.cfg.OwnerID, Local: true,
-		Pending: w.view.pending, Unread: max(head-w.view.scanned, 0), OldestPending: w.view.oldest, InFlight: w.view.inFlight,
-		FailCount: s.FailCount, FailingSince: s.FailingSince, NextAttemptAt: s.NextAttemptAt,
-		LastStatus: s.LastStatus, LastError: s.LastError, LastSuccessAt: s.LastSuccessAt,
-		Delivered: w.counts.Delivered, Retried: w.counts.Retried, DeadLettered: w.counts.DeadLettered,
-		LatencyP50: w.latency.percentile(50), LatencyP90: w.latency.percentile(90),
-	}
+	s := *w.view.Load()
+	s.Unread = max(head-s.Scanned, 0)
+	return s
 }

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -18,78 +19,121 @@ const followers = "https://local.example/users/alice/followers"
 // countingResolver answers from a table and counts the questions.
 type countingResolver struct {
 	mu      sync.Mutex
-	inboxes map[string][]string // domain -> inboxes of followers
+	inboxes map[string][]string // audience -> inboxes
 	calls   map[string]int
 }
 
-func (r *countingResolver) Inboxes(ctx context.Context, audience, dom string) ([]string, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.calls[dom]++
-	if audience != followers {
-		return nil, nil
-	}
-	return r.inboxes[dom], nil
+func newCountingResolver() *countingResolver {
+	return &countingResolver{inboxes: map[string][]string{}, calls: map[string]int{}}
 }
 
-func (r *countingResolver) set(dom string, inboxes ...string) {
+func (r *countingResolver) Inboxes(ctx context.Context, audience string) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.inboxes[dom] = inboxes
+	r.calls[audience]++
+	return r.inboxes[audience], nil
 }
 
-func (r *countingResolver) callsFor(dom string) int {
+func (r *countingResolver) set(audience string, inboxes ...string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.calls[dom]
+	r.inboxes[audience] = inboxes
 }
 
-func TestAudiencesResolvedPerDomainCachedAndInvalidated(t *testing.T) {
+func (r *countingResolver) callsFor(audience string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls[audience]
+}
+
+func post(n int) Activity {
+	a := note(n)
+	a.Audiences = []string{followers}
+	return a
+}
+
+func TestAudiencesResolvedOncePerAudienceCachedAndInvalidated(t *testing.T) {
 	t.Parallel()
 	clk := clock.NewFake(epoch)
 	st := newMemory()
-	res := &countingResolver{inboxes: map[string][]string{
-		"a.example": {"https://a.example/users/1/inbox", "https://a.example/users/2/inbox", "https://b.example/not-this-domain"},
-		"b.example": {"https://b.example/inbox"},
-	}, calls: map[string]int{}}
+	res := newCountingResolver()
+	res.set(followers, "https://a.example/users/1/inbox", "https://a.example/users/2/inbox", "https://b.example/inbox", "not a URL")
 	fake := &sendertest.Fake{}
 	cfg := testConfig()
 	cfg.Resolver = res
 	cfg.ResolverTTL = time.Minute
 	cfg.clock = clk
 	q := startQueue(t, st, fake, cfg)
-	require.NoError(t, q.AddDomains(context.Background(), "a.example", "b.example", "c.example"))
 
-	post := func(n int) Activity {
-		a := note(n)
-		a.Audiences = []string{followers}
-		return a
-	}
+	// No AddDomains: the domains an audience reaches are registered with
+	// the activity.
 	enqueueAll(t, q, post(1), post(2), post(3))
 	eventually(t, func() bool { return fake.DeliveredCount() == 9 }, "3 activities to 3 inboxes")
 	require.Len(t, fake.Delivered("https://a.example/users/1/inbox"), 3)
 	require.Len(t, fake.Delivered("https://a.example/users/2/inbox"), 3)
 	require.Len(t, fake.Delivered("https://b.example/inbox"), 3)
-	require.Empty(t, fake.Delivered("https://b.example/not-this-domain"), "an inbox of another domain is ignored")
-	for _, d := range []string{"a.example", "b.example", "c.example"} {
-		require.Equal(t, 1, res.callsFor(d), "one question per audience and domain while cached: %s", d)
-	}
+	require.Equal(t, 1, res.callsFor(followers), "one question per audience while cached, whatever the domains")
 
-	// A new follower on c.example: invalidation makes it count at once.
-	res.set("c.example", "https://c.example/inbox")
+	// A new follower on a domain never seen: invalidation makes it count at
+	// once.
+	res.set(followers, "https://a.example/users/1/inbox", "https://a.example/users/2/inbox", "https://b.example/inbox", "https://c.example/inbox")
 	q.InvalidateAudience(followers)
 	enqueueAll(t, q, post(4))
 	eventually(t, func() bool { return len(fake.Delivered("https://c.example/inbox")) == 1 }, "new follower reached after invalidation")
-	require.Equal(t, 2, res.callsFor("c.example"))
+	require.Equal(t, 2, res.callsFor(followers))
 
 	// Without invalidation, the cache holds for the TTL, then expires.
-	res.set("b.example")
+	res.set(followers, "https://a.example/users/1/inbox", "https://a.example/users/2/inbox", "https://c.example/inbox")
 	enqueueAll(t, q, post(5))
 	eventually(t, func() bool { return len(fake.Delivered("https://b.example/inbox")) == 5 }, "cached answer used within the TTL")
 	clk.Advance(time.Minute)
-	ids := enqueueAll(t, q, post(6))
-	eventually(t, func() bool { return domainState(t, st, "b.example").Cursor == ids[0] }, "b.example settled")
-	require.Len(t, fake.Delivered("https://b.example/inbox"), 5, "expired answer asked again: no follower left")
+	enqueueAll(t, q, post(6))
+	eventually(t, func() bool { return len(fake.Delivered("https://c.example/inbox")) == 3 }, "delivered to the rest")
+	require.Len(t, fake.Delivered("https://b.example/inbox"), 5, "expired answer asked again: no follower left on b.example")
+	require.Equal(t, 3, res.callsFor(followers))
+}
+
+func TestWorkersAndResolverCostFollowTheAddressedDomains(t *testing.T) {
+	t.Parallel()
+	const known = 200
+	st := newMemory()
+	res := newCountingResolver()
+	res.set(followers, "https://busy.example/users/1/inbox")
+	fake := &sendertest.Fake{}
+	cfg := testConfig()
+	cfg.Resolver = res
+	q := startQueue(t, st, fake, cfg)
+	var regs []store.DomainRegistration
+	for i := range known {
+		regs = append(regs, store.DomainRegistration{SharedInbox: fmt.Sprintf("https://idle%d.example/inbox", i)})
+	}
+	require.NoError(t, q.RegisterDomains(context.Background(), regs))
+	eventually(t, func() bool { return q.workerCount() == known }, "every known domain leased")
+	// Let the workers settle into waiting before counting.
+	eventually(t, func() bool {
+		for _, w := range q.workerList() {
+			if !w.snapshot().CaughtUp {
+				return false
+			}
+		}
+		return true
+	}, "every worker caught up")
+	before := make(map[string]int64)
+	for _, w := range q.workerList() {
+		before[w.domain] = w.wakes.Load()
+	}
+
+	for i := range 20 {
+		enqueueAll(t, q, note(i, "https://busy.example/users/1/inbox"), post(100+i))
+	}
+	eventually(t, func() bool { return fake.DeliveredCount() == 40 }, "delivered to the one addressed domain")
+	for _, w := range q.workerList() {
+		if w.domain == "busy.example" {
+			continue
+		}
+		require.Equal(t, before[w.domain], w.wakes.Load(), "%s was woken by activities not addressed to it", w.domain)
+	}
+	require.Equal(t, 1, res.callsFor(followers), "one Resolver call for 20 activities and 201 known domains")
 }
 
 func TestSharedInboxPreferredAndDeduplicated(t *testing.T) {

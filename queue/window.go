@@ -4,76 +4,57 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
-	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/store"
 )
 
-// entry is one activity of the log as this process's workers see it: the
-// stored activity, the payload shared by all its deliveries (so its digest is
-// computed once), and its explicit inboxes grouped by domain.
-type entry struct {
-	act      store.Activity
-	payload  *sender.Activity
-	byDomain map[string][]string
-}
-
-func newEntry(a store.Activity) *entry {
-	e := &entry{
-		act:     a,
-		payload: &sender.Activity{ID: a.ID, Actor: a.Actor, Body: a.Body},
-	}
-	if len(a.Inboxes) > 0 {
-		e.byDomain = make(map[string][]string, len(a.Domains))
-		for _, inbox := range a.Inboxes {
-			d := domainOf(inbox)
-			e.byDomain[d] = append(e.byDomain[d], inbox)
-		}
-	}
-	return e
-}
-
-// footprint approximates the memory an entry holds: its body, its inboxes
-// twice (the activity's list and the per-domain index), and fixed overheads.
-func (e *entry) footprint() int {
-	n := 512 + len(e.act.Body) + len(e.act.Actor) + len(e.act.OrderingKey)
-	for _, in := range e.act.Inboxes {
-		n += 2*len(in) + 96
-	}
-	for _, a := range e.act.Audiences {
-		n += len(a) + 16
-	}
-	return n
-}
-
 // window is the per-process shared view of the newest part of the activity
-// log. One read of the store serves every domain that is caught up; a domain
-// that is further behind than the window reads the store itself, in batches.
-// Its memory is bounded by its size in entries and in bytes, not by the
-// backlog.
+// log. One read of the store serves every domain of this process; the
+// entries are indexed by the domains they address, and a refresh wakes only
+// the workers of those domains (all of them only for an activity addressed
+// to all domains), so an activity costs in proportion to its recipients,
+// not to the domains this process knows. A domain further behind than the
+// window reads through the shared catch-up blocks. Memory is bounded by the
+// window's size in entries and, together with the catch-up blocks, in
+// bytes, not by the backlog.
 type window struct {
 	store    store.Store
 	batch    int
 	size     int // entries kept at most
-	maxBytes int // approximate bytes kept at most (entries' footprints)
+	maxBytes int // approximate bytes kept at most, catch-up blocks included
 	logger   *slog.Logger
+	catchUp  *catchUp
 	// arrived, if set, is called with the activities each refresh adds.
 	arrived func([]store.Activity)
 
-	mu      sync.RWMutex // read by every worker, written by refresh
-	entries []*entry     // ascending IDs; together they are every activity in (base, head]
-	bytes   int          // sum of the entries' footprints
-	base    int64
-	head    int64
-	moved   chan struct{} // closed when head advances
+	mu    sync.Mutex
+	idx   logIndex // every activity in (base, head]
+	bytes int      // sum of the entries' footprints
+	base  int64
+	head  int64
+	// waiters are the workers that have read everything addressed to their
+	// domain up to head; the next activity that addresses the domain wakes
+	// its worker and removes it from here.
+	waiters map[string]waiter
 	kick    chan struct{} // a refresh is wanted
 }
 
+// waiter is a caught-up worker.
+type waiter struct {
+	w *worker
+	// idle says the worker had nothing pending when it registered, so the
+	// domain has settled everything addressed to it up to head.
+	idle bool
+}
+
 func newWindow(st store.Store, batch, size, maxBytes int, logger *slog.Logger) *window {
-	return &window{store: st, batch: batch, size: size, maxBytes: maxBytes, logger: logger, moved: make(chan struct{}), kick: make(chan struct{}, 1)}
+	return &window{
+		store: st, batch: batch, size: size, maxBytes: maxBytes, logger: logger,
+		catchUp: newCatchUp(st, batch, maxBytes/2),
+		idx:     newLogIndex(), waiters: make(map[string]waiter), kick: make(chan struct{}, 1),
+	}
 }
 
 // init places the window at the log's current head.
@@ -85,11 +66,12 @@ func (w *window) init(ctx context.Context) error {
 	w.mu.Lock()
 	// A restarted queue forgets what it held: activities appended while it
 	// was stopped are not in it.
-	clear(w.entries)
-	w.entries = nil
+	w.idx = newLogIndex()
 	w.bytes = 0
 	w.base, w.head = head, head
+	clear(w.waiters)
 	w.mu.Unlock()
+	w.catchUp.reset()
 	return nil
 }
 
@@ -140,10 +122,12 @@ func (w *window) refresh(ctx context.Context) error {
 		if len(acts) == 0 {
 			return nil
 		}
-		w.append(acts)
 		if w.arrived != nil {
+			// Before the workers can see them: a new domain's lease round
+			// starts at once.
 			w.arrived(acts)
 		}
+		w.append(acts)
 		if len(acts) < w.batch {
 			return nil
 		}
@@ -158,70 +142,101 @@ func (w *window) append(acts []store.Activity) {
 			continue
 		}
 		e := newEntry(a)
-		w.entries = append(w.entries, e)
+		w.idx.push(e)
 		w.bytes += e.footprint()
 		w.head = a.ID
+		if a.AllDomains {
+			for _, wt := range w.waiters {
+				wt.w.poke()
+			}
+			clear(w.waiters)
+			continue
+		}
+		for _, d := range a.Domains {
+			if wt, ok := w.waiters[d]; ok {
+				wt.w.poke()
+				delete(w.waiters, d)
+			}
+		}
 	}
 	// Drop the oldest entries beyond either bound (keeping the newest one
-	// however large); domains that still need them read the store.
+	// however large); domains that still need them read the catch-up
+	// blocks.
+	budget := w.maxBytes - w.catchUp.size()
 	over := 0
-	for over < len(w.entries)-1 && (len(w.entries)-over > w.size || w.bytes > w.maxBytes) {
-		w.bytes -= w.entries[over].footprint()
+	for over < len(w.idx.entries)-1 && (len(w.idx.entries)-over > w.size || w.bytes > budget) {
+		w.bytes -= w.idx.entries[over].footprint()
 		over++
 	}
 	if over > 0 {
-		w.base = max(w.base, w.entries[over-1].act.ID)
-		clear(w.entries[:over])
-		w.entries = append(w.entries[:0:0], w.entries[over:]...)
+		w.base = max(w.base, w.idx.entries[over-1].act.ID)
+		w.idx.popFront(over)
 	}
-	close(w.moved)
-	w.moved = make(chan struct{})
 }
 
-// read returns up to limit activities after the given ID and the ID up to
-// which the log has been scanned (every activity at or below it that exists
-// was returned or is at or below after). When the caller is caught up, it
-// returns no entries and a channel that is closed when more arrive.
-func (w *window) read(ctx context.Context, after int64, limit int) ([]*entry, int64, <-chan struct{}, error) {
-	w.mu.RLock()
-	if after >= w.head {
-		moved := w.moved
-		w.mu.RUnlock()
-		return nil, after, moved, nil
+// read returns up to limit activities addressed to wk's domain after the
+// given ID, and the ID up to which the log has been scanned for the domain
+// (every activity at or below it that addresses the domain was returned or
+// is at or below after). When there is nothing more up to the head, it
+// registers wk to be woken by the next activity for its domain and reports
+// caughtUp; idle says wk has nothing pending (see settledThrough).
+func (w *window) read(ctx context.Context, wk *worker, after int64, limit int, idle bool) (entries []*entry, scanned int64, caughtUp bool, err error) {
+	dom := wk.domain
+	w.mu.Lock()
+	if wt, ok := w.waiters[dom]; ok && wt.w == wk {
+		delete(w.waiters, dom)
 	}
 	if after >= w.base {
-		i := sort.Search(len(w.entries), func(i int) bool { return w.entries[i].act.ID > after })
-		j := min(i+limit, len(w.entries))
-		out := append([]*entry(nil), w.entries[i:j]...)
-		scanned := w.head
-		if j < len(w.entries) {
-			scanned = w.entries[j-1].act.ID
+		entries = w.idx.addressed(dom, after, limit)
+		if len(entries) == limit {
+			w.mu.Unlock()
+			return entries, entries[limit-1].act.ID, false, nil
 		}
-		w.mu.RUnlock()
-		return out, scanned, nil, nil
+		scanned = w.head
+		if len(entries) == 0 {
+			w.waiters[dom] = waiter{w: wk, idle: idle}
+			caughtUp = true
+		}
+		w.mu.Unlock()
+		return entries, max(scanned, after), caughtUp, nil
 	}
 	base := w.base
-	w.mu.RUnlock()
+	w.mu.Unlock()
 
-	// Behind the window: read the store directly.
-	acts, err := w.store.Activities(ctx, after, limit)
+	// Behind the window: the shared catch-up blocks serve every domain
+	// behind in the same part of the log with one store read.
+	entries, scanned, err = w.catchUp.read(ctx, dom, after, limit, base)
 	if err != nil {
-		return nil, after, nil, fmt.Errorf("reading activities after %d: %w", after, err)
+		return nil, after, false, fmt.Errorf("reading activities after %d: %w", after, err)
 	}
-	out := make([]*entry, len(acts))
-	for i, a := range acts {
-		out[i] = newEntry(a)
+	return entries, scanned, false, nil
+}
+
+// settledThrough returns the head of the window when the worker of dom
+// waits in it with nothing pending: everything addressed to dom up to there
+// is settled, so its cursor may follow the log (Lease.SettledThrough).
+func (w *window) settledThrough(wk *worker) (int64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wt, ok := w.waiters[wk.domain]
+	if !ok || wt.w != wk || !wt.idle {
+		return 0, false
 	}
-	scanned := after
-	if len(acts) > 0 {
-		scanned = acts[len(acts)-1].ID
+	return w.head, true
+}
+
+// forget removes an exiting worker from the waiters.
+func (w *window) forget(wk *worker) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if wt, ok := w.waiters[wk.domain]; ok && wt.w == wk {
+		delete(w.waiters, wk.domain)
 	}
-	if len(acts) < limit {
-		// The store returned all it had up to its head, which had reached
-		// base before this read began (the window read up to base earlier,
-		// and a store's head never moves back): nothing else exists up to
-		// base, and the window serves what follows.
-		scanned = max(scanned, base)
-	}
-	return out, scanned, nil, nil
+}
+
+// headID returns the window's head.
+func (w *window) headID() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.head
 }

@@ -81,13 +81,9 @@ func TestLaggingDomainHoldsABoundedBatch(t *testing.T) {
 	eventually(t, func() bool { return q.workerCount() == 1 }, "worker started")
 	w := q.workerList()[0]
 	eventually(t, func() bool {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.view.inFlight == q.cfg.MaxInFlightPerDomain
+		return w.snapshot().InFlight == q.cfg.MaxInFlightPerDomain
 	}, "requests in flight")
-	w.mu.Lock()
-	pending := w.view.pending
-	w.mu.Unlock()
+	pending := w.snapshot().Pending
 	require.Equal(t, cfg.ReadBatch, pending, "a backlog of 200 holds one read batch in memory")
 
 	releaseOnce.Do(func() { close(release) })
@@ -123,12 +119,20 @@ func TestReadBehindAnEmptiedWindowDoesNotSpin(t *testing.T) {
 	_, err = st.Prune(ctx)
 	require.NoError(t, err)
 
-	entries, scanned, moved, err := w.read(ctx, 0, 4)
-	require.NoError(t, err)
-	require.Empty(t, entries)
-	require.Nil(t, moved)
-	require.Equal(t, ids[5], scanned, "moves up to the window's base instead of reading the same empty range forever")
-	entries, scanned, _, err = w.read(ctx, scanned, 4)
+	wk := &worker{domain: "a.example"}
+	after, reads := int64(0), 0
+	for after < ids[5] {
+		entries, scanned, caughtUp, err := w.read(ctx, wk, after, 4, true)
+		require.NoError(t, err)
+		require.Empty(t, entries)
+		require.False(t, caughtUp)
+		require.Greater(t, scanned, after, "a read behind the window moves on")
+		after = scanned
+		reads++
+	}
+	require.Equal(t, ids[5], after, "moves up to the window's base instead of reading the same empty range forever")
+	require.LessOrEqual(t, reads, 2, "one read per block of the pruned range")
+	entries, scanned, _, err := w.read(ctx, wk, after, 4, true)
 	require.NoError(t, err)
 	require.Len(t, entries, 4, "the window serves the rest")
 	require.Equal(t, ids[9], scanned)
@@ -171,17 +175,18 @@ func TestWindowIsBoundedInBytes(t *testing.T) {
 
 	w := newWindow(st, 100, 1000, 100_000, quietLogger()) // about ten of these bodies
 	require.NoError(t, w.refresh(ctx))
-	w.mu.RLock()
-	held, bytes, base := len(w.entries), w.bytes, w.base
-	w.mu.RUnlock()
+	w.mu.Lock()
+	held, bytes, base := len(w.idx.entries), w.bytes, w.base
+	w.mu.Unlock()
 	require.LessOrEqual(t, bytes, 100_000)
 	require.Less(t, held, 12, "entries kept within the byte bound")
 	require.Equal(t, ids[49-held], base, "the window covers exactly what it holds")
 
 	// A domain behind the window still gets everything, from the store.
 	var got []int64
+	wk := &worker{domain: "a.example"}
 	for after := int64(0); after < ids[49]; {
-		entries, scanned, _, err := w.read(ctx, after, 16)
+		entries, scanned, _, err := w.read(ctx, wk, after, 16, true)
 		require.NoError(t, err)
 		for _, e := range entries {
 			got = append(got, e.act.ID)

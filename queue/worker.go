@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apqueue/apqueue/internal/clock"
@@ -13,11 +14,20 @@ import (
 )
 
 // worker delivers the activities of one domain while this process holds the
-// domain's lease. Its run goroutine owns the pending deliveries; the fields
-// under mu are shared with the checkpointer, the lease manager and Stats.
+// domain's lease. It is one state machine owned by its run goroutine: only
+// that goroutine reads or changes the domain's state, its pending
+// deliveries and its counters. Everyone else talks to it through its
+// mailbox (requests flagged in atomics, then a nudge) and reads what it
+// publishes (view):
+//   - the window nudges it when an activity addresses its domain;
+//   - the lease keeper sets leaseUntil and asks for a reload when an admin
+//     changed the domain elsewhere;
+//   - admin operations and retention ask for a reload or a skip;
+//   - the checkpointer receives the state it offers and saves it.
 type worker struct {
 	q      *Queue
 	domain string
+	token  int64 // the lease's fencing token, fixed for the worker's life
 
 	ctx        context.Context // ends when the lease is lost or the queue stops hard
 	cancel     context.CancelFunc
@@ -26,39 +36,37 @@ type worker struct {
 	stopping   chan struct{} // closed: dispatch nothing more, finish in-flight, exit
 	stopOnce   sync.Once
 	done       chan struct{}
-	nudge      chan struct{} // re-evaluate now (lease renewed, admin change)
 	results    chan result
+	leaseTimer *time.Timer // drops the worker when leaseUntil passes unrenewed
+
+	// The mailbox.
+	nudge      chan struct{} // look at the mailbox and the window now
+	wantReload atomic.Bool   // re-read the saved state: an admin changed it
+	wantSkipTo atomic.Int64  // move past this ID (retention fast-forward)
+	leaseUntil atomic.Int64  // Unix nanoseconds the lease is known to hold until
+	leaseWait  atomic.Bool   // dispatching stopped for the lease: poke on renewal
+
+	// What the run goroutine publishes for Stats and the lease keeper.
+	view     atomic.Pointer[DomainStats]
+	revision atomic.Int64
+	wakes    atomic.Int64 // nudges taken, for tests of who is woken
 
 	// Owned by the run goroutine.
-	scanned    int64 // every activity at or below this was read for the domain
-	pending    []*delivery
-	inflight   int
-	moved      <-chan struct{} // closed when the window has more; nil when not caught up
-	fillRetry  time.Time       // earliest time to read the log again after an error
-	fillErrors int
-
-	mu           sync.Mutex
 	state        store.DomainState
-	dirty        bool
-	settledSince int
+	offered      store.DomainState // the state last offered to the checkpointer
+	scanned      int64             // every activity at or below this was read for the domain
+	pending      []*delivery
+	inflight     int
+	caughtUp     bool // the window will nudge when something arrives
+	waitingIdle  bool // caught up with nothing pending (see window.settledThrough)
+	fillRetry    time.Time
+	fillErrors   int
+	blocked      string // why reading or resolving fails, "" when it does not
 	deadLetters  []store.DeadLetter
-	leaseUntil   time.Time   // local time the lease is known to hold until
-	leaseTimer   *time.Timer // drops the worker when leaseUntil passes unrenewed
+	settledSince int
 	counts       counts
 	latency      latencyRing
-	view         workerView
-	skipTo       int64 // move past this ID (retention, admin skip); 0: none
-	reload       bool  // re-read the saved state: an admin changed it
-	retryNow     bool  // an admin cleared the backoff: pending deliveries are due now
-}
-
-// workerView is what Stats may read of the run goroutine's own fields,
-// published under mu after every step.
-type workerView struct {
-	pending  int
-	oldest   time.Time
-	inFlight int
-	scanned  int64
+	latencyAt    time.Time // when the published percentiles were computed
 }
 
 // counts are a domain's delivery counters since this process took it.
@@ -75,18 +83,22 @@ type result struct {
 
 func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUntil time.Time) *worker {
 	w := &worker{
-		q:          q,
-		domain:     st.Domain,
-		stopping:   make(chan struct{}),
-		done:       make(chan struct{}),
-		nudge:      make(chan struct{}, 1),
-		results:    make(chan result, q.cfg.MaxInFlightPerDomain),
-		scanned:    st.Cursor,
-		state:      st,
-		leaseUntil: leaseUntil,
+		q:        q,
+		domain:   st.Domain,
+		token:    st.LeaseToken,
+		stopping: make(chan struct{}),
+		done:     make(chan struct{}),
+		nudge:    make(chan struct{}, 1),
+		results:  make(chan result, q.cfg.MaxInFlightPerDomain),
+		scanned:  st.Cursor,
+		state:    st,
+		offered:  st,
 	}
+	w.leaseUntil.Store(leaseUntil.UnixNano())
+	w.revision.Store(st.Revision)
 	w.ctx, w.cancel = context.WithCancel(parent)
 	w.sendCtx, w.sendCancel = context.WithCancel(w.ctx)
+	w.publish()
 	return w
 }
 
@@ -98,6 +110,38 @@ func (w *worker) poke() {
 	case w.nudge <- struct{}{}:
 	default:
 	}
+}
+
+// reload asks the worker to re-read its saved state (an admin changed it).
+func (w *worker) reload() {
+	w.wantReload.Store(true)
+	w.poke()
+}
+
+// skipTo asks the worker to move past the given ID.
+func (w *worker) skipTo(id int64) {
+	for {
+		old := w.wantSkipTo.Load()
+		if id <= old || w.wantSkipTo.CompareAndSwap(old, id) {
+			break
+		}
+	}
+	w.poke()
+}
+
+// lease returns the worker's lease, for renewal and release.
+func (w *worker) lease() store.Lease {
+	return store.Lease{Domain: w.domain, Token: w.token, Revision: w.revision.Load()}
+}
+
+// holdsLease reports whether the worker may send under its lease now; when
+// it may not, the next renewal wakes it.
+func (w *worker) holdsLease() bool {
+	if time.Now().UnixNano() < w.leaseUntil.Load() {
+		return true
+	}
+	w.leaseWait.Store(true)
+	return time.Now().UnixNano() < w.leaseUntil.Load() // renewed meanwhile
 }
 
 // stop asks the worker to finish its in-flight requests and exit.
@@ -112,11 +156,12 @@ func (w *worker) isStopping() bool {
 	}
 }
 
-// run is the worker's loop: read, dispatch, collect results, advance the
-// cursor, wait.
+// run is the worker's loop: take requests in, read, dispatch, collect
+// results, advance the cursor, offer what changed, wait.
 func (w *worker) run() {
 	defer close(w.done)
 	defer w.cancel()
+	defer w.q.window.forget(w)
 	defer func() {
 		if w.leaseTimer != nil {
 			w.leaseTimer.Stop()
@@ -135,49 +180,67 @@ func (w *worker) run() {
 		if stopping {
 			if w.inflight == 0 {
 				w.advanceCursor()
+				w.offer()
+				w.publish()
 				return
 			}
 		} else {
-			w.reloadIfWanted()
-			w.applySkip()
+			w.takeRequests()
 			w.advanceCursor() // drop what settled, so fill sees the room it has
 			w.fill()
 			w.dispatch()
 		}
 		w.advanceCursor()
+		w.offer()
+		w.publish()
 
 		if timer != nil {
 			timer.Stop()
 			timer = nil
 		}
 		var timerC <-chan time.Time
+		var stopC, ctxDone <-chan struct{}
 		if !stopping {
 			if at, ok := w.nextWake(); ok {
 				timer = w.clock().NewTimer(at.Sub(w.clock().Now()))
 				timerC = timer.C()
 			}
-		}
-		var moved <-chan struct{}
-		if !stopping {
-			moved = w.moved
-		}
-		var stopC <-chan struct{}
-		if !stopping {
 			stopC = w.stopping
 		}
-		var ctxDone <-chan struct{}
 		if w.ctx.Err() == nil {
 			ctxDone = w.ctx.Done()
 		}
 		select {
 		case r := <-w.results:
 			w.handle(r)
-		case <-moved:
-		case <-timerC:
 		case <-w.nudge:
+			w.wakes.Add(1)
+			w.caughtUp = false
+		case <-timerC:
 		case <-stopC:
 		case <-ctxDone:
 		}
+	}
+}
+
+// takeRequests applies what others asked for since the last step: a reload
+// of the saved state after an admin change, a skip.
+func (w *worker) takeRequests() {
+	if w.wantReload.Load() && !w.clock().Now().Before(w.fillRetry) {
+		w.wantReload.Store(false)
+		states, err := w.q.store.Domains(w.ctx, []string{w.domain})
+		if err == nil && len(states) == 0 {
+			err = store.ErrNotFound
+		}
+		if err != nil {
+			w.wantReload.Store(true)
+			w.fillFailed("reloading the domain after an admin change", err)
+		} else {
+			w.merge(states[0])
+		}
+	}
+	if to := w.wantSkipTo.Swap(0); to > 0 {
+		w.applySkip(to)
 	}
 }
 
@@ -189,11 +252,15 @@ func (w *worker) ahead() int {
 	return min(w.q.cfg.ReadBatch, w.q.cfg.CheckpointDeliveries)
 }
 
-// fill reads activities after the scanned position and turns those
-// addressed to the domain into pending deliveries.
+// fill reads the activities addressed to the domain after the scanned
+// position and turns them into pending deliveries.
 func (w *worker) fill() {
-	w.moved = nil
 	if w.clock().Now().Before(w.fillRetry) {
+		return
+	}
+	if w.caughtUp && (len(w.pending) > 0 || w.waitingIdle) {
+		// Nothing new for the domain; once nothing is pending either, the
+		// window is told, so that the cursor may follow the log.
 		return
 	}
 	// Refill only once half the room is free, so that a domain catching up
@@ -206,13 +273,9 @@ func (w *worker) fill() {
 		if room <= 0 {
 			return
 		}
-		entries, scanned, moved, err := w.q.window.read(w.ctx, w.scanned, room)
+		entries, scanned, caughtUp, err := w.q.window.read(w.ctx, w, w.scanned, room, len(w.pending) == 0)
 		if err != nil {
 			w.fillFailed("reading the activity log", err)
-			return
-		}
-		if moved != nil {
-			w.moved = moved
 			return
 		}
 		for _, e := range entries {
@@ -222,15 +285,23 @@ func (w *worker) fill() {
 				return
 			}
 			for _, inbox := range inboxes {
-				w.pending = append(w.pending, &delivery{entry: e, inbox: inbox, shared: inbox == w.sharedInbox()})
+				w.pending = append(w.pending, &delivery{entry: e, inbox: inbox, shared: inbox == w.state.SharedInbox})
 			}
 			w.scanned = e.act.ID
 		}
 		w.scanned = max(w.scanned, scanned)
 		w.fillErrors = 0
+		w.blocked = ""
+		if caughtUp {
+			w.caughtUp = true
+			w.waitingIdle = len(w.pending) == 0
+			return
+		}
 	}
 }
 
+// fillFailed backs off reading after an error, and says why the domain is
+// blocked in Stats.
 func (w *worker) fillFailed(what string, err error) {
 	if w.ctx.Err() != nil {
 		return
@@ -238,74 +309,57 @@ func (w *worker) fillFailed(what string, err error) {
 	w.fillErrors++
 	delay := w.q.backoff.Delay(w.fillErrors, 0)
 	w.fillRetry = w.clock().Now().Add(delay)
+	w.blocked = what + ": " + err.Error()
 	w.q.logger.ErrorContext(w.ctx, "apqueue: "+what+" failed", slog.String("domain", w.domain), slog.Any("error", err), slog.Duration("retry_in", delay))
-}
-
-func (w *worker) sharedInbox() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.state.SharedInbox
 }
 
 // targets returns the inboxes of the domain that e is addressed to, with the
 // domain's shared inbox preferred and no inbox twice.
 func (w *worker) targets(e *entry) ([]string, error) {
 	inboxes := e.byDomain[w.domain]
-	if len(e.act.Audiences) > 0 && w.q.resolver == nil {
-		// Enqueued by a process that has a Resolver; this one cannot tell
-		// who the audiences are. Wait, loudly, rather than skip them.
-		return nil, errNoResolverHere
-	}
-	for _, aud := range e.act.Audiences {
-		got, err := w.q.resolver.inboxes(w.ctx, aud, w.domain, w.checkResolved)
-		if err != nil {
-			return nil, err
-		}
-		inboxes = append(inboxes[:len(inboxes):len(inboxes)], got...)
-	}
-	shared := w.sharedInbox()
-	if e.act.AllDomains {
-		if shared == "" && len(inboxes) == 0 {
-			// Nowhere to send it: record it rather than drop it.
-			w.settleUndeliverable(e, "addressed to all domains, but no shared inbox is known for this domain")
-			return nil, nil
-		}
-		if shared != "" {
-			inboxes = append(inboxes[:len(inboxes):len(inboxes)], shared)
+	shared := w.state.SharedInbox
+	if shared == "" {
+		for _, aud := range e.act.Audiences {
+			if w.q.resolver == nil {
+				// Enqueued by a process that has a Resolver; this one cannot
+				// find the inboxes on a domain without a known shared inbox.
+				// Record it rather than wait for ever or drop it.
+				w.settleUndeliverable(e, errNoResolverHere.Error())
+				return nil, nil
+			}
+			ans, err := w.q.resolver.answer(w.ctx, aud, w.domain, e.act.ID)
+			if err != nil {
+				return nil, err
+			}
+			inboxes = append(inboxes[:len(inboxes):len(inboxes)], ans.byDomain[w.domain]...)
 		}
 	}
-	if len(inboxes) == 0 {
+	if e.act.AllDomains && shared == "" && len(inboxes) == 0 {
+		// Nowhere to send it: record it rather than drop it.
+		w.settleUndeliverable(e, "addressed to all domains, but no shared inbox is known for this domain")
 		return nil, nil
 	}
 	if shared != "" {
 		return []string{shared}, nil
 	}
-	return dedupe(inboxes), nil
-}
-
-// checkResolved validates an inbox from the Resolver for this domain.
-func (w *worker) checkResolved(raw string) (string, bool) {
-	inbox, dom, err := w.q.checkInbox(raw)
-	if err != nil || dom != w.domain {
-		w.q.logger.WarnContext(w.ctx, "apqueue: resolver returned an unusable inbox", slog.String("domain", w.domain), slog.String("inbox", raw), slog.Any("error", err))
-		return "", false
+	if len(inboxes) == 0 && len(e.act.Audiences) > 0 {
+		// The audience reached the domain at enqueue, but reaches no one
+		// there now (the followers left): nothing to send, said once.
+		w.q.logger.DebugContext(w.ctx, "apqueue: audience no longer reaches the domain", slog.String("domain", w.domain), slog.Int64("activity_id", e.act.ID))
 	}
-	return inbox, true
+	return dedupe(inboxes), nil
 }
 
 // settleUndeliverable records a dead letter for an activity that has no
 // inbox on this domain.
 func (w *worker) settleUndeliverable(e *entry, reason string) {
 	d := &delivery{entry: e}
-	w.mu.Lock()
 	w.deadLetters = append(w.deadLetters, d.deadLetter(w.domain, 0, reason))
 	w.counts.DeadLettered++
-	w.dirty = true
-	w.mu.Unlock()
 	w.q.observe(Event{Kind: EventDeadLetter, Domain: w.domain, ActivityID: e.act.ID, Reason: reason})
 }
 
-var errNoResolverHere = errors.New("an activity has audiences, but this queue has no Config.Resolver: configure the same Resolver in every process")
+var errNoResolverHere = errors.New("an activity has audiences and the domain has no known shared inbox, but this queue has no Config.Resolver to find its inboxes: configure the same Resolver in every process")
 
 func dedupe(in []string) []string {
 	if len(in) < 2 {
@@ -338,27 +392,55 @@ func (w *worker) advanceCursor() {
 		}
 	}
 	cursor := w.scanned
-	view := workerView{inFlight: w.inflight, scanned: w.scanned}
 	if len(w.pending) > 0 {
 		cursor = min(cursor, w.pending[0].entry.act.ID-1)
-		view.oldest = w.pending[0].entry.act.EnqueuedAt
+	}
+	w.state.Cursor = max(w.state.Cursor, cursor)
+	if w.settledSince >= w.q.cfg.CheckpointDeliveries {
+		w.settledSince = 0
+		w.q.checkpoints.kick() // bound the re-sends after a crash
+	}
+}
+
+// offer hands the domain's state to the checkpointer when it changed, with
+// the dead letters recorded since the last offer.
+func (w *worker) offer() {
+	if w.state == w.offered && len(w.deadLetters) == 0 {
+		return
+	}
+	w.q.checkpoints.offer(w, w.state, w.deadLetters)
+	w.offered = w.state
+	w.deadLetters = nil
+}
+
+// publish makes the domain's live figures visible to Stats. Latency
+// percentiles are recomputed at most every 100 ms.
+func (w *worker) publish() {
+	s := &DomainStats{
+		Domain: w.domain, SharedInbox: w.state.SharedInbox, Status: w.state.Status, Cursor: w.state.Cursor,
+		Owner: w.q.cfg.OwnerID, Local: true, InFlight: w.inflight, Scanned: w.scanned, Blocked: w.blocked, CaughtUp: w.caughtUp,
+		FailCount: w.state.FailCount, FailingSince: w.state.FailingSince, NextAttemptAt: w.state.NextAttemptAt,
+		LastStatus: w.state.LastStatus, LastError: w.state.LastError, LastSuccessAt: w.state.LastSuccessAt,
+		Delivered: w.counts.Delivered, Retried: w.counts.Retried, DeadLettered: w.counts.DeadLettered,
+	}
+	if len(w.pending) > 0 {
+		s.OldestPending = w.pending[0].entry.act.EnqueuedAt
 		for _, d := range w.pending {
 			if !d.settled {
-				view.pending++
+				s.Pending++
 			}
 		}
 	}
-	w.mu.Lock()
-	w.view = view
-	if cursor > w.state.Cursor {
-		w.state.Cursor = cursor
-		w.dirty = true
+	old := w.view.Load()
+	now := time.Now()
+	if old != nil && now.Sub(w.latencyAt) < 100*time.Millisecond {
+		s.LatencyP50, s.LatencyP90 = old.LatencyP50, old.LatencyP90
+	} else {
+		s.LatencyP50, s.LatencyP90 = w.latency.percentile(50), w.latency.percentile(90)
+		w.latencyAt = now
 	}
-	full := w.settledSince >= w.q.cfg.CheckpointDeliveries
-	w.mu.Unlock()
-	if full {
-		w.q.checkpoints.kick() // bound the re-sends after a crash
-	}
+	w.view.Store(s)
+	w.revision.Store(w.state.Revision)
 }
 
 // nextWake returns when the worker must next look at the time: the end of a
@@ -374,14 +456,11 @@ func (w *worker) nextWake() (time.Time, bool) {
 	if w.fillRetry.After(now) {
 		earliest(w.fillRetry)
 	}
-	w.mu.Lock()
-	next, status := w.state.NextAttemptAt, w.state.Status
-	w.mu.Unlock()
-	if status == store.StatusPaused {
+	if w.state.Status == store.StatusPaused {
 		return at, !at.IsZero()
 	}
-	if next.After(now) {
-		earliest(next)
+	if w.state.NextAttemptAt.After(now) {
+		earliest(w.state.NextAttemptAt)
 	} else {
 		for _, d := range w.pending {
 			if !d.settled && !d.inFlight && d.nextAttempt.After(now) {

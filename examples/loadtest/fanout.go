@@ -37,7 +37,6 @@ func runFanout(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	defer snd.Close()
-	resolver := queue.ResolverFunc(func(context.Context, string, string) ([]string, error) { return nil, nil })
 	var cases []*fanoutCase
 	defer func() {
 		for _, c := range cases {
@@ -64,14 +63,16 @@ func runFanout(ctx context.Context, o *options) (*report, error) {
 		if err != nil {
 			return nil, err
 		}
-		if c.q, err = queue.New(st, snd, queueConfig(queueSettings{Verbose: o.verbose}, resolver, nil)); err != nil {
-			return nil, err
-		}
 		names := make([]string, spec.domains)
 		inboxes := make([]string, spec.domains)
 		for i := range names {
 			names[i] = fmt.Sprintf("fanout-%05d.example", i)
 			inboxes[i] = "https://" + names[i] + "/inbox"
+		}
+		// The audience reaches the shared inbox of every domain of the case.
+		resolver := queue.ResolverFunc(func(context.Context, string) ([]string, error) { return inboxes, nil })
+		if c.q, err = queue.New(st, snd, queueConfig(queueSettings{Verbose: o.verbose}, resolver, nil)); err != nil {
+			return nil, err
 		}
 		if err := c.q.AddDomains(ctx, names...); err != nil {
 			return nil, err

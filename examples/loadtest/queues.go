@@ -162,13 +162,15 @@ func sharedInboxes(in *inboxes) map[string]string {
 // sharedInboxResolver resolves the followers audience to the shared inbox
 // of every domain in byDomain.
 func sharedInboxResolver(byDomain map[string]string) queue.Resolver {
-	return queue.ResolverFunc(func(_ context.Context, audience, domain string) ([]string, error) {
+	inboxes := make([]string, 0, len(byDomain))
+	for _, inbox := range byDomain {
+		inboxes = append(inboxes, inbox)
+	}
+	sort.Strings(inboxes)
+	return queue.ResolverFunc(func(_ context.Context, audience string) ([]string, error) {
 		if audience != followers {
 			return nil, fmt.Errorf("unknown audience %q", audience)
 		}
-		if inbox, ok := byDomain[domain]; ok {
-			return []string{inbox}, nil
-		}
-		return nil, nil
+		return inboxes, nil
 	})
 }
