@@ -92,7 +92,7 @@ func drainBacklog(ctx context.Context, o *options, in *inboxes, snd sender.Sende
 	if err != nil {
 		return d, err
 	}
-	if _, err := registerKnown(ctx, st, in); err != nil {
+	if _, err := registerKnown(ctx, q, in); err != nil {
 		return d, err
 	}
 	personal := make([]string, len(in.domains))

@@ -147,7 +147,7 @@ func runInstanceCase(ctx context.Context, o *options, dns *fakedns.Server, c *in
 	if err != nil {
 		return err
 	}
-	if c.register, err = registerKnown(ctx, st, in); err != nil {
+	if c.register, err = registerKnown(ctx, q, in); err != nil {
 		return err
 	}
 	if err := q.Start(ctx); err != nil {

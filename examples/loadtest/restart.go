@@ -57,12 +57,12 @@ func runRestart(ctx context.Context, o *options) (*report, error) {
 	if rr.windowBytes == 0 {
 		rr.windowBytes = queue.WindowBytesDefault
 	}
-	if _, err := registerKnown(ctx, st, in); err != nil {
-		return nil, err
-	}
 	// The process before the restart: it works every domain, then stops.
 	before, err := queue.New(st, snd, queueConfig(settings, nil, nil))
 	if err != nil {
+		return nil, err
+	}
+	if _, err := registerKnown(ctx, before, in); err != nil {
 		return nil, err
 	}
 	if err := before.Start(ctx); err != nil {
