@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/apqueue/apqueue/internal/fakedns"
@@ -19,6 +20,7 @@ type instanceCase struct {
 
 	register, leaseWait time.Duration
 	elapsed, cpu        time.Duration // first enqueue to last delivery
+	enqueue             time.Duration // first enqueue to the last EnqueueMany's return
 	delivered, dups     int64
 	// incomplete says the deliveries did not all arrive within -timeout.
 	incomplete    error
@@ -168,12 +170,18 @@ func runInstanceCase(ctx context.Context, o *options, dns *fakedns.Server, c *in
 	calls0 := res.calls.Load()
 	start, cpu0 := time.Now(), cpuTime()
 	enqErr := make(chan error, 1)
-	go func() { enqErr <- enqueueWorkload(runCtx, q, in, c.work, o.batch, o.bodyBytes) }()
+	var took atomic.Int64 // the enqueueing's duration once it is done
+	go func() {
+		err := enqueueWorkload(runCtx, q, in, c.work, o.batch, o.bodyBytes)
+		took.Store(int64(time.Since(start)))
+		enqErr <- err
+	}()
 	err = waitDeliveries(runCtx, in, c.work.deliveries, enqErr)
 	if errors.Is(err, context.DeadlineExceeded) {
 		c.incomplete, err = err, nil // reported, with what did arrive
 	}
 	c.cpu = cpuTime() - cpu0
+	c.enqueue = time.Duration(took.Load())
 	c.peakHeap, _ = mem.finish()
 	c.peakLive = mem.peakLive()
 	if db != nil {
@@ -252,7 +260,7 @@ func (r *instanceReport) print(p func(string, ...any), o *options) {
 		if c.incomplete != nil {
 			p("    INCOMPLETE   %v", c.incomplete)
 		}
-		p("    throughput   %.0f deliveries/s (first enqueue to last delivery: %s)", c.deliveriesPerSec(), c.elapsed.Round(time.Millisecond))
+		p("    throughput   %.0f deliveries/s (first enqueue to last delivery: %s; enqueueing took %s)", c.deliveriesPerSec(), c.elapsed.Round(time.Millisecond), c.enqueue.Round(time.Millisecond))
 		p("    CPU          %.3f CPU-seconds per 1,000 deliveries (%.2f s in all, this process: queue, store client, inboxes)", c.cpuPerThousand(), c.cpu.Seconds())
 		if c.dbCPU > 0 {
 			p("    database CPU %.3f CPU-seconds per 1,000 deliveries (%.2f s in all, this run's PostgreSQL backends); %.3f with this process's", c.perThousand(c.dbCPU), c.dbCPU.Seconds(), c.totalPerThousand())
