@@ -18,7 +18,7 @@ func runScenario(t *testing.T, args ...string) (*report, string) {
 	t.Helper()
 	o, err := parseOptions(args)
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rep, err := run(ctx, o)
 	require.NoError(t, err)
@@ -31,8 +31,8 @@ func runScenario(t *testing.T, args ...string) (*report, string) {
 // exactly its planned deliveries through the fake DNS, and the report has
 // the resolver calls and the CPU ratio.
 func TestSmokeInstance(t *testing.T) {
-	rep, out := runScenario(t, "-scenario", "instance", "-known-domains", "300", "-compare-domains", "40", "-activities", "200",
-		"-audiences", "30", "-big-every", "50", "-all-every", "100", "-batch", "50", "-timeout", "30s")
+	rep, out := runScenario(t, "-scenario", "instance", "-known-domains", "200", "-compare-domains", "40", "-activities", "100",
+		"-audiences", "30", "-big-every", "50", "-all-every", "50", "-batch", "50", "-timeout", "60s")
 	ir := rep.instance
 	require.Len(t, ir.cases, 3)
 	for _, c := range ir.cases {
@@ -55,7 +55,7 @@ func TestSmokeInstance(t *testing.T) {
 // TestSmokeBacklog drains a small backlog both ways, with the bare loop
 // around each drain.
 func TestSmokeBacklog(t *testing.T) {
-	rep, out := runScenario(t, "-scenario", "backlog", "-domains", "3", "-activities", "100", "-batch", "50", "-baseline-duration", "200ms", "-timeout", "30s")
+	rep, out := runScenario(t, "-scenario", "backlog", "-domains", "3", "-activities", "100", "-batch", "50", "-baseline-duration", "200ms", "-timeout", "60s")
 	br := rep.backlog
 	require.Len(t, br.drains, 2)
 	require.Len(t, br.bare, 3)
@@ -74,7 +74,7 @@ func TestSmokeBacklog(t *testing.T) {
 // TestSmokeRestart drains a small backlog after a restart and counts the
 // log reads: every row is read at least once.
 func TestSmokeRestart(t *testing.T) {
-	rep, out := runScenario(t, "-scenario", "restart", "-domains", "50", "-activities", "200", "-recipients", "5", "-body-bytes", "512", "-timeout", "30s")
+	rep, out := runScenario(t, "-scenario", "restart", "-domains", "50", "-activities", "200", "-recipients", "5", "-body-bytes", "512", "-timeout", "60s")
 	rr := rep.restart
 	require.NoError(t, rr.incomplete)
 	require.Equal(t, int64(1000), rr.deliveries)
