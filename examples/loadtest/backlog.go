@@ -38,7 +38,7 @@ type backlogDrain struct {
 // runBacklog is the backlog scenario: o.activities activities, each to every
 // one of o.domains domains, enqueued before Start and drained, in each round
 // once addressed by explicit (personal) inboxes and once by an audience
-// resolved to the same domains' shared inboxes; the bare POST loop, with the
+// resolved to the same domains' shared inboxes (in turn first); the bare POST loop, with the
 // queue's concurrency and sender, is measured before the first drain and
 // after each, and every drain is compared with the loops around it.
 func runBacklog(ctx context.Context, o *options) (*report, error) {
@@ -55,8 +55,14 @@ func runBacklog(ctx context.Context, o *options) (*report, error) {
 	br := &backlogReport{concurrency: o.domains * o.inFlight(), deliveries: int64(o.activities * o.domains)}
 	br.bare = append(br.bare, bareLoop(ctx, in, snd, br.concurrency, o.baselineDuration, o.bodyBytes))
 	seq := 0
-	for range o.rounds {
-		for _, mode := range []string{backlogExplicit, backlogAudience} {
+	for r := range o.rounds {
+		// Alternate which mode drains first, so that neither always has
+		// the machine in the same state.
+		modes := []string{backlogExplicit, backlogAudience}
+		if r%2 == 1 {
+			modes[0], modes[1] = modes[1], modes[0]
+		}
+		for _, mode := range modes {
 			d, err := drainBacklog(ctx, o, in, snd, mode, seq)
 			if err != nil {
 				return nil, fmt.Errorf("%s backlog: %w", mode, err)
@@ -151,8 +157,11 @@ func (r *backlogReport) ratio(i int) (wall, cpu float64) {
 // the audience drain's.
 func (r *backlogReport) modeRatio() (wall, cpu float64) {
 	var ws, cs []float64
-	for i := 0; i+1 < len(r.drains); i += 2 {
+	for i := 0; i+1 < len(r.drains); i += 2 { // a round's two drains
 		e, a := r.drains[i].rate, r.drains[i+1].rate
+		if r.drains[i].mode == backlogAudience {
+			e, a = a, e
+		}
 		if a.wall > 0 && a.cpu > 0 {
 			ws, cs = append(ws, e.wall/a.wall), append(cs, e.cpu/a.cpu)
 		}

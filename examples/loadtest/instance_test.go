@@ -165,3 +165,16 @@ func TestCountingStore(t *testing.T) {
 	s := c.summary()
 	require.Equal(t, rowReads{rows: 2, total: 3, calls: 2, outside: 1, maxReads: 2}, s)
 }
+
+// The explicit/audience ratio pairs each round's drains by mode, whichever
+// drained first.
+func TestBacklogModeRatio(t *testing.T) {
+	t.Parallel()
+	r := &backlogReport{drains: []backlogDrain{
+		{mode: backlogExplicit, rate: rate{100, 10}}, {mode: backlogAudience, rate: rate{200, 20}},
+		{mode: backlogAudience, rate: rate{100, 10}}, {mode: backlogExplicit, rate: rate{50, 5}},
+	}}
+	w, c := r.modeRatio()
+	require.InDelta(t, 0.5, w, 1e-9)
+	require.InDelta(t, 0.5, c, 1e-9)
+}
