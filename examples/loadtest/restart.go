@@ -111,8 +111,13 @@ func runRestart(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	defer func() { _ = stopQueue(ctx, after) }()
+	profiled := make(chan error, 1)
+	go func() { profiled <- profileAtHalf(runCtx, in, rr.deliveries, o.memProfile) }()
 	if err := waitDeliveries(runCtx, in, rr.deliveries, nil); err != nil {
 		rr.incomplete = err
+	}
+	if err := <-profiled; err != nil && rr.incomplete == nil {
+		return nil, err
 	}
 	rr.peakHeap, _ = mem.finish()
 	rr.peakLive = mem.peakLive()
@@ -148,4 +153,23 @@ func (r *restartReport) print(p func(string, ...any), o *options) {
 	}
 	p("  heap           %s in use before the start; while draining, peak live heap %s (+%s), peak in use %s; growth %s the bound WindowBytes + 20 KiB a domain = %s",
 		mib(r.heapBefore), mib(r.peakLive), mib(growth), mib(r.peakHeap), verdict, mib(r.heapBound()))
+	p("                 the growth includes both ends of the connections (up to -max-conns %d, bufio buffers of about 8 KiB a direction an end) and, with the memory store, its copies of the rows it returns; -memprofile shows the split", o.maxConns)
+}
+
+// profileAtHalf writes the heap profile to path ("" for none) once half of
+// want deliveries have arrived: the drain's memory, not what is left after.
+func profileAtHalf(ctx context.Context, in *inboxes, want int64, path string) error {
+	if path == "" {
+		return nil
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for in.rec.unique.Load() < want/2 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return writeHeapProfile(path)
 }
