@@ -153,6 +153,19 @@ func (r *backlogReport) ratio(i int) (wall, cpu float64) {
 	return wall, cpu
 }
 
+// bareRatio is the median over the rounds of mode's drain rate over the
+// bare loops around it.
+func (r *backlogReport) bareRatio(mode string) (wall, cpu float64) {
+	var ws, cs []float64
+	for i, d := range r.drains {
+		if d.mode == mode {
+			w, c := r.ratio(i)
+			ws, cs = append(ws, w), append(cs, c)
+		}
+	}
+	return median(ws), median(cs)
+}
+
 // modeRatio is the median over the rounds of the explicit drain's rate over
 // the audience drain's.
 func (r *backlogReport) modeRatio() (wall, cpu float64) {
@@ -178,6 +191,10 @@ func (r *backlogReport) print(p func(string, ...any), o *options) {
 			d.mode, d.delivered, r.deliveries, d.elapsed.Round(time.Millisecond), d.rate.wall, d.rate.cpu, w, c, d.retries, d.dead)
 	}
 	p("  bare POST loop %s deliveries/s (before the first drain and after each); %d goroutines, the queue's sender", list(walls(r.bare), "%.0f"), r.concurrency)
+	for _, mode := range []string{backlogExplicit, backlogAudience} {
+		w, c := r.bareRatio(mode)
+		p("  %s/bare %.2f (per CPU-second %.2f), median of the rounds (target ≥ 0.7 memory, ≥ 0.5 PostgreSQL)", mode, w, c)
+	}
 	w, c := r.modeRatio()
 	p("  explicit/audience %.2f (per CPU-second %.2f), median of the rounds (target ≥ 0.9)", w, c)
 }

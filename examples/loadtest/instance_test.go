@@ -177,4 +177,11 @@ func TestBacklogModeRatio(t *testing.T) {
 	w, c := r.modeRatio()
 	require.InDelta(t, 0.5, w, 1e-9)
 	require.InDelta(t, 0.5, c, 1e-9)
+
+	r.bare = []rate{{100, 10}, {100, 10}, {300, 30}, {100, 10}, {100, 10}}
+	w, c = r.bareRatio(backlogExplicit) // 100/100 and 50/100
+	require.InDelta(t, 0.75, w, 1e-9)
+	require.InDelta(t, 0.75, c, 1e-9)
+	w, _ = r.bareRatio(backlogAudience) // 200/200 and 100/200
+	require.InDelta(t, 0.75, w, 1e-9)
 }
