@@ -128,8 +128,10 @@ func (w *worker) handle(r result) {
 	d.inFlight = false
 	w.inflight--
 	w.progressed = true
-	if w.sendCtx.Err() != nil {
-		// Cancelled by a stop or a lost lease: not an answer from the domain.
+	if w.sendCtx.Err() != nil && res.Outcome != sender.Delivered && res.Outcome != sender.Permanent {
+		// Cancelled by a stop or a lost lease: not an answer from the
+		// domain. An answer that came in anyway is kept, so that it is
+		// saved rather than sent again.
 		d.attempts--
 		return
 	}

@@ -45,6 +45,10 @@ type worker struct {
 	wantSkipTo atomic.Int64  // move past this ID (retention fast-forward)
 	leaseUntil atomic.Int64  // Unix nanoseconds the lease is known to hold until
 	leaseWait  atomic.Bool   // dispatching stopped for the lease: poke on renewal
+	// emptyThrough is set by the window when it wakes the worker for an
+	// activity: nothing up to the ID before it addresses the domain, so the
+	// worker skips that part of the log instead of reading it again.
+	emptyThrough atomic.Int64
 
 	// What the run goroutine publishes for Stats and the lease keeper.
 	view     atomic.Pointer[DomainStats]
@@ -283,12 +287,21 @@ func (w *worker) fill() {
 	if len(w.pending) > 0 && w.ahead()-len(w.pending) < (w.ahead()+1)/2 {
 		return
 	}
-	for {
+	w.scanned = max(w.scanned, w.emptyThrough.Load())
+	for reads := 0; ; reads++ {
 		room := w.ahead() - len(w.pending)
 		if room <= 0 {
 			return
 		}
-		entries, scanned, caughtUp, err := w.q.window.read(w.ctx, w, w.scanned, room, len(w.pending) == 0)
+		if reads == maxReadsPerStep || w.isStopping() || w.ctx.Err() != nil {
+			// Let results, requests and a stop in before reading on.
+			w.poke()
+			return
+		}
+		// Idle only once its dead letters are offered too: the renewal that
+		// moves an idle cursor must not pass a dead letter not yet saved.
+		idle := len(w.pending) == 0 && len(w.deadLetters) == 0
+		entries, scanned, caughtUp, err := w.q.window.read(w.ctx, w, w.scanned, room, idle)
 		if err != nil {
 			w.fillFailed("reading the activity log", err)
 			return
@@ -327,11 +340,15 @@ func (w *worker) fill() {
 		w.blocked = ""
 		if caughtUp {
 			w.caughtUp = true
-			w.waitingIdle = len(w.pending) == 0
+			w.waitingIdle = idle
 			return
 		}
 	}
 }
+
+// maxReadsPerStep bounds the reads of one fill, so that a domain far behind
+// still takes its results, admin requests and a stop in between.
+const maxReadsPerStep = 8
 
 // fillFailed backs off reading after an error, and says why the domain is
 // blocked in Stats.
@@ -355,10 +372,11 @@ func (w *worker) targets(e *entry) ([]string, error) {
 		for _, aud := range e.act.Audiences {
 			if w.q.resolver == nil {
 				// Enqueued by a process that has a Resolver; this one cannot
-				// find the inboxes on a domain without a known shared inbox.
-				// Record it rather than wait for ever or drop it.
+				// find the audience's inboxes on a domain without a known
+				// shared inbox. Record that rather than wait for ever or
+				// drop it, and send to the explicit inboxes.
 				w.settleUndeliverable(e, errNoResolverHere.Error())
-				return nil, nil
+				return dedupe(inboxes), nil
 			}
 			ans, err := w.q.resolver.answer(w.ctx, aud, w.domain, e.act.ID)
 			if err != nil {
