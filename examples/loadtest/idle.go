@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"runtime"
 	"time"
-
-	"github.com/apqueue/apqueue/queue"
-	"github.com/apqueue/apqueue/sender"
 )
 
 // idleMemory is what o.domains idle domains cost one process.
@@ -45,20 +42,12 @@ func (m *idleMemory) corePercent(d time.Duration) float64 {
 func runIdle(ctx context.Context, o *options) (*report, error) {
 	m := &idleMemory{domains: o.domains}
 	m.heapStart, _ = gcMemory()
-	be, st, err := openStore(ctx, o)
+	sa, err := openStandalone(ctx, o, 0) // nothing to deliver
 	if err != nil {
 		return nil, err
 	}
-	defer be.close()
-	snd, err := sender.NewHTTP(nil) // never called: nothing to deliver
-	if err != nil {
-		return nil, err
-	}
-	defer snd.Close()
-	q, err := queue.New(st, snd, queueConfig(queueSettings{Verbose: o.verbose}, nil, nil))
-	if err != nil {
-		return nil, err
-	}
+	defer sa.close()
+	q := sa.q
 	names := make([]string, 0, 1000)
 	for i := range o.domains {
 		names = append(names, fmt.Sprintf("idle-%05d.example", i))
@@ -104,7 +93,7 @@ func runIdle(ctx context.Context, o *options) (*report, error) {
 	if o.idleWindow > 0 {
 		var db *dbCPU
 		if o.store == "postgres" {
-			db, m.dbCPUErr = startDBCPU(ctx, be)
+			db, m.dbCPUErr = startDBCPU(ctx, sa.be)
 		}
 		start, cpu := time.Now(), cpuTime()
 		select {

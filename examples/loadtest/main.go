@@ -19,7 +19,8 @@
 //
 //	go run ./examples/loadtest -domains 100 -activities 1000                  # queue/bare, memory store
 //	go run ./examples/loadtest -domains 100 -activities 1000 -store postgres  # queue/bare and statements/delivery
-//	go run ./examples/loadtest -sign -domains 10 -activities 500              # signed/raw-sign
+//	go run ./examples/loadtest -sign -domains 10 -activities 500              # signed/raw-sign (draft-cavage)
+//	go run ./examples/loadtest -sign -sign-scheme rfc9421 -domains 10 -activities 500 # signed/raw-sign (RFC 9421)
 //	go run ./examples/loadtest -scenario latency                              # idle enqueue-to-delivery, in-process
 //	go run ./examples/loadtest -scenario latency -store postgres -worker-mode exec   # from another process
 //	go run ./examples/loadtest -store postgres -domains 100 -activities 1000 -baseline=false \
@@ -28,6 +29,8 @@
 //	go run ./examples/loadtest -scenario fanout -store postgres               # Enqueue cost: audience to 1 vs 1,000 domains
 //	go run ./examples/loadtest -scenario enqueue -store postgres              # batch enqueue rate
 //	go run ./examples/loadtest -scenario idle                                 # heap and CPU per idle domain, 20,000 domains
+//	go run ./examples/loadtest -scenario txenqueue [-db-latency 25ms]         # EnqueueTx's cost in a caller's transaction
+//	go run ./examples/loadtest -scenario append                               # single-activity Enqueue, 8 callers vs 1
 //	go run ./examples/loadtest -scenario instance [-store postgres]           # 20,000 known domains vs 100: CPU per delivery, resolver calls
 //	go run ./examples/loadtest -scenario backlog [-store postgres]            # backlog drain: explicit inboxes vs audience vs bare loop
 //	go run ./examples/loadtest -scenario restart [-store postgres]            # 1,000 domains behind: log reads per row, heap
@@ -111,6 +114,10 @@ func run(ctx context.Context, o *options) (*report, error) {
 		rep, err = runBacklog(ctx, o)
 	case scenarioRestart:
 		rep, err = runRestart(ctx, o)
+	case scenarioTxEnqueue:
+		rep, err = runTxEnqueue(ctx, o)
+	case scenarioAppend:
+		rep, err = runAppendScaling(ctx, o)
 	default:
 		rep, err = runDeliveries(ctx, o)
 	}

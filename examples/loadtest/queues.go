@@ -27,6 +27,7 @@ type queueSettings struct {
 	BackoffMin  time.Duration `json:"backoff_min"`
 	WindowBytes int           `json:"window_bytes"`
 	Sign        bool          `json:"sign"`
+	SignScheme  string        `json:"sign_scheme"`
 	KeyPEM      []byte        `json:"key_pem"`
 	Verbose     bool          `json:"verbose"`
 }
@@ -43,10 +44,10 @@ func newKey() (*rsa.PrivateKey, []byte, error) {
 
 // newSender builds the HTTP sender the queue and the bare loop share: the
 // one queue.New would build (sender defaults, loopback allowed), signing
-// with the actor's key when s.Sign is set, and with base's Resolver and
-// MaxIdleConns (zero: the defaults). Idle connections per host are raised
-// to MaxInFlight when that is above the default, so that connections are
-// reused rather than re-dialled.
+// with the actor's key when s.Sign is set, in s.SignScheme only, and with
+// base's Resolver and MaxIdleConns (zero: the defaults). Idle connections
+// per host are raised to MaxInFlight when that is above the default, so
+// that connections are reused rather than re-dialled.
 func newSender(s queueSettings, base sender.HTTPConfig) (*sender.HTTP, error) {
 	cfg := &sender.HTTPConfig{AllowLoopback: true, Resolver: base.Resolver, MaxIdleConns: base.MaxIdleConns}
 	if s.MaxInFlight > sender.MaxIdleConnsPerHostDefault {
@@ -62,6 +63,10 @@ func newSender(s queueSettings, base sender.HTTPConfig) (*sender.HTTP, error) {
 			return nil, err
 		}
 		cfg.Signer = sig
+		cfg.SignaturePolicy = sender.CavageOnly
+		if signer.Scheme(s.SignScheme) == signer.RFC9421 {
+			cfg.SignaturePolicy = sender.RFC9421Only
+		}
 	}
 	return sender.NewHTTP(cfg)
 }

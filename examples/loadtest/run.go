@@ -22,7 +22,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	settings := o.queueSettings()
-	settings.Sign, settings.KeyPEM = o.sign, keyPEM
+	settings.Sign, settings.SignScheme, settings.KeyPEM = o.sign, o.signScheme, keyPEM
 	icfg := inboxConfig{latency: o.inboxLatency, failRate: o.failRate, retryAfter: o.retryAfter}
 	if o.sign {
 		icfg.verify = &key.PublicKey
@@ -99,6 +99,13 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		producer = queues[0]
 	}
 
+	prod := enqueuer{q: producer}
+	if o.enqueueTx {
+		// Any store on the run's schema binds the transaction; its commit
+		// watcher numbers the activities.
+		prod.st, prod.pool = be.stores[len(be.stores)-1], be.pools[len(be.pools)-1]
+	}
+
 	stopProfile, err := startCPUProfile(o.cpuProfile)
 	if err != nil {
 		return nil, err
@@ -158,7 +165,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		if o.dbAlternate {
 			be.proxy.setRTT(dbLatencyOfRound(o, r))
 		}
-		rd, err := deliverRound(runCtx, o, r, producer, in, statements, cpu, children != nil)
+		rd, err := deliverRound(runCtx, o, r, prod, in, statements, cpu, children != nil)
 		if err != nil {
 			return nil, err
 		}
