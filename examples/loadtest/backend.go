@@ -77,7 +77,7 @@ func openBackend(ctx context.Context, o *options, logger *slog.Logger) (*backend
 		b.proxy = p
 	}
 	// Migrate directly, not through the proxy: set-up is not measured.
-	pool, err := newPool(ctx, o.databaseURL, "", 2)
+	pool, err := newPool(ctx, o.databaseURL, "", "", 2)
 	if err != nil {
 		b.close()
 		return nil, err
@@ -93,6 +93,21 @@ func openBackend(ctx context.Context, o *options, logger *slog.Logger) (*backend
 		return nil, fmt.Errorf("migrate schema %s: %w", b.schema, err)
 	}
 	return b, nil
+}
+
+// openStore opens the run's backend and the store of its first queue;
+// closing the backend closes the store.
+func openStore(ctx context.Context, o *options) (*backend, store.Store, error) {
+	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := be.newStore(ctx)
+	if err != nil {
+		be.close()
+		return nil, nil, err
+	}
+	return be, st, nil
 }
 
 // proxyAddr is the latency proxy's address, "" without one.
@@ -111,7 +126,9 @@ func (b *backend) newStore(ctx context.Context) (store.Store, error) {
 	if b.kind == "sqlite" {
 		return b.newSQLiteStore()
 	}
-	pool, err := newPool(ctx, b.url, b.proxyAddr(), int32(b.conns))
+	// The connections are named after the schema, so that the database's
+	// CPU for this run can be told apart (see dbcpu.go).
+	pool, err := newPool(ctx, b.url, b.proxyAddr(), b.schema, int32(b.conns))
 	if err != nil {
 		return nil, err
 	}
@@ -163,8 +180,9 @@ func (b *backend) close() {
 }
 
 // newPool connects a pool of at most conns connections to url, or to
-// proxyAddr instead of url's host when set.
-func newPool(ctx context.Context, url, proxyAddr string, conns int32) (*pgxpool.Pool, error) {
+// proxyAddr instead of url's host when set, named appName in
+// pg_stat_activity.
+func newPool(ctx context.Context, url, proxyAddr, appName string, conns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database URL: %w", err)
@@ -178,6 +196,10 @@ func newPool(ctx context.Context, url, proxyAddr string, conns int32) (*pgxpool.
 		cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Fallbacks = host, uint16(p), nil
 	}
 	cfg.MaxConns = conns
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = appName
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/sender"
 )
 
 // With -worker-mode exec, each worker is this program re-executed with the
@@ -187,7 +188,7 @@ func runChild(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	snd, err := newSender(cfg.Queue)
+	snd, err := newSender(cfg.Queue, sender.HTTPConfig{})
 	if err != nil {
 		return err
 	}

@@ -18,11 +18,27 @@ type idleMemory struct {
 	stackBefore, stackRunning uint64
 	goroutines                int
 	leaseWait                 time.Duration
+	// cpu is the CPU time this process used over window, once every lease
+	// was taken and the start-up settled, with nothing enqueued.
+	cpu, window time.Duration
+	// dbCPU is the database backends' CPU over the same window (PostgreSQL
+	// on this machine), dbCPUErr why it was not measured.
+	dbCPU    time.Duration
+	dbCPUErr error
+}
+
+// corePercent is CPU time d over the idle window, in percent of one core.
+func (m *idleMemory) corePercent(d time.Duration) float64 {
+	if m.window <= 0 {
+		return 0
+	}
+	return 100 * d.Seconds() / m.window.Seconds()
 }
 
 // runIdle registers o.domains domains with nothing to deliver, starts one
 // queue, waits until it holds every domain's lease (a worker per domain),
-// and measures heap and stacks after a GC.
+// measures heap and stacks after a GC, then the CPU the process uses over
+// o.idleWindow with nothing enqueued (lease renewals, checkpoints, polls).
 func runIdle(ctx context.Context, o *options) (*report, error) {
 	m := &idleMemory{domains: o.domains}
 	m.heapStart, _ = gcMemory()
@@ -47,11 +63,7 @@ func runIdle(ctx context.Context, o *options) (*report, error) {
 	if err := q.Start(ctx); err != nil {
 		return nil, err
 	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		_ = q.Stop(stopCtx)
-	}()
+	defer func() { _ = stopQueue(ctx, q) }()
 	waitCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	for {
@@ -78,6 +90,22 @@ func runIdle(ctx context.Context, o *options) (*report, error) {
 	time.Sleep(time.Second) // let start-up reads and the first checkpoint finish
 	m.heapRunning, m.stackRunning = gcMemory()
 	m.goroutines = runtime.NumGoroutine()
+	if o.idleWindow > 0 {
+		var db *dbCPU
+		if o.store == "postgres" {
+			db, m.dbCPUErr = startDBCPU(ctx, sa.be)
+		}
+		start, cpu := time.Now(), cpuTime()
+		select {
+		case <-time.After(o.idleWindow):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		m.cpu, m.window = cpuTime()-cpu, time.Since(start)
+		if db != nil {
+			m.dbCPU, m.dbCPUErr = db.since(ctx)
+		}
+	}
 	return &report{scenario: o.scenario, opts: o, idle: m}, nil
 }
 

@@ -35,6 +35,9 @@ type inboxes struct {
 	domains []string // "127.0.0.1:port"
 	servers []*http.Server
 	rec     *recorder
+	// byHost maps each domain's Host header to its index when the domains
+	// share servers (startVirtualInboxes); nil when each has its own.
+	byHost map[string]int
 	// bareAccepted counts the bare POST loop's accepted requests, which
 	// are told apart by an enqueue time of zero.
 	bareAccepted atomic.Int64
@@ -44,25 +47,69 @@ type inboxes struct {
 func startInboxes(n int, cfg inboxConfig) (*inboxes, error) {
 	in := &inboxes{cfg: cfg, rec: newRecorder(n)}
 	for i := range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := in.listen(in.handler(i))
 		if err != nil {
 			in.close()
 			return nil, fmt.Errorf("inbox %d: %w", i, err)
 		}
-		// IdleTimeout outlasts the sender's idle connections (90 s), so that
-		// the server does not close a kept-alive connection the client is
-		// about to reuse (the client would see EOF and retry). Without it,
-		// ReadHeaderTimeout would also bound idle connections.
-		srv := &http.Server{Handler: in.handler(i), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		in.domains = append(in.domains, ln.Addr().String())
-		in.servers = append(in.servers, srv)
-		in.wg.Add(1)
-		go func() {
-			defer in.wg.Done()
-			_ = srv.Serve(ln)
-		}()
 	}
 	return in, nil
+}
+
+// startVirtualInboxes serves n domains named dNNNNN.instance.test:port
+// from only servers loopback servers (domain i on server i mod servers), for
+// a sender whose resolver answers every name with 127.0.0.1 (see
+// internal/fakedns): a server that knows tens of thousands of domains,
+// without a listening socket for each.
+func startVirtualInboxes(n, servers int, cfg inboxConfig) (*inboxes, error) {
+	in := &inboxes{cfg: cfg, rec: newRecorder(n), byHost: make(map[string]int, n)}
+	ports := make([]int, 0, servers)
+	for i := range servers {
+		ln, err := in.listen(http.HandlerFunc(in.serveVirtual))
+		if err != nil {
+			in.close()
+			return nil, fmt.Errorf("inbox server %d: %w", i, err)
+		}
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for i := range n {
+		d := fmt.Sprintf("d%05d.instance.test:%d", i, ports[i%servers])
+		in.domains = append(in.domains, d)
+		in.byHost[d] = i
+	}
+	return in, nil
+}
+
+// listen starts a loopback server with handler h.
+func (in *inboxes) listen(h http.Handler) (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	// IdleTimeout outlasts the sender's idle connections (90 s), so that
+	// the server does not close a kept-alive connection the client is
+	// about to reuse (the client would see EOF and retry). Without it,
+	// ReadHeaderTimeout would also bound idle connections.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	in.servers = append(in.servers, srv)
+	in.wg.Add(1)
+	go func() {
+		defer in.wg.Done()
+		_ = srv.Serve(ln)
+	}()
+	return ln, nil
+}
+
+// serveVirtual serves the domain the request's Host names.
+func (in *inboxes) serveVirtual(w http.ResponseWriter, r *http.Request) {
+	dom, ok := in.byHost[r.Host]
+	if !ok {
+		in.rec.rejected.Add(1)
+		http.Error(w, "unknown domain", http.StatusNotFound)
+		return
+	}
+	in.serve(w, r, dom)
 }
 
 // inbox is the personal inbox URL on domain i; sharedInbox its shared inbox.
@@ -80,57 +127,60 @@ func (in *inboxes) close() {
 // zero) get the same latency, failures and signature check as the queue's,
 // and are counted apart.
 func (in *inboxes) handler(dom int) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 2<<20))
-		seq, enqueued, ok := parseMarks(body)
-		if err != nil || r.Method != http.MethodPost || !ok {
-			in.rec.rejected.Add(1)
-			http.Error(w, "not a load test delivery", http.StatusBadRequest)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { in.serve(w, r, dom) })
+}
+
+// serve answers one request to domain dom.
+func (in *inboxes) serve(w http.ResponseWriter, r *http.Request, dom int) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 2<<20))
+	seq, enqueued, ok := parseMarks(body)
+	if err != nil || r.Method != http.MethodPost || !ok {
+		in.rec.rejected.Add(1)
+		http.Error(w, "not a load test delivery", http.StatusBadRequest)
+		return
+	}
+	bare := enqueued == 0
+	if !bare {
+		in.rec.requests.Add(1)
+	}
+	if d := in.cfg.latency; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
 			return
 		}
-		bare := enqueued == 0
+	}
+	if in.cfg.failRate > 0 && rand.Float64() < in.cfg.failRate {
 		if !bare {
-			in.rec.requests.Add(1)
+			in.rec.failed.Add(1)
 		}
-		if d := in.cfg.latency; d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-				return
-			}
+		if in.cfg.retryAfter != "" {
+			w.Header().Set("Retry-After", in.cfg.retryAfter)
 		}
-		if in.cfg.failRate > 0 && rand.Float64() < in.cfg.failRate {
-			if !bare {
-				in.rec.failed.Add(1)
-			}
-			if in.cfg.retryAfter != "" {
-				w.Header().Set("Retry-After", in.cfg.retryAfter)
-			}
-			http.Error(w, "scheduled failure", http.StatusServiceUnavailable)
+		http.Error(w, "scheduled failure", http.StatusServiceUnavailable)
+		return
+	}
+	if key := in.cfg.verify; key != nil {
+		var err error
+		if r.Header.Get("Signature-Input") != "" {
+			_, err = httpsigverify.VerifyRFC9421(r, body, func(string) (crypto.PublicKey, error) { return key, nil }, nil)
+		} else {
+			_, err = httpsigverify.Verify(r, body, func(string) (*rsa.PublicKey, error) { return key, nil }, nil)
+		}
+		if err != nil {
+			in.rec.rejected.Add(1)
+			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}
-		if key := in.cfg.verify; key != nil {
-			var err error
-			if r.Header.Get("Signature-Input") != "" {
-				_, err = httpsigverify.VerifyRFC9421(r, body, func(string) (crypto.PublicKey, error) { return key, nil }, nil)
-			} else {
-				_, err = httpsigverify.Verify(r, body, func(string) (*rsa.PublicKey, error) { return key, nil }, nil)
-			}
-			if err != nil {
-				in.rec.rejected.Add(1)
-				http.Error(w, err.Error(), http.StatusUnauthorized)
-				return
-			}
-		}
-		if bare {
-			in.bareAccepted.Add(1)
-		} else {
-			in.rec.accept(dom, seq, time.Now(), enqueued)
-		}
-		w.WriteHeader(http.StatusAccepted)
-	})
+	}
+	if bare {
+		in.bareAccepted.Add(1)
+	} else {
+		in.rec.accept(dom, seq, time.Now(), enqueued)
+	}
+	w.WriteHeader(http.StatusAccepted)
 }
 
 // recorder counts accepted deliveries per domain, duplicates, and the

@@ -30,9 +30,22 @@
 //	go run ./examples/loadtest -scenario enqueue -store postgres              # batch enqueue rate
 //	go run ./examples/loadtest -scenario enqueue -store sqlite -tx -batch 1 -activities 5000  # a transaction per activity
 //	go run ./examples/loadtest -domains 100 -activities 1000 -store sqlite    # SQLite: queue/bare and statements/delivery
-//	go run ./examples/loadtest -scenario idle                                 # heap per idle domain, 10,000 domains
+//	go run ./examples/loadtest -scenario idle                                 # heap and CPU per idle domain, 20,000 domains
 //	go run ./examples/loadtest -scenario txenqueue [-db-latency 25ms]         # EnqueueTx's cost in a caller's transaction
 //	go run ./examples/loadtest -scenario append                               # single-activity Enqueue, 8 callers vs 1
+//	go run ./examples/loadtest -scenario instance [-store postgres]           # 20,000 known domains vs 100: CPU per delivery, resolver calls
+//	go run ./examples/loadtest -scenario backlog [-store postgres]            # backlog drain: explicit inboxes vs audience vs bare loop
+//	go run ./examples/loadtest -scenario restart [-store postgres]            # 1,000 domains behind: log reads per row, heap
+//
+// The instance and restart scenarios name their domains dNNNNN.instance.test
+// with the port of one of -inbox-servers loopback servers, and give the
+// sender a resolver (internal/fakedns) that answers every name with
+// 127.0.0.1: tens of thousands of domains without a listening socket each.
+// The inboxes and the sender share this process, so each connection costs
+// two descriptors: those scenarios keep at most -max-conns requests in
+// flight across all domains (a wrapper around the sender; the report says
+// how many sends waited) and as many idle connections, and raise the
+// open-file limit where they may.
 //
 // -store sqlite runs on a new file in a temporary directory (or -db), with
 // a *sql.DB of its own per queue. -store postgres reads -database-url (default $TEST_DATABASE_URL), creates a
@@ -98,6 +111,12 @@ func run(ctx context.Context, o *options) (*report, error) {
 		rep, err = runEnqueueRate(ctx, o)
 	case scenarioIdle:
 		rep, err = runIdle(ctx, o)
+	case scenarioInstance:
+		rep, err = runInstance(ctx, o)
+	case scenarioBacklog:
+		rep, err = runBacklog(ctx, o)
+	case scenarioRestart:
+		rep, err = runRestart(ctx, o)
 	case scenarioTxEnqueue:
 		rep, err = runTxEnqueue(ctx, o)
 	case scenarioAppend:

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/apqueue/apqueue/queue"
 )
 
 // options are the load generator's settings, from flags and a scenario.
@@ -51,6 +53,18 @@ type options struct {
 	baselineDuration time.Duration
 	enqueuers        int
 
+	// The many-domain scenarios (instance, backlog, restart, idle).
+	knownDomains   int
+	compareDomains int
+	inboxServers   int
+	maxConns       int
+	audiences      int
+	bigEvery       int
+	allEvery       int
+	seed           uint64
+	windowBytes    int
+	idleWindow     time.Duration
+
 	timeout    time.Duration
 	verbose    bool
 	cpuProfile string
@@ -69,6 +83,9 @@ const (
 	scenarioFanout     = "fanout"
 	scenarioEnqueue    = "enqueue"
 	scenarioIdle       = "idle"
+	scenarioInstance   = "instance"
+	scenarioBacklog    = "backlog"
+	scenarioRestart    = "restart"
 	scenarioTxEnqueue  = "txenqueue"
 	scenarioAppend     = "append"
 )
@@ -106,8 +123,20 @@ var scenarios = map[string]struct {
 		set: map[string]string{"domains": "1", "activities": "50000", "batch": "100"},
 	},
 	scenarioIdle: {
-		doc: "heap and stack per idle domain with -domains domains leased and nothing to deliver",
-		set: map[string]string{"domains": "10000"},
+		doc: "heap and stack per idle domain with -domains domains leased and nothing to deliver, and the CPU they use over -idle-window",
+		set: map[string]string{"domains": "20000"},
+	},
+	scenarioInstance: {
+		doc: "a server knowing -known-domains domains (registered at start with shared inboxes, served by -inbox-servers loopback servers through a fake DNS): a realistic mix of -activities (Zipf-followed audiences of 1–50 domains, every -big-every-th from a big account on 2,000 domains, every -all-every-th to AllDomains, a tenth direct messages), then a mix confined to the -compare-domains most followed domains with -known-domains and with -compare-domains known; deliveries/s, CPU per 1,000 deliveries, resolver calls, heap, and the CPU ratio",
+		set: map[string]string{"activities": "3000"},
+	},
+	scenarioBacklog: {
+		doc: "a backlog of -activities to all -domains enqueued before Start and drained, once by explicit inboxes and once by audience (the same shared inboxes), with the bare POST loop around each; drain rates and their ratios",
+		set: map[string]string{"domains": "100", "activities": "1000"},
+	},
+	scenarioRestart: {
+		doc: "restart with -domains domains behind: a backlog of -activities (-recipients domains each, -body-bytes) enqueued while no queue runs, drained by a new queue; how often each log row is read from the store, and heap against -window-bytes + 20 KiB per domain",
+		set: map[string]string{"domains": "1000", "activities": "5000", "recipients": "5", "body-bytes": "4096", "window-bytes": "4194304"},
 	},
 	scenarioTxEnqueue: {
 		doc: "-enqueuers callers running BEGIN; INSERT; EnqueueTx; COMMIT vs the same without EnqueueTx, same pool, -rounds of -baseline-duration each (postgres)",
@@ -124,7 +153,7 @@ var scenarios = map[string]struct {
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
-	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue, idle, txenqueue or append (flags given override it)")
+	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue, idle, txenqueue, append, instance, backlog or restart (flags given override it)")
 
 	fs.IntVar(&o.domains, "domains", 10, "number of remote domains, each a loopback inbox server on its own port")
 	fs.IntVar(&o.activities, "activities", 2000, "activities to enqueue")
@@ -163,16 +192,27 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.baselineDuration, "baseline-duration", 3*time.Second, "how long each baseline measurement runs")
 	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines enqueueing in the enqueue, txenqueue and append scenarios")
 
+	fs.IntVar(&o.knownDomains, "known-domains", 20000, "instance scenario: remote domains the server knows, registered with their shared inboxes at start")
+	fs.IntVar(&o.compareDomains, "compare-domains", 100, "instance scenario: the comparison workload draws from this many most followed domains and runs with -known-domains and with this many known; 0: no comparison")
+	fs.IntVar(&o.inboxServers, "inbox-servers", 8, "instance and restart scenarios: loopback servers the domains are spread over (domain names resolve to 127.0.0.1 through a DNS server in this program)")
+	fs.IntVar(&o.maxConns, "max-conns", 2000, "instance and restart scenarios: requests in flight across all domains, and idle connections kept, at most: the inboxes share this process, and a connection to each of 20,000 domains at once would exceed a common open-file limit")
+	fs.IntVar(&o.audiences, "audiences", 1000, "instance scenario: followers collections (audiences) the activities come from")
+	fs.IntVar(&o.bigEvery, "big-every", 200, "instance scenario: every this many activities, one from a big account followed on 2,000 domains; 0: none")
+	fs.IntVar(&o.allEvery, "all-every", 1500, "instance scenario: every this many activities, one to AllDomains; 0: none")
+	fs.Uint64Var(&o.seed, "seed", 1, "instance scenario: seed of the workload (audiences, followers, the mix)")
+	fs.IntVar(&o.windowBytes, "window-bytes", 0, "queue.Config.WindowBytes; 0: the queue's default")
+	fs.DurationVar(&o.idleWindow, "idle-window", 10*time.Second, "idle scenario: how long the CPU of the idle domains is measured")
+
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "the run gives up (and reports what is missing) after this long")
 	fs.BoolVar(&o.verbose, "v", false, "log the queue's warnings and summaries to stderr")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the queue phase (baselines excluded) to this file")
-	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile, taken when every delivery has arrived, to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile, taken when every delivery has arrived (restart scenario: half of them), to this file")
 	fs.BoolVar(&o.child, "child", false, "internal: run as a worker process of another load generator")
 
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintln(out, "usage: loadtest [flags]\n\nscenarios (-scenario):")
-		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioTxEnqueue, scenarioAppend} {
+		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioTxEnqueue, scenarioAppend, scenarioInstance, scenarioBacklog, scenarioRestart} {
 			fmt.Fprintf(out, "  %-11s %s\n", name, scenarios[name].doc)
 		}
 		fmt.Fprintln(out, "\nflags:")
@@ -255,6 +295,22 @@ func (o *options) validate() error {
 		return errors.New("-new-domains works with -fanout inboxes only: audiences and AllDomains reach known domains")
 	case o.recipients > 0 && o.fanout != fanoutInboxes:
 		return errors.New("-recipients works with -fanout inboxes only")
+	case o.knownDomains < 1:
+		return errors.New("-known-domains must be at least 1")
+	case o.compareDomains < 0 || o.compareDomains > o.knownDomains:
+		return errors.New("-compare-domains must be in [0, -known-domains]")
+	case o.inboxServers < 1:
+		return errors.New("-inbox-servers must be at least 1")
+	case o.maxConns < 1:
+		return errors.New("-max-conns must be at least 1")
+	case o.audiences < 1:
+		return errors.New("-audiences must be at least 1")
+	case o.bigEvery < 0 || o.allEvery < 0:
+		return errors.New("-big-every and -all-every must not be negative")
+	case o.windowBytes < 0:
+		return errors.New("-window-bytes must not be negative")
+	case o.idleWindow < 0:
+		return errors.New("-idle-window must not be negative")
 	}
 	return nil
 }
@@ -265,4 +321,17 @@ func (o *options) recipientsPerActivity() int {
 		return o.recipients
 	}
 	return o.domains
+}
+
+// queueSettings is the queue configuration the flags set.
+func (o *options) queueSettings() queueSettings {
+	return queueSettings{MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint, BackoffMin: o.backoffMin, WindowBytes: o.windowBytes, Verbose: o.verbose}
+}
+
+// inFlight is the queue's in-flight limit per domain that the flags give.
+func (o *options) inFlight() int {
+	if o.maxInFlight == 0 {
+		return queue.MaxInFlightPerDomainDefault
+	}
+	return o.maxInFlight
 }

@@ -25,6 +25,7 @@ type queueSettings struct {
 	MaxInFlight int           `json:"max_inflight"`
 	Checkpoint  time.Duration `json:"checkpoint"`
 	BackoffMin  time.Duration `json:"backoff_min"`
+	WindowBytes int           `json:"window_bytes"`
 	Sign        bool          `json:"sign"`
 	SignScheme  string        `json:"sign_scheme"`
 	KeyPEM      []byte        `json:"key_pem"`
@@ -43,11 +44,12 @@ func newKey() (*rsa.PrivateKey, []byte, error) {
 
 // newSender builds the HTTP sender the queue and the bare loop share: the
 // one queue.New would build (sender defaults, loopback allowed), signing
-// with the actor's key when s.Sign is set, in s.SignScheme only. Idle connections per host are
-// raised to MaxInFlight when that is above the default, so that connections
-// are reused rather than re-dialled.
-func newSender(s queueSettings) (*sender.HTTP, error) {
-	cfg := &sender.HTTPConfig{AllowLoopback: true}
+// with the actor's key when s.Sign is set, in s.SignScheme only, and with
+// base's Resolver and MaxIdleConns (zero: the defaults). Idle connections
+// per host are raised to MaxInFlight when that is above the default, so
+// that connections are reused rather than re-dialled.
+func newSender(s queueSettings, base sender.HTTPConfig) (*sender.HTTP, error) {
+	cfg := &sender.HTTPConfig{AllowLoopback: true, Resolver: base.Resolver, MaxIdleConns: base.MaxIdleConns}
 	if s.MaxInFlight > sender.MaxIdleConnsPerHostDefault {
 		cfg.MaxIdleConnsPerHost = s.MaxInFlight
 	}
@@ -126,12 +128,21 @@ func queueConfig(s queueSettings, resolver queue.Resolver, obs queue.Observer) *
 		MaxInFlightPerDomain: s.MaxInFlight,
 		CheckpointInterval:   s.Checkpoint,
 		BackoffMin:           s.BackoffMin,
+		WindowBytes:          s.WindowBytes,
 		AllowHTTP:            true, // the inboxes are plain http on loopback
 		Resolver:             resolver,
 		Observer:             obs,
 		SummaryInterval:      summary,
 		Logger:               newLogger(s.Verbose),
 	}
+}
+
+// stopQueue stops q gracefully, allowing a minute even when ctx has ended
+// (a run stopped by its timeout still stops its queues).
+func stopQueue(ctx context.Context, q *queue.Queue) error {
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	return q.Stop(stopCtx)
 }
 
 // newLogger logs errors to stderr, and with verbose also the queue's

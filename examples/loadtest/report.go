@@ -42,6 +42,9 @@ type report struct {
 
 	fanout   []fanoutRow
 	idle     *idleMemory
+	instance *instanceReport
+	backlog  *backlogReport
+	restart  *restartReport
 	contrast *contrast
 }
 
@@ -184,6 +187,12 @@ func (r *report) print(w io.Writer) {
 		r.printFanout(p)
 	case r.idle != nil:
 		r.printIdle(p)
+	case r.instance != nil:
+		r.instance.print(p, o)
+	case r.backlog != nil:
+		r.backlog.print(p, o)
+	case r.restart != nil:
+		r.restart.print(p, o)
 	case r.contrast != nil:
 		r.printContrast(p)
 	case r.scenario == scenarioEnqueue:
@@ -330,6 +339,16 @@ func (r *report) printIdle(p func(string, ...any)) {
 	p("  per domain     %.1f KiB heap in total, %.1f KiB of it the queue's; %.1f KiB of goroutine stack; %d goroutines",
 		float64(m.heapRunning-m.heapStart)/n/1024, float64(int64(m.heapRunning)-int64(m.heapStored))/n/1024,
 		float64(int64(m.stackRunning)-int64(m.stackBefore))/n/1024, m.goroutines)
+	if m.window > 0 {
+		p("  idle CPU       %.2f%% of one core over %s with nothing enqueued (%s of CPU, this process)",
+			m.corePercent(m.cpu), m.window.Round(time.Millisecond), m.cpu.Round(time.Millisecond))
+		if m.dbCPU > 0 {
+			p("  database CPU   %.2f%% of one core (%s, this run's PostgreSQL backends); %.2f%% with this process's",
+				m.corePercent(m.dbCPU), m.dbCPU.Round(time.Millisecond), m.corePercent(m.cpu+m.dbCPU))
+		} else if m.dbCPUErr != nil {
+			p("  database CPU   not measured: %v", m.dbCPUErr)
+		}
+	}
 }
 
 func (r *report) printEnqueue(p func(string, ...any)) {

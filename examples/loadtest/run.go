@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/store"
 )
 
@@ -20,7 +21,8 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	settings := queueSettings{MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint, BackoffMin: o.backoffMin, Sign: o.sign, SignScheme: o.signScheme, KeyPEM: keyPEM, Verbose: o.verbose}
+	settings := o.queueSettings()
+	settings.Sign, settings.SignScheme, settings.KeyPEM = o.sign, o.signScheme, keyPEM
 	icfg := inboxConfig{latency: o.inboxLatency, failRate: o.failRate, retryAfter: o.retryAfter}
 	if o.sign {
 		icfg.verify = &key.PublicKey
@@ -36,17 +38,13 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	defer be.close()
-	snd, err := newSender(settings)
+	snd, err := newSender(settings, sender.HTTPConfig{})
 	if err != nil {
 		return nil, err
 	}
 	defer snd.Close()
 
-	inflight := o.maxInFlight
-	if inflight == 0 {
-		inflight = queue.MaxInFlightPerDomainDefault
-	}
-	rep.concurrency = min(o.domains, o.recipientsPerActivity()*o.activities) * inflight
+	rep.concurrency = min(o.domains, o.recipientsPerActivity()*o.activities) * o.inFlight()
 	// The baselines run before and after the queue, and their means are
 	// compared with it, so that a change in the machine's load during the
 	// run (other processes) shows as a spread rather than a skewed ratio.
