@@ -9,8 +9,11 @@
 // caught-up domain of the process), sends what is addressed to its domain
 // with up to Config.MaxInFlightPerDomain requests in flight, and advances
 // the cursor over contiguous settled IDs. Two activities with the same
-// ordering key (by default the activity's object) are never in flight to one
-// domain at once, so a Delete never overtakes its Create.
+// ordering key are never in flight to one domain at once, so a Delete never
+// overtakes its Create nor an Undo what it undoes. By default the key is
+// derived from the body so that an activity and every Undo, Accept, Reject,
+// Update or Delete that embeds it or its object share one (see
+// Activity.OrderingKey).
 //
 // A failing domain is retried with exponential backoff and jitter, one
 // request at a time, honouring Retry-After up to Config.BackoffMax; it never
