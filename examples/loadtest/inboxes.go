@@ -22,6 +22,11 @@ type inboxConfig struct {
 	// verify, when set, is the public key every request's signature must
 	// verify with; requests that do not are answered 401.
 	verify *rsa.PublicKey
+	// faults, indexed by domain, make some inboxes misbehave (the faults
+	// scenario); a nil entry, or none, is a healthy inbox.
+	faults []*inboxFault
+	// perDomain records each domain's latency and duplicates apart.
+	perDomain bool
 }
 
 // inboxes are one HTTP server per remote domain, each on its own loopback
@@ -41,6 +46,9 @@ type inboxes struct {
 
 func startInboxes(n int, cfg inboxConfig) (*inboxes, error) {
 	in := &inboxes{cfg: cfg, rec: newRecorder(n)}
+	if cfg.perDomain {
+		in.rec.perDomain = make([]domainLag, n)
+	}
 	for i := range n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -99,6 +107,16 @@ func (in *inboxes) handler(dom int) http.Handler {
 				return
 			}
 		}
+		if dom < len(in.cfg.faults) && in.cfg.faults[dom] != nil && !bare {
+			if status, retryAfter := in.cfg.faults[dom].answer(seq, time.Now()); status != 0 {
+				in.rec.failed.Add(1)
+				if retryAfter != "" {
+					w.Header().Set("Retry-After", retryAfter)
+				}
+				http.Error(w, "scheduled fault", status)
+				return
+			}
+		}
 		if in.cfg.failRate > 0 && rand.Float64() < in.cfg.failRate {
 			if !bare {
 				in.rec.failed.Add(1)
@@ -131,6 +149,8 @@ func (in *inboxes) handler(dom int) http.Handler {
 type recorder struct {
 	doms    []domainRecord
 	latency histogram
+	// perDomain, when not nil, has each domain's latency and duplicates.
+	perDomain []domainLag
 
 	unique, duplicates         atomic.Int64
 	requests, failed, rejected atomic.Int64
@@ -140,6 +160,14 @@ type recorder struct {
 type domainRecord struct {
 	mu   sync.Mutex
 	seen []uint64 // bit per sequence number
+}
+
+// domainLag is what one domain received: enqueue-to-delivery latency of
+// first deliveries, their count and the last one's time, and duplicates.
+type domainLag struct {
+	latency               histogram
+	delivered, duplicates atomic.Int64
+	lastNS                atomic.Int64
 }
 
 func newRecorder(n int) *recorder {
@@ -156,18 +184,35 @@ func (r *recorder) accept(dom, seq int, now time.Time, enqueuedNS int64) {
 	dup := d.seen[w]&bit != 0
 	d.seen[w] |= bit
 	d.mu.Unlock()
+	var lag *domainLag
+	if r.perDomain != nil {
+		lag = &r.perDomain[dom]
+	}
 	if dup {
 		r.duplicates.Add(1)
+		if lag != nil {
+			lag.duplicates.Add(1)
+		}
 		return
 	}
 	ns := now.UnixNano()
 	r.latency.add(time.Duration(ns - enqueuedNS))
+	if lag != nil {
+		lag.latency.add(time.Duration(ns - enqueuedNS))
+		lag.delivered.Add(1)
+		storeMax(&lag.lastNS, ns)
+	}
 	r.unique.Add(1)
 	r.firstNS.CompareAndSwap(0, ns)
+	storeMax(&r.lastNS, ns)
+}
+
+// storeMax raises a to v if v is larger.
+func storeMax(a *atomic.Int64, v int64) {
 	for {
-		last := r.lastNS.Load()
-		if ns <= last || r.lastNS.CompareAndSwap(last, ns) {
-			break
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
 		}
 	}
 }

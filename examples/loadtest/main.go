@@ -28,6 +28,7 @@
 //	go run ./examples/loadtest -scenario fanout -store postgres               # Enqueue cost: audience to 1 vs 1,000 domains
 //	go run ./examples/loadtest -scenario enqueue -store postgres              # batch enqueue rate
 //	go run ./examples/loadtest -scenario idle                                 # heap per idle domain, 10,000 domains
+//	go run ./examples/loadtest -scenario faults [-store postgres]             # broken activity, 500s, 429s, restart, handover
 //
 // -store postgres reads -database-url (default $TEST_DATABASE_URL), creates a
 // schema of its own, migrates it and drops it at the end. -db-latency adds a
@@ -92,6 +93,8 @@ func run(ctx context.Context, o *options) (*report, error) {
 		rep, err = runEnqueueRate(ctx, o)
 	case scenarioIdle:
 		rep, err = runIdle(ctx, o)
+	case scenarioFaults:
+		rep, err = runFaults(ctx, o)
 	default:
 		rep, err = runDeliveries(ctx, o)
 	}

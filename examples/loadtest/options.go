@@ -23,11 +23,19 @@ type options struct {
 	maxInFlight int
 	checkpoint  time.Duration
 	backoffMin  time.Duration
+	backoffMax  time.Duration
+	maxAttempts int
+	leaseTTL    time.Duration
 	sign        bool
 
 	inboxLatency time.Duration
-	failRate     float64
-	retryAfter   string
+	// The faults scenario's inboxes.
+	faultRate       float64
+	faultSeed       uint64
+	faultRetryAfter int
+	faultThrottles  int
+	failRate        float64
+	retryAfter      string
 
 	store       string
 	databaseURL string
@@ -63,6 +71,7 @@ const (
 	scenarioFanout     = "fanout"
 	scenarioEnqueue    = "enqueue"
 	scenarioIdle       = "idle"
+	scenarioFaults     = "faults"
 )
 
 // Fan-out modes: how an activity names its recipients.
@@ -101,6 +110,13 @@ var scenarios = map[string]struct {
 		doc: "heap and stack per idle domain with -domains domains leased and nothing to deliver",
 		set: map[string]string{"domains": "10000"},
 	},
+	scenarioFaults: {
+		doc: "6 domains: one activity answered 500 forever, 20% random 500s, 429 + Retry-After, each with a healthy twin; a graceful restart and a lease handover mid-run; lag per domain, 429 pauses, attempts before the dead letter, duplicates",
+		set: map[string]string{
+			"domains": "6", "rate": "20", "duration": "60s", "baseline": "false", "timeout": "4m",
+			"backoff-min": "100ms", "backoff-max": "4s", "max-attempts": "10", "lease-ttl": "6s",
+		},
+	},
 }
 
 // parseOptions reads the command line into options, applying the scenario's
@@ -108,7 +124,7 @@ var scenarios = map[string]struct {
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
-	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue or idle (flags given override it)")
+	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue, idle or faults (flags given override it)")
 
 	fs.IntVar(&o.domains, "domains", 10, "number of remote domains, each a loopback inbox server on its own port")
 	fs.IntVar(&o.activities, "activities", 2000, "activities to enqueue")
@@ -121,10 +137,17 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.maxInFlight, "max-inflight", 0, "queue.Config.MaxInFlightPerDomain; 0: the queue's default")
 	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 0, "queue.Config.CheckpointInterval; 0: the queue's default")
 	fs.DurationVar(&o.backoffMin, "backoff-min", 0, "queue.Config.BackoffMin; 0: the queue's default")
+	fs.DurationVar(&o.backoffMax, "backoff-max", 0, "queue.Config.BackoffMax; 0: the queue's default")
+	fs.IntVar(&o.maxAttempts, "max-attempts", 0, "queue.Config.MaxAttempts; 0: the queue's default")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", 0, "queue.Config.LeaseTTL; 0: the queue's default")
 	fs.BoolVar(&o.sign, "sign", false, "sign deliveries (RSA-2048, draft-cavage); the inboxes verify every signature")
 
 	fs.DurationVar(&o.inboxLatency, "inbox-latency", 0, "delay before every inbox answers")
 	fs.Float64Var(&o.failRate, "fail-rate", 0, "fraction of requests the inboxes answer 503")
+	fs.Float64Var(&o.faultRate, "fault-rate", 0.2, "faults scenario: fraction of attempts the flaky domain answers 500 (no Retry-After)")
+	fs.Uint64Var(&o.faultSeed, "fault-seed", 1, "faults scenario: seed of the flaky domain's failures (the same seed fails the same attempts)")
+	fs.IntVar(&o.faultRetryAfter, "fault-retry-after", 3, "faults scenario: Retry-After, in seconds, of the throttled domain's 429 answers")
+	fs.IntVar(&o.faultThrottles, "fault-throttles", 6, "faults scenario: how many 429 answers the throttled domain gives, spread evenly over the run")
 	fs.StringVar(&o.retryAfter, "retry-after", "", "Retry-After header sent with the 503 answers (\"1\" or an HTTP date); empty: none")
 
 	fs.StringVar(&o.store, "store", "memory", "memory or postgres")
@@ -152,7 +175,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintln(out, "usage: loadtest [flags]\n\nscenarios (-scenario):")
-		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle} {
+		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioFaults} {
 			fmt.Fprintf(out, "  %-11s %s\n", name, scenarios[name].doc)
 		}
 		fmt.Fprintln(out, "\nflags:")
@@ -223,6 +246,8 @@ func (o *options) validate() error {
 		return errors.New("-new-domains works with -fanout inboxes only: audiences and AllDomains reach known domains")
 	case o.recipients > 0 && o.fanout != fanoutInboxes:
 		return errors.New("-recipients works with -fanout inboxes only")
+	case o.scenario == scenarioFaults:
+		return o.validateFaults()
 	}
 	return nil
 }
@@ -233,4 +258,30 @@ func (o *options) recipientsPerActivity() int {
 		return o.recipients
 	}
 	return o.domains
+}
+
+// validateFaults checks what the faults scenario needs: its six domains,
+// paced activities to every one of them, queues in this process, a
+// Retry-After the backoff cap lets through, and enough activities to have a
+// broken one.
+func (o *options) validateFaults() error {
+	switch {
+	case o.domains != faultDomains:
+		return fmt.Errorf("-scenario faults has %d domains, not -domains %d", faultDomains, o.domains)
+	case o.rate <= 0:
+		return errors.New("-scenario faults needs -rate")
+	case o.activities < 10:
+		return errors.New("-scenario faults needs at least 10 activities")
+	case o.fanout != fanoutInboxes || o.recipients != 0 || o.newDomains:
+		return errors.New("-scenario faults sends every activity to every domain's inbox")
+	case o.workers != 1 || o.workerMode != "inproc" || o.rounds != 1:
+		return errors.New("-scenario faults starts and stops its own queues in this process, in one round")
+	case o.faultRate < 0 || o.faultRate >= 1:
+		return errors.New("-fault-rate must be in [0, 1)")
+	case o.faultRetryAfter < 0 || o.faultThrottles < 0:
+		return errors.New("-fault-retry-after and -fault-throttles must not be negative")
+	case o.failRate > 0:
+		return errors.New("-scenario faults sets its own failures: -fail-rate does not apply")
+	}
+	return nil
 }

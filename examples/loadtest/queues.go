@@ -25,9 +25,22 @@ type queueSettings struct {
 	MaxInFlight int           `json:"max_inflight"`
 	Checkpoint  time.Duration `json:"checkpoint"`
 	BackoffMin  time.Duration `json:"backoff_min"`
+	BackoffMax  time.Duration `json:"backoff_max"`
+	MaxAttempts int           `json:"max_attempts"`
+	LeaseTTL    time.Duration `json:"lease_ttl"`
 	Sign        bool          `json:"sign"`
 	KeyPEM      []byte        `json:"key_pem"`
 	Verbose     bool          `json:"verbose"`
+}
+
+// settingsOf is the queue settings the flags of o ask for, signing with
+// keyPEM when o.sign is set.
+func settingsOf(o *options, keyPEM []byte) queueSettings {
+	return queueSettings{
+		MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint,
+		BackoffMin: o.backoffMin, BackoffMax: o.backoffMax, MaxAttempts: o.maxAttempts, LeaseTTL: o.leaseTTL,
+		Sign: o.sign, KeyPEM: keyPEM, Verbose: o.verbose,
+	}
 }
 
 // newKey makes the local actor's RSA-2048 key.
@@ -121,6 +134,9 @@ func queueConfig(s queueSettings, resolver queue.Resolver, obs queue.Observer) *
 		MaxInFlightPerDomain: s.MaxInFlight,
 		CheckpointInterval:   s.Checkpoint,
 		BackoffMin:           s.BackoffMin,
+		BackoffMax:           s.BackoffMax,
+		MaxAttempts:          s.MaxAttempts,
+		LeaseTTL:             s.LeaseTTL,
 		AllowHTTP:            true, // the inboxes are plain http on loopback
 		Resolver:             resolver,
 		Observer:             obs,

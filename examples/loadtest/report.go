@@ -42,6 +42,7 @@ type report struct {
 
 	fanout []fanoutRow
 	idle   *idleMemory
+	faults *faultsRun
 }
 
 func median(xs []float64) float64 {
@@ -183,6 +184,8 @@ func (r *report) print(w io.Writer) {
 		r.printFanout(p)
 	case r.idle != nil:
 		r.printIdle(p)
+	case r.faults != nil:
+		r.printFaults(p)
 	case r.scenario == scenarioEnqueue:
 		r.printEnqueue(p)
 	default:

@@ -20,7 +20,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	settings := queueSettings{MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint, BackoffMin: o.backoffMin, Sign: o.sign, KeyPEM: keyPEM, Verbose: o.verbose}
+	settings := settingsOf(o, keyPEM)
 	icfg := inboxConfig{latency: o.inboxLatency, failRate: o.failRate, retryAfter: o.retryAfter}
 	if o.sign {
 		icfg.verify = &key.PublicKey

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// inboxFault is how one inbox of the faults scenario misbehaves, and what it
+// saw. Its answers are deterministic: the broken activity always fails, a
+// 429 comes on fixed request counts, and whether a delivery fails at random
+// depends only on the seed, the activity and the attempt's number, not on
+// timing.
+type inboxFault struct {
+	// brokenSeq is the activity answered 500 forever; -1 for none.
+	brokenSeq int
+	// flakyRate is the fraction of attempts answered 500 (no Retry-After),
+	// drawn from seed.
+	flakyRate float64
+	seed      uint64
+	// Every throttleEvery-th request, throttleTimes times, is answered 429
+	// with Retry-After: retryAfter seconds.
+	throttleEvery, throttleTimes int
+	retryAfter                   int
+
+	mu       sync.Mutex
+	requests int
+	attempts map[int]int // attempts per activity, for flakyRate
+	// brokenAttempts are the arrival times of the broken activity's
+	// attempts.
+	brokenAttempts []time.Time
+	throttled      int
+	lastThrottle   time.Time
+	waiting        bool // a 429 was answered and no request came since
+	// pauses are the times from each 429 to the next request that came
+	// later than throttleGrace; onTheWay counts requests that came within
+	// it (sent before the queue could have read the 429).
+	pauses   []time.Duration
+	onTheWay int
+}
+
+// throttleGrace is how soon after a 429 a request is taken to have been sent
+// before the queue read the 429.
+const throttleGrace = 10 * time.Millisecond
+
+// newInboxFault returns a fault that does nothing yet: no broken activity,
+// no random failures, no 429s.
+func newInboxFault() *inboxFault {
+	return &inboxFault{brokenSeq: -1, attempts: map[int]int{}}
+}
+
+// answer decides the answer to an attempt at delivering activity seq that
+// arrived at now: a status and Retry-After header to fail it with, or 0 to
+// accept it.
+func (f *inboxFault) answer(seq int, now time.Time) (status int, retryAfter string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests++
+	f.attempts[seq]++
+	if f.waiting {
+		if d := now.Sub(f.lastThrottle); d < throttleGrace {
+			f.onTheWay++
+		} else {
+			f.pauses = append(f.pauses, d)
+			f.waiting = false
+		}
+	}
+	if seq == f.brokenSeq {
+		f.brokenAttempts = append(f.brokenAttempts, now)
+		return http.StatusInternalServerError, ""
+	}
+	if f.throttleEvery > 0 && f.throttled < f.throttleTimes && !f.waiting && f.requests%f.throttleEvery == 0 {
+		f.throttled++
+		f.lastThrottle, f.waiting = now, true
+		return http.StatusTooManyRequests, strconv.Itoa(f.retryAfter)
+	}
+	if f.flakyRate > 0 && f.draw(seq, f.attempts[seq]) < f.flakyRate {
+		return http.StatusInternalServerError, ""
+	}
+	return 0, ""
+}
+
+// draw is the random number of an attempt at an activity: the same for the
+// same seed, activity and attempt, whatever the timing.
+func (f *inboxFault) draw(seq, attempt int) float64 {
+	return rand.New(rand.NewPCG(f.seed, uint64(seq)<<24|uint64(attempt))).Float64()
+}
+
+// faultLog is what an inboxFault saw, copied out.
+type faultLog struct {
+	requests, throttled, onTheWay int
+	pauses                        []time.Duration
+	brokenAttempts                []time.Time
+}
+
+func (f *inboxFault) log() faultLog {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return faultLog{
+		requests: f.requests, throttled: f.throttled, onTheWay: f.onTheWay,
+		pauses: slices.Clone(f.pauses), brokenAttempts: slices.Clone(f.brokenAttempts),
+	}
+}
