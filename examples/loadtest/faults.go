@@ -106,27 +106,12 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 	faults[faultThrottled] = newInboxFault()
 	faults[faultThrottled].throttleEvery = max(1, o.activities/(fr.throttles+1))
 	faults[faultThrottled].throttleTimes, faults[faultThrottled].retryAfter = fr.throttles, fr.retryAfter
-	for _, f := range faults {
-		if f != nil {
-			f.seed = fr.seed
-		}
-	}
-	in, err := startInboxes(faultDomains, inboxConfig{latency: o.inboxLatency, faults: faults, perDomain: true})
+	rg, err := startRig(ctx, o, faultDomains, inboxConfig{latency: o.inboxLatency, faults: faults, perDomain: true}, fr.settings)
 	if err != nil {
 		return nil, err
 	}
-	defer in.close()
-	logger := newLogger(o.verbose)
-	be, err := openBackend(ctx, o, logger)
-	if err != nil {
-		return nil, err
-	}
-	defer be.close()
-	snd, err := newSender(fr.settings)
-	if err != nil {
-		return nil, err
-	}
-	defer snd.Close()
+	defer rg.close()
+	in, be, snd := rg.in, rg.be, rg.snd
 
 	ev := &events{}
 	var dlMu sync.Mutex

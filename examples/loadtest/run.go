@@ -25,22 +25,12 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	if o.sign {
 		icfg.verify = &key.PublicKey
 	}
-	in, err := startInboxes(o.domains, icfg)
+	rg, err := startRig(ctx, o, o.domains, icfg, settings)
 	if err != nil {
 		return nil, err
 	}
-	defer in.close()
-	logger := newLogger(o.verbose)
-	be, err := openBackend(ctx, o, logger)
-	if err != nil {
-		return nil, err
-	}
-	defer be.close()
-	snd, err := newSender(settings)
-	if err != nil {
-		return nil, err
-	}
-	defer snd.Close()
+	defer rg.close()
+	in, be, snd := rg.in, rg.be, rg.snd
 
 	inflight := o.maxInFlight
 	if inflight == 0 {
