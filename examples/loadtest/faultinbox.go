@@ -21,10 +21,12 @@ type inboxFault struct {
 	// drawn from seed.
 	flakyRate float64
 	seed      uint64
-	// Every throttleEvery-th request, throttleTimes times, is answered 429
-	// with Retry-After: retryAfter seconds.
-	throttleEvery, throttleTimes int
-	retryAfter                   int
+	// Every throttleEvery-th request starts an episode of throttleBurst
+	// requests in a row answered 429 with Retry-After: retryAfter seconds,
+	// as a rate-limited server answers until its window passes; at most
+	// throttleTimes 429s in all.
+	throttleEvery, throttleBurst, throttleTimes int
+	retryAfter                                  int
 
 	mu       sync.Mutex
 	requests int
@@ -33,6 +35,7 @@ type inboxFault struct {
 	// attempts.
 	brokenAttempts []time.Time
 	throttled      int
+	burstLeft      int // 429s still to answer in this episode
 	lastThrottle   time.Time
 	waiting        bool // a 429 was answered and no request came since
 	// pauses are the times from each 429 to the next request that came
@@ -72,7 +75,11 @@ func (f *inboxFault) answer(seq int, now time.Time) (status int, retryAfter stri
 		f.brokenAttempts = append(f.brokenAttempts, now)
 		return http.StatusInternalServerError, ""
 	}
-	if f.throttleEvery > 0 && f.throttled < f.throttleTimes && !f.waiting && f.requests%f.throttleEvery == 0 {
+	if f.throttled < f.throttleTimes && (f.burstLeft > 0 || f.throttleEvery > 0 && f.requests%f.throttleEvery == 0) {
+		if f.burstLeft == 0 {
+			f.burstLeft = max(1, f.throttleBurst)
+		}
+		f.burstLeft--
 		f.throttled++
 		f.lastThrottle, f.waiting = now, true
 		return http.StatusTooManyRequests, strconv.Itoa(f.retryAfter)

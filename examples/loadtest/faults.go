@@ -35,7 +35,9 @@ type faultsRun struct {
 	seed      uint64
 	// retryAfter is the 429s' Retry-After in seconds.
 	retryAfter int
-	throttles  int
+	// throttles is how many 429s the throttled domain answers, burst of
+	// them in a row each time.
+	throttles, burst int
 
 	domains []faultDomainResult
 	// began is the first enqueue; elapsed is from the first enqueue to the end of the run.
@@ -96,7 +98,7 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 	}
 	fr := &faultsRun{
 		settings: settingsOf(o, keyPEM), brokenSeq: o.activities / 10, flakyRate: o.faultRate,
-		seed: o.faultSeed, retryAfter: o.faultRetryAfter, throttles: o.faultThrottles,
+		seed: o.faultSeed, retryAfter: o.faultRetryAfter, throttles: o.faultThrottles, burst: o.faultBurst,
 	}
 	faults := make([]*inboxFault, faultDomains)
 	faults[faultBroken] = newInboxFault()
@@ -104,8 +106,10 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 	faults[faultFlaky] = newInboxFault()
 	faults[faultFlaky].flakyRate, faults[faultFlaky].seed = fr.flakyRate, fr.seed
 	faults[faultThrottled] = newInboxFault()
-	faults[faultThrottled].throttleEvery = max(1, o.activities/(fr.throttles+1))
-	faults[faultThrottled].throttleTimes, faults[faultThrottled].retryAfter = fr.throttles, fr.retryAfter
+	episodes := (fr.throttles + fr.burst - 1) / fr.burst
+	faults[faultThrottled].throttleEvery = max(1, o.activities/(episodes+1))
+	faults[faultThrottled].throttleTimes, faults[faultThrottled].throttleBurst = fr.throttles, fr.burst
+	faults[faultThrottled].retryAfter = fr.retryAfter
 	rg, err := startRig(ctx, o, faultDomains, inboxConfig{latency: o.inboxLatency, faults: faults, perDomain: true}, fr.settings)
 	if err != nil {
 		return nil, err

@@ -33,8 +33,8 @@ func (r *report) printFaults(p func(string, ...any)) {
 		orDefault(s.MaxAttempts, queue.MaxAttemptsDefault), orDefault(s.BackoffMin, queue.BackoffMinDefault), orDefault(s.BackoffMax, queue.BackoffMaxDefault),
 		queue.BackoffJitterDefault, orDefault(s.MaxInFlight, queue.MaxInFlightPerDomainDefault), orDefault(s.Checkpoint, queue.CheckpointIntervalDefault),
 		orDefault(s.LeaseTTL, queue.LeaseTTLDefault))
-	p("  faults         %s: activity %d answered 500 forever; %s: %.0f%% of attempts answered 500 (seed %d); %s: %d× 429 with Retry-After: %d",
-		f.domains[faultBroken].domain, f.brokenSeq, f.domains[faultFlaky].domain, 100*f.flakyRate, f.seed, f.domains[faultThrottled].domain, f.throttles, f.retryAfter)
+	p("  faults         %s: activity %d answered 500 forever; %s: %.0f%% of attempts answered 500 (seed %d); %s: %d× 429 with Retry-After: %d, %d in a row each time",
+		f.domains[faultBroken].domain, f.brokenSeq, f.domains[faultFlaky].domain, 100*f.flakyRate, f.seed, f.domains[faultThrottled].domain, f.throttles, f.retryAfter, f.burst)
 	p("  run            graceful restart at %s, lease handover at %s (the new owner held every domain %s later); %s in all%s",
 		secs(f.restartAt), secs(f.handoverAt), f.handoverTook.Round(time.Millisecond), f.elapsed.Round(time.Millisecond),
 		map[bool]string{true: ", TIMED OUT", false: ""}[f.timedOut])

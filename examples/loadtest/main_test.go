@@ -226,4 +226,14 @@ func TestInboxFaultIsDeterministic(t *testing.T) {
 	log := f.log()
 	require.Equal(t, []time.Duration{time.Second}, log.pauses, "the request after the first 429 came a second later")
 	require.Len(t, log.brokenAttempts, 1)
+
+	f = newInboxFault()
+	f.brokenSeq, f.throttleEvery, f.throttleBurst, f.throttleTimes = 3, 4, 2, 3
+	statuses = nil
+	for i := range 12 {
+		status, _ := f.answer(i, start.Add(time.Duration(i)*time.Second))
+		statuses = append(statuses, status)
+	}
+	require.Equal(t, []int{0, 0, 0, 500, 0, 0, 0, 429, 429, 0, 0, 429}, statuses, "bursts of two 429s, three in all")
+	require.Equal(t, []time.Duration{time.Second, time.Second}, f.log().pauses)
 }

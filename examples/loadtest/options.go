@@ -34,6 +34,7 @@ type options struct {
 	faultSeed       uint64
 	faultRetryAfter int
 	faultThrottles  int
+	faultBurst      int
 	failRate        float64
 	retryAfter      string
 
@@ -147,7 +148,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.Float64Var(&o.faultRate, "fault-rate", 0.2, "faults scenario: fraction of attempts the flaky domain answers 500 (no Retry-After)")
 	fs.Uint64Var(&o.faultSeed, "fault-seed", 1, "faults scenario: seed of the flaky domain's failures (the same seed fails the same attempts)")
 	fs.IntVar(&o.faultRetryAfter, "fault-retry-after", 3, "faults scenario: Retry-After, in seconds, of the throttled domain's 429 answers")
-	fs.IntVar(&o.faultThrottles, "fault-throttles", 6, "faults scenario: how many 429 answers the throttled domain gives, spread evenly over the run")
+	fs.IntVar(&o.faultThrottles, "fault-throttles", 6, "faults scenario: how many 429 answers the throttled domain gives, in bursts spread evenly over the run")
+	fs.IntVar(&o.faultBurst, "fault-burst", 2, "faults scenario: 429 answers in a row in each burst (the throttled domain's requests until its window passes)")
 	fs.StringVar(&o.retryAfter, "retry-after", "", "Retry-After header sent with the 503 answers (\"1\" or an HTTP date); empty: none")
 
 	fs.StringVar(&o.store, "store", "memory", "memory or postgres")
@@ -280,6 +282,8 @@ func (o *options) validateFaults() error {
 		return errors.New("-fault-rate must be in [0, 1)")
 	case o.faultRetryAfter < 0 || o.faultThrottles < 0:
 		return errors.New("-fault-retry-after and -fault-throttles must not be negative")
+	case o.faultBurst < 1:
+		return errors.New("-fault-burst must be at least 1")
 	case o.failRate > 0:
 		return errors.New("-scenario faults sets its own failures: -fail-rate does not apply")
 	}
