@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/apqueue/apqueue/internal/backoff"
 	"github.com/apqueue/apqueue/internal/clock"
 	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/sender/sendertest"
@@ -130,12 +131,36 @@ func TestDeadLetterAfterBoundedAttemptsOnHealthyDomain(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
 	var poison atomic.Int64
-	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
-		if d.Activity.ID == poison.Load() {
-			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+	// The test orders results as the worker handles them (the Observer is
+	// called from the worker after it took each result in), so the verdict
+	// does not depend on which goroutine runs first.
+	firstFailure, laterAccepted := make(chan struct{}), make(chan struct{})
+	var delivered atomic.Int32
+	observer := ObserverFunc(func(e Event) {
+		switch {
+		case e.Kind == EventRetry && e.ActivityID == poison.Load() && e.Attempt == 1:
+			close(firstFailure)
+		case e.Kind == EventDelivered && delivered.Add(1) == 8:
+			close(laterAccepted)
 		}
-		if d.Activity.ID == poison.Load()+1 {
+	})
+	wait := func(ctx context.Context, c chan struct{}) {
+		select {
+		case <-c:
+		case <-ctx.Done():
+		}
+	}
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		switch id := d.Activity.ID; {
+		case id == poison.Load():
+			if d.Attempt >= 2 {
+				wait(ctx, laterAccepted) // the domain accepted the others meanwhile
+			}
+			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+		case id == poison.Load()+1:
 			return sender.Result{Outcome: sender.Permanent, Status: 400, Reason: "400 Bad Request"}
+		case id > poison.Load()+1:
+			wait(ctx, firstFailure) // accepted after the poison's first failure
 		}
 		return sender.Success(202)
 	}}
@@ -143,6 +168,7 @@ func TestDeadLetterAfterBoundedAttemptsOnHealthyDomain(t *testing.T) {
 	cfg.MaxAttempts = 3
 	cfg.BackoffMin = time.Millisecond
 	cfg.BackoffMax = 5 * time.Millisecond
+	cfg.Observer = observer
 	q, err := New(st, fake, cfg)
 	require.NoError(t, err)
 	var acts []Activity
@@ -247,4 +273,92 @@ func TestGoneSharedInboxMarksDomainDead(t *testing.T) {
 	calls := fake.Calls()
 	require.Len(t, calls, 1)
 	require.Equal(t, "https://gone.example/inbox", calls[0].Inbox, "the shared inbox is preferred")
+}
+
+func TestRetryAfterSetsTheWaitInsteadOfCompounding(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(epoch)
+	var attempts atomic.Int32
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if attempts.Add(1) <= 6 {
+			return sender.Result{Outcome: sender.Retry, Status: 429, DomainLevel: true, RetryAfter: 3 * time.Second, Reason: "429 Too Many Requests"}
+		}
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	cfg.BackoffMin = time.Second
+	cfg.BackoffMax = time.Hour
+	cfg.clock = clk
+	q := startQueue(t, newMemory(), fake, cfg)
+	enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	for n := 1; n <= 6; n++ {
+		// The exponential backoff would be 1 s, 2 s, 4 s, ... 32 s by now.
+		require.Equal(t, 3*time.Second, waitTimer(t, fake, clk, n), "429 number %d waits what Retry-After says", n)
+		clk.Advance(3 * time.Second)
+	}
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 1 }, "delivered")
+}
+
+func TestRetryAfterIsNeverShortenedByJitter(t *testing.T) {
+	t.Parallel()
+	p := backoff.Policy{Min: time.Second, Max: time.Minute, Jitter: 0.2}
+	for range 1000 {
+		d := p.After(3 * time.Second)
+		require.GreaterOrEqual(t, d, 3*time.Second)
+		require.LessOrEqual(t, d, 3600*time.Millisecond)
+	}
+	require.Equal(t, time.Minute, p.After(5*time.Hour), "capped at Max")
+	require.Zero(t, p.After(-time.Second), "never negative")
+}
+
+func TestFailuresOfSingleDeliveriesDoNotThrottleTheDomain(t *testing.T) {
+	t.Parallel()
+	// Every third activity fails once with a 500; the rest succeed. The
+	// domain keeps its requests in flight: the failed ones wait alone.
+	var mu sync.Mutex
+	inflight, maxAfterFailure, failures := 0, 0, 0
+	cfg := testConfig()
+	cfg.MaxInFlightPerDomain = 4
+	cfg.BackoffMin, cfg.BackoffMax = time.Millisecond, 2*time.Millisecond
+	release := make(chan struct{})
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Activity.ID%3 == 0 && d.Attempt == 1 {
+			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+		}
+		select { // hold successes until four requests are in flight after a failure
+		case <-release:
+		case <-ctx.Done():
+		}
+		return sender.Success(202)
+	}}
+	var once sync.Once
+	cfg.Observer = ObserverFunc(func(e Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch e.Kind {
+		case EventDispatched:
+			inflight++
+			if failures > 0 {
+				maxAfterFailure = max(maxAfterFailure, inflight)
+				if maxAfterFailure == cfg.MaxInFlightPerDomain {
+					once.Do(func() { close(release) })
+				}
+			}
+		case EventRetry:
+			inflight--
+			failures++
+		case EventDelivered:
+			inflight--
+		}
+	})
+	q := startQueue(t, newMemory(), fake, cfg)
+	var acts []Activity
+	for i := range 30 {
+		acts = append(acts, note(i, "https://a.example/inbox"))
+	}
+	enqueueAll(t, q, acts...)
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 30 }, "all delivered")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, cfg.MaxInFlightPerDomain, maxAfterFailure, "a failure of one delivery kept the domain from sending in parallel")
 }

@@ -31,8 +31,17 @@ const (
 	MaxAttemptsDefault = 10
 	// DomainBackoffAfterDefault is how many consecutive failures without a
 	// success make the queue back off the whole domain even when the sender
-	// did not blame the domain (a storm of 5xx answers).
-	DomainBackoffAfterDefault = 3
+	// did not blame the domain (a storm of 5xx answers). It is high enough
+	// that random failures of single deliveries (a 20 % rate gives 8 in a
+	// row about once in 400,000 attempts) do not throttle a healthy domain.
+	DomainBackoffAfterDefault = 8
+	// MaxPendingPerDomainDefault bounds the deliveries a domain holds in
+	// memory past its cursor, settled or not: how far it runs ahead of a
+	// delivery that keeps failing.
+	MaxPendingPerDomainDefault = 1024
+	// MaxPendingBytesPerDomainDefault bounds the memory of the activities a
+	// domain's pending deliveries hold (8 MiB).
+	MaxPendingBytesPerDomainDefault = 8 << 20
 	// DeadAfterDefault is how long a domain must fail continuously before it
 	// is marked dead.
 	DeadAfterDefault = 3 * 24 * time.Hour
@@ -99,6 +108,16 @@ type Config struct {
 	// domain even when the sender did not blame the domain. Default
 	// DomainBackoffAfterDefault.
 	DomainBackoffAfter int
+	// MaxPendingPerDomain bounds how many deliveries a domain holds past its
+	// cursor: how far it runs ahead of a delivery that keeps failing. Their
+	// progress is saved with each checkpoint, so the bound is one of memory
+	// and of the saved progress's size (at most one entry per pending
+	// delivery), not of re-sends. Default MaxPendingPerDomainDefault.
+	MaxPendingPerDomain int
+	// MaxPendingBytesPerDomain bounds the approximate memory of the
+	// activities a domain's pending deliveries hold. Default
+	// MaxPendingBytesPerDomainDefault.
+	MaxPendingBytesPerDomain int
 	// DeadAfter is how long a domain must fail continuously before it is
 	// marked dead. Default DeadAfterDefault.
 	DeadAfter time.Duration
@@ -198,6 +217,8 @@ func (c *Config) withDefaults() Config {
 	setDefault(&out.WindowSize, WindowSizeDefault)
 	setDefault(&out.WindowBytes, WindowBytesDefault)
 	setDefault(&out.StopTimeout, StopTimeoutDefault)
+	setDefault(&out.MaxPendingPerDomain, MaxPendingPerDomainDefault)
+	setDefault(&out.MaxPendingBytesPerDomain, MaxPendingBytesPerDomainDefault)
 	setDefault(&out.PruneInterval, PruneIntervalDefault)
 	setDefault(&out.SummaryInterval, SummaryIntervalDefault)
 	setDefault(&out.ResolverTTL, ResolverTTLDefault)
@@ -235,6 +256,8 @@ func (c *Config) validate() error {
 	positive("StopTimeout", c.StopTimeout > 0)
 	positive("WindowBytes", c.WindowBytes > 0)
 	positive("ResolverTTL", c.ResolverTTL > 0)
+	positive("MaxPendingPerDomain", c.MaxPendingPerDomain > 0)
+	positive("MaxPendingBytesPerDomain", c.MaxPendingBytesPerDomain > 0)
 	if c.BackoffMax < c.BackoffMin {
 		errs = append(errs, fmt.Errorf("BackoffMax (%v) must not be below BackoffMin (%v)", c.BackoffMax, c.BackoffMin))
 	}

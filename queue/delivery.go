@@ -12,12 +12,18 @@ type delivery struct {
 	inbox  string
 	shared bool // inbox is the domain's shared inbox
 
+	bytes int // the entry's footprint, on the first delivery of an entry
+
 	attempts     int
 	firstFailure time.Time
-	nextAttempt  time.Time
-	inFlight     bool
-	settled      bool
-	sentAt       time.Time // real time the current attempt started
+	// successesBefore is the worker's success count at the delivery's first
+	// failure here: a delivery is given up on only once the domain accepted
+	// others since (see worker.retry).
+	successesBefore int64
+	nextAttempt     time.Time
+	inFlight        bool
+	settled         bool
+	sentAt          time.Time // real time the current attempt started
 }
 
 func (d *delivery) key() string { return d.entry.act.OrderingKey }

@@ -21,7 +21,7 @@ const (
 // unsettled one with the same ordering key.
 func (w *worker) dispatch() {
 	now := w.clock().Now()
-	status, next, failing := w.state.Status, w.state.NextAttemptAt, w.state.FailCount > 0
+	status, next, failing := w.state.Status, w.state.NextAttemptAt, w.domainFailing()
 	if status == store.StatusPaused || now.Before(next) || !w.holdsLease() {
 		return
 	}
@@ -104,6 +104,7 @@ func (w *worker) dispatchUntried(now time.Time) bool {
 func (w *worker) send(d *delivery) {
 	d.inFlight = true
 	d.attempts++
+	w.progressed = true
 	d.sentAt = time.Now()
 	w.inflight++
 	del := &sender.Delivery{
@@ -125,6 +126,7 @@ func (w *worker) handle(r result) {
 	d, res := r.d, r.res
 	d.inFlight = false
 	w.inflight--
+	w.progressed = true
 	if w.sendCtx.Err() != nil {
 		// Cancelled by a stop or a lost lease: not an answer from the domain.
 		d.attempts--
@@ -139,6 +141,7 @@ func (w *worker) handle(r result) {
 	switch res.Outcome {
 	case sender.Delivered:
 		ev.Kind = EventDelivered
+		w.successes++
 		w.settle(d, nil)
 		w.counts.Delivered++
 		w.latency.add(ev.Latency)
@@ -187,6 +190,16 @@ func (w *worker) handle(r result) {
 	}
 }
 
+// domainFailing reports whether the domain fails as a whole: it answered
+// with a domain-level failure (network, timeout, 429, 502–504: its backoff
+// is set until a success), or DomainBackoffAfter attempts in a row failed,
+// or it is dead. Failures of single deliveries below that do not throttle
+// it: each failed delivery waits on its own while the others go on.
+func (w *worker) domainFailing() bool {
+	st := &w.state
+	return st.Status == store.StatusDead || !st.NextAttemptAt.IsZero() || st.FailCount >= w.q.cfg.DomainBackoffAfter
+}
+
 // retry handles a failed attempt that may pass later, and reports whether
 // it gave up on the delivery instead.
 func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLettered bool) {
@@ -195,6 +208,7 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 	w.counts.Retried++
 	if d.firstFailure.IsZero() {
 		d.firstFailure = now
+		d.successesBefore = w.successes
 	}
 	st.FailCount++
 	if st.FailingSince.IsZero() {
@@ -203,16 +217,27 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 	st.LastError = res.Reason
 	w.q.logger.DebugContext(w.ctx, "apqueue: delivery failed, will retry", slog.String("domain", w.domain), slog.Int64("activity_id", d.entry.act.ID), slog.Int("attempt", d.attempts), slog.Int("status", res.Status), slog.String("reason", res.Reason))
 
-	if d.attempts >= cfg.MaxAttempts && !res.DomainLevel && st.LastSuccessAt.After(d.firstFailure) {
-		// The domain accepted other deliveries since this one began to
-		// fail, and did not fail as a whole now: this one is the problem.
+	// The delivery is the problem, not the domain, when the domain accepted
+	// other deliveries since this one first failed here (counted in the
+	// order results were handled, not by the clock, so concurrency cannot
+	// change the verdict) and does not fail as a whole now.
+	if d.attempts >= cfg.MaxAttempts && !res.DomainLevel && w.successes > d.successesBefore && !w.domainFailing() {
 		dl := d.deadLetter(w.domain, res.Status, "gave up after repeated failures: "+res.Reason)
 		w.settle(d, &dl)
 		return true
 	}
-	d.nextAttempt = now.Add(w.q.backoff.Delay(d.attempts, res.RetryAfter))
+	// A Retry-After is the receiver saying when to come back: it replaces
+	// the exponential backoff (never shortened, spread upwards only, capped
+	// by BackoffMax) rather than compounding with it.
+	wait := func(failures int) time.Duration {
+		if res.RetryAfter > 0 {
+			return w.q.backoff.After(res.RetryAfter)
+		}
+		return w.q.backoff.Delay(failures, 0)
+	}
+	d.nextAttempt = now.Add(wait(d.attempts))
 	if res.DomainLevel || st.FailCount >= cfg.DomainBackoffAfter || st.Status == store.StatusDead {
-		st.NextAttemptAt = now.Add(w.q.backoff.Delay(st.FailCount, res.RetryAfter))
+		st.NextAttemptAt = now.Add(wait(st.FailCount))
 	}
 	switch {
 	case st.Status == store.StatusDead:

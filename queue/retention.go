@@ -40,10 +40,12 @@ func (w *worker) applySkip(to int64) {
 	kept := w.pending[:0]
 	for _, d := range w.pending {
 		if d.entry.act.ID <= to && !d.inFlight {
+			w.pendingBytes -= d.bytes
 			continue
 		}
 		kept = append(kept, d)
 	}
+	w.progressed = true
 	clear(w.pending[len(kept):])
 	w.pending = kept
 	w.scanned = max(w.scanned, to)

@@ -25,7 +25,8 @@ type DomainStats struct {
 	// settled.
 	Pending int `json:"pending"`
 	// Unread counts log IDs after the domain's read position, up to the
-	// head, not yet examined (some may be addressed elsewhere).
+	// head, not yet examined (some may be addressed elsewhere); zero when
+	// the domain is caught up.
 	Unread int64 `json:"unread"`
 	// Scanned is the domain's read position: every activity at or below it
 	// addressed to the domain was read (local domains only).
@@ -142,6 +143,10 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 // goroutine last published them.
 func (w *worker) stats(head int64) DomainStats {
 	s := *w.view.Load()
-	s.Unread = max(head-s.Scanned, 0)
+	if !s.CaughtUp {
+		// A caught-up domain has read everything addressed to it; the IDs
+		// above its read position address other domains.
+		s.Unread = max(head-s.Scanned, 0)
+	}
 	return s
 }

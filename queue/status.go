@@ -106,7 +106,7 @@ func statusRows(st Stats, now time.Time) []statusRow {
 			row.Class = "dead"
 		case d.Status == store.StatusPaused:
 			row.Class = "paused"
-		case d.FailCount > 0:
+		case d.FailCount > 0 || d.Blocked != "":
 			row.Class = "failing"
 		}
 		rows[i] = row

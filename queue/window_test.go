@@ -67,6 +67,7 @@ func TestLaggingDomainHoldsABoundedBatch(t *testing.T) {
 	cfg := testConfig()
 	cfg.ReadBatch = 16
 	cfg.WindowSize = 32
+	cfg.MaxPendingPerDomain = 16
 	q, err := New(st, fake, cfg)
 	require.NoError(t, err)
 	var acts []Activity
@@ -84,7 +85,7 @@ func TestLaggingDomainHoldsABoundedBatch(t *testing.T) {
 		return w.snapshot().InFlight == q.cfg.MaxInFlightPerDomain
 	}, "requests in flight")
 	pending := w.snapshot().Pending
-	require.Equal(t, cfg.ReadBatch, pending, "a backlog of 200 holds one read batch in memory")
+	require.Equal(t, cfg.MaxPendingPerDomain, pending, "a backlog of 200 holds MaxPendingPerDomain deliveries in memory")
 
 	releaseOnce.Do(func() { close(release) })
 	eventually(t, func() bool { return fake.DeliveredCount() == 200 }, "the backlog behind the window is delivered")

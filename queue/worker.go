@@ -64,6 +64,10 @@ type worker struct {
 	blocked      string // why reading or resolving fails, "" when it does not
 	deadLetters  []store.DeadLetter
 	settledSince int
+	restored     *restored // saved progress fill has not reached yet
+	progressed   bool      // the progress above the cursor changed since the last offer
+	pendingBytes int       // footprint of the entries the pending deliveries hold
+	successes    int64     // deliveries accepted since the worker started
 	counts       counts
 	latency      latencyRing
 	latencyAt    time.Time // when the published percentiles were computed
@@ -93,6 +97,7 @@ func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUnti
 		scanned:  st.Cursor,
 		state:    st,
 		offered:  st,
+		restored: newRestored(st.Progress, st.Cursor),
 	}
 	w.leaseUntil.Store(leaseUntil.UnixNano())
 	w.revision.Store(st.Revision)
@@ -244,12 +249,17 @@ func (w *worker) takeRequests() {
 	}
 }
 
-// ahead is how many deliveries the worker may hold pending. Settled
-// deliveries count until the cursor passes them: they would be sent again
-// after a crash, so how far the worker runs ahead of its cursor is bounded
-// by the checkpoint window as well as by the read batch.
+// ahead is how many deliveries the worker may hold pending: how far it runs
+// ahead of its cursor past a delivery that is not settled. Settled
+// deliveries count until the cursor passes them, and their progress is
+// saved with every checkpoint, so the bound is one of memory and of the
+// saved progress's size (Config.MaxPendingPerDomain and
+// MaxPendingBytesPerDomain), not of re-sends.
 func (w *worker) ahead() int {
-	return min(w.q.cfg.ReadBatch, w.q.cfg.CheckpointDeliveries)
+	if w.pendingBytes >= w.q.cfg.MaxPendingBytesPerDomain {
+		return len(w.pending) // full: read nothing more
+	}
+	return w.q.cfg.MaxPendingPerDomain
 }
 
 // fill reads the activities addressed to the domain after the scanned
@@ -284,12 +294,24 @@ func (w *worker) fill() {
 				w.fillFailed("resolving audiences", err)
 				return
 			}
-			for _, inbox := range inboxes {
-				w.pending = append(w.pending, &delivery{entry: e, inbox: inbox, shared: inbox == w.state.SharedInbox})
+			for i, inbox := range inboxes {
+				d := &delivery{entry: e, inbox: inbox, shared: inbox == w.state.SharedInbox}
+				if i == 0 {
+					d.bytes = e.footprint()
+					w.pendingBytes += d.bytes
+				}
+				if w.restored != nil && w.restored.apply(d) {
+					d.settled = true // by an earlier owner
+				}
+				w.pending = append(w.pending, d)
 			}
 			w.scanned = e.act.ID
+			w.progressed = true
 		}
 		w.scanned = max(w.scanned, scanned)
+		if w.restored != nil && w.scanned >= w.restored.last {
+			w.restored = nil
+		}
 		w.fillErrors = 0
 		w.blocked = ""
 		if caughtUp {
@@ -382,6 +404,7 @@ func dedupe(in []string) []string {
 func (w *worker) advanceCursor() {
 	i := 0
 	for i < len(w.pending) && w.pending[i].settled {
+		w.pendingBytes -= w.pending[i].bytes
 		i++
 	}
 	if i > 0 {
@@ -405,6 +428,10 @@ func (w *worker) advanceCursor() {
 // offer hands the domain's state to the checkpointer when it changed, with
 // the dead letters recorded since the last offer.
 func (w *worker) offer() {
+	if w.progressed {
+		w.progressed = false
+		w.state.Progress = w.progress()
+	}
 	if w.state == w.offered && len(w.deadLetters) == 0 {
 		return
 	}

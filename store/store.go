@@ -64,7 +64,10 @@ type Store interface {
 	// backwards: the stored cursor becomes the greater of the two, so an
 	// owner's save can never undo what an admin skip, a retention
 	// fast-forward or a lease renewal (see Lease.SettledThrough) moved on.
-	// It saves Cursor, Status,
+	// A dead letter is recorded once per delivery (activity, domain and
+	// inbox): one already recorded is not recorded again, so that a
+	// delivery given up on twice (by two owners, or before and after a
+	// crash) is requeued once. It saves Cursor, Progress, Status,
 	// FailCount, FailingSince, NextAttemptAt, LastStatus, LastError and
 	// LastSuccessAt; SharedInbox and the lease fields are left as they are.
 	// Dead letters get their ID and, when zero, their CreatedAt from the store.

@@ -114,6 +114,13 @@ type DomainState struct {
 	LastError string
 	// LastSuccessAt is when the domain last accepted a delivery.
 	LastSuccessAt time.Time
+	// Progress is what the owner settled above Cursor and the retry state of
+	// the deliveries it attempted there, saved by Checkpoint with the rest
+	// of the state, so that the next owner (after a graceful stop, a lease
+	// handover or an admin reload) re-sends nothing and counts attempts on.
+	// Nil when there is none. Stores save and return it as given; entries
+	// at or below Cursor mean nothing.
+	Progress *Progress
 	// Revision counts the admin changes made to the domain (ChangeDomain).
 	// Checkpoint refuses a state based on an older revision, so an owner
 	// that has not seen an admin change yet cannot undo it.
@@ -125,6 +132,44 @@ type DomainState struct {
 	Owner          string
 	LeaseToken     int64
 	LeaseExpiresAt time.Time
+}
+
+// Progress is a domain's delivery progress above its cursor (see
+// DomainState.Progress). Its size is bounded by the queue's run-ahead
+// bound: at most one range and one delivery per pending delivery.
+type Progress struct {
+	// Settled are ranges of activity IDs above the cursor whose deliveries
+	// to the domain are all settled, in ascending order.
+	Settled []IDRange `json:"settled,omitempty"`
+	// Deliveries are the deliveries above the cursor that were attempted
+	// and are not settled, or are settled while another delivery of the same
+	// activity is not, in ascending activity ID order.
+	Deliveries []DeliveryProgress `json:"deliveries,omitempty"`
+}
+
+// IDRange is the activity IDs from First to Last, both included.
+type IDRange struct {
+	First int64 `json:"first"`
+	Last  int64 `json:"last"`
+}
+
+// DeliveryProgress is the state of one delivery (an activity to one inbox).
+type DeliveryProgress struct {
+	ActivityID int64  `json:"activity_id"`
+	Inbox      string `json:"inbox"`
+	Settled    bool   `json:"settled,omitempty"`
+	// Attempts counts the attempts made, by every owner.
+	Attempts int `json:"attempts,omitempty"`
+	// NextAttemptAt is when the delivery may be tried again.
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+}
+
+// Clone returns a deep copy of p (nil for nil).
+func (p *Progress) Clone() *Progress {
+	if p == nil {
+		return nil
+	}
+	return &Progress{Settled: append([]IDRange(nil), p.Settled...), Deliveries: append([]DeliveryProgress(nil), p.Deliveries...)}
 }
 
 // Lease returns the lease fields of s as a Lease.

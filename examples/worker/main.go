@@ -11,8 +11,15 @@
 // query taking the actor IRI as $1 and returning the key ID and the
 // PEM-encoded RSA private key; or, for a single actor, read from -key-file.
 //
+// Audiences (for example followers collections) are resolved with
+// -audience-sql, a query taking the audience key as $1 and returning one
+// inbox URL per row (shared inboxes where known): the worker asks it for
+// domains whose shared inbox is not registered. Without it, such a delivery
+// becomes a dead letter that says so.
+//
 //	DATABASE_URL=postgres://app@db/app go run ./examples/worker \
-//		-key-sql 'SELECT key_id, private_key FROM accounts WHERE uri = $1'
+//		-key-sql 'SELECT key_id, private_key FROM accounts WHERE uri = $1' \
+//		-audience-sql 'SELECT DISTINCT coalesce(shared_inbox, inbox) FROM followers WHERE collection = $1'
 //
 // Behind pgBouncer in transaction pooling mode, add
 // ?default_query_exec_mode=exec to DATABASE_URL and either -poll-only or
@@ -30,6 +37,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/apqueue/apqueue/queue"
@@ -46,6 +54,7 @@ type options struct {
 	keyFile     string
 	keyActor    string
 	keyID       string
+	audienceSQL string
 	listenURL   string
 	pollOnly    bool
 	migrate     bool
@@ -63,6 +72,7 @@ func main() {
 	flag.StringVar(&o.keyFile, "key-file", "", "PEM private key of the single actor -actor, with key ID -key-id")
 	flag.StringVar(&o.keyActor, "actor", "", "actor IRI of -key-file")
 	flag.StringVar(&o.keyID, "key-id", "", "key ID of -key-file (default: <actor>#main-key)")
+	flag.StringVar(&o.audienceSQL, "audience-sql", "", "query returning the inbox URLs (one per row) of the audience given as $1")
 	flag.StringVar(&o.listenURL, "listen-url", "", "direct connection string for LISTEN, when DATABASE_URL goes through pgBouncer")
 	flag.BoolVar(&o.pollOnly, "poll-only", false, "do not LISTEN; poll for new activities")
 	flag.BoolVar(&o.migrate, "migrate", true, "create or upgrade the queue's tables at start")
@@ -126,6 +136,9 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		}
 		cfg.Keys = keys
 	}
+	if cfg.Resolver == nil && o.audienceSQL != "" {
+		cfg.Resolver = sqlResolver(pool, o.audienceSQL)
+	}
 	if o.owner != "" {
 		cfg.OwnerID = o.owner
 	}
@@ -149,6 +162,22 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	}
 	logger.Info("stopped", "statements", st.Stats().Statements)
 	return nil
+}
+
+// sqlResolver resolves an audience with a query taking its key as $1 and
+// returning one inbox URL per row.
+func sqlResolver(pool *pgxpool.Pool, query string) queue.Resolver {
+	return queue.ResolverFunc(func(ctx context.Context, audience string) ([]string, error) {
+		rows, err := pool.Query(ctx, query, audience)
+		if err != nil {
+			return nil, fmt.Errorf("audience %s: %w", audience, err)
+		}
+		inboxes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("audience %s: %w", audience, err)
+		}
+		return inboxes, nil
+	})
 }
 
 // keySource returns the actors' signing keys as the options say.

@@ -43,6 +43,14 @@ func TestWorkerDeliversAndStopsGracefully(t *testing.T) {
 	require.NoError(t, err)
 	inbox := inboxtest.New(&inboxtest.Config{Keys: map[string]*rsa.PublicKey{actor + "#main-key": &key.PublicKey}})
 	defer inbox.Close()
+	// The application's followers, which the worker reads with
+	// -audience-sql: the inbox's domain has no known shared inbox.
+	followersTable := pgx.Identifier{db.Schema, "followers"}.Sanitize()
+	_, err = db.Pool.Exec(ctx, "CREATE TABLE "+followersTable+" (collection text, inbox text)")
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(ctx, "INSERT INTO "+followersTable+" VALUES ($1, $2)", actor+"/followers", inbox.Inbox())
+	require.NoError(t, err)
+	audienceSQL := "SELECT inbox FROM " + followersTable + " WHERE collection = $1"
 
 	workerCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -53,6 +61,7 @@ func TestWorkerDeliversAndStopsGracefully(t *testing.T) {
 			schema:      db.Schema,
 			owner:       "worker-1",
 			keySQL:      "SELECT key_id, pem FROM " + keys + " WHERE actor = $1",
+			audienceSQL: audienceSQL,
 			migrate:     true,
 			stopTimeout: 2 * time.Second,
 			queue: &queue.Config{
@@ -70,19 +79,24 @@ func TestWorkerDeliversAndStopsGracefully(t *testing.T) {
 		10*time.Millisecond, "the worker did not migrate")
 	app, err := queue.New(st, sender.SenderFunc(func(context.Context, *sender.Delivery) sender.Result {
 		panic("the enqueuing process never delivers")
-	}), &queue.Config{AllowHTTP: true})
+	}), &queue.Config{AllowHTTP: true, Resolver: sqlResolver(db.Pool, audienceSQL)})
 	require.NoError(t, err)
 	var last int64
-	for i := range 5 {
-		last, err = app.Enqueue(ctx, queue.Activity{
-			Body:    fmt.Appendf(nil, `{"id":"https://local.example/activities/%d","type":"Create","actor":%q,"object":"https://local.example/notes/%d"}`, i, actor, i),
-			Inboxes: []string{inbox.Inbox()},
-		})
+	for i := range 6 {
+		a := queue.Activity{
+			Body: fmt.Appendf(nil, `{"id":"https://local.example/activities/%d","type":"Create","actor":%q,"object":"https://local.example/notes/%d"}`, i, actor, i),
+		}
+		if i%2 == 0 {
+			a.Inboxes = []string{inbox.Inbox()}
+		} else {
+			a.Audiences = []string{actor + "/followers"}
+		}
+		last, err = app.Enqueue(ctx, a)
 		require.NoError(t, err)
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	require.NoError(t, inbox.Wait(waitCtx, 5), "inbox %+v, last rejection %q", inbox.Stats(), inbox.LastRejection())
+	require.NoError(t, inbox.Wait(waitCtx, 6), "inbox %+v, last rejection %q", inbox.Stats(), inbox.LastRejection())
 	for _, a := range inbox.Received() {
 		require.Equal(t, actor+"#main-key", a.KeyID)
 	}

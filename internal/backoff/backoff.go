@@ -41,3 +41,14 @@ func (p Policy) Delay(failures int, retryAfter time.Duration) time.Duration {
 	}
 	return d
 }
+
+// After returns the wait a receiver asked for with Retry-After: never
+// shorter than asked, spread upwards by up to Jitter so that many senders
+// told the same time do not return in lockstep, and never more than Max.
+func (p Policy) After(retryAfter time.Duration) time.Duration {
+	d := max(retryAfter, 0)
+	if p.Jitter > 0 {
+		d += time.Duration(rand.Float64() * p.Jitter * float64(d))
+	}
+	return min(d, p.Max)
+}

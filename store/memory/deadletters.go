@@ -47,6 +47,12 @@ func (s *Store) DeleteDeadLetters(ctx context.Context, ids []int64) (int, error)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := len(s.deadLetters)
-	s.deadLetters = slices.DeleteFunc(s.deadLetters, func(dl store.DeadLetter) bool { return del[dl.ID] })
+	s.deadLetters = slices.DeleteFunc(s.deadLetters, func(dl store.DeadLetter) bool {
+		if del[dl.ID] {
+			delete(s.deadKeys, keyOf(dl))
+			return true
+		}
+		return false
+	})
 	return n - len(s.deadLetters), nil
 }

@@ -53,7 +53,7 @@ func (s *Store) Domains(ctx context.Context, names []string) ([]store.DomainStat
 	if len(names) == 0 {
 		out = make([]store.DomainState, 0, len(s.domains))
 		for _, d := range s.domains {
-			out = append(out, *d)
+			out = append(out, copyState(d))
 		}
 	} else {
 		names = slices.Clone(names)
@@ -62,7 +62,7 @@ func (s *Store) Domains(ctx context.Context, names []string) ([]store.DomainStat
 		out = make([]store.DomainState, 0, len(names))
 		for _, n := range names {
 			if d, ok := s.domains[n]; ok {
-				out = append(out, *d)
+				out = append(out, copyState(d))
 			}
 		}
 	}
@@ -101,6 +101,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		}
 		d := s.domains[st.Domain]
 		d.Cursor = max(d.Cursor, st.Cursor) // never backwards
+		d.Progress = st.Progress.Clone()
 		d.Status = st.Status
 		d.FailCount = st.FailCount
 		d.FailingSince = truncate(st.FailingSince)
@@ -111,7 +112,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 	}
 	now := s.timeNow()
 	for _, dl := range deadLetters {
-		if refused[dl.Domain] {
+		if refused[dl.Domain] || s.recorded(dl) {
 			continue
 		}
 		s.lastDeadID++
@@ -123,6 +124,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 			dl.CreatedAt = truncate(dl.CreatedAt)
 		}
 		s.deadLetters = append(s.deadLetters, dl)
+		s.deadKeys[keyOf(dl)] = true
 	}
 	var lost []string
 	for d := range refused {
@@ -159,5 +161,24 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 	}
 	d.Cursor = max(d.Cursor, change.SkipTo)
 	d.Revision++
-	return *d, nil
+	return copyState(d), nil
 }
+
+// copyState returns a copy of d that shares nothing with the store.
+func copyState(d *store.DomainState) store.DomainState {
+	c := *d
+	c.Progress = d.Progress.Clone()
+	return c
+}
+
+// deliveryKey names the delivery a dead letter records.
+type deliveryKey struct {
+	activity      int64
+	domain, inbox string
+}
+
+func keyOf(dl store.DeadLetter) deliveryKey { return deliveryKey{dl.ActivityID, dl.Domain, dl.Inbox} }
+
+// recorded reports whether a dead letter for the same delivery is kept.
+// Caller holds s.mu.
+func (s *Store) recorded(dl store.DeadLetter) bool { return s.deadKeys[keyOf(dl)] }

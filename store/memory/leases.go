@@ -47,7 +47,7 @@ func (s *Store) AcquireLeases(ctx context.Context, owner string, ttl time.Durati
 		d.Owner = owner
 		d.LeaseToken++
 		d.LeaseExpiresAt = truncate(now.Add(ttl))
-		out[i] = *d
+		out[i] = copyState(d)
 	}
 	return out, nil
 }

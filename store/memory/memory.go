@@ -21,6 +21,7 @@ type Store struct {
 	head        int64
 	domains     map[string]*store.DomainState
 	deadLetters []store.DeadLetter
+	deadKeys    map[deliveryKey]bool // the deliveries deadLetters record
 	lastDeadID  int64
 	listeners   map[*listener]struct{}
 	// owners maps an owner to the end of its liveness from its last lease
@@ -44,6 +45,7 @@ func NewWithClock(now func() time.Time) *Store {
 	return &Store{
 		now:       now,
 		domains:   make(map[string]*store.DomainState),
+		deadKeys:  make(map[deliveryKey]bool),
 		listeners: make(map[*listener]struct{}),
 	}
 }

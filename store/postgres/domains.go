@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -22,7 +23,7 @@ ON CONFLICT (domain) DO UPDATE SET shared_inbox = EXCLUDED.shared_inbox, revisio
 	WHERE EXCLUDED.shared_inbox <> '' AND {s}.domains.shared_inbox IS DISTINCT FROM EXCLUDED.shared_inbox`
 
 const domainColumns = `domain, shared_inbox, cursor, status, fail_count, failing_since, next_attempt_at,
-	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision`
+	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision, progress`
 
 // domainsSQL reads every domain when $1 is empty, else the named ones
 // through the primary key: a join with the names rather than a filter, so
@@ -53,9 +54,9 @@ const domainsSQL = `SELECT * FROM (
 // prepared statement (planned for 10 array elements).
 const checkpointSQL = `WITH st AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::integer[],
-		$7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[], $11::timestamptz[], $22::bigint[])
+		$7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[], $11::timestamptz[], $22::bigint[], $26::text[])
 		AS st(domain, owner, token, cursor, status, fail_count, failing_since, next_attempt_at,
-			last_status, last_error, last_success_at, revision)
+			last_status, last_error, last_success_at, revision, progress)
 ), lk AS (
 	SELECT count(*) AS n FROM (
 		SELECT d.domain FROM {s}.domains d
@@ -65,7 +66,8 @@ const checkpointSQL = `WITH st AS (
 ), saved AS (
 	UPDATE {s}.domains d SET cursor = greatest(d.cursor, st.cursor), status = st.status, fail_count = st.fail_count,
 		failing_since = st.failing_since, next_attempt_at = st.next_attempt_at,
-		last_status = st.last_status, last_error = st.last_error, last_success_at = st.last_success_at
+		last_status = st.last_status, last_error = st.last_error, last_success_at = st.last_success_at,
+		progress = st.progress::jsonb
 	FROM st, lk
 	WHERE d.domain = st.domain AND st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token
 		AND d.revision = st.revision
@@ -80,8 +82,10 @@ const checkpointSQL = `WITH st AS (
 			owner, token, revision, ord)
 	LEFT JOIN {s}.domains d ON d.domain = x.domain
 	CROSS JOIN lk
-	WHERE x.owner IS NULL
-		OR (x.owner <> '' AND d.owner = x.owner AND d.lease_token = x.token AND d.revision = x.revision)
+	WHERE (x.owner IS NULL
+		OR (x.owner <> '' AND d.owner = x.owner AND d.lease_token = x.token AND d.revision = x.revision))
+		AND NOT EXISTS (SELECT 1 FROM {s}.dead_letters e
+			WHERE e.activity_id = x.activity_id AND e.domain = x.domain AND e.inbox = x.inbox)
 	ORDER BY x.ord
 )
 SELECT domain, true, true FROM saved
@@ -154,7 +158,7 @@ func scanDomain(row pgx.CollectableRow) (store.DomainState, error) {
 		failingSince, nextAttempt, lastOK, expires pgtype.Timestamptz
 	)
 	err := row.Scan(&d.Domain, &d.SharedInbox, &d.Cursor, &status, &d.FailCount, &failingSince, &nextAttempt,
-		&d.LastStatus, &d.LastError, &lastOK, &d.Owner, &d.LeaseToken, &expires, &d.Revision)
+		&d.LastStatus, &d.LastError, &lastOK, &d.Owner, &d.LeaseToken, &expires, &d.Revision, &d.Progress)
 	d.Status = store.DomainStatus(status)
 	d.FailingSince = fromTS(failingSince)
 	d.NextAttemptAt = fromTS(nextAttempt)
@@ -183,6 +187,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 	}
 	var (
 		domains, owners, statuses, lastErrors     []string
+		progress                                  []*string
 		tokens, cursors, revisions                []int64
 		failCounts, lastStatuses                  []int32
 		failingSince, nextAttempt, lastSuccessAts []pgtype.Timestamptz
@@ -203,6 +208,16 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		lastErrors = append(lastErrors, st.LastError)
 		lastSuccessAts = append(lastSuccessAts, toTS(st.LastSuccessAt))
 		revisions = append(revisions, st.Revision)
+		var p *string
+		if st.Progress != nil {
+			b, err := json.Marshal(st.Progress)
+			if err != nil {
+				return invalid(op, "progress of %s: %v", st.Domain, err)
+			}
+			js := string(b)
+			p = &js
+		}
+		progress = append(progress, p)
 	}
 	var (
 		dlActivity, dlToken, dlRevision             []int64
@@ -212,7 +227,17 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		dlStatus, dlAttempts                        []int32
 		dlCreated                                   []pgtype.Timestamptz
 	)
+	type delivery struct {
+		activity      int64
+		domain, inbox string
+	}
+	seen := make(map[delivery]bool, len(deadLetters))
 	for _, dl := range deadLetters {
+		if k := (delivery{dl.ActivityID, dl.Domain, dl.Inbox}); seen[k] {
+			continue // recorded once, here as in the table (checkpointSQL)
+		} else {
+			seen[k] = true
+		}
 		// A dead letter is saved with its domain's state, fenced the same
 		// way; one of a domain without a state in this call (owner NULL) is
 		// saved as it is.
@@ -246,7 +271,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		nonNil(failingSince), nonNil(nextAttempt), nonNil(lastStatuses), nonNil(lastErrors), nonNil(lastSuccessAts),
 		nonNil(dlActivity), nonNil(dlDomain), nonNil(dlInbox), nonNil(dlActor), nonNil(dlKey), nonNil(dlBody),
 		nonNil(dlStatus), nonNil(dlReason), nonNil(dlAttempts), nonNil(dlCreated), nonNil(revisions),
-		nonNil(dlOwner), nonNil(dlToken), nonNil(dlRevision))
+		nonNil(dlOwner), nonNil(dlToken), nonNil(dlRevision), nonNil(progress))
 	if err != nil {
 		return s.fail(ctx, op, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/internal/pgtest"
+	"github.com/apqueue/apqueue/internal/queuetest"
 	"github.com/apqueue/apqueue/queue"
 	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/sender/sendertest"
@@ -399,4 +400,45 @@ func TestQueueBehindPgBouncer(t *testing.T) {
 			require.Equal(t, []int64{inTx, plain}, fake.Delivered(inbox), "delivered out of ID order")
 		})
 	}
+}
+
+// TestNeverSeenDomainsAreDelivered enqueues to domains the store has never
+// seen, through an explicit inbox, an audience and a transaction, with no
+// AddDomains call: each domain is registered with the activity and
+// delivered to.
+func TestNeverSeenDomainsAreDelivered(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	fake := &sendertest.Fake{}
+	cfg := queueConfig("p")
+	cfg.Resolver = queue.ResolverFunc(func(_ context.Context, audience string) ([]string, error) {
+		return []string{"https://audience.example/users/bob/inbox"}, nil
+	})
+	q := startQueue(t, s, fake, cfg)
+	ctx := t.Context()
+	followersPost := note(2)
+	followersPost.Audiences = []string{"https://local.example/users/alice/followers"}
+	_, err := q.EnqueueMany(ctx, []queue.Activity{note(1, "https://explicit.example/inbox"), followersPost})
+	require.NoError(t, err)
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = q.EnqueueTx(ctx, s.Tx(tx), note(3, "https://in-tx.example/inbox"))
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	require.Eventually(t, func() bool {
+		return len(fake.Delivered("https://explicit.example/inbox")) == 1 &&
+			len(fake.Delivered("https://audience.example/users/bob/inbox")) == 1 &&
+			len(fake.Delivered("https://in-tx.example/inbox")) == 1
+	}, 10*time.Second, 5*time.Millisecond, "delivered to every never-seen domain")
+	doms, err := s.Domains(ctx, []string{"explicit.example", "audience.example", "in-tx.example"})
+	require.NoError(t, err)
+	require.Len(t, doms, 3, "registered with their activities")
+}
+
+func TestAdminFromAnotherProcess(t *testing.T) {
+	t.Parallel()
+	queuetest.AdminFromAnotherProcess(t, func(t *testing.T) store.Store {
+		s, _ := newStore(t, 0, nil)
+		return s
+	})
 }

@@ -95,6 +95,77 @@ func testCheckpoint(t *testing.T, su suite) {
 		require.Equal(t, 2, got.FailCount, "the rest of the state is saved")
 	})
 
+	su.run(t, "SavesProgress", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example")
+		ids := appendN(t, s, 8)
+		held, err := s.AcquireLeases(ctx, "owner-a", longTTL, 1)
+		require.NoError(t, err)
+		require.Len(t, held, 1)
+		require.Nil(t, held[0].Progress, "a new domain has no progress")
+		next := time.Date(2026, 3, 4, 5, 6, 7, 123000000, time.UTC)
+		progress := &store.Progress{
+			Settled: []store.IDRange{{First: ids[3], Last: ids[4]}, {First: ids[6], Last: ids[6]}},
+			Deliveries: []store.DeliveryProgress{
+				{ActivityID: ids[2], Inbox: "https://a.example/users/1/inbox", Attempts: 4, NextAttemptAt: next},
+				{ActivityID: ids[2], Inbox: "https://a.example/users/2/inbox", Settled: true, Attempts: 1},
+				{ActivityID: ids[5], Inbox: "https://a.example/users/1/inbox", Attempts: 1},
+			},
+		}
+		st := held[0]
+		st.Cursor = ids[1]
+		st.Progress = progress.Clone()
+		require.NoError(t, s.Checkpoint(ctx, []store.DomainState{st}, nil))
+		st.Progress.Settled[0].First = 0 // the store kept its own copy
+		got := domainState(t, s, "a.example")
+		require.NotNil(t, got.Progress)
+		require.Equal(t, progress.Settled, got.Progress.Settled)
+		require.Len(t, got.Progress.Deliveries, 3)
+		for i, d := range got.Progress.Deliveries {
+			want := progress.Deliveries[i]
+			requireTimeEqual(t, want.NextAttemptAt, d.NextAttemptAt, "NextAttemptAt")
+			d.NextAttemptAt, want.NextAttemptAt = time.Time{}, time.Time{}
+			require.Equal(t, want, d)
+		}
+
+		// A new owner gets it with the lease; nil clears it.
+		require.NoError(t, s.ReleaseLeases(ctx, "owner-a", leasesOf(held)))
+		taken, err := s.AcquireLeases(ctx, "owner-b", longTTL, 1)
+		require.NoError(t, err)
+		require.Len(t, taken, 1)
+		require.NotNil(t, taken[0].Progress)
+		require.Equal(t, progress.Settled, taken[0].Progress.Settled)
+		cleared := taken[0]
+		cleared.Cursor, cleared.Progress = ids[7], nil
+		require.NoError(t, s.Checkpoint(ctx, []store.DomainState{cleared}, nil))
+		require.Nil(t, domainState(t, s, "a.example").Progress)
+	})
+
+	su.run(t, "RecordsADeadLetterOncePerDelivery", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example")
+		ids := appendN(t, s, 2)
+		held, err := s.AcquireLeases(ctx, "owner-a", longTTL, 1)
+		require.NoError(t, err)
+		first, other := deadLetter("a.example", ids[0]), deadLetter("a.example", ids[1])
+		otherInbox := first
+		otherInbox.Inbox = "https://a.example/users/2/inbox"
+		// Twice in one call, and again in a later one (a second owner
+		// giving up on the same delivery): recorded once.
+		require.NoError(t, s.Checkpoint(ctx, held, []store.DeadLetter{first, first, otherInbox}))
+		require.NoError(t, s.Checkpoint(ctx, held, []store.DeadLetter{first, other}))
+		dls, err := s.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
+		require.NoError(t, err)
+		require.Len(t, dls, 3)
+		// Once deleted (requeued or discarded), it may be recorded again.
+		_, err = s.DeleteDeadLetters(ctx, []int64{dls[0].ID})
+		require.NoError(t, err)
+		require.NoError(t, s.Checkpoint(ctx, held, []store.DeadLetter{first}))
+		dls, err = s.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
+		require.NoError(t, err)
+		require.Len(t, dls, 3)
+	})
+
 	su.run(t, "SavesAfterLeaseExpiryWhenNotTakenOver", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		register(t, s, "a.example")

@@ -1,0 +1,214 @@
+// Package queuetest holds queue tests that every store must pass, run by
+// the tests of each store package: they drive a queue, not the store alone
+// (see store/storetest for the store contract).
+package queuetest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/sender/sendertest"
+	"github.com/apqueue/apqueue/store"
+)
+
+const (
+	waitFor = 10 * time.Second
+	tick    = 2 * time.Millisecond
+	// holdFor is how long a change must hold while the owner checkpoints
+	// and renews many times over (every 20 ms and 100 ms).
+	holdFor = 300 * time.Millisecond
+)
+
+// mode is what the fake receiver answers.
+type mode int32
+
+const (
+	accept   mode = iota
+	down          // connection refused: the domain backs off as a whole
+	gone          // 410 from the shared inbox: the domain is dead
+	refuse        // 422: a dead letter
+	slowHead      // 500 for ever to the first activity, the rest accepted
+)
+
+type fixture struct {
+	t     *testing.T
+	st    store.Store
+	fake  *sendertest.Fake
+	mode  atomic.Int32
+	head  atomic.Int64 // the stuck activity of slowHead
+	owner *queue.Queue
+	admin *queue.Queue
+	n     int
+}
+
+const inbox = "https://a.example/inbox"
+
+func newFixture(t *testing.T, st store.Store) *fixture {
+	f := &fixture{t: t, st: st}
+	f.fake = &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		switch mode(f.mode.Load()) {
+		case down:
+			return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: "connection refused"}
+		case gone:
+			return sender.Result{Outcome: sender.DomainGone, Status: 410, Reason: "410 Gone"}
+		case refuse:
+			return sender.Result{Outcome: sender.Permanent, Status: 422, Reason: "422 Unprocessable Entity"}
+		case slowHead:
+			if d.Activity.ID == f.head.Load() {
+				return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+			}
+		}
+		return sender.Success(202)
+	}}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := &queue.Config{
+		OwnerID: "owner", LeaseTTL: 300 * time.Millisecond, CheckpointInterval: 20 * time.Millisecond,
+		BackoffMin: time.Hour, BackoffMax: time.Hour, BackoffJitter: -1, MaxAttempts: 1 << 30,
+		PollInterval: 20 * time.Millisecond, SummaryInterval: -1, Logger: logger,
+	}
+	var err error
+	f.owner, err = queue.New(st, f.fake, cfg)
+	require.NoError(t, err)
+	require.NoError(t, f.owner.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, f.owner.Stop(ctx))
+	})
+	// The admin's process holds no domain: it never starts.
+	f.admin, err = queue.New(st, &sendertest.Fake{}, &queue.Config{OwnerID: "admin", Logger: logger})
+	require.NoError(t, err)
+	return f
+}
+
+// enqueue appends n activities to the domain, each with its own object.
+func (f *fixture) enqueue(n int) []int64 {
+	var acts []queue.Activity
+	for range n {
+		f.n++
+		acts = append(acts, queue.Activity{
+			Body:    fmt.Appendf(nil, `{"id":"https://local.example/activities/%d","type":"Create","actor":"https://local.example/users/alice","object":"https://local.example/notes/%d"}`, f.n, f.n),
+			Inboxes: []string{inbox},
+		})
+	}
+	ids, err := f.owner.EnqueueMany(context.Background(), acts)
+	require.NoError(f.t, err)
+	return ids
+}
+
+func (f *fixture) saved() store.DomainState {
+	states, err := f.st.Domains(context.Background(), []string{"a.example"})
+	require.NoError(f.t, err)
+	require.Len(f.t, states, 1)
+	return states[0]
+}
+
+func (f *fixture) local() queue.DomainStats {
+	st, err := f.owner.Stats(context.Background())
+	require.NoError(f.t, err)
+	for _, d := range st.Domains {
+		if d.Domain == "a.example" && d.Local {
+			return d
+		}
+	}
+	return queue.DomainStats{}
+}
+
+func (f *fixture) delivered() int { return len(f.fake.Delivered(inbox)) }
+
+// AdminFromAnotherProcess runs every admin operation from a second queue
+// on the same store while the owner delivers to the domain, and checks that
+// the owner takes the change in and never undoes it: the saved state keeps
+// it through the owner's checkpoints and renewals, and the owner sends
+// nothing the change removed.
+func AdminFromAnotherProcess(t *testing.T, newStore func(t *testing.T) store.Store) {
+	ctx := context.Background()
+	t.Run("PauseAndResume", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, newStore(t))
+		f.enqueue(5)
+		require.Eventually(t, func() bool { return f.delivered() == 5 }, waitFor, tick)
+		require.NoError(t, f.admin.Pause(ctx, "a.example"))
+		require.Eventually(t, func() bool { return f.local().Status == store.StatusPaused }, waitFor, tick, "the owner takes the pause in")
+		f.enqueue(5)
+		require.Never(t, func() bool { return f.delivered() > 5 || f.saved().Status != store.StatusPaused }, holdFor, tick,
+			"the owner sent to a paused domain or undid the pause")
+		require.NoError(t, f.admin.Resume(ctx, "a.example"))
+		require.Eventually(t, func() bool { return f.delivered() == 10 }, waitFor, tick, "the backlog goes out after Resume")
+	})
+	t.Run("RetryNow", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, newStore(t))
+		f.mode.Store(int32(down))
+		f.enqueue(1)
+		require.Eventually(t, func() bool { return f.saved().FailCount == 1 }, waitFor, tick, "backing off an hour")
+		f.mode.Store(int32(accept))
+		require.NoError(t, f.admin.RetryNow(ctx, "a.example"))
+		require.Eventually(t, func() bool { return f.delivered() == 1 }, waitFor, tick, "the owner retries at once")
+		require.Eventually(t, func() bool { return f.saved().FailCount == 0 }, waitFor, tick)
+	})
+	t.Run("SkipToHead", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, newStore(t))
+		f.mode.Store(int32(slowHead))
+		ids := f.enqueue(50)
+		f.head.Store(ids[0])
+		require.Eventually(t, func() bool { return f.delivered() == 49 }, waitFor, tick, "the owner runs ahead of its stuck head")
+		skipped, err := f.admin.SkipToHead(ctx, "a.example")
+		require.NoError(t, err)
+		require.Positive(t, skipped)
+		head := ids[len(ids)-1]
+		require.Eventually(t, func() bool { return f.local().Cursor >= head }, waitFor, tick, "the owner takes the skip in")
+		attempts := len(f.fake.Calls())
+		require.Never(t, func() bool { return f.saved().Cursor < head || len(f.fake.Calls()) > attempts }, holdFor, tick,
+			"the owner moved the cursor back or sent what was skipped")
+		later := f.enqueue(1)
+		require.Eventually(t, func() bool { return f.saved().Cursor == later[0] }, waitFor, tick, "delivery goes on after the skip")
+	})
+	t.Run("MarkAlive", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, newStore(t))
+		f.mode.Store(int32(gone))
+		f.enqueue(1)
+		require.Eventually(t, func() bool { return f.saved().Status == store.StatusDead }, waitFor, tick, "marked dead")
+		f.mode.Store(int32(accept))
+		require.NoError(t, f.admin.MarkAlive(ctx, "a.example"))
+		require.Eventually(t, func() bool { return f.delivered() == 1 }, waitFor, tick, "the backlog is delivered")
+		require.Never(t, func() bool { return f.saved().Status != store.StatusActive }, holdFor, tick, "the owner undid MarkAlive")
+	})
+	t.Run("RequeueAndDiscardDeadLetters", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, newStore(t))
+		f.mode.Store(int32(refuse))
+		f.enqueue(2)
+		var dls []store.DeadLetter
+		require.Eventually(t, func() bool {
+			var err error
+			dls, err = f.admin.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
+			require.NoError(t, err)
+			return len(dls) == 2
+		}, waitFor, tick, "two dead letters")
+		f.mode.Store(int32(accept))
+		newIDs, err := f.admin.RequeueDeadLetters(ctx, dls[0].ID)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return f.delivered() == 1 }, waitFor, tick, "the requeued activity is delivered")
+		n, err := f.admin.DiscardDeadLetters(ctx, dls[1].ID)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.Never(t, func() bool {
+			left, err := f.admin.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
+			require.NoError(t, err)
+			return len(left) > 0 || f.delivered() > 1
+		}, holdFor, tick, "a dead letter came back or the requeued activity was sent twice")
+		require.Equal(t, []int64{newIDs[0]}, f.fake.Delivered(inbox))
+	})
+}

@@ -1,0 +1,130 @@
+package queue
+
+import (
+	"sort"
+	"time"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// A worker saves its progress above the cursor with its state
+// (store.Progress): which activities it settled beyond an unsettled one,
+// and how often, and until when, it is waiting to try each delivery it
+// attempted. The next owner of the domain, after a graceful stop, a lease
+// handover or an admin reload, applies it to the deliveries it reads, so it
+// re-sends nothing that was settled and counts attempts on. After a crash
+// only what settled since the last checkpoint is sent again.
+
+// deliveryKey names one delivery: an activity to one inbox.
+type deliveryKey struct {
+	activity int64
+	inbox    string
+}
+
+// restored is saved progress not yet applied to the deliveries that fill
+// creates. It is dropped once fill has read past everything it mentions.
+type restored struct {
+	settled    []store.IDRange
+	deliveries map[deliveryKey]store.DeliveryProgress
+	last       int64 // highest activity ID it mentions
+}
+
+// newRestored keeps what p says above cursor; nil when nothing is left.
+func newRestored(p *store.Progress, cursor int64) *restored {
+	if p == nil {
+		return nil
+	}
+	r := &restored{deliveries: make(map[deliveryKey]store.DeliveryProgress)}
+	for _, s := range p.Settled {
+		if s.Last <= cursor || s.Last < s.First {
+			continue
+		}
+		s.First = max(s.First, cursor+1)
+		r.settled = append(r.settled, s)
+		r.last = max(r.last, s.Last)
+	}
+	sort.Slice(r.settled, func(i, j int) bool { return r.settled[i].First < r.settled[j].First })
+	for _, d := range p.Deliveries {
+		if d.ActivityID <= cursor {
+			continue
+		}
+		r.deliveries[deliveryKey{d.ActivityID, d.Inbox}] = d
+		r.last = max(r.last, d.ActivityID)
+	}
+	if r.last == 0 {
+		return nil
+	}
+	return r
+}
+
+// apply gives d what the saved progress says of it, and reports whether it
+// is settled already.
+func (r *restored) apply(d *delivery) bool {
+	id := d.entry.act.ID
+	i := sort.Search(len(r.settled), func(i int) bool { return r.settled[i].Last >= id })
+	if i < len(r.settled) && r.settled[i].First <= id {
+		return true
+	}
+	p, ok := r.deliveries[deliveryKey{id, d.inbox}]
+	if !ok {
+		return false
+	}
+	d.attempts = p.Attempts
+	d.nextAttempt = p.NextAttemptAt
+	return p.Settled
+}
+
+// progress returns the worker's progress above its cursor: its pending
+// deliveries, and what of the restored progress fill has not reached yet.
+// Its size is bounded by the pending deliveries (MaxPendingPerDomain) plus
+// what was restored. Called by the run goroutine.
+func (w *worker) progress() *store.Progress {
+	var p store.Progress
+	// A range of settled activities grows across the IDs addressed
+	// elsewhere (vacuously settled) until an unsettled activity ends it.
+	var open *store.IDRange
+	for i := 0; i < len(w.pending); {
+		id := w.pending[i].entry.act.ID
+		j, settled := i, true
+		for j < len(w.pending) && w.pending[j].entry.act.ID == id {
+			settled = settled && w.pending[j].settled
+			j++
+		}
+		if settled {
+			if open == nil {
+				p.Settled = append(p.Settled, store.IDRange{First: id, Last: id})
+				open = &p.Settled[len(p.Settled)-1]
+			}
+			open.Last = id
+		} else {
+			open = nil
+			for _, d := range w.pending[i:j] {
+				if d.settled || d.attempts > 0 {
+					p.Deliveries = append(p.Deliveries, store.DeliveryProgress{
+						ActivityID: id, Inbox: d.inbox, Settled: d.settled, Attempts: d.attempts,
+						NextAttemptAt: d.nextAttempt.Truncate(time.Microsecond),
+					})
+				}
+			}
+		}
+		i = j
+	}
+	if r := w.restored; r != nil {
+		for _, s := range r.settled {
+			if s.Last > w.scanned {
+				s.First = max(s.First, w.scanned+1)
+				p.Settled = append(p.Settled, s)
+			}
+		}
+		for k, d := range r.deliveries {
+			if k.activity > w.scanned {
+				p.Deliveries = append(p.Deliveries, d)
+			}
+		}
+		sort.Slice(p.Deliveries, func(i, j int) bool { return p.Deliveries[i].ActivityID < p.Deliveries[j].ActivityID })
+	}
+	if len(p.Settled) == 0 && len(p.Deliveries) == 0 {
+		return nil
+	}
+	return &p
+}

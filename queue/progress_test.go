@@ -1,0 +1,148 @@
+package queue
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/sender/sendertest"
+	"github.com/apqueue/apqueue/store"
+)
+
+// stuckSender answers 500 for ever to one activity per domain (its ID set
+// in stuck) and accepts everything else.
+func stuckSender(stuck *idSet) *sendertest.Fake {
+	return &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if stuck.has(d.Activity.ID) {
+			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+		}
+		return sender.Success(202)
+	}}
+}
+
+// idSet is a set of activity IDs safe for concurrent use.
+type idSet struct {
+	ids atomic.Pointer[map[int64]bool]
+}
+
+func (m *idSet) set(ids ...int64) {
+	s := make(map[int64]bool)
+	for _, id := range ids {
+		s[id] = true
+	}
+	m.ids.Store(&s)
+}
+
+func (m *idSet) has(id int64) bool {
+	s := m.ids.Load()
+	return s != nil && (*s)[id]
+}
+
+// requireNoResend fails if an activity other than the stuck ones was
+// delivered to an inbox more than once.
+func requireNoResend(t *testing.T, fake *sendertest.Fake, inboxes ...string) {
+	t.Helper()
+	for _, inbox := range inboxes {
+		seen := make(map[int64]bool)
+		for _, id := range fake.Delivered(inbox) {
+			require.False(t, seen[id], "activity %d delivered to %s twice", id, inbox)
+			seen[id] = true
+		}
+	}
+}
+
+func TestGracefulStopHandoverAndReloadResendNothing(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	var stuck idSet
+	fake := stuckSender(&stuck)
+	cfg := testConfig()
+	cfg.MaxAttempts = 1 << 30 // the stuck ones stay pending throughout
+	cfg.LeaseTTL = 600 * time.Millisecond
+	inboxes := []string{"https://a.example/inbox", "https://b.example/inbox", "https://c.example/inbox", "https://d.example/inbox"}
+	next := 0 // distinct objects: distinct ordering keys
+	enqueueBoth := func(q *Queue, n int) []int64 {
+		var acts []Activity
+		for range n {
+			acts = append(acts, note(next, inboxes[next%len(inboxes)]))
+			next++
+		}
+		return enqueueAll(t, q, acts...)
+	}
+	q1, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	ids := enqueueBoth(q1, 40)
+	stuck.set(ids[:4]...) // the first activity of each domain
+	require.NoError(t, q1.Start(context.Background()))
+	eventually(t, func() bool { return fake.DeliveredCount() == 36 }, "everything but the stuck heads delivered")
+
+	// An admin reload from another process.
+	admin, err := New(st, &sendertest.Fake{}, cfg)
+	require.NoError(t, err)
+	require.NoError(t, admin.RetryNow(context.Background(), "a.example"))
+	eventually(t, func() bool {
+		q1.mu.Lock()
+		defer q1.mu.Unlock()
+		w := q1.workers["a.example"]
+		return w != nil && w.revision.Load() == domainState(t, st, "a.example").Revision
+	}, "the owner took the admin change in")
+
+	// A graceful stop; the next owner goes on where it stopped.
+	require.NoError(t, q1.Stop(context.Background()))
+	for _, d := range []string{"a.example", "b.example", "c.example", "d.example"} {
+		s := domainState(t, st, d)
+		require.NotNil(t, s.Progress, "%s: the settled deliveries past the stuck one are saved", d)
+	}
+	q2 := startQueue(t, st, fake, cfg)
+	enqueueBoth(q2, 10)
+	eventually(t, func() bool { return fake.DeliveredCount() == 46 }, "the next owner delivers the new activities")
+
+	// A handover: a second process takes its share of the domains.
+	q3 := startQueue(t, st, fake, cfg)
+	eventually(t, func() bool { return q2.workerCount() == 2 && q3.workerCount() == 2 }, "the domains are split")
+	enqueueBoth(q3, 10)
+	eventually(t, func() bool { return fake.DeliveredCount() == 56 }, "the new owners deliver the new activities")
+	requireNoResend(t, fake, inboxes...)
+}
+
+func TestAttemptsCountAcrossOwners(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	var stuck idSet
+	fake := stuckSender(&stuck)
+	var attempts atomic.Int32
+	cfg := testConfig()
+	cfg.MaxAttempts = 5
+	cfg.Observer = ObserverFunc(func(e Event) {
+		if e.Kind == EventDispatched && stuck.has(e.ActivityID) {
+			attempts.Add(1)
+		}
+	})
+	q1, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	ids := enqueueAll(t, q1, note(1, "https://a.example/inbox"))
+	stuck.set(ids[0])
+	require.NoError(t, q1.Start(context.Background()))
+	eventually(t, func() bool { return attempts.Load() >= 3 }, "three attempts by the first owner")
+	require.NoError(t, q1.Stop(context.Background()))
+	made := attempts.Load()
+	require.Less(t, made, int32(cfg.MaxAttempts), "the first owner never saw another success: no dead letter yet")
+
+	q2 := startQueue(t, st, fake, cfg)
+	// The domain accepts other deliveries meanwhile.
+	for i := 2; deadLetterCount(t, st, "a.example") == 0; i++ {
+		enqueueAll(t, q2, note(i, "https://a.example/inbox"))
+		eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == i-1 }, "delivered")
+		require.Less(t, i, 200, "never dead-lettered")
+	}
+	dls, err := st.DeadLetters(context.Background(), store.DeadLetterFilter{Domain: "a.example"})
+	require.NoError(t, err)
+	require.Len(t, dls, 1)
+	require.Equal(t, ids[0], dls[0].ActivityID)
+	require.Equal(t, cfg.MaxAttempts, dls[0].Attempts, "attempts counted across owners")
+	require.Equal(t, int32(cfg.MaxAttempts), attempts.Load(), "exactly MaxAttempts requests in all")
+}
