@@ -112,9 +112,9 @@ var scenarios = map[string]struct {
 		set: map[string]string{"domains": "10000"},
 	},
 	scenarioFaults: {
-		doc: "6 domains: one activity answered 500 forever, 20% random 500s, 429 + Retry-After, each with a healthy twin; a graceful restart and a lease handover mid-run; lag per domain, 429 pauses, attempts before the dead letter, duplicates",
+		doc: "6 domains answering in 100 ms: one activity answered 500 forever, 20% random 500s, bursts of 429 + Retry-After, each with a healthy twin; 20 activities/s for 60 s, a graceful restart and a lease handover mid-run; lag per domain, 429 pauses, attempts before the dead letter, duplicates",
 		set: map[string]string{
-			"domains": "6", "rate": "20", "duration": "60s", "baseline": "false", "timeout": "4m",
+			"domains": "6", "rate": "20", "duration": "60s", "inbox-latency": "100ms", "baseline": "false", "timeout": "4m",
 			"backoff-min": "100ms", "backoff-max": "4s", "max-attempts": "10", "lease-ttl": "6s",
 		},
 	},
