@@ -38,9 +38,10 @@ type inboxFault struct {
 	burstLeft      int // 429s still to answer in this episode
 	lastThrottle   time.Time
 	waiting        bool // a 429 was answered and no request came since
-	// pauses are the times from each 429 to the next request that came
-	// later than throttleGrace; onTheWay counts requests that came within
-	// it (sent before the queue could have read the 429).
+	// pauses are the times from each 429 (the last of a burst) to the
+	// arrival of the next request sent after it; onTheWay counts the
+	// requests that arrived before it was answered or within
+	// throttleGrace after (sent before the queue could have read it).
 	pauses   []time.Duration
 	onTheWay int
 }
@@ -55,19 +56,25 @@ func newInboxFault() *inboxFault {
 	return &inboxFault{brokenSeq: -1, attempts: map[int]int{}}
 }
 
-// answer decides the answer to an attempt at delivering activity seq that
-// arrived at now: a status and Retry-After header to fail it with, or 0 to
-// accept it.
-func (f *inboxFault) answer(seq int, now time.Time) (status int, retryAfter string) {
+// answer decides the answer, at now, to an attempt at delivering activity
+// seq that arrived at arrived (before the inbox's latency): a status and
+// Retry-After header to fail it with, or 0 to accept it. A request that
+// arrived before the last 429 was answered (or within throttleGrace after)
+// was sent before the queue could know of it: it is refused with a 429 too,
+// as a rate limiter would, without counting towards throttleTimes, and the
+// pause is measured from the last 429 to the first request sent later.
+func (f *inboxFault) answer(seq int, arrived, now time.Time) (status int, retryAfter string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests++
 	f.attempts[seq]++
+	onTheWay := false
 	if f.waiting {
-		if d := now.Sub(f.lastThrottle); d < throttleGrace {
+		if arrived.Before(f.lastThrottle.Add(throttleGrace)) {
+			onTheWay = true
 			f.onTheWay++
 		} else {
-			f.pauses = append(f.pauses, d)
+			f.pauses = append(f.pauses, arrived.Sub(f.lastThrottle))
 			f.waiting = false
 		}
 	}
@@ -75,19 +82,27 @@ func (f *inboxFault) answer(seq int, now time.Time) (status int, retryAfter stri
 		f.brokenAttempts = append(f.brokenAttempts, now)
 		return http.StatusInternalServerError, ""
 	}
+	if onTheWay {
+		return f.throttle(now)
+	}
 	if f.throttled < f.throttleTimes && (f.burstLeft > 0 || f.throttleEvery > 0 && f.requests%f.throttleEvery == 0) {
 		if f.burstLeft == 0 {
 			f.burstLeft = max(1, f.throttleBurst)
 		}
 		f.burstLeft--
 		f.throttled++
-		f.lastThrottle, f.waiting = now, true
-		return http.StatusTooManyRequests, strconv.Itoa(f.retryAfter)
+		return f.throttle(now)
 	}
 	if f.flakyRate > 0 && f.draw(seq, f.attempts[seq]) < f.flakyRate {
 		return http.StatusInternalServerError, ""
 	}
 	return 0, ""
+}
+
+// throttle answers a 429 at now and waits for the next request.
+func (f *inboxFault) throttle(now time.Time) (int, string) {
+	f.lastThrottle, f.waiting = now, true
+	return http.StatusTooManyRequests, strconv.Itoa(f.retryAfter)
 }
 
 // draw is the random number of an attempt at an activity: the same for the

@@ -59,8 +59,8 @@ func (r *report) printFaults(p func(string, ...any)) {
 	for i, d := range f.throttle.pauses {
 		pauses[i] = short(d)
 	}
-	p("  429 pauses     %d× 429, pauses until the next request: [%s] (target: %d s ± jitter, never earlier, never 10× later); %d request(s) came within %s of a 429",
-		f.throttle.throttled, strings.Join(pauses, ", "), f.retryAfter, f.throttle.onTheWay, throttleGrace)
+	p("  429 pauses     %d× 429 (and %d to requests sent before the queue saw one), pauses from each to the next request: [%s] (target: %d s ± jitter, never earlier, never 10× later)",
+		f.throttle.throttled, f.throttle.onTheWay, strings.Join(pauses, ", "), f.retryAfter)
 	before := "no dead letter reported"
 	if !f.deadLetterAt.IsZero() {
 		before = fmt.Sprintf("%d attempts before its dead letter at %s", f.brokenAttemptsBefore(f.deadLetterAt), secs(f.deadLetterAt.Sub(f.began)))

@@ -87,6 +87,7 @@ func (in *inboxes) close() {
 // and are counted apart.
 func (in *inboxes) handler(dom int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived := time.Now()
 		body, err := io.ReadAll(io.LimitReader(r.Body, 2<<20))
 		seq, enqueued, ok := parseMarks(body)
 		if err != nil || r.Method != http.MethodPost || !ok {
@@ -108,7 +109,7 @@ func (in *inboxes) handler(dom int) http.Handler {
 			}
 		}
 		if dom < len(in.cfg.faults) && in.cfg.faults[dom] != nil && !bare {
-			if status, retryAfter := in.cfg.faults[dom].answer(seq, time.Now()); status != 0 {
+			if status, retryAfter := in.cfg.faults[dom].answer(seq, arrived, time.Now()); status != 0 {
 				in.rec.failed.Add(1)
 				if retryAfter != "" {
 					w.Header().Set("Retry-After", retryAfter)

@@ -191,7 +191,8 @@ func TestInboxFaultIsDeterministic(t *testing.T) {
 		got := map[[2]int]int{}
 		for _, seq := range order {
 			for attempt := 1; attempt <= 3; attempt++ {
-				status, _ := f.answer(seq, time.Now())
+				now := time.Now()
+				status, _ := f.answer(seq, now, now)
 				got[[2]int{seq, attempt}] = status
 			}
 		}
@@ -216,7 +217,8 @@ func TestInboxFaultIsDeterministic(t *testing.T) {
 	var statuses []int
 	start := time.Now()
 	for i := range 12 {
-		status, retryAfter := f.answer(i, start.Add(time.Duration(i)*time.Second))
+		at := start.Add(time.Duration(i) * time.Second)
+		status, retryAfter := f.answer(i, at, at)
 		if status == 429 {
 			require.Equal(t, "3", retryAfter)
 		}
@@ -231,9 +233,25 @@ func TestInboxFaultIsDeterministic(t *testing.T) {
 	f.brokenSeq, f.throttleEvery, f.throttleBurst, f.throttleTimes = 3, 4, 2, 3
 	statuses = nil
 	for i := range 12 {
-		status, _ := f.answer(i, start.Add(time.Duration(i)*time.Second))
+		at := start.Add(time.Duration(i) * time.Second)
+		status, _ := f.answer(i, at, at)
 		statuses = append(statuses, status)
 	}
 	require.Equal(t, []int{0, 0, 0, 500, 0, 0, 0, 429, 429, 0, 0, 429}, statuses, "bursts of two 429s, three in all")
 	require.Equal(t, []time.Duration{time.Second, time.Second}, f.log().pauses)
+
+	// A request sent before the 429 was answered is refused too, and the
+	// pause runs from the last 429.
+	f = newInboxFault()
+	f.throttleEvery, f.throttleBurst, f.throttleTimes = 1, 1, 1
+	status, _ := f.answer(0, start, start.Add(100*time.Millisecond))
+	require.Equal(t, 429, status)
+	status, _ = f.answer(1, start.Add(50*time.Millisecond), start.Add(150*time.Millisecond))
+	require.Equal(t, 429, status, "on its way when the first 429 was answered")
+	status, _ = f.answer(2, start.Add(3150*time.Millisecond), start.Add(3250*time.Millisecond))
+	require.Zero(t, status)
+	log = f.log()
+	require.Equal(t, []time.Duration{3 * time.Second}, log.pauses)
+	require.Equal(t, 1, log.onTheWay)
+	require.Equal(t, 1, log.throttled)
 }
