@@ -132,10 +132,14 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 	})
 	// Each queue is a process of its own: its own store (pool), owner ID.
 	owners := 0
-	var st store.Store
+	var producerStore store.Store
 	newQueue := func() (*queue.Queue, error) {
-		if st, err = be.newStore(ctx); err != nil {
+		st, err := be.newStore(ctx)
+		if err != nil {
 			return nil, err
+		}
+		if producerStore == nil {
+			producerStore = st
 		}
 		owners++
 		cfg := queueConfig(fr.settings, nil, obs)
@@ -148,7 +152,6 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	producerStore := st
 	running := map[*queue.Queue]bool{}
 	stop := func(q *queue.Queue) error {
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -173,6 +176,7 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 		}
 	}()
 	mem := startMemPeak(100 * time.Millisecond)
+	defer mem.finish()
 	first, err := start()
 	if err != nil {
 		return nil, err
