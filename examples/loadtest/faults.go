@@ -58,6 +58,10 @@ type faultsRun struct {
 	// the broken activity at the end.
 	deadLetterAt   time.Time
 	deadLetterRows int
+	// saturation activities were enqueued at once at saturationStart,
+	// after the paced ones.
+	saturation      int
+	saturationStart time.Time
 	// timedOut: the run ended at -timeout with deliveries missing.
 	timedOut bool
 }
@@ -68,8 +72,12 @@ type faultDomainResult struct {
 	delivered, duplicates int64
 	p50, p95, max         time.Duration
 	// perSec is deliveries per second from the first enqueue to the
-	// domain's last delivery.
+	// domain's last delivery (paced activities).
 	perSec float64
+	// saturated is how many of the saturation's activities arrived, at
+	// saturatedPerSec from their enqueue to the last of them.
+	saturated       int64
+	saturatedPerSec float64
 }
 
 // brokenAttemptsBefore counts the broken activity's attempts that arrived
@@ -89,8 +97,9 @@ func (r *faultsRun) brokenAttemptsBefore(t time.Time) int {
 // every activity enqueued at -rate for -duration; a third of the way the
 // queue is stopped gracefully and a new one started on the same store, two
 // thirds of the way a second queue starts and the first stops gracefully
-// (a lease handover). It waits for every delivery except the broken one
-// and for the broken one's dead letter, then reports per domain.
+// (a lease handover). Then -fault-saturation activities are enqueued at
+// once. It waits for every delivery except the broken one and for the
+// broken one's dead letter, then reports per domain.
 func runFaults(ctx context.Context, o *options) (*report, error) {
 	_, keyPEM, err := newKey()
 	if err != nil {
@@ -110,7 +119,8 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 	faults[faultThrottled].throttleEvery = max(1, o.activities/(episodes+1))
 	faults[faultThrottled].throttleTimes, faults[faultThrottled].throttleBurst = fr.throttles, fr.burst
 	faults[faultThrottled].retryAfter = fr.retryAfter
-	rg, err := startRig(ctx, o, faultDomains, inboxConfig{latency: o.inboxLatency, faults: faults, perDomain: true}, fr.settings)
+	icfg := inboxConfig{latency: o.inboxLatency, faults: faults, perDomain: true, saturationFrom: o.activities}
+	rg, err := startRig(ctx, o, faultDomains, icfg, fr.settings)
 	if err != nil {
 		return nil, err
 	}
@@ -241,9 +251,19 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 	if err := <-enqErr; err != nil {
 		return nil, fmt.Errorf("enqueue: %w", err)
 	}
+	// Saturation: more activities at once than the domains can take, to
+	// measure each one's throughput.
+	if fr.saturation = o.faultSaturation; fr.saturation > 0 {
+		so := *o
+		so.rate, so.activities = 0, fr.saturation
+		fr.saturationStart = time.Now()
+		if _, err := enqueueAll(runCtx, &so, o.activities, producer, in, &appends, &slowest); err != nil {
+			return nil, fmt.Errorf("enqueue the saturation: %w", err)
+		}
+	}
 	// Every delivery but the broken activity's arrives, and the broken
 	// one becomes a dead letter, or the run times out.
-	want := int64(o.activities*faultDomains - 1)
+	want := int64((o.activities+fr.saturation)*faultDomains - 1)
 	dead := func() bool {
 		dlMu.Lock()
 		defer dlMu.Unlock()
@@ -278,6 +298,10 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 		}
 		if last := lag.lastNS.Load(); last > began.UnixNano() {
 			d.perSec = float64(d.delivered) / time.Unix(0, last).Sub(began).Seconds()
+		}
+		if last := lag.saturatedLastNS.Load(); fr.saturation > 0 && last > fr.saturationStart.UnixNano() {
+			d.saturated = lag.saturated.Load()
+			d.saturatedPerSec = float64(d.saturated) / time.Unix(0, last).Sub(fr.saturationStart).Seconds()
 		}
 		fr.domains = append(fr.domains, d)
 	}

@@ -19,6 +19,14 @@ func orDefault[T comparable](v, def T) T {
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 
+// ratio is a/b, 0 when b is 0.
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
 // short is d to the millisecond: "856ms", "3.002s".
 func short(d time.Duration) string { return d.Round(time.Millisecond).String() }
 
@@ -43,18 +51,23 @@ func (r *report) printFaults(p func(string, ...any)) {
 	for _, reason := range r.reasons {
 		p("    because      %s", reason)
 	}
-	p("  %-20s %-16s %9s %5s %10s %10s %10s %13s", "domain", "address", "delivered", "dups", "lag p50", "p95", "max", "deliveries/s")
-	for _, d := range f.domains {
-		p("  %-20s %-16s %9d %5d %10s %10s %10s %13.1f", d.name, d.domain, d.delivered, d.duplicates, short(d.p50), short(d.p95), short(d.max), d.perSec)
+	if f.saturation > 0 {
+		p("  saturation     %d activities enqueued at once to every domain after the paced ones, at %s", f.saturation, secs(f.saturationStart.Sub(f.began)))
 	}
+	p("  %-20s %-16s %9s %5s %10s %10s %10s %8s %13s", "domain", "address", "delivered", "dups", "lag p50", "p95", "max", "paced/s", "saturated/s")
+	for _, d := range f.domains {
+		p("  %-20s %-16s %9d %5d %10s %10s %10s %8.1f %13.1f", d.name, d.domain, d.delivered+d.saturated, d.duplicates, short(d.p50), short(d.p95), short(d.max), d.perSec, d.saturatedPerSec)
+	}
+	p("                 lag and paced/s: the paced activities; saturated/s: the saturation's, from their enqueue to the last of them")
 	broken, twin := f.domains[faultBroken], f.domains[faultBrokenTwin]
 	p("  500 forever    lag p95 %s against its twin's %s: %+.2f s (target: within 5 s)", secs(broken.p95), secs(twin.p95), (broken.p95 - twin.p95).Seconds())
 	flaky, flakyTwin := f.domains[faultFlaky], f.domains[faultFlakyTwin]
-	ratio := 0.0
-	if flakyTwin.perSec > 0 {
-		ratio = flaky.perSec / flakyTwin.perSec
+	if f.saturation > 0 {
+		p("  20%% 500s       throughput saturated %.1f/s against its twin's %.1f/s: %.2f (target ≥ 0.7); paced %.2f",
+			flaky.saturatedPerSec, flakyTwin.saturatedPerSec, ratio(flaky.saturatedPerSec, flakyTwin.saturatedPerSec), ratio(flaky.perSec, flakyTwin.perSec))
+	} else {
+		p("  20%% 500s       throughput paced %.1f/s against its twin's %.1f/s: %.2f (target ≥ 0.7)", flaky.perSec, flakyTwin.perSec, ratio(flaky.perSec, flakyTwin.perSec))
 	}
-	p("  20%% 500s       throughput %.1f/s against its twin's %.1f/s: %.2f (target ≥ 0.7)", flaky.perSec, flakyTwin.perSec, ratio)
 	pauses := make([]string, len(f.throttle.pauses))
 	for i, d := range f.throttle.pauses {
 		pauses[i] = short(d)
@@ -69,6 +82,6 @@ func (r *report) printFaults(p func(string, ...any)) {
 		f.brokenSeq, before, orDefault(s.MaxAttempts, queue.MaxAttemptsDefault), len(f.broken.brokenAttempts), f.deadLetterRows)
 	p("  duplicates     %d after the graceful restart, %d after the lease handover (target 0 each); %d before the restart",
 		f.dupRestart, f.dupHandover, f.dupBefore)
-	p("  latency        all domains: enqueue to delivery p50 %s, p90 %s, p99 %s, max %s", ms(r.p50), ms(r.p90), ms(r.p99), ms(r.maxLatency))
+	p("  latency        every delivery, saturation included: enqueue to delivery p50 %s, p90 %s, p99 %s, max %s", ms(r.p50), ms(r.p90), ms(r.p99), ms(r.maxLatency))
 	p("  memory         peak heap in use %s, peak Sys %s (this process: inboxes included)", mib(r.peakHeap), mib(r.peakSys))
 }

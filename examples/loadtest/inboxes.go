@@ -25,8 +25,10 @@ type inboxConfig struct {
 	// faults, indexed by domain, make some inboxes misbehave (the faults
 	// scenario); a nil entry, or none, is a healthy inbox.
 	faults []*inboxFault
-	// perDomain records each domain's latency and duplicates apart.
-	perDomain bool
+	// perDomain records each domain's latency and duplicates apart, and
+	// counts the activities from saturationFrom on apart from the others.
+	perDomain      bool
+	saturationFrom int
 }
 
 // inboxes are one HTTP server per remote domain, each on its own loopback
@@ -48,6 +50,7 @@ func startInboxes(n int, cfg inboxConfig) (*inboxes, error) {
 	in := &inboxes{cfg: cfg, rec: newRecorder(n)}
 	if cfg.perDomain {
 		in.rec.perDomain = make([]domainLag, n)
+		in.rec.saturationFrom = cfg.saturationFrom
 	}
 	for i := range n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -152,6 +155,9 @@ type recorder struct {
 	latency histogram
 	// perDomain, when not nil, has each domain's latency and duplicates.
 	perDomain []domainLag
+	// saturationFrom, when positive, is the first sequence number of
+	// activities enqueued all at once: perDomain counts them apart.
+	saturationFrom int
 
 	unique, duplicates         atomic.Int64
 	requests, failed, rejected atomic.Int64
@@ -164,11 +170,14 @@ type domainRecord struct {
 }
 
 // domainLag is what one domain received: enqueue-to-delivery latency of
-// first deliveries, their count and the last one's time, and duplicates.
+// first deliveries, their count and the last one's time, and duplicates;
+// apart, the count and last time of the activities from saturationFrom on.
 type domainLag struct {
 	latency               histogram
 	delivered, duplicates atomic.Int64
 	lastNS                atomic.Int64
+
+	saturated, saturatedLastNS atomic.Int64
 }
 
 func newRecorder(n int) *recorder {
@@ -198,7 +207,12 @@ func (r *recorder) accept(dom, seq int, now time.Time, enqueuedNS int64) {
 	}
 	ns := now.UnixNano()
 	r.latency.add(time.Duration(ns - enqueuedNS))
-	if lag != nil {
+	switch {
+	case lag == nil:
+	case r.saturationFrom > 0 && seq >= r.saturationFrom:
+		lag.saturated.Add(1)
+		storeMax(&lag.saturatedLastNS, ns)
+	default:
 		lag.latency.add(time.Duration(ns - enqueuedNS))
 		lag.delivered.Add(1)
 		storeMax(&lag.lastNS, ns)

@@ -53,7 +53,9 @@
 // enqueues at -rate for -duration while a delivering queue works; a third of
 // the way it is stopped gracefully and a new one started on the same store,
 // two thirds of the way another joins and the first stops gracefully (a lease
-// handover). The report gives each domain's lag percentiles and throughput
+// handover). Then -fault-saturation activities are enqueued at once, more
+// than the domains can take, so that throughput is measured where it is the
+// limit. The report gives each domain's lag percentiles and throughput
 // against its twin, the pause after each 429, the attempts the broken
 // activity got before its dead letter and the dead letters stored for it,
 // and the duplicate deliveries after the restart and after the handover,

@@ -149,7 +149,7 @@ func TestLatencyProxyAddsRoundTrip(t *testing.T) {
 // scenario is run for.
 func TestFaultsScenarioSmoke(t *testing.T) {
 	o, err := parseOptions([]string{"-scenario", "faults", "-duration", "3s", "-fault-retry-after", "1", "-fault-throttles", "2",
-		"-lease-ttl", "1500ms", "-backoff-min", "20ms", "-backoff-max", "1s", "-max-attempts", "4", "-timeout", "40s"})
+		"-lease-ttl", "1500ms", "-backoff-min", "20ms", "-backoff-max", "1s", "-max-attempts", "4", "-fault-saturation", "30", "-timeout", "40s"})
 	require.NoError(t, err)
 	require.Equal(t, 60, o.activities, "20/s for 3 s")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -159,12 +159,14 @@ func TestFaultsScenarioSmoke(t *testing.T) {
 
 	f := rep.faults
 	require.NotNil(t, f)
-	require.Equal(t, int64(60*faultDomains-1), rep.expected, "every activity to every domain, the broken one excepted")
+	require.Equal(t, int64((60+30)*faultDomains-1), rep.expected, "every activity to every domain, the broken one excepted")
 	require.Equal(t, rep.expected, rep.delivered)
 	require.Len(t, f.domains, faultDomains)
 	for _, d := range f.domains {
 		require.Positive(t, d.delivered, d.name)
 		require.Positive(t, d.perSec, d.name)
+		require.Equal(t, int64(30), d.saturated, d.name)
+		require.Positive(t, d.saturatedPerSec, d.name)
 		require.LessOrEqual(t, d.p50, d.p95, d.name)
 	}
 	require.Equal(t, 6, f.brokenSeq)
@@ -175,7 +177,7 @@ func TestFaultsScenarioSmoke(t *testing.T) {
 
 	var out bytes.Buffer
 	rep.print(&out)
-	for _, want := range []string{"MaxAttempts 4", "lag p95", "throughput", "429 pauses", "before its dead letter", "after the graceful restart", "after the lease handover"} {
+	for _, want := range []string{"MaxAttempts 4", "lag p95", "throughput saturated", "429 pauses", "before its dead letter", "after the graceful restart", "after the lease handover"} {
 		require.Contains(t, out.String(), want)
 	}
 }
