@@ -42,7 +42,8 @@ type Activity struct {
 	//     Undo (and Lemmy's Announce{Create{Page}}); Update, Delete and
 	//     Move of an actor by the actor. An object given as a string is
 	//     the key itself.
-	//   - A body without an object: its "id".
+	//   - A body without an object, or whose object is an array (a Flag of
+	//     several objects) or has no "id": its "id".
 	//
 	// Unrelated activities that share an object, such as two users' Likes
 	// of one note, share a key too; that only serialises them. An Undo,
