@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 
@@ -69,6 +70,18 @@ func (c *catchUp) read(ctx context.Context, dom string, after int64, limit int, 
 // block returns the loaded block that holds after+1, loading it (once,
 // whoever asks meanwhile) if needed.
 func (c *catchUp) block(ctx context.Context, after, base int64) (*block, error) {
+	for {
+		b, err := c.blockOnce(ctx, after, base)
+		if err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			// The worker that loaded it was stopped, not this one: load it
+			// again rather than back off for another domain's reason.
+			continue
+		}
+		return b, err
+	}
+}
+
+func (c *catchUp) blockOnce(ctx context.Context, after, base int64) (*block, error) {
 	lo := after - after%c.span
 	c.mu.Lock()
 	b, ok := c.blocks[lo]

@@ -210,20 +210,37 @@ func (c *checkpointer) mergeAdminChanges(ctx context.Context, domains []string) 
 	return nil
 }
 
-// mergeAdmin takes an admin's change, saved in row, into own, a state
-// based on an older revision: status, backoff, shared inbox, a cursor moved
-// up, and the revision. It reports whether the change cleared the backoff.
+// mergeAdmin takes into own, a state based on an older revision, what
+// changed in row: the shared inbox, a cursor moved up (skip, retention),
+// and the admin's changes of status and backoff. The revision also moves
+// for changes that are not an admin's (a new shared inbox, a retention
+// fast-forward), so what the owner learned since it last saved stands
+// unless the row says otherwise: a pause, a resume or a revival (a
+// live status with the backoff cleared) replaces the status, and cleared
+// backoff clears it; the owner's own revival of a dead domain, or its
+// unsaved failures, are not undone. It reports whether the change cleared
+// the backoff.
 func mergeAdmin(own, row store.DomainState) (store.DomainState, bool) {
 	if row.Revision == own.Revision {
 		return own, false
 	}
-	own.Status = row.Status
-	own.FailCount = row.FailCount
-	own.FailingSince = row.FailingSince
-	own.NextAttemptAt = row.NextAttemptAt
-	own.LastError = row.LastError
+	cleared := row.FailCount == 0 && row.NextAttemptAt.IsZero() && row.LastError == ""
+	switch {
+	case row.Status == store.StatusPaused, own.Status == store.StatusPaused:
+		own.Status = row.Status // paused, or resumed
+	case row.Status == store.StatusActive && own.Status == store.StatusDead && cleared:
+		own.Status = row.Status // marked alive
+	}
+	if cleared && (own.FailCount > 0 || !own.NextAttemptAt.IsZero() || !own.FailingSince.IsZero() || own.LastError != "") {
+		own.FailCount = 0
+		own.FailingSince = time.Time{}
+		own.NextAttemptAt = time.Time{}
+		own.LastError = ""
+	} else {
+		cleared = false
+	}
 	own.SharedInbox = row.SharedInbox
 	own.Revision = row.Revision
 	own.Cursor = max(own.Cursor, row.Cursor)
-	return own, row.FailCount == 0
+	return own, cleared
 }

@@ -105,6 +105,7 @@ func (w *worker) send(d *delivery) {
 	d.inFlight = true
 	d.attempts++
 	w.progressed = true
+	w.touchedUpTo = max(w.touchedUpTo, d.entry.act.ID)
 	d.sentAt = time.Now()
 	w.inflight++
 	del := &sender.Delivery{
@@ -127,8 +128,10 @@ func (w *worker) handle(r result) {
 	d.inFlight = false
 	w.inflight--
 	w.progressed = true
-	if w.sendCtx.Err() != nil {
-		// Cancelled by a stop or a lost lease: not an answer from the domain.
+	if w.sendCtx.Err() != nil && res.Outcome != sender.Delivered && res.Outcome != sender.Permanent {
+		// Cancelled by a stop or a lost lease: not an answer from the
+		// domain. An answer that came in anyway is kept, so that it is
+		// saved rather than sent again.
 		d.attempts--
 		return
 	}
@@ -256,6 +259,8 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 // settle marks d as done, recording dl when it failed for good.
 func (w *worker) settle(d *delivery, dl *store.DeadLetter) {
 	d.settled = true
+	w.unsettled--
+	w.touchedUpTo = max(w.touchedUpTo, d.entry.act.ID)
 	if dl != nil {
 		w.deadLetters = append(w.deadLetters, *dl)
 		w.counts.DeadLettered++

@@ -36,25 +36,32 @@ func (l *leaseKeeper) run(ctx context.Context) {
 	interval := l.q.cfg.LeaseTTL / 3
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	renew := true
 	for {
-		if err := l.round(ctx); err != nil && ctx.Err() == nil {
+		if err := l.round(ctx, renew); err != nil && ctx.Err() == nil {
 			l.q.logger.WarnContext(ctx, "apqueue: lease round failed, will retry", slog.Any("error", err))
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
+			renew = true
 		case <-l.wants:
+			// A new domain: take it now; renewing every held lease can
+			// wait for the ticker, so that new domains do not make
+			// renewals cost more.
+			renew = false
 		}
 	}
 }
 
-// round renews held leases, then acquires or releases toward a fair share.
-func (l *leaseKeeper) round(ctx context.Context) error {
+// round renews held leases (when renew is set), then acquires or releases
+// toward a fair share.
+func (l *leaseKeeper) round(ctx context.Context, renew bool) error {
 	q := l.q
 	ttl := q.cfg.LeaseTTL
 	workers := q.workerList()
-	if len(workers) > 0 {
+	if renew && len(workers) > 0 {
 		leases := make([]store.Lease, len(workers))
 		for i, w := range workers {
 			leases[i] = w.lease()

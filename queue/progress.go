@@ -85,6 +85,9 @@ func (w *worker) progress() *store.Progress {
 	var open *store.IDRange
 	for i := 0; i < len(w.pending); {
 		id := w.pending[i].entry.act.ID
+		if id > w.touchedUpTo {
+			break // never tried, not settled: nothing to save
+		}
 		j, settled := i, true
 		for j < len(w.pending) && w.pending[j].entry.act.ID == id {
 			settled = settled && w.pending[j].settled

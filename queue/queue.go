@@ -413,9 +413,13 @@ func (q *Queue) checkResolved(raw string) (string, string, bool) {
 	return inbox, dom, true
 }
 
-// InvalidateAudience drops the cached Resolver answers for an audience, so
-// that activities read from now on use a fresh answer. An empty audience
-// drops every cached answer.
+// InvalidateAudience drops this process's cached Resolver answer for an
+// audience, so that activities enqueued from now on use a fresh answer. An
+// empty audience drops every cached answer. The cache is per process: a
+// process that enqueues for an audience whose followers changed in another
+// process learns of it within Config.ResolverTTL, so call it in every
+// enqueuing process (or keep ResolverTTL short) where a new follower must
+// be reached at once.
 func (q *Queue) InvalidateAudience(audience string) {
 	if q.resolver != nil {
 		q.resolver.invalidate(audience)

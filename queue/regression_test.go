@@ -220,6 +220,8 @@ func TestRequestsEndWithTheLease(t *testing.T) {
 			select {
 			case <-time.After(3 * time.Second): // a slow inbox
 			case <-ctx.Done():
+				// As the HTTP sender does: a cancelled request is no answer.
+				return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: ctx.Err().Error()}
 			}
 		}
 		return sender.Success(202)

@@ -41,6 +41,9 @@ func (w *worker) applySkip(to int64) {
 	for _, d := range w.pending {
 		if d.entry.act.ID <= to && !d.inFlight {
 			w.pendingBytes -= d.bytes
+			if !d.settled {
+				w.unsettled--
+			}
 			continue
 		}
 		kept = append(kept, d)

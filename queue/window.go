@@ -49,6 +49,19 @@ type waiter struct {
 	idle bool
 }
 
+// wake tells a caught-up worker that activity id addresses its domain, and
+// that nothing before it does: the worker reads on from there, not from
+// where it stopped, however much of the log went by meanwhile.
+func (wt waiter) wake(id int64) {
+	for {
+		old := wt.w.emptyThrough.Load()
+		if id-1 <= old || wt.w.emptyThrough.CompareAndSwap(old, id-1) {
+			break
+		}
+	}
+	wt.w.poke()
+}
+
 func newWindow(st store.Store, batch, size, maxBytes int, logger *slog.Logger) *window {
 	return &window{
 		store: st, batch: batch, size: size, maxBytes: maxBytes, logger: logger,
@@ -147,14 +160,14 @@ func (w *window) append(acts []store.Activity) {
 		w.head = a.ID
 		if a.AllDomains {
 			for _, wt := range w.waiters {
-				wt.w.poke()
+				wt.wake(a.ID)
 			}
 			clear(w.waiters)
 			continue
 		}
 		for _, d := range a.Domains {
 			if wt, ok := w.waiters[d]; ok {
-				wt.w.poke()
+				wt.wake(a.ID)
 				delete(w.waiters, d)
 			}
 		}

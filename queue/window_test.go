@@ -196,3 +196,54 @@ func TestWindowIsBoundedInBytes(t *testing.T) {
 	}
 	require.Equal(t, ids, got)
 }
+
+func TestQuietDomainReadsOnFromWhereItWasWoken(t *testing.T) {
+	t.Parallel()
+	st := &countingStore{Store: newMemory()}
+	fake := &sendertest.Fake{}
+	cfg := testConfig()
+	cfg.ReadBatch, cfg.WindowSize = 16, 64
+	q := startQueue(t, st, fake, cfg)
+	enqueueAll(t, q, note(0, "https://quiet.example/inbox"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "the quiet domain's first activity")
+	n := 0
+	for range 40 { // 2,000 activities for another domain roll the window on
+		var acts []Activity
+		for range 50 {
+			n++
+			acts = append(acts, note(n, "https://busy.example/inbox"))
+		}
+		enqueueAll(t, q, acts...)
+	}
+	eventually(t, func() bool { return fake.DeliveredCount() == n+1 }, "the busy domain's activities")
+	before := st.reads.Load()
+	enqueueAll(t, q, note(n+1, "https://quiet.example/inbox"))
+	eventually(t, func() bool { return len(fake.Delivered("https://quiet.example/inbox")) == 2 }, "the quiet domain's second activity")
+	require.LessOrEqual(t, st.reads.Load()-before, int64(2),
+		"the quiet domain read the log it had slept through instead of going on from the activity that woke it")
+}
+
+func TestIdleOnlyOnceDeadLettersAreOffered(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	q, err := New(st, &sendertest.Fake{}, testConfig())
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, q.AddDomains(ctx, "a.example"))
+	require.NoError(t, q.window.init(ctx))
+	_, err = q.EnqueueMany(ctx, []Activity{{Body: []byte(`{"id":"https://local.example/x","actor":"https://local.example/u"}`), AllDomains: true}})
+	require.NoError(t, err)
+	require.NoError(t, q.window.refresh(ctx))
+	states, err := st.AcquireLeases(ctx, "o", time.Minute, 10)
+	require.NoError(t, err)
+	w := newWorker(q, ctx, states[0], time.Now().Add(time.Minute))
+	w.fill() // the activity has nowhere to go here: a dead letter, nothing pending
+	require.Len(t, w.deadLetters, 1)
+	_, ok := q.window.settledThrough(w)
+	require.False(t, ok, "idle before its dead letter was offered: a renewal could move the cursor past it")
+	w.offer()
+	w.fill()
+	_, ok = q.window.settledThrough(w)
+	require.True(t, ok, "idle once offered")
+	require.True(t, q.checkpoints.unsaved("a.example"), "the lease keeper waits for the save")
+}

@@ -45,6 +45,10 @@ type worker struct {
 	wantSkipTo atomic.Int64  // move past this ID (retention fast-forward)
 	leaseUntil atomic.Int64  // Unix nanoseconds the lease is known to hold until
 	leaseWait  atomic.Bool   // dispatching stopped for the lease: poke on renewal
+	// emptyThrough is set by the window when it wakes the worker for an
+	// activity: nothing up to the ID before it addresses the domain, so the
+	// worker skips that part of the log instead of reading it again.
+	emptyThrough atomic.Int64
 
 	// What the run goroutine publishes for Stats and the lease keeper.
 	view     atomic.Pointer[DomainStats]
@@ -67,10 +71,15 @@ type worker struct {
 	restored     *restored // saved progress fill has not reached yet
 	progressed   bool      // the progress above the cursor changed since the last offer
 	pendingBytes int       // footprint of the entries the pending deliveries hold
-	successes    int64     // deliveries accepted since the worker started
-	counts       counts
-	latency      latencyRing
-	latencyAt    time.Time // when the published percentiles were computed
+	unsettled    int       // pending deliveries not settled
+	// touchedUpTo is the highest activity ID among pending deliveries that
+	// were attempted or settled: the ones after it were never tried, so the
+	// scans for progress and retry times stop there.
+	touchedUpTo int64
+	successes   int64 // deliveries accepted since the worker started
+	counts      counts
+	latency     latencyRing
+	latencyAt   time.Time // when the published percentiles were computed
 }
 
 // counts are a domain's delivery counters since this process took it.
@@ -278,12 +287,21 @@ func (w *worker) fill() {
 	if len(w.pending) > 0 && w.ahead()-len(w.pending) < (w.ahead()+1)/2 {
 		return
 	}
-	for {
+	w.scanned = max(w.scanned, w.emptyThrough.Load())
+	for reads := 0; ; reads++ {
 		room := w.ahead() - len(w.pending)
 		if room <= 0 {
 			return
 		}
-		entries, scanned, caughtUp, err := w.q.window.read(w.ctx, w, w.scanned, room, len(w.pending) == 0)
+		if reads == maxReadsPerStep || w.isStopping() || w.ctx.Err() != nil {
+			// Let results, requests and a stop in before reading on.
+			w.poke()
+			return
+		}
+		// Idle only once its dead letters are offered too: the renewal that
+		// moves an idle cursor must not pass a dead letter not yet saved.
+		idle := len(w.pending) == 0 && len(w.deadLetters) == 0
+		entries, scanned, caughtUp, err := w.q.window.read(w.ctx, w, w.scanned, room, idle)
 		if err != nil {
 			w.fillFailed("reading the activity log", err)
 			return
@@ -303,6 +321,12 @@ func (w *worker) fill() {
 				if w.restored != nil && w.restored.apply(d) {
 					d.settled = true // by an earlier owner
 				}
+				if d.settled || d.attempts > 0 {
+					w.touchedUpTo = max(w.touchedUpTo, e.act.ID)
+				}
+				if !d.settled {
+					w.unsettled++
+				}
 				w.pending = append(w.pending, d)
 			}
 			w.scanned = e.act.ID
@@ -316,11 +340,15 @@ func (w *worker) fill() {
 		w.blocked = ""
 		if caughtUp {
 			w.caughtUp = true
-			w.waitingIdle = len(w.pending) == 0
+			w.waitingIdle = idle
 			return
 		}
 	}
 }
+
+// maxReadsPerStep bounds the reads of one fill, so that a domain far behind
+// still takes its results, admin requests and a stop in between.
+const maxReadsPerStep = 8
 
 // fillFailed backs off reading after an error, and says why the domain is
 // blocked in Stats.
@@ -344,10 +372,11 @@ func (w *worker) targets(e *entry) ([]string, error) {
 		for _, aud := range e.act.Audiences {
 			if w.q.resolver == nil {
 				// Enqueued by a process that has a Resolver; this one cannot
-				// find the inboxes on a domain without a known shared inbox.
-				// Record it rather than wait for ever or drop it.
+				// find the audience's inboxes on a domain without a known
+				// shared inbox. Record that rather than wait for ever or
+				// drop it, and send to the explicit inboxes.
 				w.settleUndeliverable(e, errNoResolverHere.Error())
-				return nil, nil
+				return dedupe(inboxes), nil
 			}
 			ans, err := w.q.resolver.answer(w.ctx, aud, w.domain, e.act.ID)
 			if err != nil {
@@ -452,11 +481,7 @@ func (w *worker) publish() {
 	}
 	if len(w.pending) > 0 {
 		s.OldestPending = w.pending[0].entry.act.EnqueuedAt
-		for _, d := range w.pending {
-			if !d.settled {
-				s.Pending++
-			}
-		}
+		s.Pending = w.unsettled
 	}
 	old := w.view.Load()
 	now := time.Now()
@@ -490,6 +515,9 @@ func (w *worker) nextWake() (time.Time, bool) {
 		earliest(w.state.NextAttemptAt)
 	} else {
 		for _, d := range w.pending {
+			if d.entry.act.ID > w.touchedUpTo {
+				break // never tried: due now
+			}
 			if !d.settled && !d.inFlight && d.nextAttempt.After(now) {
 				earliest(d.nextAttempt)
 			}

@@ -4,6 +4,7 @@
 package queuetest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -36,15 +37,17 @@ const (
 	down          // connection refused: the domain backs off as a whole
 	gone          // 410 from the shared inbox: the domain is dead
 	refuse        // 422: a dead letter
-	slowHead      // 500 for ever to the first activity, the rest accepted
+	slowHead      // 500 for ever to the activity about stuckObject, the rest accepted
 )
+
+// stuckObject is the object of the activity slowHead never accepts.
+const stuckObject = "https://local.example/notes/stuck"
 
 type fixture struct {
 	t     *testing.T
 	st    store.Store
 	fake  *sendertest.Fake
 	mode  atomic.Int32
-	head  atomic.Int64 // the stuck activity of slowHead
 	owner *queue.Queue
 	admin *queue.Queue
 	n     int
@@ -63,7 +66,7 @@ func newFixture(t *testing.T, st store.Store) *fixture {
 		case refuse:
 			return sender.Result{Outcome: sender.Permanent, Status: 422, Reason: "422 Unprocessable Entity"}
 		case slowHead:
-			if d.Activity.ID == f.head.Load() {
+			if bytes.Contains(d.Activity.Body, []byte(stuckObject)) {
 				return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
 			}
 		}
@@ -90,13 +93,18 @@ func newFixture(t *testing.T, st store.Store) *fixture {
 	return f
 }
 
-// enqueue appends n activities to the domain, each with its own object.
-func (f *fixture) enqueue(n int) []int64 {
+// enqueue appends n activities to the domain, each with its own object;
+// with stuck, the first one is about stuckObject.
+func (f *fixture) enqueue(n int, stuck ...bool) []int64 {
 	var acts []queue.Activity
-	for range n {
+	for i := range n {
 		f.n++
+		object := fmt.Sprintf("https://local.example/notes/%d", f.n)
+		if i == 0 && len(stuck) > 0 && stuck[0] {
+			object = stuckObject
+		}
 		acts = append(acts, queue.Activity{
-			Body:    fmt.Appendf(nil, `{"id":"https://local.example/activities/%d","type":"Create","actor":"https://local.example/users/alice","object":"https://local.example/notes/%d"}`, f.n, f.n),
+			Body:    fmt.Appendf(nil, `{"id":"https://local.example/activities/%d","type":"Create","actor":"https://local.example/users/alice","object":%q}`, f.n, object),
 			Inboxes: []string{inbox},
 		})
 	}
@@ -160,8 +168,7 @@ func AdminFromAnotherProcess(t *testing.T, newStore func(t *testing.T) store.Sto
 		t.Parallel()
 		f := newFixture(t, newStore(t))
 		f.mode.Store(int32(slowHead))
-		ids := f.enqueue(50)
-		f.head.Store(ids[0])
+		ids := f.enqueue(50, true)
 		require.Eventually(t, func() bool { return f.delivered() == 49 }, waitFor, tick, "the owner runs ahead of its stuck head")
 		skipped, err := f.admin.SkipToHead(ctx, "a.example")
 		require.NoError(t, err)

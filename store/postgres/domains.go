@@ -54,7 +54,7 @@ const domainsSQL = `SELECT * FROM (
 // prepared statement (planned for 10 array elements).
 const checkpointSQL = `WITH st AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::integer[],
-		$7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[], $11::timestamptz[], $22::bigint[], $26::text[])
+		$7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[], $11::timestamptz[], $22::bigint[], $24::text[])
 		AS st(domain, owner, token, cursor, status, fail_count, failing_since, next_attempt_at,
 			last_status, last_error, last_success_at, revision, progress)
 ), lk AS (
@@ -72,18 +72,20 @@ const checkpointSQL = `WITH st AS (
 	WHERE d.domain = st.domain AND st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token
 		AND d.revision = st.revision
 	RETURNING d.domain
+), saved_set AS (
+	-- The saved domains as one jsonb object: a key lookup is a binary
+	-- search, so fencing every dead letter on it stays linear.
+	SELECT coalesce(jsonb_object_agg(domain, true), '{}'::jsonb) AS m FROM saved
 ), dl AS (
 	INSERT INTO {s}.dead_letters (activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at)
 	SELECT x.activity_id, x.domain, x.inbox, x.actor, x.ordering_key, x.body, x.status, x.reason, x.attempts,
 		coalesce(x.created_at, date_trunc('microseconds', statement_timestamp()))
 	FROM unnest($12::bigint[], $13::text[], $14::text[], $15::text[], $16::text[], $17::bytea[],
-		$18::integer[], $19::text[], $20::integer[], $21::timestamptz[], $23::text[], $24::bigint[], $25::bigint[])
+		$18::integer[], $19::text[], $20::integer[], $21::timestamptz[], $23::text[])
 		WITH ORDINALITY AS x(activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at,
-			owner, token, revision, ord)
-	LEFT JOIN {s}.domains d ON d.domain = x.domain
-	CROSS JOIN lk
-	WHERE (x.owner IS NULL
-		OR (x.owner <> '' AND d.owner = x.owner AND d.lease_token = x.token AND d.revision = x.revision))
+			owner, ord)
+	CROSS JOIN saved_set
+	WHERE (x.owner IS NULL OR saved_set.m ? x.domain)
 		AND NOT EXISTS (SELECT 1 FROM {s}.dead_letters e
 			WHERE e.activity_id = x.activity_id AND e.domain = x.domain AND e.inbox = x.inbox)
 	ORDER BY x.ord
@@ -220,7 +222,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		progress = append(progress, p)
 	}
 	var (
-		dlActivity, dlToken, dlRevision             []int64
+		dlActivity                                  []int64
 		dlDomain, dlInbox, dlActor, dlKey, dlReason []string
 		dlOwner                                     []*string
 		dlBody                                      [][]byte
@@ -238,17 +240,14 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		} else {
 			seen[k] = true
 		}
-		// A dead letter is saved with its domain's state, fenced the same
-		// way; one of a domain without a state in this call (owner NULL) is
-		// saved as it is.
+		// A dead letter is saved if and only if its domain's state is
+		// (checkpointSQL); one of a domain without a state in this call
+		// (owner NULL) is saved as it is.
 		var owner *string
-		var token, revision int64
 		if i, ok := last[dl.Domain]; ok {
-			owner, token, revision = &states[i].Owner, states[i].LeaseToken, states[i].Revision
+			owner = &states[i].Owner
 		}
 		dlOwner = append(dlOwner, owner)
-		dlToken = append(dlToken, token)
-		dlRevision = append(dlRevision, revision)
 		dlActivity = append(dlActivity, dl.ActivityID)
 		dlDomain = append(dlDomain, dl.Domain)
 		dlInbox = append(dlInbox, dl.Inbox)
@@ -271,7 +270,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		nonNil(failingSince), nonNil(nextAttempt), nonNil(lastStatuses), nonNil(lastErrors), nonNil(lastSuccessAts),
 		nonNil(dlActivity), nonNil(dlDomain), nonNil(dlInbox), nonNil(dlActor), nonNil(dlKey), nonNil(dlBody),
 		nonNil(dlStatus), nonNil(dlReason), nonNil(dlAttempts), nonNil(dlCreated), nonNil(revisions),
-		nonNil(dlOwner), nonNil(dlToken), nonNil(dlRevision), nonNil(progress))
+		nonNil(dlOwner), nonNil(progress))
 	if err != nil {
 		return s.fail(ctx, op, err)
 	}
