@@ -148,6 +148,18 @@ func (q *Queue) prepare(ctx context.Context, a Activity) (store.NewActivity, err
 		if err != nil {
 			return store.NewActivity{}, &ResolveError{Audience: aud, Err: err}
 		}
+		if len(out.Domains) == 0 {
+			// The common case, one audience and no inbox: its domains are
+			// already distinct. The store copies them on the way in.
+			out.Domains = ans.domains[:len(ans.domains):len(ans.domains)]
+			if len(a.Audiences) == 1 {
+				continue
+			}
+			for _, dom := range ans.domains {
+				seenDomain[dom] = true
+			}
+			continue
+		}
 		for _, dom := range ans.domains {
 			if !seenDomain[dom] {
 				seenDomain[dom] = true

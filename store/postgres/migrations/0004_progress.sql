@@ -1,4 +1,4 @@
--- apqueue schema, version 6: a domain's progress above its cursor (what its
+-- apqueue schema, version 4: a domain's progress above its cursor (what its
 -- owner settled there and the retry state of what it attempted), saved with
 -- its state so that a graceful stop or a lease handover re-sends nothing;
 -- and an index to record each delivery's dead letter once. Additive: older
