@@ -186,7 +186,9 @@ func (e *ResolveError) Unwrap() error { return e.Err }
 // checkInbox validates an inbox URL and returns it in normal form with its
 // domain.
 func (q *Queue) checkInbox(raw string) (inbox, dom string, err error) {
-	u, err := url.Parse(raw)
+	// Escape raw non-ASCII first: net/url re-escapes a path that mixes
+	// them with %2F into another path.
+	u, err := url.Parse(domain.EscapeURL(raw))
 	if err != nil {
 		return "", "", fmt.Errorf("%w: %q: %v", ErrInvalidInbox, raw, err)
 	}

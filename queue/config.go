@@ -72,6 +72,10 @@ const (
 	SummaryIntervalDefault = time.Minute
 	// PruneIntervalDefault is how often settled activities are deleted.
 	PruneIntervalDefault = time.Minute
+	// DeadLetterRetentionDefault is how long dead letters are kept.
+	DeadLetterRetentionDefault = 30 * 24 * time.Hour
+	// DeadLetterCapDefault is how many dead letters are kept per domain.
+	DeadLetterCapDefault = 10000
 	// StopTimeoutDefault is how long Stop waits for in-flight requests when
 	// its context has no deadline.
 	StopTimeoutDefault = 10 * time.Second
@@ -152,6 +156,17 @@ type Config struct {
 	// deleted from the log. Negative disables pruning (another process, or
 	// the operator, does it). Default PruneIntervalDefault.
 	PruneInterval time.Duration
+	// DeadLetterRetention is how long dead letters are kept (each holds a
+	// copy of its activity's body); the retention job that runs every
+	// PruneInterval deletes older ones, when the store implements
+	// store.DeadLetterPruner. Negative keeps them by age. Default
+	// DeadLetterRetentionDefault.
+	DeadLetterRetention time.Duration
+	// DeadLetterCap is how many dead letters are kept per domain, the
+	// newest; the retention job deletes older ones beyond it (an activity
+	// for all domains can leave one per domain). Negative means no cap.
+	// Default DeadLetterCapDefault.
+	DeadLetterCap int
 	// WindowBytes bounds the approximate memory of the shared window (bodies
 	// and explicit inbox lists); the oldest activities leave it first.
 	// Default WindowBytesDefault.
@@ -171,8 +186,10 @@ type Config struct {
 	// builds when it is given no sender. Required then; ignored otherwise.
 	Keys signer.KeySource
 	// HTTP configures that HTTP sender (timeouts, User-Agent, addresses the
-	// SSRF guard allows). Its Signer is set from Keys. Default: nil, the
-	// sender's defaults.
+	// SSRF guard allows, and the signature policy: SignaturePolicy,
+	// SchemeRecheckInterval, KnockOn400). Its Signer is set from Keys.
+	// Default: nil, the sender's defaults (draft-cavage first, the other
+	// scheme when refused, re-checked every 30 days).
 	HTTP *sender.HTTPConfig
 
 	// Observer receives delivery and domain events, for metrics. Default:
@@ -220,6 +237,8 @@ func (c *Config) withDefaults() Config {
 	setDefault(&out.MaxPendingPerDomain, MaxPendingPerDomainDefault)
 	setDefault(&out.MaxPendingBytesPerDomain, MaxPendingBytesPerDomainDefault)
 	setDefault(&out.PruneInterval, PruneIntervalDefault)
+	setDefault(&out.DeadLetterRetention, DeadLetterRetentionDefault)
+	setDefault(&out.DeadLetterCap, DeadLetterCapDefault)
 	setDefault(&out.SummaryInterval, SummaryIntervalDefault)
 	setDefault(&out.ResolverTTL, ResolverTTLDefault)
 	if out.OwnerID == "" {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/signer"
 	"github.com/apqueue/apqueue/store"
 )
 
@@ -22,12 +23,13 @@ const (
 func (w *worker) dispatch() {
 	now := w.clock().Now()
 	status, next, failing := w.state.Status, w.state.NextAttemptAt, w.domainFailing()
+	scheme, schemeChecked := w.state.SignatureScheme, w.state.SignatureCheckedAt
 	if status == store.StatusPaused || now.Before(next) || !w.holdsLease() {
 		return
 	}
 	limit := w.q.cfg.MaxInFlightPerDomain
-	if failing || status == store.StatusDead {
-		limit = 1 // one request at a time until a success
+	if failing || status == store.StatusDead || w.schemeCheckDue(scheme, schemeChecked, now) {
+		limit = 1 // one request at a time until a success, or until the signature scheme is known
 	}
 	if w.inflight >= limit {
 		return
@@ -99,6 +101,15 @@ func (w *worker) dispatchUntried(now time.Time) bool {
 	return false
 }
 
+// schemeCheckDue reports whether the next delivery may knock twice (the
+// domain's signature scheme is unknown or due for a re-check): the domain
+// then gets one request at a time, so a refused scheme costs one extra
+// request, not one per request in flight.
+func (w *worker) schemeCheckDue(scheme string, checkedAt, now time.Time) bool {
+	sc, ok := w.q.sender.(sender.SchemeChecker)
+	return ok && sc.SchemeCheckDue(signer.Scheme(scheme), checkedAt, now)
+}
+
 // send starts one attempt in its own goroutine; the result comes back on
 // w.results, which has room for every request in flight.
 func (w *worker) send(d *delivery) {
@@ -108,12 +119,15 @@ func (w *worker) send(d *delivery) {
 	w.touchedUpTo = max(w.touchedUpTo, d.entry.act.ID)
 	d.sentAt = time.Now()
 	w.inflight++
+	scheme, schemeChecked := signer.Scheme(w.state.SignatureScheme), w.state.SignatureCheckedAt
 	del := &sender.Delivery{
-		Activity:    d.entry.payload,
-		Inbox:       d.inbox,
-		Domain:      w.domain,
-		SharedInbox: d.shared,
-		Attempt:     d.attempts,
+		Activity:        d.entry.payload,
+		Inbox:           d.inbox,
+		Domain:          w.domain,
+		SharedInbox:     d.shared,
+		Attempt:         d.attempts,
+		Scheme:          scheme,
+		SchemeCheckedAt: schemeChecked,
 	}
 	w.q.observe(Event{Kind: EventDispatched, Domain: w.domain, Inbox: d.inbox, ActivityID: d.entry.act.ID, Attempt: d.attempts})
 	go func() {
@@ -157,6 +171,14 @@ func (w *worker) handle(r result) {
 		st.NextAttemptAt = time.Time{}
 		st.LastError = ""
 		st.LastSuccessAt = now
+		if res.Scheme != "" && (string(res.Scheme) != st.SignatureScheme || res.SchemeChecked) {
+			// Saved with the next checkpoint: every process and restart
+			// signs with it first.
+			if string(res.Scheme) != st.SignatureScheme {
+				w.q.logger.InfoContext(w.ctx, "apqueue: domain signature scheme", slog.String("domain", w.domain), slog.String("scheme", string(res.Scheme)), slog.String("was", st.SignatureScheme))
+			}
+			st.SignatureScheme, st.SignatureCheckedAt = string(res.Scheme), now
+		}
 	case sender.Permanent:
 		ev.Kind = EventDeadLetter
 		dl := d.deadLetter(w.domain, res.Status, res.Reason)

@@ -41,30 +41,26 @@ func (q *Queue) EnqueueMany(ctx context.Context, acts []Activity) ([]int64, erro
 // EnqueueTx appends one activity inside the caller's transaction, so that it
 // is delivered if and only if the transaction commits. tx comes from the
 // store (postgres.Store.Tx wraps a pgx.Tx) and must belong to the same
-// database as the queue's store.
-func (q *Queue) EnqueueTx(ctx context.Context, tx store.Tx, a Activity) (int64, error) {
-	ids, err := q.EnqueueManyTx(ctx, tx, []Activity{a})
-	if err != nil {
-		return 0, err
-	}
-	return ids[0], nil
+// database as the queue's store. The activity gets its ID once the
+// transaction has committed (see store.Tx), so EnqueueTx returns none.
+func (q *Queue) EnqueueTx(ctx context.Context, tx store.Tx, a Activity) error {
+	return q.EnqueueManyTx(ctx, tx, []Activity{a})
 }
 
 // EnqueueManyTx is EnqueueMany inside the caller's transaction.
-func (q *Queue) EnqueueManyTx(ctx context.Context, tx store.Tx, acts []Activity) ([]int64, error) {
+func (q *Queue) EnqueueManyTx(ctx context.Context, tx store.Tx, acts []Activity) error {
 	if tx == nil {
-		return nil, ErrNilTx
+		return ErrNilTx
 	}
 	batch, err := q.prepareBatch(ctx, acts)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ids, err := tx.Append(ctx, batch)
-	if err != nil {
-		return nil, fmt.Errorf("queue: enqueue in transaction: %w", err)
+	if err := tx.Append(ctx, batch); err != nil {
+		return fmt.Errorf("queue: enqueue in transaction: %w", err)
 	}
 	// The store notifies every process when the transaction commits.
-	return ids, nil
+	return nil
 }
 
 func (q *Queue) prepareBatch(ctx context.Context, acts []Activity) ([]store.NewActivity, error) {

@@ -148,6 +148,6 @@ func TestEnqueueTxRefusesNilTransaction(t *testing.T) {
 	t.Parallel()
 	q, err := New(newMemory(), &sendertest.Fake{}, testConfig())
 	require.NoError(t, err)
-	_, err = q.EnqueueTx(context.Background(), nil, note(1, "https://a.example/inbox"))
+	err = q.EnqueueTx(context.Background(), nil, note(1, "https://a.example/inbox"))
 	require.ErrorIs(t, err, ErrNilTx)
 }

@@ -9,24 +9,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/internal/inboxtest"
-	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/signer"
 )
 
 func TestDefaultSenderSignsOverHTTP(t *testing.T) {
 	t.Parallel()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	require.NoError(t, err)
-	const keyID = testActor + "#main-key"
-	keys := &signer.StaticKeys{}
-	require.NoError(t, keys.Add(testActor, keyID, key))
-	inbox := inboxtest.New(&inboxtest.Config{Keys: map[string]*rsa.PublicKey{keyID: &key.PublicKey}})
+	cfg, icfg := signingSetup(t)
+	inbox := inboxtest.New(icfg)
 	defer inbox.Close()
-
-	cfg := testConfig()
-	cfg.AllowHTTP = true
-	cfg.Keys = keys
-	cfg.HTTP = &sender.HTTPConfig{AllowLoopback: true}
 	q := startQueue(t, newMemory(), nil, cfg)
 	enqueueAll(t, q, note(1, inbox.Inbox()), note(2, inbox.Inbox()))
 	require.NoError(t, inbox.Wait(t.Context(), 2), "both signed deliveries verified and accepted: %s", inbox.LastRejection())

@@ -395,13 +395,6 @@ func (q *Queue) workerCount() int {
 	return len(q.workers)
 }
 
-func (q *Queue) holds(dom string) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	_, ok := q.workers[dom]
-	return ok
-}
-
 // checkResolved validates an inbox from the Resolver and returns it in
 // normal form with its domain; unusable ones are logged and dropped.
 func (q *Queue) checkResolved(raw string) (string, string, bool) {

@@ -3,13 +3,18 @@ package queue
 import (
 	"context"
 	"log/slog"
+	"time"
+
+	"github.com/apqueue/apqueue/store"
 )
 
-// prune deletes delivered activities (run every Config.PruneInterval):
+// prune deletes delivered activities, then old dead letters (run every
+// Config.PruneInterval):
 // those below the lowest cursor of a live domain. A dead domain left behind
 // is fast-forwarded by the store in the same step; each one is logged with
 // how many IDs it skipped, and a local worker of it moves on too.
 func (q *Queue) prune(ctx context.Context) {
+	defer q.pruneDeadLetters(ctx)
 	res, err := q.store.Prune(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -29,6 +34,30 @@ func (q *Queue) prune(ctx context.Context) {
 	}
 	if res.Deleted > 0 {
 		q.logger.DebugContext(ctx, "apqueue: pruned activity log", slog.Int64("deleted", res.Deleted), slog.Int64("below", res.Below))
+	}
+}
+
+// pruneDeadLetters applies Config.DeadLetterRetention and DeadLetterCap,
+// when the store can (store.DeadLetterPruner), in the same periodic job.
+func (q *Queue) pruneDeadLetters(ctx context.Context) {
+	p, ok := q.store.(store.DeadLetterPruner)
+	if !ok {
+		return
+	}
+	var olderThan time.Time
+	if q.cfg.DeadLetterRetention > 0 {
+		olderThan = q.cfg.clock.Now().Add(-q.cfg.DeadLetterRetention)
+	}
+	n, err := p.PruneDeadLetters(ctx, olderThan, max(q.cfg.DeadLetterCap, 0))
+	if err != nil {
+		if ctx.Err() == nil {
+			q.logger.WarnContext(ctx, "apqueue: pruning dead letters failed; retrying at the next interval",
+				slog.Int("deleted", n), slog.Any("error", err))
+		}
+		return
+	}
+	if n > 0 {
+		q.logger.InfoContext(ctx, "apqueue: pruned dead letters", slog.Int("deleted", n))
 	}
 }
 

@@ -14,6 +14,9 @@ type DomainStats struct {
 	Domain      string             `json:"domain"`
 	SharedInbox string             `json:"shared_inbox,omitempty"`
 	Status      store.DomainStatus `json:"status"`
+	// SignatureScheme is the HTTP signature scheme the domain accepted
+	// ("cavage" or "rfc9421"), "" while unknown.
+	SignatureScheme string `json:"signature_scheme"`
 	// Cursor: every activity at or below it is settled for the domain.
 	Cursor int64 `json:"cursor"`
 	// Owner is the process whose lease covers the domain ("" when none).
@@ -112,7 +115,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 			owner = ""
 		}
 		out.Domains = append(out.Domains, DomainStats{
-			Domain: s.Domain, SharedInbox: s.SharedInbox, Status: s.Status, Cursor: s.Cursor, Owner: owner,
+			Domain: s.Domain, SharedInbox: s.SharedInbox, Status: s.Status, SignatureScheme: s.SignatureScheme, Cursor: s.Cursor, Owner: owner,
 			Unread: max(head-s.Cursor, 0), FailCount: s.FailCount, FailingSince: s.FailingSince,
 			NextAttemptAt: s.NextAttemptAt, LastStatus: s.LastStatus, LastError: s.LastError, LastSuccessAt: s.LastSuccessAt,
 		})

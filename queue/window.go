@@ -246,10 +246,3 @@ func (w *window) forget(wk *worker) {
 		delete(w.waiters, wk.domain)
 	}
 }
-
-// headID returns the window's head.
-func (w *window) headID() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.head
-}

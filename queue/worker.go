@@ -473,7 +473,7 @@ func (w *worker) offer() {
 // percentiles are recomputed at most every 100 ms.
 func (w *worker) publish() {
 	s := &DomainStats{
-		Domain: w.domain, SharedInbox: w.state.SharedInbox, Status: w.state.Status, Cursor: w.state.Cursor,
+		Domain: w.domain, SharedInbox: w.state.SharedInbox, Status: w.state.Status, SignatureScheme: w.state.SignatureScheme, Cursor: w.state.Cursor,
 		Owner: w.q.cfg.OwnerID, Local: true, InFlight: w.inflight, Scanned: w.scanned, Blocked: w.blocked, CaughtUp: w.caughtUp,
 		FailCount: w.state.FailCount, FailingSince: w.state.FailingSince, NextAttemptAt: w.state.NextAttemptAt,
 		LastStatus: w.state.LastStatus, LastError: w.state.LastError, LastSuccessAt: w.state.LastSuccessAt,

@@ -77,14 +77,15 @@ func classifyResponse(resp *http.Response, d *Delivery, snippet []byte, unauthor
 }
 
 // classifySignError maps a signing failure to a Result. An actor without a
-// key, or with a key too weak to use, cannot be fixed by retrying; anything
+// key, with a key too weak to use, or with an Ed25519 key where only
+// draft-cavage may be sent, cannot be fixed by retrying; anything
 // else (a key source whose database failed for a moment) is retried, and
 // the queue bounds the retries of one activity.
 func classifySignError(parent context.Context, err error) Result {
 	switch {
 	case parent.Err() != nil:
 		return Result{Outcome: Retry, Reason: oneLine("canceled while signing: " + err.Error())}
-	case errors.Is(err, signer.ErrUnknownActor), errors.Is(err, signer.ErrWeakKey):
+	case errors.Is(err, signer.ErrUnknownActor), errors.Is(err, signer.ErrWeakKey), errors.Is(err, signer.ErrCavageEd25519):
 		return Result{Outcome: Permanent, Reason: oneLine("signing: " + err.Error())}
 	}
 	return Result{Outcome: Retry, Reason: oneLine("signing: " + err.Error())}

@@ -10,10 +10,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apqueue/apqueue/internal/domain"
+	"github.com/apqueue/apqueue/signer"
 )
 
 // Defaults of HTTPConfig, applied by NewHTTP to zero fields.
@@ -62,7 +65,8 @@ const ContentType = "application/activity+json"
 // accept is sent as Accept: any JSON-LD answer will do.
 const accept = `application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"`
 
-// Signer signs a delivery request: it sets Date, Digest, Host and Signature.
+// Signer signs a delivery request with a draft-cavage signature: it sets
+// Date, Digest, Host and Signature.
 // It is called on every attempt with a freshly built request. *signer.Signer
 // implements it.
 type Signer interface {
@@ -71,10 +75,25 @@ type Signer interface {
 
 // HTTPConfig configures the HTTP sender. A nil *HTTPConfig means defaults.
 type HTTPConfig struct {
-	// Signer signs every request with the key of Activity.Actor. Nil sends
-	// unsigned requests, which real servers reject: for tests and
-	// benchmarks only. Default: nil.
+	// Signer signs every request with the key of Activity.Actor. A
+	// SchemeSigner (such as *signer.Signer) signs with draft-cavage or RFC
+	// 9421 as SignaturePolicy and the domain's remembered scheme say; a
+	// plain Signer with draft-cavage only. Nil sends unsigned requests,
+	// which real servers reject: for tests and benchmarks only. Default:
+	// nil.
 	Signer Signer
+	// SignaturePolicy chooses the signature scheme tried first for a domain
+	// whose scheme is unknown, and whether the other is tried when it is
+	// refused. Default: CavageFirst.
+	SignaturePolicy SignaturePolicy
+	// SchemeRecheckInterval is how long a domain's remembered scheme, when
+	// it is not the preferred one, is used before the preferred scheme is
+	// tried first again. Default: SchemeRecheckIntervalDefault (30 days).
+	SchemeRecheckInterval time.Duration
+	// KnockOn400 makes a 400 Bad Request, like 401 and 403, a refusal of
+	// the signature that is retried at once with the other scheme (some
+	// servers answer 400 to a signature they cannot parse). Default: false.
+	KnockOn400 bool
 	// UserAgent is sent with every request. Default: UserAgentDefault.
 	UserAgent string
 	// DialTimeout bounds establishing a TCP connection.
@@ -138,6 +157,7 @@ type HTTP struct {
 	cfg       HTTPConfig
 	transport *http.Transport
 	client    *http.Client
+	accepts   sync.Map // domain -> []signer.SignatureSpec, from Accept-Signature
 }
 
 var _ Sender = (*HTTP)(nil)
@@ -203,6 +223,15 @@ func (c *HTTPConfig) applyDefaults() error {
 	if c.MaxIdleConnsPerHost == 0 {
 		c.MaxIdleConnsPerHost = MaxIdleConnsPerHostDefault
 	}
+	if c.SignaturePolicy < CavageFirst || c.SignaturePolicy > RFC9421Only {
+		return fmt.Errorf("sender: HTTPConfig.SignaturePolicy %v is not a policy", c.SignaturePolicy)
+	}
+	if c.SchemeRecheckInterval < 0 {
+		return fmt.Errorf("sender: HTTPConfig.SchemeRecheckInterval is negative (%s)", c.SchemeRecheckInterval)
+	}
+	if c.SchemeRecheckInterval == 0 {
+		c.SchemeRecheckInterval = SchemeRecheckIntervalDefault
+	}
 	if c.UnauthorizedAttempts == 0 {
 		c.UnauthorizedAttempts = UnauthorizedAttemptsDefault
 	}
@@ -241,41 +270,133 @@ func (h *HTTP) Close() {
 // Send POSTs d.Activity.Body to d.Inbox, signed for d.Activity.Actor, and
 // classifies the outcome. It returns when the attempt ends, the request
 // timeout expires or ctx ends.
+//
+// With a SchemeSigner it knocks twice when it must: it signs with the
+// domain's remembered scheme (d.Scheme), or with the policy's preferred one
+// when that is unknown or due for a re-check, and when the inbox refuses
+// the signature (401 or 403, and 400 with KnockOn400) it sends the same
+// delivery again at once with the other scheme. A 401 carrying an
+// Accept-Signature makes the second request an RFC 9421 signature with the
+// components and parameters asked for, and those are used for the domain's
+// later RFC 9421 signatures too. Result.Scheme says which scheme was
+// accepted.
 func (h *HTTP) Send(ctx context.Context, d *Delivery) Result {
 	if d == nil || d.Activity == nil {
 		return Result{Outcome: Permanent, Reason: "delivery without activity"}
 	}
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.RequestTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.Inbox, bytes.NewReader(d.Activity.Body))
+	inbox := domain.EscapeURL(d.Inbox)
+	u, err := url.Parse(inbox)
 	if err != nil {
 		return Result{Outcome: Permanent, Reason: oneLine("invalid inbox URL: " + err.Error())}
 	}
-	if u := req.URL; (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
 		return Result{Outcome: Permanent, Reason: oneLine(fmt.Sprintf("invalid inbox URL %q: want an absolute http(s) URL", d.Inbox))}
 	}
-	if _, err := domain.Normalize(req.URL.Host, req.URL.Scheme); err != nil {
+	if _, err := domain.Normalize(u.Host, u.Scheme); err != nil {
 		return Result{Outcome: Permanent, Reason: oneLine("invalid inbox URL: " + err.Error())}
+	}
+	if _, ok := h.cfg.Signer.(SchemeSigner); !ok {
+		res, _, _ := h.attempt(ctx, d, inbox, "", nil)
+		return res
+	}
+	order, n, checked := h.knocks(d, h.cfg.NowFunc())
+	accept, _ := h.accepts.Load(d.Domain)
+	acceptSpecs, _ := accept.([]signer.SignatureSpec)
+	var (
+		refusals []string
+		res      Result
+		requests int
+		last     signer.Scheme // the scheme of the last request sent
+	)
+	for i := 0; i < n; i++ {
+		sc := order[i]
+		var (
+			askFor  string
+			signErr error
+		)
+		res, askFor, signErr = h.attempt(ctx, d, inbox, sc, &signer.Options{
+			Scheme: sc, Digest: d.Activity.Digest(), ContentDigest: d.Activity.ContentDigest(), Accept: acceptSpecs,
+		})
+		if errors.Is(signErr, signer.ErrCavageEd25519) && i+1 < n {
+			continue // an Ed25519 key goes out with RFC 9421 only
+		}
+		requests += res.Requests
+		if res.Requests > 0 {
+			last = sc
+		}
+		if res.Requests == 0 || !h.refused(res.Status) || i+1 == n {
+			break
+		}
+		refusals = append(refusals, fmt.Sprintf("%s %d", sc, res.Status))
+		if specs, err := signer.ParseAcceptSignature(askFor); askFor != "" && err == nil {
+			// The inbox said how it wants to be signed: RFC 9421 next.
+			acceptSpecs = specs
+			h.accepts.Store(d.Domain, specs)
+			order[i+1] = signer.RFC9421
+		}
+	}
+	res.Requests = requests
+	if res.Outcome == Delivered {
+		res.Scheme = last
+		res.SchemeChecked = checked
+	} else if len(refusals) > 0 && h.refused(res.Status) {
+		refusals = append(refusals, fmt.Sprintf("%s %d", last, res.Status))
+		res.Reason = oneLine("signature rejected: " + strings.Join(refusals, ", ") + trailing(res.Reason))
+	}
+	return res
+}
+
+// trailing returns the part of a classified reason after its status, as
+// ": detail", or "".
+func trailing(reason string) string {
+	if _, detail, ok := strings.Cut(reason, ": "); ok {
+		return ": " + detail
+	}
+	return ""
+}
+
+// attempt sends one signed request (scheme "" signs with Signer.Sign, the
+// draft-cavage signature of a plain Signer) and returns its classified
+// result, the response's Accept-Signature on a 401, and the signing error
+// when no request was sent.
+func (h *HTTP) attempt(ctx context.Context, d *Delivery, inbox string, scheme signer.Scheme, o *signer.Options) (res Result, askFor string, signErr error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.RequestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, inbox, bytes.NewReader(d.Activity.Body))
+	if err != nil {
+		return Result{Outcome: Permanent, Reason: oneLine("invalid inbox URL: " + err.Error())}, "", nil
 	}
 	digest := d.Activity.Digest()
 	req.Header.Set("Content-Type", ContentType)
 	req.Header.Set("Accept", accept)
 	req.Header.Set("User-Agent", h.cfg.UserAgent)
 	req.Header.Set("Digest", digest)
-	if h.cfg.Signer != nil {
+	switch {
+	case scheme != "":
+		if err := h.cfg.Signer.(SchemeSigner).SignWith(ctx, req, d.Activity.Actor, o); err != nil {
+			return classifySignError(parent, err), "", err
+		}
+	case h.cfg.Signer != nil:
 		if err := h.cfg.Signer.Sign(ctx, req, d.Activity.Actor, digest); err != nil {
-			return classifySignError(parent, err)
+			return classifySignError(parent, err), "", err
 		}
 	}
 
 	resp, err := h.client.Do(req)
 	if err != nil {
-		return classifyError(parent, err)
+		res = classifyError(parent, err)
+		res.Requests = 1
+		return res, "", nil
 	}
 	defer resp.Body.Close()
 	snippet := h.readBody(resp)
-	return classifyResponse(resp, d, snippet, h.cfg.UnauthorizedAttempts, h.cfg.NowFunc())
+	res = classifyResponse(resp, d, snippet, h.cfg.UnauthorizedAttempts, h.cfg.NowFunc())
+	res.Requests = 1
+	if resp.StatusCode == http.StatusUnauthorized {
+		askFor = resp.Header.Get("Accept-Signature")
+	}
+	return res, askFor, nil
 }
 
 // snippetBytes is how much of an error response goes into Result.Reason.

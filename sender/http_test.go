@@ -97,7 +97,7 @@ func TestSendSignedDeliveryVerifies(t *testing.T) {
 	d := testDelivery(srv.URL + "/users/bob/inbox")
 
 	res := h.Send(context.Background(), d)
-	require.Equal(t, Result{Outcome: Delivered, Status: http.StatusAccepted}, res)
+	require.Equal(t, Result{Outcome: Delivered, Status: http.StatusAccepted, Scheme: signer.Cavage, SchemeChecked: true, Requests: 1}, res)
 	s := <-got
 	require.NoError(t, s.err)
 	require.Equal(t, d.Activity.Body, s.body)
@@ -239,6 +239,7 @@ func TestClassification(t *testing.T) {
 				RetryAfter:  tt.retryAfter,
 				DomainLevel: tt.domainLevel,
 				Reason:      tt.reason,
+				Requests:    1,
 			}, res)
 		})
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/apqueue/apqueue/signer"
 )
 
 // Sender delivers one activity to one inbox and classifies the result. It
@@ -35,6 +37,9 @@ type Activity struct {
 
 	digestOnce sync.Once
 	digest     string
+
+	contentDigestOnce sync.Once
+	contentDigest     string
 }
 
 // Digest returns the value of the Digest header for Body,
@@ -45,6 +50,16 @@ func (a *Activity) Digest() string {
 		a.digest = "SHA-256=" + base64.StdEncoding.EncodeToString(sum[:])
 	})
 	return a.digest
+}
+
+// ContentDigest returns the value of the RFC 9530 Content-Digest header for
+// Body, "sha-256=:<base64>:", computing it on the first call only.
+func (a *Activity) ContentDigest() string {
+	a.contentDigestOnce.Do(func() {
+		sum := sha256.Sum256(a.Body)
+		a.contentDigest = "sha-256=:" + base64.StdEncoding.EncodeToString(sum[:]) + ":"
+	})
+	return a.contentDigest
 }
 
 // Delivery is one attempt to deliver an activity to one inbox.
@@ -59,6 +74,15 @@ type Delivery struct {
 	SharedInbox bool
 	// Attempt counts attempts of this delivery, starting at 1.
 	Attempt int
+	// Scheme is the signature scheme the domain is known to accept, as
+	// remembered in the store; "" when unknown. The HTTP sender signs with
+	// it first, unless it is due for a re-check (see SchemeCheckedAt).
+	Scheme signer.Scheme
+	// SchemeCheckedAt is when the domain last refused the policy's
+	// preferred scheme and accepted Scheme instead. Once it is older than
+	// HTTPConfig.SchemeRecheckInterval, the preferred scheme is tried first
+	// again, so that a server that upgrades is noticed.
+	SchemeCheckedAt time.Time
 }
 
 // Outcome classifies the result of a delivery attempt.
@@ -105,7 +129,20 @@ type Result struct {
 	// 504. The queue then backs off the whole domain at once.
 	DomainLevel bool
 	// Reason is a short, single-line explanation for logs and dead letters.
+	// When both signature schemes were refused it starts with
+	// "signature rejected: cavage 401, rfc9421 401".
 	Reason string
+	// Scheme is the signature scheme the inbox accepted (set with
+	// Delivered), "" when unsigned or unknown. The queue saves it with the
+	// domain, so that the next delivery, in any process, starts with it.
+	Scheme signer.Scheme
+	// SchemeChecked reports that this attempt tried the policy's preferred
+	// scheme first (the domain's scheme was unknown or due for a re-check),
+	// so the queue records the time of the check with Scheme.
+	SchemeChecked bool
+	// Requests counts the HTTP requests the attempt made: 2 when the first
+	// signature scheme was refused and the other was tried.
+	Requests int
 }
 
 // Success returns a Delivered result with the given status.

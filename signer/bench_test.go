@@ -50,3 +50,25 @@ func BenchmarkSign(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSignScheme compares a whole signature of each scheme, RSA-2048,
+// with BenchmarkRSASign, the floor.
+func BenchmarkSignScheme(b *testing.B) {
+	u, _ := url.Parse("https://remote.example/users/bob/inbox")
+	body := []byte(`{"id":"https://local.example/activities/1"}`)
+	for _, sc := range []Scheme{Cavage, RFC9421} {
+		b.Run(string(sc), func(b *testing.B) {
+			s := newTestSigner(b, nil)
+			o := &Options{Scheme: sc, Digest: digestOf(body), ContentDigest: contentDigestOf(body)}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					r := &http.Request{Method: http.MethodPost, URL: u, Header: make(http.Header, 4)}
+					if err := s.SignWith(context.Background(), r, actor, o); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}

@@ -2,6 +2,7 @@ package signer
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
@@ -22,13 +23,20 @@ var ErrUnknownActor = errors.New("signer: no key for actor")
 // ErrWeakKey is returned (wrapped) for RSA keys shorter than MinKeyBits.
 var ErrWeakKey = errors.New("signer: RSA key too short")
 
-// Key is an actor's signing key.
+// Key is an actor's signing key: an RSA key (Private) or an Ed25519 key
+// (Ed25519), exactly one of them.
 type Key struct {
 	// ID is the keyId receivers dereference to find the public key, usually
 	// the actor IRI with a fragment: "https://example.com/users/alice#main-key".
 	ID string
-	// Private is the RSA private key, at least MinKeyBits long.
+	// Private is the RSA private key, at least MinKeyBits long. Nil for an
+	// Ed25519 key.
 	Private *rsa.PrivateKey
+	// Ed25519 is the Ed25519 private key, signed with RFC 9421's "ed25519"
+	// algorithm. An Ed25519 key is never used for draft-cavage signatures
+	// (most cavage verifiers know only RSA; see ErrCavageEd25519). Nil for an
+	// RSA key.
+	Ed25519 ed25519.PrivateKey
 }
 
 // KeySource maps a local actor IRI to its signing key. The signer calls it on
@@ -45,6 +53,20 @@ type KeySourceFunc func(ctx context.Context, actor string) (Key, error)
 
 // Key calls f(ctx, actor).
 func (f KeySourceFunc) Key(ctx context.Context, actor string) (Key, error) { return f(ctx, actor) }
+
+// check validates a key handed out for actor.
+func (k Key) check(actor string) error {
+	switch {
+	case k.Private != nil && k.Ed25519 != nil:
+		return fmt.Errorf("signer: key of actor %s is both RSA and Ed25519", actor)
+	case k.Ed25519 != nil:
+		if len(k.Ed25519) != ed25519.PrivateKeySize {
+			return fmt.Errorf("signer: Ed25519 key of actor %s has %d bytes, want %d", actor, len(k.Ed25519), ed25519.PrivateKeySize)
+		}
+		return nil
+	}
+	return checkKey(actor, k.Private)
+}
 
 func checkKey(actor string, k *rsa.PrivateKey) error {
 	if k == nil {
@@ -91,6 +113,25 @@ func ParsePrivateKeyPEM(data []byte) (*rsa.PrivateKey, error) {
 	return key, nil
 }
 
+// ParseKeyPEM parses a private key in PEM form, RSA (see
+// ParsePrivateKeyPEM) or Ed25519 (PKCS#8 "PRIVATE KEY"), into a Key without
+// ID.
+func ParseKeyPEM(data []byte) (Key, error) {
+	block, _ := pem.Decode(data)
+	if block != nil && block.Type == "PRIVATE KEY" {
+		if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+			if ek, ok := k.(ed25519.PrivateKey); ok {
+				return Key{Ed25519: ek}, nil
+			}
+		}
+	}
+	rk, err := ParsePrivateKeyPEM(data)
+	if err != nil {
+		return Key{}, err
+	}
+	return Key{Private: rk}, nil
+}
+
 // StaticKeys is a KeySource holding a fixed set of keys in memory, for
 // servers with few actors (a relay, a single-user server), tests and the
 // quick start. Add keys before use; it is safe for concurrent use.
@@ -99,12 +140,18 @@ type StaticKeys struct {
 	keys map[string]Key
 }
 
-// Add registers the key of actor, replacing any previous one.
+// Add registers the RSA key of actor, replacing any previous one.
 func (s *StaticKeys) Add(actor, keyID string, key *rsa.PrivateKey) error {
-	if err := checkKey(actor, key); err != nil {
+	return s.AddKey(actor, Key{ID: keyID, Private: key})
+}
+
+// AddKey registers key (RSA or Ed25519) for actor under its ID, replacing
+// any previous one.
+func (s *StaticKeys) AddKey(actor string, key Key) error {
+	if err := key.check(actor); err != nil {
 		return err
 	}
-	if keyID == "" {
+	if key.ID == "" {
 		return fmt.Errorf("signer: empty key ID for actor %s", actor)
 	}
 	s.mu.Lock()
@@ -112,18 +159,19 @@ func (s *StaticKeys) Add(actor, keyID string, key *rsa.PrivateKey) error {
 	if s.keys == nil {
 		s.keys = make(map[string]Key)
 	}
-	s.keys[actor] = Key{ID: keyID, Private: key}
+	s.keys[actor] = key
 	return nil
 }
 
-// AddPEM parses a PEM-encoded private key (see ParsePrivateKeyPEM) once and
-// registers it for actor.
+// AddPEM parses a PEM-encoded private key, RSA or Ed25519 (see
+// ParseKeyPEM), once and registers it for actor.
 func (s *StaticKeys) AddPEM(actor, keyID string, pemKey []byte) error {
-	k, err := ParsePrivateKeyPEM(pemKey)
+	k, err := ParseKeyPEM(pemKey)
 	if err != nil {
 		return fmt.Errorf("key of actor %s: %w", actor, err)
 	}
-	return s.Add(actor, keyID, k)
+	k.ID = keyID
+	return s.AddKey(actor, k)
 }
 
 // Key returns the key registered for actor.
@@ -137,7 +185,7 @@ func (s *StaticKeys) Key(_ context.Context, actor string) (Key, error) {
 	return k, nil
 }
 
-// PEMLookupFunc returns the key ID and PEM-encoded RSA private key of a local
+// PEMLookupFunc returns the key ID and PEM-encoded RSA or Ed25519 private key of a local
 // actor, typically from the application's database. It returns an error
 // wrapping ErrUnknownActor when the actor has no key.
 type PEMLookupFunc func(ctx context.Context, actor string) (keyID string, pemKey []byte, err error)
@@ -189,11 +237,12 @@ func (p *PEMKeys) Key(ctx context.Context, actor string) (Key, error) {
 	if keyID == "" {
 		return Key{}, fmt.Errorf("signer: empty key ID for actor %s", actor)
 	}
-	k, err := ParsePrivateKeyPEM(data)
+	k, err := ParseKeyPEM(data)
 	if err != nil {
 		return Key{}, fmt.Errorf("key of actor %s: %w", actor, err)
 	}
-	e = pemEntry{key: Key{ID: keyID, Private: k}, expires: now.Add(p.ttl)}
+	k.ID = keyID
+	e = pemEntry{key: k, expires: now.Add(p.ttl)}
 	p.mu.Lock()
 	p.cache[actor] = e
 	p.mu.Unlock()

@@ -68,8 +68,9 @@ type Store interface {
 	// inbox): one already recorded is not recorded again, so that a
 	// delivery given up on twice (by two owners, or before and after a
 	// crash) is requeued once. It saves Cursor, Progress, Status,
-	// FailCount, FailingSince, NextAttemptAt, LastStatus, LastError and
-	// LastSuccessAt; SharedInbox and the lease fields are left as they are.
+	// FailCount, FailingSince, NextAttemptAt, LastStatus, LastError,
+	// LastSuccessAt, SignatureScheme and SignatureCheckedAt; SharedInbox and
+	// the lease fields are left as they are.
 	// Dead letters get their ID and, when zero, their CreatedAt from the store.
 	Checkpoint(ctx context.Context, states []DomainState, deadLetters []DeadLetter) error
 
@@ -140,6 +141,26 @@ type Store interface {
 // wrong kind of transaction is a compile error, not a run-time one.
 type Tx interface {
 	// Append appends activities as Store.Append does, inside the caller's
-	// transaction: readers see them if and only if it commits.
-	Append(ctx context.Context, activities []NewActivity) ([]int64, error)
+	// transaction: readers see them if and only if it commits. It returns
+	// no IDs: a store may number activities appended in a transaction only
+	// once the transaction has committed, so that IDs follow the order in
+	// which readers can see them and an open transaction holds back no one
+	// (the IDs are then greater than every ID readers have seen before the
+	// commit). Domains the activities name are registered by the time
+	// readers see the activities.
+	Append(ctx context.Context, activities []NewActivity) error
+}
+
+// DeadLetterPruner is implemented by stores that delete old dead letters in
+// bulk. Every dead letter keeps a copy of its activity's body, so without
+// retention the table only grows; the queue's periodic retention job calls
+// PruneDeadLetters when its store implements it (queue.Config's
+// DeadLetterRetention and DeadLetterCap).
+type DeadLetterPruner interface {
+	// PruneDeadLetters deletes the dead letters created before olderThan
+	// (none by age when olderThan is zero) and, of every domain with more
+	// than perDomain dead letters, the oldest ones beyond that count (no
+	// cap when perDomain is zero), and returns how many it deleted. A
+	// negative perDomain is an error matching ErrInvalid.
+	PruneDeadLetters(ctx context.Context, olderThan time.Time, perDomain int) (int, error)
 }

@@ -121,6 +121,14 @@ type DomainState struct {
 	// Nil when there is none. Stores save and return it as given; entries
 	// at or below Cursor mean nothing.
 	Progress *Progress
+	// SignatureScheme is the HTTP signature scheme the domain accepted
+	// ("cavage" or "rfc9421", see signer.Scheme), "" while unknown. Saved by
+	// Checkpoint, so every process and every restart signs with it first.
+	SignatureScheme string
+	// SignatureCheckedAt is when the domain last refused the preferred
+	// scheme and accepted SignatureScheme instead; the preferred scheme is
+	// tried again once it is older than the sender's re-check interval.
+	SignatureCheckedAt time.Time
 	// Revision counts the admin changes made to the domain (ChangeDomain).
 	// Checkpoint refuses a state based on an older revision, so an owner
 	// that has not seen an admin change yet cannot undo it.

@@ -5,13 +5,36 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/store/postgres"
 )
 
+// enqueuer enqueues a run's activities through q, or, when st is set
+// (-enqueue-tx), each paced activity in a transaction of its own on pool,
+// with EnqueueTx, as a web server creating posts would.
+type enqueuer struct {
+	q    *queue.Queue
+	st   *postgres.Store
+	pool *pgxpool.Pool
+}
+
+// enqueueOne enqueues one activity.
+func (p enqueuer) enqueueOne(ctx context.Context, a queue.Activity) error {
+	if p.st == nil {
+		_, err := p.q.Enqueue(ctx, a)
+		return err
+	}
+	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error { return p.q.EnqueueTx(ctx, p.st.Tx(tx), a) })
+}
+
 // enqueueAll enqueues o.activities from sequence number firstSeq on: one
-// Enqueue each at o.rate, or EnqueueMany batches as fast as possible. It
-// returns how long that took.
-func enqueueAll(ctx context.Context, o *options, firstSeq int, q *queue.Queue, in *inboxes, appends *atomic.Int64, slowest *time.Duration) (time.Duration, error) {
+// Enqueue (or transaction with EnqueueTx) each at o.rate, or EnqueueMany
+// batches as fast as possible. It returns how long that took.
+func enqueueAll(ctx context.Context, o *options, firstSeq int, p enqueuer, in *inboxes, appends *atomic.Int64, slowest *time.Duration) (time.Duration, error) {
+	q := p.q
 	all := make([]string, len(in.domains))
 	for i := range in.domains {
 		all[i] = in.inbox(i)
@@ -51,7 +74,7 @@ func enqueueAll(ctx context.Context, o *options, firstSeq int, q *queue.Queue, i
 				}
 			}
 			callStart := time.Now()
-			if _, err := q.Enqueue(ctx, activity(seq, callStart.UnixNano())); err != nil {
+			if err := p.enqueueOne(ctx, activity(seq, callStart.UnixNano())); err != nil {
 				return time.Since(start), err
 			}
 			appends.Add(1)

@@ -7,31 +7,18 @@ import (
 	"time"
 
 	"github.com/apqueue/apqueue/queue"
-	"github.com/apqueue/apqueue/sender"
 )
 
 // runEnqueueRate measures batch enqueueing alone: o.enqueuers goroutines
 // call EnqueueMany with o.batch activities each (addressed to one explicit
 // inbox) until o.activities are in the store. The queue is not started.
 func runEnqueueRate(ctx context.Context, o *options) (*report, error) {
-	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	sa, err := openStandalone(ctx, o, 0) // the queue is not started
 	if err != nil {
 		return nil, err
 	}
-	defer be.close()
-	st, err := be.newStore(ctx)
-	if err != nil {
-		return nil, err
-	}
-	snd, err := sender.NewHTTP(nil) // never called: the queue is not started
-	if err != nil {
-		return nil, err
-	}
-	defer snd.Close()
-	q, err := queue.New(st, snd, queueConfig(queueSettings{Verbose: o.verbose}, nil, nil))
-	if err != nil {
-		return nil, err
-	}
+	defer sa.close()
+	be, q := sa.be, sa.q
 	inbox := []string{"https://enqueue.example/inbox"}
 	makeBatch := func(first, n int) []queue.Activity {
 		b := make([]queue.Activity, n)

@@ -207,7 +207,7 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 	var slowest time.Duration
 	enqErr := make(chan error, 1)
 	go func() {
-		_, err := enqueueAll(runCtx, o, 0, producer, in, &appends, &slowest)
+		_, err := enqueueAll(runCtx, o, 0, enqueuer{q: producer}, in, &appends, &slowest)
 		enqErr <- err
 	}()
 	enqueueTime := time.Duration(float64(o.activities) / o.rate * float64(time.Second))
@@ -257,7 +257,7 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 		so := *o
 		so.rate, so.activities = 0, fr.saturation
 		fr.saturationStart = time.Now()
-		if _, err := enqueueAll(runCtx, &so, o.activities, producer, in, &appends, &slowest); err != nil {
+		if _, err := enqueueAll(runCtx, &so, o.activities, enqueuer{q: producer}, in, &appends, &slowest); err != nil {
 			return nil, fmt.Errorf("enqueue the saturation: %w", err)
 		}
 	}

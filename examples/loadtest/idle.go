@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"runtime"
 	"time"
-
-	"github.com/apqueue/apqueue/queue"
-	"github.com/apqueue/apqueue/sender"
 )
 
 // idleMemory is what o.domains idle domains cost one process.
@@ -29,24 +26,12 @@ type idleMemory struct {
 func runIdle(ctx context.Context, o *options) (*report, error) {
 	m := &idleMemory{domains: o.domains}
 	m.heapStart, _ = gcMemory()
-	be, err := openBackend(ctx, o, newLogger(o.verbose))
+	sa, err := openStandalone(ctx, o, 0) // nothing to deliver
 	if err != nil {
 		return nil, err
 	}
-	defer be.close()
-	st, err := be.newStore(ctx)
-	if err != nil {
-		return nil, err
-	}
-	snd, err := sender.NewHTTP(nil) // never called: nothing to deliver
-	if err != nil {
-		return nil, err
-	}
-	defer snd.Close()
-	q, err := queue.New(st, snd, queueConfig(queueSettings{Verbose: o.verbose}, nil, nil))
-	if err != nil {
-		return nil, err
-	}
+	defer sa.close()
+	q := sa.q
 	names := make([]string, 0, 1000)
 	for i := range o.domains {
 		names = append(names, fmt.Sprintf("idle-%05d.example", i))

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto"
+
 	"crypto/rsa"
 	"fmt"
 	"io"
@@ -132,7 +134,12 @@ func (in *inboxes) handler(dom int) http.Handler {
 			return
 		}
 		if key := in.cfg.verify; key != nil {
-			_, err := httpsigverify.Verify(r, body, func(string) (*rsa.PublicKey, error) { return key, nil }, nil)
+			var err error
+			if r.Header.Get("Signature-Input") != "" {
+				_, err = httpsigverify.VerifyRFC9421(r, body, func(string) (crypto.PublicKey, error) { return key, nil }, nil)
+			} else {
+				_, err = httpsigverify.Verify(r, body, func(string) (*rsa.PublicKey, error) { return key, nil }, nil)
+			}
 			if err != nil {
 				in.rec.rejected.Add(1)
 				http.Error(w, err.Error(), http.StatusUnauthorized)

@@ -19,7 +19,8 @@
 //
 //	go run ./examples/loadtest -domains 100 -activities 1000                  # queue/bare, memory store
 //	go run ./examples/loadtest -domains 100 -activities 1000 -store postgres  # queue/bare and statements/delivery
-//	go run ./examples/loadtest -sign -domains 10 -activities 500              # signed/raw-sign
+//	go run ./examples/loadtest -sign -domains 10 -activities 500              # signed/raw-sign (draft-cavage)
+//	go run ./examples/loadtest -sign -sign-scheme rfc9421 -domains 10 -activities 500 # signed/raw-sign (RFC 9421)
 //	go run ./examples/loadtest -scenario latency                              # idle enqueue-to-delivery, in-process
 //	go run ./examples/loadtest -scenario latency -store postgres -worker-mode exec   # from another process
 //	go run ./examples/loadtest -store postgres -domains 100 -activities 1000 -baseline=false \
@@ -29,6 +30,8 @@
 //	go run ./examples/loadtest -scenario enqueue -store postgres              # batch enqueue rate
 //	go run ./examples/loadtest -scenario idle                                 # heap per idle domain, 10,000 domains
 //	go run ./examples/loadtest -scenario faults [-store postgres]             # broken activity, 500s, 429s, restart, handover
+//	go run ./examples/loadtest -scenario txenqueue [-db-latency 25ms]         # EnqueueTx's cost in a caller's transaction
+//	go run ./examples/loadtest -scenario append                               # single-activity Enqueue, 8 callers vs 1
 //
 // -store postgres reads -database-url (default $TEST_DATABASE_URL), creates a
 // schema of its own, migrates it and drops it at the end. -db-latency adds a
@@ -115,6 +118,10 @@ func run(ctx context.Context, o *options) (*report, error) {
 		rep, err = runIdle(ctx, o)
 	case scenarioFaults:
 		rep, err = runFaults(ctx, o)
+	case scenarioTxEnqueue:
+		rep, err = runTxEnqueue(ctx, o)
+	case scenarioAppend:
+		rep, err = runAppendScaling(ctx, o)
 	default:
 		rep, err = runDeliveries(ctx, o)
 	}

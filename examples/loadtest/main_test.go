@@ -28,6 +28,7 @@ func TestSmoke(t *testing.T) {
 	}{
 		{"unsigned, two rounds", []string{"-domains", "3", "-activities", "300", "-rounds", "2", "-batch", "50", "-baseline-duration", "300ms", "-timeout", "20s"}},
 		{"signed audience", []string{"-domains", "2", "-activities", "40", "-rounds", "1", "-fanout", "audience", "-sign", "-baseline-duration", "300ms", "-timeout", "20s"}},
+		{"signed rfc9421", []string{"-domains", "2", "-activities", "40", "-rounds", "1", "-sign", "-sign-scheme", "rfc9421", "-baseline-duration", "300ms", "-timeout", "20s"}},
 		{"paced all domains", []string{"-domains", "2", "-activities", "20", "-rate", "100", "-fanout", "all", "-fail-rate", "0.1", "-backoff-min", "20ms", "-baseline=false", "-timeout", "20s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

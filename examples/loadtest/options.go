@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/apqueue/apqueue/signer"
+
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +29,7 @@ type options struct {
 	maxAttempts int
 	leaseTTL    time.Duration
 	sign        bool
+	signScheme  string
 
 	inboxLatency time.Duration
 	// The faults scenario's inboxes.
@@ -45,6 +48,7 @@ type options struct {
 	dbAlternate bool
 	dbConns     int
 	pollOnly    bool
+	enqueueTx   bool
 
 	workers    int
 	workerMode string
@@ -74,6 +78,8 @@ const (
 	scenarioEnqueue    = "enqueue"
 	scenarioIdle       = "idle"
 	scenarioFaults     = "faults"
+	scenarioTxEnqueue  = "txenqueue"
+	scenarioAppend     = "append"
 )
 
 // Fan-out modes: how an activity names its recipients.
@@ -119,6 +125,14 @@ var scenarios = map[string]struct {
 			"backoff-min": "100ms", "backoff-max": "4s", "max-attempts": "10", "lease-ttl": "6s",
 		},
 	},
+	scenarioTxEnqueue: {
+		doc: "-enqueuers callers running BEGIN; INSERT; EnqueueTx; COMMIT vs the same without EnqueueTx, same pool, -rounds of -baseline-duration each (postgres)",
+		set: map[string]string{"store": "postgres", "enqueuers": "64", "rounds": "3", "baseline-duration": "5s"},
+	},
+	scenarioAppend: {
+		doc: "single-activity Enqueue from -enqueuers callers vs 1 caller, -rounds of -baseline-duration each",
+		set: map[string]string{"store": "postgres", "enqueuers": "8", "rounds": "3"},
+	},
 }
 
 // parseOptions reads the command line into options, applying the scenario's
@@ -126,7 +140,7 @@ var scenarios = map[string]struct {
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
-	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue, idle or faults (flags given override it)")
+	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue, idle, txenqueue, append or faults (flags given override it)")
 
 	fs.IntVar(&o.domains, "domains", 10, "number of remote domains, each a loopback inbox server on its own port")
 	fs.IntVar(&o.activities, "activities", 2000, "activities to enqueue")
@@ -142,7 +156,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.backoffMax, "backoff-max", 0, "queue.Config.BackoffMax; 0: the queue's default")
 	fs.IntVar(&o.maxAttempts, "max-attempts", 0, "queue.Config.MaxAttempts; 0: the queue's default")
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", 0, "queue.Config.LeaseTTL; 0: the queue's default")
-	fs.BoolVar(&o.sign, "sign", false, "sign deliveries (RSA-2048, draft-cavage); the inboxes verify every signature")
+	fs.BoolVar(&o.sign, "sign", false, "sign deliveries (RSA-2048); the inboxes verify every signature")
+	fs.StringVar(&o.signScheme, "sign-scheme", "cavage", "with -sign: cavage (draft-cavage) or rfc9421 (RFC 9421, rsa-v1_5-sha256), that scheme only")
 
 	fs.DurationVar(&o.inboxLatency, "inbox-latency", 0, "delay before every inbox answers")
 	fs.Float64Var(&o.failRate, "fail-rate", 0, "fraction of requests the inboxes answer 503")
@@ -160,6 +175,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.dbAlternate, "db-latency-alternate", false, "with -db-latency: odd rounds (1st, 3rd, ...) run with no added latency, even ones with it, through the same proxy and queue, and the throughput ratio is printed")
 	fs.IntVar(&o.dbConns, "db-conns", 8, "connections in each queue's PostgreSQL pool")
 	fs.BoolVar(&o.pollOnly, "poll-only", false, "postgres.Config.PollOnly: no LISTEN/NOTIFY, the queue polls")
+	fs.BoolVar(&o.enqueueTx, "enqueue-tx", false, "with -rate: enqueue each activity in a transaction of its own with EnqueueTx (postgres)")
 
 	fs.IntVar(&o.workers, "workers", 1, "queue instances delivering; with postgres they share the database")
 	fs.StringVar(&o.workerMode, "worker-mode", "inproc", "inproc: the workers run in this process, which also enqueues; exec: each worker is a child process (this program re-executed) and this process only enqueues and runs the inboxes (postgres only)")
@@ -168,7 +184,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.rounds, "rounds", 1, "rounds of -activities, each followed by the baselines; ratios are per round, and the median is reported (scenario throughput: 3)")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure, in the same run, a bare POST loop with the same concurrency and client (and the raw RSA signing rate with -sign)")
 	fs.DurationVar(&o.baselineDuration, "baseline-duration", 3*time.Second, "how long each baseline measurement runs")
-	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines calling EnqueueMany in the enqueue scenario")
+	fs.IntVar(&o.enqueuers, "enqueuers", 1, "goroutines enqueueing in the enqueue, txenqueue and append scenarios")
 
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "the run gives up (and reports what is missing) after this long")
 	fs.BoolVar(&o.verbose, "v", false, "log the queue's warnings and summaries to stderr")
@@ -179,7 +195,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintln(out, "usage: loadtest [flags]\n\nscenarios (-scenario):")
-		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioFaults} {
+		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioTxEnqueue, scenarioAppend, scenarioFaults} {
 			fmt.Fprintf(out, "  %-11s %s\n", name, scenarios[name].doc)
 		}
 		fmt.Fprintln(out, "\nflags:")
@@ -216,6 +232,8 @@ func (o *options) validate() error {
 		return nil
 	case o.domains < 1:
 		return errors.New("-domains must be at least 1")
+	case o.signScheme != string(signer.Cavage) && o.signScheme != string(signer.RFC9421):
+		return fmt.Errorf("-sign-scheme must be %s or %s, not %q", signer.Cavage, signer.RFC9421, o.signScheme)
 	case o.activities < 1:
 		return errors.New("-activities must be at least 1")
 	case o.rounds < 1:
@@ -234,6 +252,12 @@ func (o *options) validate() error {
 		return errors.New("-store postgres needs -database-url or $TEST_DATABASE_URL")
 	case o.dbAlternate && o.dbLatency == 0:
 		return errors.New("-db-latency-alternate needs -db-latency")
+	case o.scenario == scenarioTxEnqueue && o.store != "postgres":
+		return errors.New("-scenario txenqueue needs -store postgres")
+	case o.enqueueTx && (o.store != "postgres" || o.rate == 0):
+		return errors.New("-enqueue-tx needs -store postgres and -rate")
+	case o.enqueuers < 1:
+		return errors.New("-enqueuers must be at least 1")
 	case o.dbLatency > 0 && o.store != "postgres":
 		return errors.New("-db-latency needs -store postgres")
 	case o.workers < 1:

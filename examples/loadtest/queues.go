@@ -29,6 +29,7 @@ type queueSettings struct {
 	MaxAttempts int           `json:"max_attempts"`
 	LeaseTTL    time.Duration `json:"lease_ttl"`
 	Sign        bool          `json:"sign"`
+	SignScheme  string        `json:"sign_scheme"`
 	KeyPEM      []byte        `json:"key_pem"`
 	Verbose     bool          `json:"verbose"`
 }
@@ -39,7 +40,7 @@ func settingsOf(o *options, keyPEM []byte) queueSettings {
 	return queueSettings{
 		MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint,
 		BackoffMin: o.backoffMin, BackoffMax: o.backoffMax, MaxAttempts: o.maxAttempts, LeaseTTL: o.leaseTTL,
-		Sign: o.sign, KeyPEM: keyPEM, Verbose: o.verbose,
+		Sign: o.sign, SignScheme: o.signScheme, KeyPEM: keyPEM, Verbose: o.verbose,
 	}
 }
 
@@ -55,7 +56,7 @@ func newKey() (*rsa.PrivateKey, []byte, error) {
 
 // newSender builds the HTTP sender the queue and the bare loop share: the
 // one queue.New would build (sender defaults, loopback allowed), signing
-// with the actor's key when s.Sign is set. Idle connections per host are
+// with the actor's key when s.Sign is set, in s.SignScheme only. Idle connections per host are
 // raised to MaxInFlight when that is above the default, so that connections
 // are reused rather than re-dialled.
 func newSender(s queueSettings) (*sender.HTTP, error) {
@@ -73,6 +74,10 @@ func newSender(s queueSettings) (*sender.HTTP, error) {
 			return nil, err
 		}
 		cfg.Signer = sig
+		cfg.SignaturePolicy = sender.CavageOnly
+		if signer.Scheme(s.SignScheme) == signer.RFC9421 {
+			cfg.SignaturePolicy = sender.RFC9421Only
+		}
 	}
 	return sender.NewHTTP(cfg)
 }

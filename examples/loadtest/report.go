@@ -40,9 +40,10 @@ type report struct {
 	enqueueElapsed   time.Duration
 	appendStatements int64
 
-	fanout []fanoutRow
-	idle   *idleMemory
-	faults *faultsRun
+	fanout   []fanoutRow
+	idle     *idleMemory
+	contrast *contrast
+	faults   *faultsRun
 }
 
 func median(xs []float64) float64 {
@@ -186,6 +187,8 @@ func (r *report) print(w io.Writer) {
 		r.printIdle(p)
 	case r.faults != nil:
 		r.printFaults(p)
+	case r.contrast != nil:
+		r.printContrast(p)
 	case r.scenario == scenarioEnqueue:
 		r.printEnqueue(p)
 	default:
@@ -202,8 +205,12 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	if o.dbLatency > 0 {
 		store += fmt.Sprintf(" (+%s round trip through the proxy)", o.dbLatency)
 	}
-	p("  setup          %d domains, %d activities a round, fan-out %s (%d domains each), store %s, signing %v, max in flight %s, %d worker(s) %s",
-		o.domains, r.activities, o.fanout, o.recipientsPerActivity(), store, o.sign, inflight, o.workers, o.workerMode)
+	signing := "off"
+	if o.sign {
+		signing = o.signScheme
+	}
+	p("  setup          %d domains, %d activities a round, fan-out %s (%d domains each), store %s, signing %s, max in flight %s, %d worker(s) %s",
+		o.domains, r.activities, o.fanout, o.recipientsPerActivity(), store, signing, inflight, o.workers, o.workerMode)
 	p("  inboxes        latency %s, fail rate %g, Retry-After %q", o.inboxLatency, o.failRate, o.retryAfter)
 	if o.newDomains {
 		p("  domains        introduced by the first activity addressed to them (-new-domains)")

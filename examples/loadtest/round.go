@@ -36,7 +36,7 @@ func (r round) deliveriesPerSec() float64 { return r.rate().wall }
 // deliverRound enqueues round r's activities (sequence numbers r ×
 // o.activities and up) and waits until the inboxes have all of them or ctx
 // ends.
-func deliverRound(ctx context.Context, o *options, r int, q *queue.Queue, in *inboxes, statements func() int64, cpu func() time.Duration, remote bool) (round, error) {
+func deliverRound(ctx context.Context, o *options, r int, q enqueuer, in *inboxes, statements func() int64, cpu func() time.Duration, remote bool) (round, error) {
 	var rd round
 	before := in.rec.unique.Load()
 	want := int64(o.activities * o.recipientsPerActivity())
@@ -74,7 +74,7 @@ func deliverRound(ctx context.Context, o *options, r int, q *queue.Queue, in *in
 			rd.longestPause = pause
 			if o.verbose && pause >= time.Second && pause-time.Second < 10*time.Millisecond {
 				fmt.Fprintf(os.Stderr, "loadtest: round %d: no delivery for 1s, %d of %d delivered\n", r+1, got, want)
-				printBehind(ctx, q)
+				printBehind(ctx, q.q)
 			}
 		}
 		for i, frac := range []float64{0.1, 0.9} {

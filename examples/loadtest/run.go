@@ -91,6 +91,13 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		producer = queues[0]
 	}
 
+	prod := enqueuer{q: producer}
+	if o.enqueueTx {
+		// Any store on the run's schema binds the transaction; its commit
+		// watcher numbers the activities.
+		prod.st, prod.pool = be.stores[len(be.stores)-1], be.pools[len(be.pools)-1]
+	}
+
 	stopProfile, err := startCPUProfile(o.cpuProfile)
 	if err != nil {
 		return nil, err
@@ -150,7 +157,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		if o.dbAlternate {
 			be.proxy.setRTT(dbLatencyOfRound(o, r))
 		}
-		rd, err := deliverRound(runCtx, o, r, producer, in, statements, cpu, children != nil)
+		rd, err := deliverRound(runCtx, o, r, prod, in, statements, cpu, children != nil)
 		if err != nil {
 			return nil, err
 		}

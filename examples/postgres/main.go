@@ -120,40 +120,40 @@ func run(ctx context.Context, url, schema string, keep bool, out io.Writer) (err
 
 	// createNote saves a note and enqueues its Create in one transaction,
 	// which commits only if commit is true.
-	createNote := func(content string, commit bool) (noteID, activityID int64, err error) {
+	createNote := func(content string, commit bool) (noteID int64, err error) {
 		tx, err := pool.Begin(ctx)
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 		defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
 		if err := tx.QueryRow(ctx, "INSERT INTO "+app+".notes (content) VALUES ($1) RETURNING id", content).Scan(&noteID); err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 		body := fmt.Appendf(nil, `{"@context":"https://www.w3.org/ns/activitystreams",`+
 			`"id":"https://local.example/notes/%d/activity","type":"Create","actor":%q,`+
 			`"object":{"id":"https://local.example/notes/%d","type":"Note","content":%q}}`, noteID, actor, noteID, content)
-		activityID, err = q.EnqueueTx(ctx, st.Tx(tx), queue.Activity{Body: body, Inboxes: []string{inbox.Inbox()}})
-		if err != nil {
-			return 0, 0, err
+		// One statement in tx; the activity gets its ID once tx commits.
+		if err := q.EnqueueTx(ctx, st.Tx(tx), queue.Activity{Body: body, Inboxes: []string{inbox.Inbox()}}); err != nil {
+			return 0, err
 		}
 		// Anything that fails from here on, up to Commit, takes the
 		// activity with it: nothing is sent for a note that was not saved.
 		if !commit {
-			return noteID, activityID, tx.Rollback(ctx)
+			return noteID, tx.Rollback(ctx)
 		}
-		return noteID, activityID, tx.Commit(ctx)
+		return noteID, tx.Commit(ctx)
 	}
 
-	kept, keptActivity, err := createNote("hello from a committed transaction", true)
+	kept, err := createNote("hello from a committed transaction", true)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "note %d saved, activity %d enqueued in the same transaction\n", kept, keptActivity)
-	dropped, droppedActivity, err := createNote("this transaction rolls back", false)
+	fmt.Fprintf(out, "note %d saved, its activity enqueued in the same transaction\n", kept)
+	dropped, err := createNote("this transaction rolls back", false)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "note %d rolled back, and activity %d with it\n", dropped, droppedActivity)
+	fmt.Fprintf(out, "note %d rolled back, and its activity with it\n", dropped)
 
 	// A marker enqueued after both: once it arrives, the rolled-back
 	// activity would have arrived before it, had it existed.

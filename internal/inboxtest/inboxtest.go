@@ -1,7 +1,8 @@
 // Package inboxtest runs ActivityPub inboxes on loopback for tests, benchmarks
 // and the quick start. An inbox verifies HTTP signatures with
-// internal/httpsigverify (independently of the signer), records what it
-// accepts with duplicates counted, and can be told to be slow or to fail.
+// internal/httpsigverify (independently of the signer), draft-cavage, RFC
+// 9421 or both as configured, records what it accepts with duplicates
+// counted, and can be told to be slow or to fail.
 //
 //	inbox := inboxtest.New(&inboxtest.Config{Keys: map[string]*rsa.PublicKey{keyID: &key.PublicKey}})
 //	defer inbox.Close()
@@ -11,6 +12,7 @@ package inboxtest
 
 import (
 	"context"
+	"crypto"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/hex"
@@ -33,12 +35,34 @@ const MaxBodyBytes = 1 << 20
 // inbox's clock, as in Mastodon.
 const MaxDateSkewDefault = time.Hour
 
+// Schemes says which HTTP signature schemes an inbox accepts.
+type Schemes uint8
+
+const (
+	// AcceptCavage accepts draft-cavage signatures (as older servers do).
+	AcceptCavage Schemes = 1 << iota
+	// AcceptRFC9421 accepts RFC 9421 signatures (as a server that dropped
+	// draft-cavage would).
+	AcceptRFC9421
+	// AcceptBoth accepts either, as Mastodon 4.5+ and Fedify do.
+	AcceptBoth = AcceptCavage | AcceptRFC9421
+)
+
 // Config configures an inbox. A nil *Config accepts every POST unsigned.
 type Config struct {
+	// Schemes are the signature schemes the inbox accepts when it checks
+	// signatures; a request signed otherwise is answered 401. Default:
+	// AcceptCavage.
+	Schemes Schemes
+	// AcceptSignature, when not empty, is sent as the Accept-Signature
+	// header of every 401 (RFC 9421 §5.1). Default: none.
+	AcceptSignature string
 	// Keys maps keyId to public key. When non-nil, every request must carry
-	// a valid signature covering (request-target), host, date and digest,
-	// made with one of these keys, or it is answered 401. Default: nil,
-	// signatures are not checked.
+	// a valid signature made with one of these keys (or one added with
+	// AddKey or AddPublicKey) in one of Schemes, or it is answered 401: a
+	// draft-cavage one covering (request-target), host, date and digest,
+	// an RFC 9421 one covering "@method" "@target-uri" "content-digest".
+	// Default: nil, signatures are not checked.
 	Keys map[string]*rsa.PublicKey
 	// MaxDateSkew bounds the Date of signed requests around NowFunc();
 	// negative disables the check. Default: MaxDateSkewDefault (1 h).
@@ -77,6 +101,11 @@ type Activity struct {
 	Path string
 	// KeyID is the keyId of the signature, empty when unchecked.
 	KeyID string
+	// Scheme is the signature scheme verified: "cavage" or "rfc9421",
+	// empty when unchecked.
+	Scheme string
+	// RequestURI is the request target as sent, escapes included.
+	RequestURI string
 	// Received is when the inbox accepted it (NowFunc).
 	Received time.Time
 }
@@ -96,6 +125,9 @@ type Stats struct {
 	Failed int
 	// Rejected counts requests refused for a bad method, body or signature.
 	Rejected int
+	// Cavage and RFC9421 count the requests accepted with each signature
+	// scheme.
+	Cavage, RFC9421 int
 	// MaxInFlight is the most requests the inbox was handling at once.
 	MaxInFlight int
 }
@@ -106,7 +138,9 @@ type Server struct {
 	now func() time.Time
 
 	mu           sync.Mutex
-	keys         map[string]*rsa.PublicKey
+	keys         map[string]crypto.PublicKey
+	schemes      Schemes
+	acceptSig    string
 	maxSkew      time.Duration
 	latency      time.Duration
 	failures     Failures
@@ -126,11 +160,16 @@ func New(cfg *Config) *Server {
 		cfg = &Config{}
 	}
 	s := &Server{
-		now:     cfg.NowFunc,
-		maxSkew: cfg.MaxDateSkew,
-		latency: cfg.Latency,
-		counts:  make(map[string]int),
-		changed: make(chan struct{}),
+		now:       cfg.NowFunc,
+		maxSkew:   cfg.MaxDateSkew,
+		latency:   cfg.Latency,
+		counts:    make(map[string]int),
+		changed:   make(chan struct{}),
+		schemes:   cfg.Schemes,
+		acceptSig: cfg.AcceptSignature,
+	}
+	if s.schemes == 0 {
+		s.schemes = AcceptCavage
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -139,7 +178,7 @@ func New(cfg *Config) *Server {
 		s.maxSkew = MaxDateSkewDefault
 	}
 	if cfg.Keys != nil {
-		s.keys = make(map[string]*rsa.PublicKey, len(cfg.Keys))
+		s.keys = make(map[string]crypto.PublicKey, len(cfg.Keys))
 		for id, k := range cfg.Keys {
 			s.keys[id] = k
 		}
@@ -167,13 +206,25 @@ func (s *Server) SharedInbox() string { return s.srv.URL + "/inbox" }
 
 // AddKey lets the inbox verify signatures made with keyID, and turns
 // signature checking on.
-func (s *Server) AddKey(keyID string, pub *rsa.PublicKey) {
+func (s *Server) AddKey(keyID string, pub *rsa.PublicKey) { s.AddPublicKey(keyID, pub) }
+
+// AddPublicKey is AddKey for an *rsa.PublicKey or an ed25519.PublicKey
+// (RFC 9421 only).
+func (s *Server) AddPublicKey(keyID string, pub crypto.PublicKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.keys == nil {
-		s.keys = make(map[string]*rsa.PublicKey)
+		s.keys = make(map[string]crypto.PublicKey)
 	}
 	s.keys[keyID] = pub
+}
+
+// SetSchemes changes the signature schemes the inbox accepts, as a server
+// that upgrades does.
+func (s *Server) SetSchemes(sc Schemes) {
+	s.mu.Lock()
+	s.schemes = sc
+	s.mu.Unlock()
 }
 
 // SetLatency changes the delay of every response.
@@ -303,30 +354,23 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var keyID string
+	var keyID, scheme string
 	if keys != nil {
-		opts := &httpsigverify.Options{}
-		if maxSkew > 0 {
-			opts.Now, opts.MaxSkew = now, maxSkew
-		}
-		p, err := httpsigverify.Verify(r, body, func(id string) (*rsa.PublicKey, error) {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			k, ok := s.keys[id]
-			if !ok {
-				return nil, fmt.Errorf("unknown key")
-			}
-			return k, nil
-		}, opts)
-		if err != nil {
+		var err error
+		if keyID, scheme, err = s.verify(r, body, now, maxSkew); err != nil {
 			s.reject(w, http.StatusUnauthorized, err.Error())
 			return
 		}
-		keyID = p.KeyID
 	}
 
-	a := Activity{ID: activityID(body), Body: body, Path: r.URL.Path, KeyID: keyID, Received: now}
+	a := Activity{ID: activityID(body), Body: body, Path: r.URL.Path, KeyID: keyID, Scheme: scheme, RequestURI: r.RequestURI, Received: now}
 	s.mu.Lock()
+	switch scheme {
+	case AcceptCavageName:
+		s.stats.Cavage++
+	case AcceptRFC9421Name:
+		s.stats.RFC9421++
+	}
 	s.received = append(s.received, a)
 	s.counts[a.ID]++
 	s.stats.Accepted++
@@ -345,8 +389,71 @@ func (s *Server) reject(w http.ResponseWriter, status int, reason string) {
 	s.mu.Lock()
 	s.stats.Rejected++
 	s.lastReject = reason
+	acceptSig := s.acceptSig
 	s.mu.Unlock()
+	if status == http.StatusUnauthorized && acceptSig != "" {
+		w.Header().Set("Accept-Signature", acceptSig)
+	}
 	http.Error(w, reason, status)
+}
+
+// Names of the schemes in Activity.Scheme.
+const (
+	AcceptCavageName  = "cavage"
+	AcceptRFC9421Name = "rfc9421"
+)
+
+// verify checks the request's signature in the scheme it uses, if the
+// inbox accepts that scheme, and returns its keyId and scheme.
+func (s *Server) verify(r *http.Request, body []byte, now time.Time, maxSkew time.Duration) (keyID, scheme string, err error) {
+	s.mu.Lock()
+	schemes := s.schemes
+	s.mu.Unlock()
+	lookup := func(id string) (crypto.PublicKey, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		k, ok := s.keys[id]
+		if !ok {
+			return nil, fmt.Errorf("unknown key")
+		}
+		return k, nil
+	}
+	if r.Header.Get("Signature-Input") != "" {
+		if schemes&AcceptRFC9421 == 0 {
+			return "", "", fmt.Errorf("RFC 9421 signatures are not accepted here")
+		}
+		opts := &httpsigverify.Options9421{}
+		if maxSkew > 0 {
+			opts.Now, opts.MaxSkew = now, maxSkew
+		}
+		p, err := httpsigverify.VerifyRFC9421(r, body, lookup, opts)
+		if err != nil {
+			return "", "", err
+		}
+		return p.KeyID, AcceptRFC9421Name, nil
+	}
+	if schemes&AcceptCavage == 0 {
+		return "", "", fmt.Errorf("draft-cavage signatures are not accepted here")
+	}
+	opts := &httpsigverify.Options{}
+	if maxSkew > 0 {
+		opts.Now, opts.MaxSkew = now, maxSkew
+	}
+	p, err := httpsigverify.Verify(r, body, func(id string) (*rsa.PublicKey, error) {
+		k, err := lookup(id)
+		if err != nil {
+			return nil, err
+		}
+		rk, ok := k.(*rsa.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("key %s is not RSA", id)
+		}
+		return rk, nil
+	}, opts)
+	if err != nil {
+		return "", "", err
+	}
+	return p.KeyID, AcceptCavageName, nil
 }
 
 // activityID returns the "id" member of a JSON object, or a hash of body.

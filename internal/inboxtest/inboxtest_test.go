@@ -105,7 +105,7 @@ func TestRejectsUnsignedAndUnknownKeys(t *testing.T) {
 	t.Parallel()
 	other, err := rsa.GenerateKey(rand.Reader, 2048)
 	require.NoError(t, err)
-	inbox := newInbox(t, &inboxtest.Config{Keys: map[string]*rsa.PublicKey{keyID: &other.PublicKey}})
+	inbox := newInbox(t, &inboxtest.Config{Keys: map[string]*rsa.PublicKey{keyID: &other.PublicKey}, Schemes: inboxtest.AcceptBoth})
 
 	res := newSender(t, false, nil).Send(context.Background(), delivery(inbox.Inbox(), 1))
 	require.Equal(t, http.StatusUnauthorized, res.Status)
@@ -114,7 +114,9 @@ func TestRejectsUnsignedAndUnknownKeys(t *testing.T) {
 	res = newSender(t, true, nil).Send(context.Background(), delivery(inbox.Inbox(), 1))
 	require.Equal(t, http.StatusUnauthorized, res.Status)
 	require.Contains(t, inbox.LastRejection(), "does not verify")
-	require.Equal(t, 2, inbox.Stats().Rejected)
+	require.True(t, strings.HasPrefix(res.Reason, "signature rejected: cavage 401, rfc9421 401"), res.Reason)
+	require.Equal(t, 2, res.Requests)
+	require.Equal(t, 3, inbox.Stats().Rejected)
 	require.Empty(t, inbox.Received())
 
 	inbox.AddKey(keyID, &key().PublicKey)

@@ -42,6 +42,11 @@ type Options struct {
 	Mode pgx.QueryExecMode
 	// MaxConns caps the pool's connections. Default: MaxConnsDefault.
 	MaxConns int32
+	// Through is the connection string of a pooler in front of the test
+	// database (see PgBouncer): the pool connects through it, and the
+	// schema is still created and dropped directly. Default: connect
+	// directly.
+	Through string
 	// Settings are run-time parameters set on every connection, for
 	// example plan_cache_mode. Default: none.
 	Settings map[string]string
@@ -85,9 +90,13 @@ func New(t testing.TB, opts *Options) *DB {
 	if opts == nil {
 		opts = &Options{}
 	}
-	cfg, err := pgxpool.ParseConfig(url)
+	poolURL := url
+	if opts.Through != "" {
+		poolURL = opts.Through
+	}
+	cfg, err := pgxpool.ParseConfig(poolURL)
 	if err != nil {
-		t.Fatalf("pgtest: parse %s: %v", EnvURL, err)
+		t.Fatalf("pgtest: parse %s: %v", poolURL, err)
 	}
 	if opts.Mode != 0 {
 		cfg.ConnConfig.DefaultQueryExecMode = opts.Mode

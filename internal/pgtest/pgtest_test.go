@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/internal/leakcheck"
@@ -76,4 +77,65 @@ func TestNewGivesASchemaDroppedAtTheEnd(t *testing.T) {
 	n, err := db.TerminateConnections(t.Context())
 	require.NoError(t, err)
 	require.Positive(t, n, "the pool's connections were not found by name")
+}
+
+func callPgBouncer(tb *recorder) string {
+	done := make(chan string)
+	go func() {
+		conn := ""
+		defer func() { done <- conn }()
+		conn = pgtest.PgBouncer(tb)
+	}()
+	return <-done
+}
+
+// TestPgBouncerWithoutTheBinary hides pgbouncer: the test is skipped with a
+// message saying how to install it, or fails when it is required.
+func TestPgBouncerWithoutTheBinary(t *testing.T) {
+	t.Setenv(pgtest.EnvURL, "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	t.Setenv("PATH", t.TempDir())
+	defer pgtest.SetPgBouncerPaths(nil)()
+
+	t.Setenv(pgtest.EnvRequirePgBouncer, "")
+	r := &recorder{TB: t}
+	require.Empty(t, callPgBouncer(r))
+	require.Contains(t, r.skipped, "pgbouncer is not installed")
+	require.Contains(t, r.skipped, "apt-get install pgbouncer")
+	require.Empty(t, r.failed)
+
+	t.Setenv(pgtest.EnvRequirePgBouncer, "1")
+	r = &recorder{TB: t}
+	require.Empty(t, callPgBouncer(r))
+	require.Contains(t, r.failed, pgtest.EnvRequirePgBouncer+"=1")
+	require.Empty(t, r.skipped)
+}
+
+// TestPgBouncer starts a pgBouncer, talks to the database through it, and
+// asks its admin console for its pooling mode.
+func TestPgBouncer(t *testing.T) {
+	t.Parallel()
+	conn := pgtest.PgBouncer(t)
+	db := pgtest.New(t, &pgtest.Options{Through: conn, Mode: pgx.QueryExecModeSimpleProtocol})
+	var one int
+	require.NoError(t, db.Pool.QueryRow(t.Context(), "SELECT 1").Scan(&one))
+
+	cfg, err := pgx.ParseConfig(conn)
+	require.NoError(t, err)
+	cfg.Database = "pgbouncer"
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	admin, err := pgx.ConnectConfig(t.Context(), cfg)
+	require.NoError(t, err)
+	defer admin.Close(t.Context())
+	rows, err := admin.Query(t.Context(), "SHOW CONFIG")
+	require.NoError(t, err)
+	mode := ""
+	for rows.Next() {
+		vals, err := rows.Values()
+		require.NoError(t, err)
+		if vals[0] == "pool_mode" {
+			mode, _ = vals[1].(string)
+		}
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, "transaction", mode)
 }

@@ -2,7 +2,9 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"time"
 
 	"github.com/apqueue/apqueue/store"
 )
@@ -54,5 +56,42 @@ func (s *Store) DeleteDeadLetters(ctx context.Context, ids []int64) (int, error)
 		}
 		return false
 	})
+	return n - len(s.deadLetters), nil
+}
+
+// PruneDeadLetters implements store.DeadLetterPruner.
+func (s *Store) PruneDeadLetters(ctx context.Context, olderThan time.Time, perDomain int) (int, error) {
+	const op = "prune dead letters"
+	if err := checkCtx(ctx, op); err != nil {
+		return 0, err
+	}
+	if perDomain < 0 {
+		return 0, fmt.Errorf("memory: %s: negative cap per domain %d: %w", op, perDomain, store.ErrInvalid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.deadLetters)
+	if !olderThan.IsZero() {
+		s.deadLetters = slices.DeleteFunc(s.deadLetters, func(dl store.DeadLetter) bool { return dl.CreatedAt.Before(olderThan) })
+	}
+	if perDomain > 0 {
+		// s.deadLetters is in ID order: keep the newest perDomain of each
+		// domain, counting from the end.
+		kept := make(map[string]int)
+		keep := make([]bool, len(s.deadLetters))
+		for i := len(s.deadLetters) - 1; i >= 0; i-- {
+			d := s.deadLetters[i].Domain
+			keep[i] = kept[d] < perDomain
+			kept[d]++
+		}
+		out := s.deadLetters[:0]
+		for i, dl := range s.deadLetters {
+			if keep[i] {
+				out = append(out, dl)
+			}
+		}
+		clear(s.deadLetters[len(out):])
+		s.deadLetters = out
+	}
 	return n - len(s.deadLetters), nil
 }

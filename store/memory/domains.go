@@ -109,6 +109,8 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		d.LastStatus = st.LastStatus
 		d.LastError = st.LastError
 		d.LastSuccessAt = truncate(st.LastSuccessAt)
+		d.SignatureScheme = st.SignatureScheme
+		d.SignatureCheckedAt = truncate(st.SignatureCheckedAt)
 	}
 	now := s.timeNow()
 	for _, dl := range deadLetters {

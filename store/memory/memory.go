@@ -29,7 +29,10 @@ type Store struct {
 	owners map[string]time.Time
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store            = (*Store)(nil)
+	_ store.DeadLetterPruner = (*Store)(nil)
+)
 
 // New returns an empty store that tells the time with the system clock.
 func New() *Store {

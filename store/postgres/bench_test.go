@@ -75,8 +75,7 @@ func BenchmarkAppendTx(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			err := pgx.BeginFunc(b.Context(), db.Pool, func(tx pgx.Tx) error {
-				_, err := s.AppendTx(b.Context(), tx, batch)
-				return err
+				return s.AppendTx(b.Context(), tx, batch)
 			})
 			if err != nil {
 				b.Error(err)

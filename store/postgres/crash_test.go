@@ -71,7 +71,7 @@ func TestCrashRecovery(t *testing.T) {
 
 	var (
 		mu       sync.Mutex
-		enqueued []int64 // IDs a child saw Enqueue return
+		enqueued []string // activity IRIs (body "id") a child saw enqueued
 	)
 	run := func(n, count int, life time.Duration) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.v")
@@ -92,13 +92,10 @@ func TestCrashRecovery(t *testing.T) {
 			sc := bufio.NewScanner(out)
 			for sc.Scan() {
 				line := sc.Text()
-				if id, ok := strings.CutPrefix(line, "ENQUEUED "); ok {
-					v, err := strconv.ParseInt(id, 10, 64)
-					if err == nil {
-						mu.Lock()
-						enqueued = append(enqueued, v)
-						mu.Unlock()
-					}
+				if iri, ok := strings.CutPrefix(line, "ENQUEUED "); ok {
+					mu.Lock()
+					enqueued = append(enqueued, iri)
+					mu.Unlock()
 				} else if strings.Contains(line, "FAIL") || strings.Contains(line, "panic") {
 					t.Logf("child %d: %s", n, line)
 				}
@@ -130,26 +127,26 @@ func TestCrashRecovery(t *testing.T) {
 	acts, err := st.Activities(t.Context(), 0, 100000)
 	require.NoError(t, err)
 	inLog := make(map[int64]string, len(acts))
+	idOf := make(map[string]int64, len(acts))
 	for _, a := range acts {
 		inLog[a.ID] = a.OrderingKey
+		var body struct{ ID string }
+		require.NoError(t, json.Unmarshal(a.Body, &body))
+		_, twice := idOf[body.ID]
+		require.False(t, twice, "activity %s is in the log twice", body.ID)
+		idOf[body.ID] = a.ID
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	require.NotEmpty(t, enqueued)
-	for _, id := range enqueued {
-		_, ok := inLog[id]
-		require.True(t, ok, "activity %d was enqueued but is not in the log", id)
+	for _, iri := range enqueued {
+		_, ok := idOf[iri]
+		require.True(t, ok, "activity %s was enqueued but is not in the log", iri)
 	}
 	t.Logf("%d activities enqueued (%d confirmed to the child before a kill or exit), %d kills",
 		len(acts), len(enqueued), kills)
 
 	// Order per ordering key, and re-sends, per inbox.
-	idOf := make(map[string]int64, len(acts))
-	for _, a := range acts {
-		var body struct{ ID string }
-		require.NoError(t, json.Unmarshal(a.Body, &body))
-		idOf[body.ID] = a.ID
-	}
 	for i, in := range inboxes {
 		seen := make(map[int64]bool)
 		last := make(map[string]int64) // ordering key -> last first-arrival
@@ -234,7 +231,8 @@ func TestCrashChild(t *testing.T) {
 	require.NoError(t, q.Start(ctx))
 
 	// Enqueue in small batches, alternating plain and transactional
-	// enqueues, printing each ID once Enqueue returned.
+	// enqueues, printing each activity's IRI once Enqueue returned (or its
+	// transaction committed).
 	for i := 0; i < count && ctx.Err() == nil; i += 3 {
 		var batch []queue.Activity
 		for j := range 3 {
@@ -243,20 +241,20 @@ func TestCrashChild(t *testing.T) {
 			a.OrderingKey = fmt.Sprintf("https://local.example/notes/key-%d", n%crashKeys)
 			batch = append(batch, a)
 		}
-		var ids []int64
 		if i%2 == 0 {
-			ids, err = q.EnqueueMany(ctx, batch)
+			_, err = q.EnqueueMany(ctx, batch)
 		} else {
 			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				ids, err = q.EnqueueManyTx(ctx, st.Tx(tx), batch)
-				return err
+				return q.EnqueueManyTx(ctx, st.Tx(tx), batch)
 			})
 		}
 		if err != nil {
 			break
 		}
-		for _, id := range ids {
-			fmt.Printf("ENQUEUED %d\n", id)
+		for _, a := range batch {
+			var body struct{ ID string }
+			require.NoError(t, json.Unmarshal(a.Body, &body))
+			fmt.Printf("ENQUEUED %s\n", body.ID)
 		}
 		time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
 	}

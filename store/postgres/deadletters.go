@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -16,6 +17,22 @@ ORDER BY id
 LIMIT $3`
 
 const deleteDeadLettersSQL = `DELETE FROM {s}.dead_letters WHERE id = ANY($1::bigint[])`
+
+// expireDeadLettersSQL deletes up to $2 dead letters created before $1,
+// oldest first.
+const expireDeadLettersSQL = `DELETE FROM {s}.dead_letters
+WHERE id IN (SELECT id FROM {s}.dead_letters WHERE created_at < $1 ORDER BY id LIMIT $2)`
+
+// capDeadLettersSQL deletes up to $2 dead letters beyond the newest $1 of
+// their domain.
+const capDeadLettersSQL = `DELETE FROM {s}.dead_letters
+WHERE id IN (
+	SELECT r.id FROM (
+		SELECT id, row_number() OVER (PARTITION BY domain ORDER BY id DESC) AS rn FROM {s}.dead_letters
+	) r
+	WHERE r.rn > $1
+	ORDER BY r.id
+	LIMIT $2)`
 
 // DeadLetters implements store.Store.
 func (s *Store) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) ([]store.DeadLetter, error) {
@@ -65,4 +82,34 @@ func (s *Store) DeleteDeadLetters(ctx context.Context, ids []int64) (int, error)
 		return 0, s.fail(ctx, op, err)
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// PruneDeadLetters implements store.DeadLetterPruner, in batches of at
+// most pruneBatch rows, each in a maintenance transaction whose locks wait
+// at most Config.LockTimeout (a step that times out returns an error
+// matching ErrLockTimeout, having deleted what the batches before it did).
+func (s *Store) PruneDeadLetters(ctx context.Context, olderThan time.Time, perDomain int) (int, error) {
+	const op = "prune dead letters"
+	if err := checkCtx(ctx, op); err != nil {
+		return 0, err
+	}
+	if perDomain < 0 {
+		return 0, invalid(op, "negative cap per domain %d", perDomain)
+	}
+	var total int64
+	if !olderThan.IsZero() {
+		n, err := s.deleteInBatches(ctx, s.sql.expireDeadLetters, toTS(olderThan))
+		total += n
+		if err != nil {
+			return int(total), s.fail(ctx, op, err)
+		}
+	}
+	if perDomain > 0 {
+		n, err := s.deleteInBatches(ctx, s.sql.capDeadLetters, perDomain)
+		total += n
+		if err != nil {
+			return int(total), s.fail(ctx, op, err)
+		}
+	}
+	return int(total), nil
 }

@@ -20,31 +20,61 @@
 //
 // Store.Tx binds the caller's pgx.Tx for queue.EnqueueTx (AppendTx is the
 // same at the store level): the activity is delivered if and only if the
-// transaction commits, and the commit wakes the queues listening on the
-// database.
+// transaction commits. It costs the transaction exactly one statement, a
+// plain INSERT that takes no lock another enqueue waits for, and the store
+// opens no connection of its own for it.
 //
 //	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 //		if _, err := tx.Exec(ctx, "INSERT INTO notes ...", ...); err != nil {
 //			return err
 //		}
-//		_, err := q.EnqueueTx(ctx, st.Tx(tx), queue.Activity{...})
-//		return err
+//		return q.EnqueueTx(ctx, st.Tx(tx), queue.Activity{...})
 //	})
 //
-// # Ordering and the commit rule
+// # Ordering and the commit rule: a commit-order sequencer
 //
-// IDs come from a one-row counter. Append takes IDs, inserts the batch,
-// registers new domains and sends NOTIFY in one autocommit statement, so the
-// counter's row lock serialises appends only for the time the server runs
-// and commits that statement. AppendTx reserves its IDs on a connection of
-// the store's own (a reservation records the caller's transaction ID), then
-// inserts in the caller's transaction. Readers (Activities, Head) stop just
-// below the first reserved ID of any transaction still in progress, so a
-// reader that advances past what it read never skips an activity that
-// commits later. A long caller transaction therefore holds back delivery
-// of later activities, never other enqueues: call EnqueueTx late in a
-// transaction that commits soon. OpenTransactions reports the open ones,
-// for monitoring.
+// IDs are strictly increasing in the order in which readers can see them,
+// so that a reader that has read up to an ID never finds a lower one later,
+// even from a transaction that commits late. A transaction's activities
+// therefore cannot get their IDs inside it: the caller's INSERT puts them,
+// without an ID, in a staging table (staged_activities), and once the
+// transaction has committed a sequencer numbers them: one statement that
+// locks the one-row ID counter, moves the committed staged rows its
+// snapshot sees into the activity log numbered from the counter, advances
+// it, registers the new domains they name and sends NOTIFY. Rows of a
+// transaction still open or rolled back are invisible to it; so an open
+// transaction holds back nothing, not even the delivery of later
+// activities, and a rolled-back one leaves no gap. Append numbers its own
+// batch the same way, after the staged rows, in one autocommit statement;
+// concurrent Append calls of one Store share a statement (group commit).
+//
+// Who sequences: every Append; every reader (Activities, Head) that finds
+// staged rows and the counter free (it never waits for it); and the
+// store's commit watcher, which polls the status of the transactions that
+// called AppendTx (pg_xact_status) on the pool and, once one has
+// committed, runs the sequencer, whose NOTIFY wakes every listening
+// process. The caller's transaction sends no NOTIFY itself: PostgreSQL
+// holds a database-wide lock from a notifying transaction's pre-commit
+// until after its commit is flushed, which made enqueueing transactions
+// commit one at a time.
+//
+// Why this design and not PgQ's: PgQ's ticker (Skytools) writes events with
+// a plain INSERT too and cuts the log into batches between two transaction
+// snapshots (pg_current_snapshot, xid8), so readers follow ticks, not
+// event IDs, and within a batch events are not in commit order. apqueue's
+// readers, cursors, checkpoints and retention all work in activity IDs
+// (the cursor is the highest settled ID), and the store contract promises
+// that IDs grow in the order readers see them; PgQ's batches would change
+// all of that, or need a renumbering step, which is a sequencer. The
+// sequencer's cost is a second write of each transactional activity (a
+// move) and a short wait between commit and ID, which the watcher keeps to
+// a few milliseconds.
+//
+// Upgrade: schema version 6 adds the staging table; processes of version 3
+// go on appending through the counter and its reservations
+// (pending_appends), which readers still honour (OpenTransactions reports
+// them), so both versions can run on one schema during a rolling upgrade.
+// Staged activities are numbered only by processes of this release.
 //
 // # Leases
 //
@@ -65,8 +95,20 @@
 //
 // # Cost
 //
-// Every method is one statement (AppendTx three), whatever the batch size;
-// Stats counts them. The queue reads the log once per batch for all
-// caught-up domains and checkpoints all changed domains in one statement per
-// interval, so a delivery costs a small fraction of a round trip.
+// Every method is one statement, whatever the batch size, AppendTx
+// included (the commit watcher adds about one statement per batch of
+// commits, outside the callers' transactions); Stats counts them. The queue
+// reads the log once per batch for all caught-up domains and checkpoints all
+// changed domains in one statement per interval, so a delivery costs a small
+// fraction of a round trip.
+//
+// # Retention and maintenance
+//
+// Prune deletes in statements of at most 5,000 rows; PruneDeadLetters
+// (store.DeadLetterPruner, called by the queue's retention job) deletes dead
+// letters by age and beyond a cap per domain the same way. Every lock a
+// maintenance step or a migration takes waits at most Config.LockTimeout:
+// one blocked by another session changes nothing and fails with
+// ErrLockTimeout, so it never leaves enqueues queued behind it. TableSizes
+// reports the size of every table.
 package postgres

@@ -23,7 +23,8 @@ ON CONFLICT (domain) DO UPDATE SET shared_inbox = EXCLUDED.shared_inbox, revisio
 	WHERE EXCLUDED.shared_inbox <> '' AND {s}.domains.shared_inbox IS DISTINCT FROM EXCLUDED.shared_inbox`
 
 const domainColumns = `domain, shared_inbox, cursor, status, fail_count, failing_since, next_attempt_at,
-	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision, progress`
+	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision, progress,
+	signature_scheme, signature_checked_at`
 
 // domainsSQL reads every domain when $1 is empty, else the named ones
 // through the primary key: a join with the names rather than a filter, so
@@ -54,9 +55,10 @@ const domainsSQL = `SELECT * FROM (
 // prepared statement (planned for 10 array elements).
 const checkpointSQL = `WITH st AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::integer[],
-		$7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[], $11::timestamptz[], $22::bigint[], $24::text[])
+		$7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[], $11::timestamptz[], $22::bigint[], $24::text[],
+		$25::text[], $26::timestamptz[])
 		AS st(domain, owner, token, cursor, status, fail_count, failing_since, next_attempt_at,
-			last_status, last_error, last_success_at, revision, progress)
+			last_status, last_error, last_success_at, revision, progress, signature_scheme, signature_checked_at)
 ), lk AS (
 	SELECT count(*) AS n FROM (
 		SELECT d.domain FROM {s}.domains d
@@ -67,7 +69,8 @@ const checkpointSQL = `WITH st AS (
 	UPDATE {s}.domains d SET cursor = greatest(d.cursor, st.cursor), status = st.status, fail_count = st.fail_count,
 		failing_since = st.failing_since, next_attempt_at = st.next_attempt_at,
 		last_status = st.last_status, last_error = st.last_error, last_success_at = st.last_success_at,
-		progress = st.progress::jsonb
+		progress = st.progress::jsonb,
+		signature_scheme = st.signature_scheme, signature_checked_at = st.signature_checked_at
 	FROM st, lk
 	WHERE d.domain = st.domain AND st.owner <> '' AND d.owner = st.owner AND d.lease_token = st.token
 		AND d.revision = st.revision
@@ -158,9 +161,12 @@ func scanDomain(row pgx.CollectableRow) (store.DomainState, error) {
 		d                                          store.DomainState
 		status                                     string
 		failingSince, nextAttempt, lastOK, expires pgtype.Timestamptz
+		checked                                    pgtype.Timestamptz
 	)
 	err := row.Scan(&d.Domain, &d.SharedInbox, &d.Cursor, &status, &d.FailCount, &failingSince, &nextAttempt,
-		&d.LastStatus, &d.LastError, &lastOK, &d.Owner, &d.LeaseToken, &expires, &d.Revision, &d.Progress)
+		&d.LastStatus, &d.LastError, &lastOK, &d.Owner, &d.LeaseToken, &expires, &d.Revision, &d.Progress,
+		&d.SignatureScheme, &checked)
+	d.SignatureCheckedAt = fromTS(checked)
 	d.Status = store.DomainStatus(status)
 	d.FailingSince = fromTS(failingSince)
 	d.NextAttemptAt = fromTS(nextAttempt)
@@ -193,6 +199,8 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		tokens, cursors, revisions                []int64
 		failCounts, lastStatuses                  []int32
 		failingSince, nextAttempt, lastSuccessAts []pgtype.Timestamptz
+		schemes                                   []string
+		schemeChecked                             []pgtype.Timestamptz
 	)
 	for i, st := range states {
 		if last[st.Domain] != i {
@@ -220,6 +228,8 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 			p = &js
 		}
 		progress = append(progress, p)
+		schemes = append(schemes, st.SignatureScheme)
+		schemeChecked = append(schemeChecked, toTS(st.SignatureCheckedAt))
 	}
 	var (
 		dlActivity                                  []int64
@@ -270,7 +280,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 		nonNil(failingSince), nonNil(nextAttempt), nonNil(lastStatuses), nonNil(lastErrors), nonNil(lastSuccessAts),
 		nonNil(dlActivity), nonNil(dlDomain), nonNil(dlInbox), nonNil(dlActor), nonNil(dlKey), nonNil(dlBody),
 		nonNil(dlStatus), nonNil(dlReason), nonNil(dlAttempts), nonNil(dlCreated), nonNil(revisions),
-		nonNil(dlOwner), nonNil(progress))
+		nonNil(dlOwner), nonNil(progress), nonNil(schemes), nonNil(schemeChecked))
 	if err != nil {
 		return s.fail(ctx, op, err)
 	}

@@ -17,6 +17,11 @@ import (
 // was migrated by an older version of the library. Call Migrate.
 var ErrNotMigrated = errors.New("postgres: schema not migrated to this library's version (call Migrate)")
 
+// ErrLockTimeout is matched by errors from a maintenance step or a
+// migration that gave up waiting for a lock (Config.LockTimeout), because
+// another session held it.
+var ErrLockTimeout = errors.New("postgres: gave up waiting for a lock another session holds (lock_timeout); this step changed nothing")
+
 // fail turns an error from pgx into the store's error for op. It is the one
 // place where driver and server errors are mapped to the store's errors:
 //
@@ -24,6 +29,7 @@ var ErrNotMigrated = errors.New("postgres: schema not migrated to this library's
 //   - data exceptions (SQLSTATE class 22, such as a NUL byte in a string)
 //     and check violations match store.ErrInvalid;
 //   - a missing schema, table or column matches ErrNotMigrated;
+//   - a lock wait that ran out (lock_timeout) matches ErrLockTimeout;
 //   - anything else is wrapped as it is, so that *pgconn.PgError stays
 //     reachable with errors.As.
 func (s *Store) fail(ctx context.Context, op string, err error) error {
@@ -40,6 +46,8 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 			return fmt.Errorf("postgres: %s: %w: %w", op, store.ErrInvalid, err)
 		case pgErr.Code == "3F000", pgErr.Code == "42P01", pgErr.Code == "42703":
 			return fmt.Errorf("postgres: %s in schema %q: %w: %w", op, s.schema, ErrNotMigrated, err)
+		case pgErr.Code == "55P03":
+			return fmt.Errorf("postgres: %s: %w: %w", op, ErrLockTimeout, err)
 		}
 	}
 	return fmt.Errorf("postgres: %s: %w", op, err)

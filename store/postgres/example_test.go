@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -36,8 +37,8 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	defer st.Close()
 	defer pool.Exec(ctx, "DROP SCHEMA apqueue_example CASCADE") //nolint:errcheck // example cleanup
+	defer st.Close()
 	if _, err := st.Migrate(ctx); err != nil {
 		panic(err)
 	}
@@ -46,7 +47,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	_, err = st.AppendTx(ctx, tx, []store.NewActivity{{
+	err = st.AppendTx(ctx, tx, []store.NewActivity{{
 		Body:    []byte(`{"type":"Create"}`),
 		Inboxes: []string{"https://remote.example/inbox"},
 		Domains: []string{"remote.example"},
@@ -59,7 +60,11 @@ func Example() {
 	if err := tx.Commit(ctx); err != nil {
 		panic(err)
 	}
-	acts, _ = st.Activities(ctx, 0, 10)
+	// The store numbers the activity just after the commit (readers that
+	// listen are woken then).
+	for deadline := time.Now().Add(5 * time.Second); len(acts) == 0 && time.Now().Before(deadline); {
+		acts, _ = st.Activities(ctx, 0, 10)
+	}
 	fmt.Printf("after commit: %d activities\n", len(acts))
 	// Output:
 	// before commit: 0 activities

@@ -1,9 +1,48 @@
 package postgres
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/apqueue/apqueue/store"
+)
 
 // SetListenPing shortens s's listener health check, for tests. Call it
 // before Listen.
 func SetListenPing(s *Store, interval, timeout time.Duration) {
 	s.pingInterval, s.pingTimeout = interval, timeout
+}
+
+// MigrateTo applies s's migrations up to version, for upgrade tests.
+func MigrateTo(ctx context.Context, s *Store, version int) (int, error) {
+	return s.migrate(ctx, version)
+}
+
+// PruneBatch is the most rows one maintenance statement deletes.
+const PruneBatch = pruneBatch
+
+// AppendIn runs s's Append statement for activities inside tx, so that a
+// test can hold the counter's lock as an Append in progress does.
+func AppendIn(ctx context.Context, s *Store, tx pgx.Tx, activities []store.NewActivity) ([]int64, error) {
+	b, err := newBatch("append", activities)
+	if err != nil {
+		return nil, err
+	}
+	var prev, numbered int64
+	err = tx.QueryRow(ctx, s.sql.append, b.n, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
+		b.newDomains, s.channel).Scan(&prev, &numbered)
+	return b.ids(prev), err
+}
+
+// SetWatchGiveUp shortens how long s's commit watcher retries failing
+// polls, for tests. Call it before AppendTx.
+func SetWatchGiveUp(s *Store, d time.Duration) { s.watchGiveUp = d }
+
+// MigrationCount is the number of embedded migrations (versions may have
+// gaps while the files of other branches are not merged).
+func MigrationCount() int {
+	ms, _ := migrations()
+	return len(ms)
 }

@@ -38,7 +38,8 @@ UPDATE {s}.domains d
 SET owner = $1, lease_token = d.lease_token + 1, lease_expires_at = now() + $2::bigint * interval '1 microsecond'
 FROM free WHERE d.domain = free.domain
 RETURNING d.domain, d.shared_inbox, d.cursor, d.status, d.fail_count, d.failing_since, d.next_attempt_at,
-	d.last_status, d.last_error, d.last_success_at, d.owner, d.lease_token, d.lease_expires_at, d.revision, d.progress`
+	d.last_status, d.last_error, d.last_success_at, d.owner, d.lease_token, d.lease_expires_at, d.revision, d.progress,
+	d.signature_scheme, d.signature_checked_at`
 
 // lockOwnedSQL locks, in domain order, the rows of the domains in
 // parameter domains that owner $1 holds, before renewSQL and releaseSQL

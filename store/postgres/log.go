@@ -4,43 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/apqueue/apqueue/store"
 )
-
-// How IDs are assigned so that a reader never skips a late commit.
-//
-// IDs come from one counter row (id_counter). Whoever takes IDs updates that
-// row, and so holds its row lock until its transaction ends; IDs are therefore
-// handed out in the order in which the transactions that took them become
-// visible. There are two kinds of takers:
-//
-//   - Append runs one autocommit statement that takes the IDs, inserts the
-//     activities and registers new domains. Its lock is held only while the
-//     server runs the statement and commits it, with no client round trip in
-//     between, so appends serialise only on the server.
-//
-//   - AppendTx cannot hold the lock in the caller's transaction (which may
-//     stay open for long, and would stall every other enqueue). It takes the
-//     IDs in a short autocommit statement on the store's own connection and,
-//     in the same statement, records a reservation: the caller's transaction
-//     ID (xid8) and the first reserved ID, in pending_appends. Then it inserts
-//     the activities in the caller's transaction.
-//
-// The safe head is therefore the counter as the reader's snapshot sees it,
-// lowered to just below the first ID of any reservation whose transaction is
-// still in progress in that snapshot (pg_visible_in_snapshot is false).
-// Everything at or below the safe head belongs to a transaction that has
-// ended, so Activities and Head never pass an ID that may still commit. A
-// long caller transaction holds readers back at its first ID, as it must,
-// but never holds back other enqueues.
-const safeHeadSQL = `(SELECT least(c.last_id, coalesce((
-		SELECT min(p.first_id) - 1 FROM {s}.pending_appends p
-		WHERE NOT pg_visible_in_snapshot(p.xid, pg_current_snapshot())), c.last_id))
-	FROM {s}.id_counter c)`
 
 // activityColumns turns the parameters of one batch into activity rows.
 // Per-activity lists travel as JSON arrays, since PostgreSQL arrays cannot
@@ -51,77 +21,90 @@ const activityColumns = `x.actor, x.ordering_key, x.body,
 		ARRAY(SELECT jsonb_array_elements_text(x.audiences::jsonb)),
 		x.all_domains`
 
-const activityUnnest = `unnest($2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::text[], $8::bool[])
+// activityUnnest turns the batch's parameters, from $first on, into rows
+// x with their position in the batch (x.ord).
+func activityUnnest(first int) string {
+	p := func(i int) string { return "$" + strconv.Itoa(first+i) }
+	return `unnest(` + p(0) + `::text[], ` + p(1) + `::text[], ` + p(2) + `::bytea[], ` + p(3) + `::text[], ` +
+		p(4) + `::text[], ` + p(5) + `::text[], ` + p(6) + `::bool[])
 		WITH ORDINALITY AS x(actor, ordering_key, body, inboxes, domains, audiences, all_domains, ord)`
+}
 
-// appendSQL takes $1 IDs, inserts the batch, registers the new domains in
-// $9 at the safe head, and notifies channel $10, in one statement. The
-// domain insert reads c, so it runs after the counter is locked: every
-// statement that locks both locks the counter first.
-const appendSQL = `WITH c AS (
-	UPDATE {s}.id_counter SET last_id = last_id + $1::bigint RETURNING last_id - $1::bigint AS prev
-), h AS (
-	SELECT {safe_head} AS head
-), a AS (
+// appendSQL sequences the committed staged rows (see sequence.go), then
+// numbers and inserts the batch ($1 activities in $2..$8) after them,
+// registers the new domains named by either ($9 for the batch) at the safe
+// head, and notifies channel $10, in one autocommit statement. It waits for
+// the counter: an appender must get its IDs. It returns the ID before the
+// batch's first and how many staged rows it numbered. An empty batch only
+// numbers the staged rows (see commitWatcher).
+var appendSQL = `WITH h AS (
+	SELECT coalesce({safe_head}, 0) AS head
+), lk AS (
+	SELECT last_id FROM {s}.id_counter FOR UPDATE
+), ` + sequenceCTEs + `, own AS (
 	INSERT INTO {s}.activities (id, actor, ordering_key, body, inboxes, domains, audiences, all_domains)
-	SELECT c.prev + x.ord, ` + activityColumns + `
-	FROM c, ` + activityUnnest + `
+	SELECT lk.last_id + k.k + x.ord, ` + activityColumns + `
+	FROM lk, k, ` + activityUnnest(2) + `
+	ORDER BY x.ord
+), u AS (
+	UPDATE {s}.id_counter SET last_id = lk.last_id + k.k + $1::bigint FROM lk, k
+	RETURNING pg_notify($10, '')
 ), d AS (
 	INSERT INTO {s}.domains (domain, cursor)
-	SELECT u.domain, h.head FROM c, h, unnest($9::text[]) WITH ORDINALITY AS u(domain, ord)
-	ORDER BY u.ord
-	ON CONFLICT (domain) DO NOTHING
-), n AS (
-	SELECT pg_notify($10, '') FROM c
-)
-SELECT c.prev FROM c, n`
-
-// reserveSQL takes $2 IDs for transaction $1, records the reservation,
-// forgets reservations of ended transactions and registers the new domains
-// in $3 at the safe head.
-//
-// It commits asynchronously (synchronous_commit off for this statement's
-// transaction only), so the counter's lock is not held through a WAL flush
-// and reservations do not serialise on the disk. That loses nothing: the
-// reservation matters only if the caller's transaction commits, and that
-// commit, being later in the WAL, flushes the reservation with it. If the
-// server crashes first, the caller's transaction is lost too, and reusing
-// its IDs is harmless.
-const reserveSQL = `WITH async AS (
-	SELECT set_config('synchronous_commit', 'off', true)
-), c AS (
-	UPDATE {s}.id_counter SET last_id = last_id + $2::bigint RETURNING last_id - $2::bigint AS prev
-), h AS (
-	SELECT {safe_head} AS head
-), p AS (
-	INSERT INTO {s}.pending_appends (xid, first_id) SELECT $1::text::xid8, c.prev + 1 FROM c
-), gc AS (
-	DELETE FROM {s}.pending_appends q USING c
-	WHERE pg_visible_in_snapshot(q.xid, pg_current_snapshot())
-), d AS (
-	INSERT INTO {s}.domains (domain, cursor)
-	SELECT u.domain, h.head FROM c, h, unnest($3::text[]) WITH ORDINALITY AS u(domain, ord)
-	ORDER BY u.ord
+	SELECT nd.domain, min(h.head) FROM h, (
+		SELECT unnest(n.domains) FROM n UNION ALL SELECT unnest($9::text[])
+	) AS nd(domain)
+	GROUP BY nd.domain
+	ORDER BY nd.domain COLLATE "C"
 	ON CONFLICT (domain) DO NOTHING
 )
-SELECT c.prev FROM c, async`
+SELECT lk.last_id + k.k, k.k FROM lk, k`
 
-// insertTxSQL inserts a batch whose IDs start after $1, in the caller's
-// transaction, and notifies channel $9 when that transaction commits.
-const insertTxSQL = `WITH a AS (
-	INSERT INTO {s}.activities (id, actor, ordering_key, body, inboxes, domains, audiences, all_domains)
-	SELECT $1::bigint + x.ord, ` + activityColumns + `
-	FROM ` + activityUnnest + `
+// stageTxSQL stages a batch ($1..$7) in the caller's transaction and
+// returns the transaction's ID, for the commit watcher: the only statement
+// AppendTx sends. It takes no lock another enqueue waits for, and sends no
+// NOTIFY, which would serialise the callers' commits (see commitWatcher).
+var stageTxSQL = `WITH i AS (
+	INSERT INTO {s}.staged_activities (actor, ordering_key, body, inboxes, domains, audiences, all_domains)
+	SELECT ` + activityColumns + `
+	FROM ` + activityUnnest(1) + `
+	ORDER BY x.ord
 )
-SELECT pg_notify($9, '')`
+SELECT pg_current_xact_id()::text`
 
-const activitiesSQL = `SELECT a.id, a.enqueued_at, a.actor, a.ordering_key, a.body, a.inboxes, a.domains, a.audiences, a.all_domains
-FROM {s}.activities a
-WHERE a.id > $1 AND a.id <= {safe_head}
-ORDER BY a.id
+// stageOneTxSQL is stageTxSQL for a batch of one activity, with its lists
+// as arrays ($4..$6): a simpler statement for the common case.
+const stageOneTxSQL = `INSERT INTO {s}.staged_activities (actor, ordering_key, body, inboxes, domains, audiences, all_domains)
+VALUES ($1, $2, $3, $4::text[], $5::text[], $6::text[], $7)
+RETURNING pg_current_xact_id()::text`
+
+const activityReadColumns = `id, enqueued_at, actor, ordering_key, body, inboxes, domains, audiences, all_domains`
+
+// activitiesSQL sequences what it can (readerSequence) and returns up to
+// $2 activities after $1: those up to the safe head its snapshot sees, and
+// the ones it numbered itself when nothing was numbered between its
+// snapshot and its lock (then they directly follow the safe head).
+var activitiesSQL = readerSequence("$3") + `
+SELECT r.* FROM ((
+	SELECT a.` + activityReadColumns + `
+	FROM {s}.activities a, h
+	WHERE a.id > $1 AND a.id <= h.head
+	ORDER BY a.id
+	LIMIT $2
+) UNION ALL (
+	SELECT n.id, n.enqueued_at, n.actor, n.ordering_key, n.body, n.inboxes, n.domains, n.audiences, n.all_domains
+	FROM n, lk, h
+	WHERE n.id > $1 AND lk.last_id = h.head
+)) AS r
+ORDER BY r.id
 LIMIT $2`
 
-const headSQL = `SELECT coalesce({safe_head}, 0)`
+// headSQL sequences what it can, notifying channel $1, and returns the
+// safe head, including what it numbered under the same condition as
+// activitiesSQL.
+var headSQL = readerSequence("$1") + `
+SELECT CASE WHEN lk.last_id = h.head THEN h.head + k.k ELSE h.head END
+FROM h LEFT JOIN lk ON true, k`
 
 // batch is a validated batch of activities as statement parameters.
 type batch struct {
@@ -175,8 +158,9 @@ func (b *batch) ids(prev int64) []int64 {
 	return out
 }
 
-// Append implements store.Store, in one statement: see the comment on
-// safeHeadSQL for how IDs are assigned.
+// Append implements store.Store, in one statement that first numbers what
+// callers' transactions staged (see sequence.go). Concurrent calls on one
+// Store share a statement (see groupCommit).
 func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]int64, error) {
 	const op = "append"
 	if err := checkCtx(ctx, op); err != nil {
@@ -186,14 +170,20 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 	if err != nil {
 		return nil, err
 	}
-	var prev int64
-	s.count(1)
-	err = s.pool.QueryRow(ctx, s.sql.append, b.n, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
-		b.newDomains, s.channel).Scan(&prev)
+	res, err := s.appends.append(ctx, b, s.appendBatch)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
-	return b.ids(prev), nil
+	return b.ids(res.prev), nil
+}
+
+// appendBatch runs appendSQL for b.
+func (s *Store) appendBatch(ctx context.Context, b *batch) (appendResult, error) {
+	var res appendResult
+	s.count(1)
+	err := s.pool.QueryRow(ctx, s.sql.append, b.n, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
+		b.newDomains, s.channel).Scan(&res.prev, &res.numbered)
+	return res, err
 }
 
 // Tx binds the caller's transaction tx (a *pgxpool.Tx is one), on the same
@@ -206,57 +196,54 @@ type boundTx struct {
 	tx pgx.Tx
 }
 
-func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) ([]int64, error) {
+func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) error {
 	return b.s.AppendTx(ctx, b.tx, activities)
 }
 
 // AppendTx appends activities inside the caller's transaction tx, on the
-// same database as the store. The activities are appended
-// if and only if tx commits, and the commit notifies listeners. It costs
-// three round trips: the transaction's ID is read in tx, IDs are reserved
-// (and new domains registered) on the store's own connection, and the
-// activities are inserted in tx. Readers do not pass the reserved IDs until
-// tx ends, so call AppendTx late in a transaction that commits soon.
+// same database as the store: they are appended if and only if tx commits.
+// It is one statement in tx, a plain INSERT that takes no lock another
+// enqueue waits for, and uses no connection but tx's. Soon after tx
+// commits, the store numbers the activities and notifies listeners (see
+// commitWatcher).
 //
-// New domains are registered at once, outside tx: if tx rolls back they stay
-// known, with nothing to deliver, which is harmless.
-func (s *Store) AppendTx(ctx context.Context, ptx pgx.Tx, activities []store.NewActivity) ([]int64, error) {
+// The activities get their IDs after tx commits, when the store numbers
+// them (see sequence.go), above every ID given out before; that is why
+// AppendTx returns none. Their new domains are registered then too. A
+// transaction left open holds back nothing but its own activities.
+func (s *Store) AppendTx(ctx context.Context, ptx pgx.Tx, activities []store.NewActivity) error {
 	const op = "append in transaction"
 	if err := checkCtx(ctx, op); err != nil {
-		return nil, err
+		return err
 	}
 	if ptx == nil {
-		return nil, invalid(op, "nil transaction")
+		return invalid(op, "nil transaction")
 	}
 	b, err := newBatch(op, activities)
 	if err != nil {
-		return nil, err
+		return err
 	}
-
-	var xid string
+	var (
+		xid string
+		row pgx.Row
+	)
 	s.count(1)
-	if err := ptx.QueryRow(ctx, "SELECT pg_current_xact_id()::text").Scan(&xid); err != nil {
-		return nil, s.fail(ctx, op, err)
+	if a := activities[0]; len(activities) == 1 {
+		row = ptx.QueryRow(ctx, s.sql.stageOneTx, a.Actor, a.OrderingKey, a.Body, nonNil(a.Inboxes), nonNil(a.Domains),
+			nonNil(a.Audiences), a.AllDomains)
+	} else {
+		row = ptx.QueryRow(ctx, s.sql.stageTx, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all)
 	}
-	rp, err := s.reservePool(ctx)
-	if err != nil {
-		return nil, s.fail(ctx, op, err)
+	if err := row.Scan(&xid); err != nil {
+		return s.fail(ctx, op, err)
 	}
-	var prev int64
-	s.count(1)
-	if err := rp.QueryRow(ctx, s.sql.reserve, xid, b.n, b.newDomains).Scan(&prev); err != nil {
-		return nil, s.fail(ctx, op, err)
-	}
-	s.count(1)
-	if _, err := ptx.Exec(ctx, s.sql.insertTx, prev, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
-		s.channel); err != nil {
-		return nil, s.fail(ctx, op, err)
-	}
-	return b.ids(prev), nil
+	s.watch(xid)
+	return nil
 }
 
-// Activities implements store.Store. It returns nothing past the safe head
-// (see safeHeadSQL).
+// Activities implements store.Store, in one statement that also numbers
+// what callers' transactions staged when the counter is free (see
+// sequence.go). It returns nothing past the safe head.
 func (s *Store) Activities(ctx context.Context, after int64, limit int) ([]store.Activity, error) {
 	const op = "read activities"
 	if err := checkCtx(ctx, op); err != nil {
@@ -266,7 +253,7 @@ func (s *Store) Activities(ctx context.Context, after int64, limit int) ([]store
 		return nil, refused(op, err)
 	}
 	s.count(1)
-	rows, err := s.pool.Query(ctx, s.sql.activities, after, limit)
+	rows, err := s.pool.Query(ctx, s.sql.activities, after, limit, s.channel)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
@@ -287,7 +274,8 @@ func (s *Store) Activities(ctx context.Context, after int64, limit int) ([]store
 	return out, nil
 }
 
-// Head implements store.Store: it returns the safe head.
+// Head implements store.Store, in one statement that numbers staged
+// activities as Activities does: it returns the safe head.
 func (s *Store) Head(ctx context.Context) (int64, error) {
 	const op = "read head"
 	if err := checkCtx(ctx, op); err != nil {
@@ -295,7 +283,7 @@ func (s *Store) Head(ctx context.Context) (int64, error) {
 	}
 	var h int64
 	s.count(1)
-	if err := s.pool.QueryRow(ctx, s.sql.head).Scan(&h); err != nil {
+	if err := s.pool.QueryRow(ctx, s.sql.head, s.channel).Scan(&h); err != nil {
 		return 0, s.fail(ctx, op, err)
 	}
 	return h, nil

@@ -70,7 +70,18 @@ func LatestVersion() int {
 // tables, columns with defaults and indexes, so processes running an older
 // version of the library keep working while newer ones migrate. A schema
 // newer than this library is left alone.
+//
+// Every lock a migration takes waits at most Config.LockTimeout: a
+// migration that needs a table some session holds (for example one left
+// idle in a transaction) fails, changing nothing, with an error matching
+// ErrLockTimeout, rather than queueing every enqueue behind it.
 func (s *Store) Migrate(ctx context.Context) (int, error) {
+	return s.migrate(ctx, 0)
+}
+
+// migrate applies the migrations up to version upTo (every one when upTo
+// is zero).
+func (s *Store) migrate(ctx context.Context, upTo int) (int, error) {
 	const op = "migrate"
 	if err := checkCtx(ctx, op); err != nil {
 		return 0, err
@@ -84,6 +95,12 @@ func (s *Store) Migrate(ctx context.Context) (int, error) {
 		s.count(2) // BEGIN, COMMIT
 		s.count(1)
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.migrationLockKey()); err != nil {
+			return err
+		}
+		// Set after the advisory lock: a migrator waits for another one
+		// as long as that one takes, but not for anyone else.
+		s.count(1)
+		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", s.lockTimeout); err != nil {
 			return err
 		}
 		schema := pgx.Identifier{s.schema}.Sanitize()
@@ -115,7 +132,7 @@ func (s *Store) Migrate(ctx context.Context) (int, error) {
 			return err
 		}
 		for _, m := range ms {
-			if slices.Contains(applied, m.version) {
+			if slices.Contains(applied, m.version) || (upTo > 0 && m.version > upTo) {
 				continue
 			}
 			sql := strings.ReplaceAll(m.sql, "{s}", schema)
@@ -129,7 +146,7 @@ func (s *Store) Migrate(ctx context.Context) (int, error) {
 			}
 			applied = append(applied, m.version)
 		}
-		version = slices.Max(applied)
+		version = slices.Max(append(applied, 0))
 		return nil
 	})
 	if err != nil {

@@ -7,10 +7,12 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// OpenTransactions describes the callers' transactions that appended with
-// AppendTx and have not ended yet. Readers do not pass the first ID such a
-// transaction holds, so one left open holds back delivery of everything
-// enqueued after it: watch Oldest.
+// OpenTransactions describes the callers' transactions of processes of the
+// previous release (schema version 3) that reserved IDs and have not ended
+// yet: readers do not pass the first ID such a transaction holds, so one
+// left open holds back delivery of everything enqueued after it. This
+// release's transactions reserve nothing and hold back nothing, so outside
+// a rolling upgrade Count is zero.
 type OpenTransactions struct {
 	// Count is the number of open transactions holding reserved IDs.
 	Count int
@@ -26,9 +28,9 @@ const openTransactionsSQL = `SELECT count(*), coalesce(min(first_id), 0), min(re
 FROM {s}.pending_appends
 WHERE NOT pg_visible_in_snapshot(xid, pg_current_snapshot())`
 
-// OpenTransactions reports the transactions of AppendTx callers that are
-// still open, for monitoring: one that stays open for long holds back every
-// activity enqueued after it.
+// OpenTransactions reports the transactions of the previous release's
+// AppendTx callers that are still open, for monitoring a rolling upgrade:
+// one that stays open for long holds back every activity enqueued after it.
 func (s *Store) OpenTransactions(ctx context.Context) (OpenTransactions, error) {
 	const op = "read open transactions"
 	if err := checkCtx(ctx, op); err != nil {

@@ -1,12 +1,11 @@
 package postgres
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,9 +19,8 @@ import (
 // Config.Schema is empty.
 const SchemaDefault = "apqueue"
 
-// ReserveConnsDefault is the number of connections of the store's own small
-// pool, used by AppendTx to reserve IDs outside the caller's transaction.
-const ReserveConnsDefault = 2
+// LockTimeoutDefault is Config.LockTimeout when it is zero.
+const LockTimeoutDefault = time.Second
 
 // Config configures a Store. A nil *Config means every default.
 type Config struct {
@@ -47,6 +45,16 @@ type Config struct {
 	// directly. Default: the pool's own connection configuration.
 	ListenConnString string
 
+	// LockTimeout is how long a maintenance step (Prune, PruneDeadLetters)
+	// or a migration waits for a lock (PostgreSQL's lock_timeout). While it
+	// waits, statements that need a conflicting lock (enqueues and
+	// checkpoints, for Prune's lock on the domains table) queue behind it,
+	// so it is short: a maintenance step that times out is skipped and
+	// logged, and runs again at its next interval; a migration that times
+	// out fails, changing nothing, and Migrate can be called again.
+	// Default: LockTimeoutDefault.
+	LockTimeout time.Duration
+
 	// Logger receives the store's rare log lines (the listener losing and
 	// regaining its connection). Default: slog.Default().
 	Logger *slog.Logger
@@ -64,8 +72,8 @@ type QueryStats struct {
 // share one schema. Create it with New, create its tables with Migrate, and
 // Close it when done.
 //
-// Besides the caller's pool, a Store opens at most ReserveConnsDefault
-// connections of its own for AppendTx (on first use) and one for Listen.
+// Besides the caller's pool, a Store opens one connection of its own, for
+// Listen.
 type Store struct {
 	pool       *pgxpool.Pool
 	schema     string
@@ -74,21 +82,25 @@ type Store struct {
 	listenConf *pgx.ConnConfig
 	logger     *slog.Logger
 	sql        queries
+	// lockTimeout is Config.LockTimeout as a lock_timeout setting.
+	lockTimeout string
 
 	// pingInterval and pingTimeout are the listener's health check.
 	pingInterval, pingTimeout time.Duration
+	// watchGiveUp is how long the commit watcher retries failing polls.
+	watchGiveUp time.Duration
 
 	statements atomic.Int64
 
-	// reserveMu guards reserve, the store's own small pool for ID
-	// reservations made on behalf of AppendTx, created on first use.
-	reserveMu sync.Mutex
-	reserve   *pgxpool.Pool
-	closed    bool
+	// appends combines concurrent Append calls into one statement.
+	appends groupCommit
+	// watcher numbers what callers' transactions staged once they commit.
+	watcher commitWatcher
 }
 
 var (
-	_ store.Store = (*Store)(nil)
+	_ store.Store            = (*Store)(nil)
+	_ store.DeadLetterPruner = (*Store)(nil)
 )
 
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
@@ -114,6 +126,12 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Store, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.LockTimeout == 0 {
+		c.LockTimeout = LockTimeoutDefault
+	}
+	if c.LockTimeout < time.Millisecond {
+		return nil, fmt.Errorf("postgres: new store: LockTimeout %v is below 1ms: %w", c.LockTimeout, store.ErrInvalid)
+	}
 	listenConf := pool.Config().ConnConfig.Copy()
 	if c.ListenConnString != "" {
 		lc, err := pgx.ParseConfig(c.ListenConnString)
@@ -130,8 +148,11 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Store, error) {
 		listenConf: listenConf,
 		logger:     c.Logger,
 
+		lockTimeout: strconv.FormatInt(c.LockTimeout.Milliseconds(), 10) + "ms",
+
 		pingInterval: listenPingInterval,
 		pingTimeout:  listenPingTimeout,
+		watchGiveUp:  watchGiveUp,
 	}
 	s.sql = newQueries(pgx.Identifier{c.Schema}.Sanitize())
 	return s, nil
@@ -148,60 +169,32 @@ func (s *Store) Stats() QueryStats {
 	return QueryStats{Statements: s.statements.Load()}
 }
 
-// Close releases the connections the store opened itself (the reservation
-// pool of AppendTx). It does not close the caller's pool, and it does not end
-// a running Listen, which ends with its context.
-func (s *Store) Close() {
-	s.reserveMu.Lock()
-	defer s.reserveMu.Unlock()
-	s.closed = true
-	if s.reserve != nil {
-		s.reserve.Close()
-		s.reserve = nil
-	}
-}
-
-// reservePool returns the store's own pool, creating it on first use. It is
-// separate from the caller's pool so that AppendTx, called while the caller
-// holds one of the pool's connections in a transaction, can never wait for a
-// connection that only the caller's commit would free.
-func (s *Store) reservePool(ctx context.Context) (*pgxpool.Pool, error) {
-	s.reserveMu.Lock()
-	defer s.reserveMu.Unlock()
-	if s.closed {
-		return nil, fmt.Errorf("postgres: store is closed")
-	}
-	if s.reserve != nil {
-		return s.reserve, nil
-	}
-	cfg := s.pool.Config()
-	cfg.MaxConns = ReserveConnsDefault
-	cfg.MinConns = 0
-	p, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	s.reserve = p
-	return p, nil
-}
+// Close stops the store's commit watcher (see AppendTx) and waits for it;
+// activities of transactions that commit afterwards are numbered by the
+// next reader or Append instead. Call it before closing the pool. (Without
+// Close, the watcher's goroutine still ends once every transaction it
+// watches has ended.) It does
+// not close the caller's pool, and it does not end a running Listen, which
+// ends with its context.
+func (s *Store) Close() { s.closeWatcher() }
 
 // count records n statements sent.
 func (s *Store) count(n int) { s.statements.Add(int64(n)) }
 
 // queries holds the store's SQL with the schema name filled in.
 type queries struct {
-	append, reserve, insertTx, activities, head                                             string
+	append, stageTx, stageOneTx, activities, head                                           string
 	register, domains, checkpoint, acquire, renew, release                                  string
 	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
-	changeDomain, openTransactions                                                          string
+	changeDomain, openTransactions, expireDeadLetters, capDeadLetters                       string
 }
 
 func newQueries(schema string) queries {
 	r := strings.NewReplacer("{s}", schema, "{safe_head}", safeHeadSQL)
 	q := queries{
 		append:            appendSQL,
-		reserve:           reserveSQL,
-		insertTx:          insertTxSQL,
+		stageTx:           stageTxSQL,
+		stageOneTx:        stageOneTxSQL,
 		activities:        activitiesSQL,
 		head:              headSQL,
 		register:          registerSQL,
@@ -219,11 +212,14 @@ func newQueries(schema string) queries {
 		version:           versionSQL,
 		changeDomain:      changeDomainSQL,
 		openTransactions:  openTransactionsSQL,
+		expireDeadLetters: expireDeadLettersSQL,
+		capDeadLetters:    capDeadLettersSQL,
 	}
 	for _, p := range []*string{
-		&q.append, &q.reserve, &q.insertTx, &q.activities, &q.head, &q.register, &q.domains,
+		&q.append, &q.stageTx, &q.stageOneTx, &q.activities, &q.head, &q.register, &q.domains,
 		&q.checkpoint, &q.acquire, &q.renew, &q.release, &q.leaseStats, &q.deadLetters,
 		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
+		&q.expireDeadLetters, &q.capDeadLetters,
 	} {
 		// Twice: {safe_head} itself names {s}.
 		*p = r.Replace(r.Replace(*p))

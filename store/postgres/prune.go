@@ -34,15 +34,27 @@ SELECT b.below,
 	coalesce((SELECT array_agg(from_cursor ORDER BY domain COLLATE "C") FROM ff), '{}')
 FROM b`
 
-// pruneDeleteSQL deletes the activities at or below the prune point $1.
-const pruneDeleteSQL = `DELETE FROM {s}.activities WHERE id <= $1`
+// pruneDeleteSQL deletes up to $2 of the activities at or below the prune
+// point $1, lowest first.
+const pruneDeleteSQL = `DELETE FROM {s}.activities
+WHERE id IN (SELECT id FROM {s}.activities WHERE id <= $1 ORDER BY id LIMIT $2)`
+
+// pruneBatch bounds the rows one maintenance statement deletes, so that
+// each commits soon, holds its row locks briefly and leaves vacuum work in
+// small steps.
+const pruneBatch = 5000
 
 // Prune implements store.Store. It first fixes the prune point in a short
 // transaction that holds the domains table against writes (SHARE ROW
-// EXCLUSIVE: readers go on, checkpoints and registrations wait for it),
-// fast-forwarding the dead domains behind it, so that from then on every
-// domain's cursor is at or above the point; then it deletes up to the point
-// outside that lock.
+// EXCLUSIVE: readers of domains go on; checkpoints, registrations and the
+// statements that number activities wait for it), fast-forwarding the
+// dead domains behind it, so that from then on every domain's cursor is at
+// or above the point; then it deletes up to the point outside that lock,
+// in statements of at most pruneBatch rows.
+//
+// Every lock waits at most Config.LockTimeout (see maintain): when another
+// session holds the domains table, Prune changes nothing and returns an
+// error matching ErrLockTimeout, and the next run tries again.
 func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 	const op = "prune"
 	if err := checkCtx(ctx, op); err != nil {
@@ -53,8 +65,8 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 		domains []string
 		from    []int64
 	)
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		s.count(4) // BEGIN, LOCK, the floor statement, COMMIT
+	err := s.maintain(ctx, func(tx pgx.Tx) error {
+		s.count(2)
 		if _, err := tx.Exec(ctx, s.sql.pruneLock); err != nil {
 			return err
 		}
@@ -66,11 +78,43 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 	for i, d := range domains {
 		res.FastForwarded = append(res.FastForwarded, store.FastForward{Domain: d, From: from[i], To: res.Below})
 	}
-	s.count(1)
-	tag, err := s.pool.Exec(ctx, s.sql.pruneDelete, res.Below)
+	deleted, err := s.deleteInBatches(ctx, s.sql.pruneDelete, res.Below)
+	res.Deleted = deleted
 	if err != nil {
 		return res, s.fail(ctx, op, err)
 	}
-	res.Deleted = tag.RowsAffected()
 	return res, nil
+}
+
+// deleteInBatches runs query, a DELETE of at most $2 rows selected by $1,
+// each time in a maintenance transaction of its own, until it deletes
+// fewer than pruneBatch rows, and returns how many it deleted in all.
+func (s *Store) deleteInBatches(ctx context.Context, query string, arg any) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := s.maintain(ctx, func(tx pgx.Tx) error {
+			s.count(1)
+			tag, err := tx.Exec(ctx, query, arg, pruneBatch)
+			n = tag.RowsAffected()
+			return err
+		})
+		total += n
+		if err != nil || n < pruneBatch {
+			return total, err
+		}
+	}
+}
+
+// maintain runs fn in a transaction in which every lock waits at most
+// Config.LockTimeout (lock_timeout, set for this transaction only, so it
+// works through pgBouncer in transaction mode).
+func (s *Store) maintain(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		s.count(3) // BEGIN, lock_timeout, COMMIT
+		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", s.lockTimeout); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/store"
+	"github.com/apqueue/apqueue/store/postgres"
 )
 
 // A dead domain revived while Prune runs must not be left below the prune
@@ -16,7 +17,8 @@ import (
 func TestPruneWaitsForARevivalInProgress(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, db := newStore(t, 0, nil)
+	// Prune waits for the revival's commit: give it time to.
+	s, db := newStore(t, 0, &postgres.Config{LockTimeout: time.Minute})
 	require.NoError(t, s.RegisterDomains(ctx, []store.DomainRegistration{{Domain: "live.example"}, {Domain: "dead.example"}}))
 	batch := make([]store.NewActivity, 10)
 	for i := range batch {
@@ -58,4 +60,63 @@ func TestPruneWaitsForARevivalInProgress(t *testing.T) {
 	acts, err := s.Activities(ctx, ds[0].Cursor, 100)
 	require.NoError(t, err)
 	require.Len(t, acts, 10, "the revived domain's backlog is kept")
+}
+
+// TestPruneGivesUpOnLocks leaves a session idle in a transaction that wrote
+// to the domains table: Prune gives up after Config.LockTimeout with
+// ErrLockTimeout, changing nothing, and enqueues, plain and transactional,
+// go on meanwhile and after.
+func TestPruneGivesUpOnLocks(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, &postgres.Config{LockTimeout: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	first := appendOne(t, s, "a.example")
+	_, err := s.ChangeDomain(ctx, "a.example", store.DomainChange{SkipTo: first})
+	require.NoError(t, err)
+
+	idle, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer idle.Rollback(context.Background()) //nolint:errcheck // ends the test's transaction on failure
+	_, err = idle.Exec(ctx, "UPDATE "+pgx.Identifier{db.Schema}.Sanitize()+".domains SET last_error = 'x' WHERE domain = 'a.example'")
+	require.NoError(t, err)
+
+	_, err = s.Prune(ctx)
+	require.ErrorIs(t, err, postgres.ErrLockTimeout)
+	require.Equal(t, []int64{first}, readAll(t, s, 0), "a skipped prune deleted something")
+	appendOne(t, s, "b.example")
+	require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		return s.AppendTx(ctx, tx, []store.NewActivity{newActivity("c.example")})
+	}))
+	readN(t, s, 0, 3)
+
+	require.NoError(t, idle.Rollback(ctx))
+	res, err := s.Prune(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), res.Deleted)
+}
+
+// TestPruneDeletesInBatches prunes more activities than one batch holds:
+// every one goes, in statements of bounded size.
+func TestPruneDeletesInBatches(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, 0, nil)
+	ctx := t.Context()
+	const total = 2*postgres.PruneBatch + 10
+	batch := make([]store.NewActivity, 1000)
+	for i := range batch {
+		batch[i] = newActivity()
+	}
+	for n := 0; n < total; n += len(batch) {
+		_, err := s.Append(ctx, batch[:min(len(batch), total-n)])
+		require.NoError(t, err)
+	}
+	before := s.Stats().Statements
+	res, err := s.Prune(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(total), res.Deleted)
+	// The floor transaction (BEGIN, lock_timeout, LOCK, floor, COMMIT),
+	// then three deleting transactions of four statements each.
+	require.Equal(t, int64(5+3*4), s.Stats().Statements-before)
+	require.Empty(t, readAll(t, s, 0))
 }

@@ -365,43 +365,6 @@ func TestStatementsPerDelivery(t *testing.T) {
 	require.Less(t, perDelivery, 0.1, "a delivery should cost a small fraction of a statement")
 }
 
-// TestQueueBehindPgBouncer runs a queue as it runs behind pgBouncer in
-// transaction pooling mode: the exec and simple protocols, no LISTEN
-// (polling), transactional and plain enqueues.
-func TestQueueBehindPgBouncer(t *testing.T) {
-	t.Parallel()
-	for _, m := range modes[1:] {
-		t.Run(m.name, func(t *testing.T) {
-			t.Parallel()
-			s, db := newStore(t, m.mode, &postgres.Config{PollOnly: true, Logger: quietLogger()})
-			fake := &sendertest.Fake{}
-			cfg := queueConfig("p")
-			cfg.PollInterval = 50 * time.Millisecond
-			q := startQueue(t, s, fake, cfg)
-			const inbox = "https://a.example/inbox"
-			// One ordering key: the second may only go once the first is
-			// delivered.
-			first, second := note(1, inbox), note(2, inbox)
-			first.OrderingKey = "https://local.example/notes/1"
-			second.OrderingKey = first.OrderingKey
-			tx, err := db.Pool.Begin(t.Context())
-			require.NoError(t, err)
-			inTx, err := q.EnqueueTx(t.Context(), s.Tx(tx), first)
-			require.NoError(t, err)
-			plain, err := q.Enqueue(t.Context(), second)
-			require.NoError(t, err)
-			// Let the queue poll a few times while the transaction is open:
-			// it must not read past the open transaction's ID.
-			polled := s.Stats().Statements
-			require.Eventually(t, func() bool { return s.Stats().Statements >= polled+5 }, 10*time.Second, 10*time.Millisecond)
-			require.Empty(t, fake.Delivered(inbox), "delivered while an earlier transaction was open")
-			require.NoError(t, tx.Commit(t.Context()))
-			require.Eventually(t, func() bool { return len(fake.Delivered(inbox)) == 2 }, 10*time.Second, 10*time.Millisecond)
-			require.Equal(t, []int64{inTx, plain}, fake.Delivered(inbox), "delivered out of ID order")
-		})
-	}
-}
-
 // TestNeverSeenDomainsAreDelivered enqueues to domains the store has never
 // seen, through an explicit inbox, an audience and a transaction, with no
 // AddDomains call: each domain is registered with the activity and
@@ -422,8 +385,7 @@ func TestNeverSeenDomainsAreDelivered(t *testing.T) {
 	require.NoError(t, err)
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
-	_, err = q.EnqueueTx(ctx, s.Tx(tx), note(3, "https://in-tx.example/inbox"))
-	require.NoError(t, err)
+	require.NoError(t, q.EnqueueTx(ctx, s.Tx(tx), note(3, "https://in-tx.example/inbox")))
 	require.NoError(t, tx.Commit(ctx))
 	require.Eventually(t, func() bool {
 		return len(fake.Delivered("https://explicit.example/inbox")) == 1 &&

@@ -158,7 +158,7 @@ func TestMigrateConcurrently(t *testing.T) {
 			var n int
 			require.NoError(t, db.Pool.QueryRow(t.Context(),
 				"SELECT count(*) FROM "+pgx.Identifier{schema, "schema_migrations"}.Sanitize()).Scan(&n))
-			require.Equal(t, postgres.LatestVersion(), n, "a migration was recorded twice")
+			require.Equal(t, postgres.MigrationCount(), n, "a migration was recorded twice")
 			appendOne(t, s)
 		})
 	}
@@ -253,7 +253,7 @@ func TestPollOnly(t *testing.T) {
 }
 
 // TestStatsCountStatements checks the statement counter the load generator
-// reads: one statement per store call, three for AppendTx.
+// reads: one statement per store call, AppendTx included.
 func TestStatsCountStatements(t *testing.T) {
 	t.Parallel()
 	s, db := newStore(t, 0, nil)
@@ -272,17 +272,18 @@ func TestStatsCountStatements(t *testing.T) {
 	require.NoError(t, s.Checkpoint(ctx, leased, nil))
 	require.Equal(t, int64(4), s.Stats().Statements-start, "a batch of two domains cost more than one statement per call")
 
-	tx, err := db.Pool.Begin(ctx)
-	require.NoError(t, err)
-	_, err = s.AppendTx(ctx, tx, []store.NewActivity{newActivity()})
-	require.NoError(t, err)
-	require.NoError(t, tx.Commit(ctx))
-	require.Equal(t, int64(7), s.Stats().Statements-start)
-
 	// Calls refused before reaching the database cost nothing.
 	_, err = s.Activities(ctx, 0, 0)
 	require.ErrorIs(t, err, store.ErrInvalid)
-	require.Equal(t, int64(7), s.Stats().Statements-start)
+	require.Equal(t, int64(4), s.Stats().Statements-start)
+
+	// AppendTx is one statement; the commit watcher adds its own after the
+	// commit.
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, s.AppendTx(ctx, tx, []store.NewActivity{newActivity()}))
+	require.Equal(t, int64(5), s.Stats().Statements-start)
+	require.NoError(t, tx.Commit(ctx))
 }
 
 func TestInvalidTextIsInvalid(t *testing.T) {

@@ -166,6 +166,50 @@ func testCheckpoint(t *testing.T, su suite) {
 		require.Len(t, dls, 3)
 	})
 
+	su.run(t, "SavesSignatureScheme", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		register(t, s, "a.example")
+		held, err := s.AcquireLeases(ctx, "owner-a", longTTL, 1)
+		require.NoError(t, err)
+		require.Len(t, held, 1)
+		require.Empty(t, held[0].SignatureScheme, "a new domain's scheme is unknown")
+		require.True(t, held[0].SignatureCheckedAt.IsZero())
+
+		checked := time.Date(2026, 3, 4, 5, 6, 7, 123456789, time.UTC)
+		st := held[0]
+		st.SignatureScheme = "rfc9421"
+		st.SignatureCheckedAt = checked
+		require.NoError(t, s.Checkpoint(ctx, []store.DomainState{st}, nil))
+		got := domainState(t, s, "a.example")
+		require.Equal(t, "rfc9421", got.SignatureScheme)
+		requireTimeEqual(t, checked.Truncate(time.Microsecond), got.SignatureCheckedAt, "SignatureCheckedAt")
+
+		// An admin change keeps it, and the next owner reads it.
+		changed, err := s.ChangeDomain(ctx, "a.example", store.DomainChange{ClearBackoff: true})
+		require.NoError(t, err)
+		require.Equal(t, "rfc9421", changed.SignatureScheme)
+		require.NoError(t, s.ReleaseLeases(ctx, "owner-a", []store.Lease{got.Lease()}))
+		held, err = s.AcquireLeases(ctx, "owner-b", longTTL, 1)
+		require.NoError(t, err)
+		require.Len(t, held, 1)
+		require.Equal(t, "rfc9421", held[0].SignatureScheme)
+		requireTimeEqual(t, checked.Truncate(time.Microsecond), held[0].SignatureCheckedAt, "SignatureCheckedAt after a handover")
+
+		// A refused save does not change it.
+		stale := st
+		stale.SignatureScheme = "cavage"
+		require.Error(t, s.Checkpoint(ctx, []store.DomainState{stale}, nil))
+		require.Equal(t, "rfc9421", domainState(t, s, "a.example").SignatureScheme)
+
+		// Saving "" and a zero time forgets it.
+		forget := held[0]
+		forget.SignatureScheme, forget.SignatureCheckedAt = "", time.Time{}
+		require.NoError(t, s.Checkpoint(ctx, []store.DomainState{forget}, nil))
+		got = domainState(t, s, "a.example")
+		require.Empty(t, got.SignatureScheme)
+		require.True(t, got.SignatureCheckedAt.IsZero())
+	})
+
 	su.run(t, "SavesAfterLeaseExpiryWhenNotTakenOver", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		register(t, s, "a.example")

@@ -43,6 +43,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Checkpoint", testCheckpoint},
 		{"ChangeDomain", testChangeDomain},
 		{"DeadLetters", testDeadLetters},
+		{"DeadLetterRetention", testDeadLetterRetention},
 		{"Prune", testPrune},
 		{"Concurrency", testConcurrency},
 		{"Listen", testListen},

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/store/postgres"
+)
+
+// contrast is the result of a scenario that compares two ways of doing one
+// thing, measured alternately for -baseline-duration each, -rounds times,
+// in one run: the rates of each round and the median ratio.
+type contrast struct {
+	setup      string
+	what, base string // the measured variant and its baseline
+	unit       string
+	rates      [][2]float64 // per round: variant, baseline
+	note       string
+}
+
+// ratio is the median over the rounds of variant / baseline.
+func (c *contrast) ratio() float64 {
+	var rs []float64
+	for _, r := range c.rates {
+		if r[1] > 0 {
+			rs = append(rs, r[0]/r[1])
+		}
+	}
+	return median(rs)
+}
+
+// runTxEnqueue measures what EnqueueTx adds to a caller's transaction:
+// o.enqueuers callers, each on its own pool connection, run BEGIN; INSERT
+// of a row of their own; EnqueueTx; COMMIT, and, alternately, the same
+// transaction without EnqueueTx, on the same pool (through the latency
+// proxy with -db-latency). The store numbers the committed activities as it
+// does in production (its commit watcher, on the same pool); the run checks
+// at the end that every committed activity was.
+func runTxEnqueue(ctx context.Context, o *options) (*report, error) {
+	sa, err := openStandalone(ctx, o, max(o.dbConns, o.enqueuers)) // the queue is not started
+	if err != nil {
+		return nil, err
+	}
+	defer sa.close()
+	be, q := sa.be, sa.q
+	pst := sa.st.(*postgres.Store)
+	pool := be.pools[0]
+	table := pgx.Identifier{be.schema, "posts"}.Sanitize()
+	if _, err := pool.Exec(ctx, "CREATE TABLE "+table+" (id bigserial PRIMARY KEY, body text NOT NULL)"); err != nil {
+		return nil, err
+	}
+	inbox := []string{"https://enqueue.example/inbox"}
+	var enqueued atomic.Int64
+	txn := func(enqueue bool) func(ctx context.Context, n int) error {
+		return func(ctx context.Context, n int) error {
+			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, "INSERT INTO "+table+" (body) VALUES ($1)", fmt.Sprint("post ", n)); err != nil {
+					return err
+				}
+				if enqueue {
+					return q.EnqueueTx(ctx, pst.Tx(tx), queue.Activity{Body: activityBody(n, 0, o.bodyBytes), Inboxes: inbox})
+				}
+				return nil
+			})
+			if err == nil && enqueue {
+				enqueued.Add(1)
+			}
+			return err
+		}
+	}
+
+	c := &contrast{
+		setup: fmt.Sprintf("store postgres, %d callers on a pool of %d, added round trip %v, %d-byte bodies",
+			o.enqueuers, be.conns, o.dbLatency, o.bodyBytes),
+		what: "BEGIN; INSERT; EnqueueTx; COMMIT", base: "BEGIN; INSERT; COMMIT", unit: "commits/s",
+	}
+	stmtStart := be.statements()
+	if err := measureContrast(ctx, o, c, txn(true), txn(false)); err != nil {
+		return nil, err
+	}
+	storeStatements := be.statements() - stmtStart
+	// Every committed activity is numbered soon after its commit.
+	var head int64
+	for deadline := time.Now().Add(10 * time.Second); head < enqueued.Load() && time.Now().Before(deadline); {
+		if head, err = pst.Head(ctx); err != nil {
+			return nil, err
+		}
+		time.Sleep(5 * time.Millisecond) // polling the head, as a queue does
+	}
+	c.note = fmt.Sprintf("%d activities enqueued in committed transactions, head %d after the run; "+
+		"%.2f store statements per activity (EnqueueTx's, and the commit watcher's outside the transactions)",
+		enqueued.Load(), head, float64(storeStatements)/float64(max(1, enqueued.Load())))
+	if head != enqueued.Load() {
+		return nil, fmt.Errorf("%d activities enqueued but the head is %d", enqueued.Load(), head)
+	}
+	return &report{scenario: o.scenario, opts: o, contrast: c}, nil
+}
+
+// runAppendScaling measures single-activity Enqueue (one Append each) with
+// o.enqueuers concurrent callers against one caller, alternately, on one
+// store.
+func runAppendScaling(ctx context.Context, o *options) (*report, error) {
+	sa, err := openStandalone(ctx, o, max(o.dbConns, o.enqueuers)) // the queue is not started
+	if err != nil {
+		return nil, err
+	}
+	defer sa.close()
+	q := sa.q
+	inbox := []string{"https://enqueue.example/inbox"}
+	enqueue := func(ctx context.Context, n int) error {
+		_, err := q.Enqueue(ctx, queue.Activity{Body: activityBody(n, 0, o.bodyBytes), Inboxes: inbox})
+		return err
+	}
+	c := &contrast{
+		setup: fmt.Sprintf("store %s, one Enqueue (one activity) per call, %d callers vs 1; queue not started", o.store, o.enqueuers),
+		what:  fmt.Sprintf("%d callers", o.enqueuers), base: "1 caller", unit: "activities/s",
+	}
+	serial := *o
+	serial.enqueuers = 1
+	for range o.rounds {
+		var r [2]float64
+		if r[1], err = rateFor(ctx, &serial, enqueue); err != nil {
+			return nil, err
+		}
+		if r[0], err = rateFor(ctx, o, enqueue); err != nil {
+			return nil, err
+		}
+		c.rates = append(c.rates, r)
+	}
+	return &report{scenario: o.scenario, opts: o, contrast: c}, nil
+}
+
+// measureContrast runs variant and baseline alternately, o.rounds times,
+// each with o.enqueuers callers for o.baselineDuration.
+func measureContrast(ctx context.Context, o *options, c *contrast, variant, baseline func(context.Context, int) error) error {
+	for range o.rounds {
+		var r [2]float64
+		var err error
+		if r[1], err = rateFor(ctx, o, baseline); err != nil {
+			return err
+		}
+		if r[0], err = rateFor(ctx, o, variant); err != nil {
+			return err
+		}
+		c.rates = append(c.rates, r)
+	}
+	return nil
+}
+
+// rateFor calls f from o.enqueuers goroutines for o.baselineDuration and
+// returns the calls completed per second.
+func rateFor(ctx context.Context, o *options, f func(context.Context, int) error) (float64, error) {
+	runCtx, cancel := context.WithTimeout(ctx, o.baselineDuration)
+	defer cancel()
+	var (
+		done  atomic.Int64
+		next  atomic.Int64
+		wg    sync.WaitGroup
+		first error
+		mu    sync.Mutex
+	)
+	start := time.Now()
+	for range o.enqueuers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for runCtx.Err() == nil {
+				// The call runs to its end with the outer context, so that a
+				// transaction is never cut off mid-way by the timer.
+				if err := f(ctx, int(next.Add(1))); err != nil {
+					mu.Lock()
+					first = errors.Join(first, err)
+					mu.Unlock()
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return 0, first
+	}
+	return float64(done.Load()) / time.Since(start).Seconds(), nil
+}
+
+// printContrast prints a contrast scenario's rounds and ratio.
+func (r *report) printContrast(p func(string, ...any)) {
+	c := r.contrast
+	p("  setup          %s", c.setup)
+	for i, rt := range c.rates {
+		p("  round %d        %s %.0f %s, %s %.0f %s: ratio %.2f", i+1, c.what, rt[0], c.unit, c.base, rt[1], c.unit, rt[0]/rt[1])
+	}
+	p("  ratio          %s / %s = %.2f (median of %d rounds)", c.what, c.base, c.ratio(), len(c.rates))
+	if c.note != "" {
+		p("  check          %s", c.note)
+	}
+}

@@ -1,0 +1,250 @@
+package postgres_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/internal/pgtest"
+	"github.com/apqueue/apqueue/store"
+	"github.com/apqueue/apqueue/store/postgres"
+)
+
+// keyed returns an activity named by its ordering key.
+func keyed(key string, domains ...string) store.NewActivity {
+	a := newActivity(domains...)
+	a.OrderingKey = key
+	return a
+}
+
+// stage appends activities in a transaction of their own, which commits.
+func stage(t *testing.T, s *postgres.Store, db interface {
+	Begin(context.Context) (pgx.Tx, error)
+}, acts ...store.NewActivity) {
+	t.Helper()
+	require.NoError(t, pgx.BeginFunc(t.Context(), db, func(tx pgx.Tx) error { return s.AppendTx(t.Context(), tx, acts) }))
+}
+
+// listen returns a function that waits for the next notification on the
+// store's channel, on a connection of the test's own.
+func listen(t *testing.T, ctx context.Context, db *pgtest.DB) func() string {
+	t.Helper()
+	conn, err := pgx.ConnectConfig(ctx, db.Pool.Config().ConnConfig)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	_, err = conn.Exec(ctx, "LISTEN "+pgx.Identifier{db.Schema + "_activities"}.Sanitize())
+	require.NoError(t, err)
+	return func() string {
+		n, err := conn.WaitForNotification(ctx)
+		require.NoError(t, err)
+		return n.Payload
+	}
+}
+
+// counter reads the ID counter directly, without a store call (a store's
+// reads number staged activities themselves).
+func counter(t *testing.T, db *pgtest.DB) int64 {
+	t.Helper()
+	var n int64
+	require.NoError(t, db.Pool.QueryRow(t.Context(), "SELECT last_id FROM "+pgx.Identifier{db.Schema}.Sanitize()+".id_counter").Scan(&n))
+	return n
+}
+
+// TestCommitIsNumberedAndNotified commits a caller's transaction and reads
+// nothing: the store's commit watcher numbers its activities and notifies
+// listeners, once they have IDs. A rolled-back transaction is forgotten.
+func TestCommitIsNumberedAndNotified(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	next := listen(t, ctx, db)
+
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, s.AppendTx(ctx, tx, []store.NewActivity{keyed("rolled back")}))
+	require.NoError(t, tx.Rollback(ctx))
+	stage(t, s, db.Pool, keyed("committed", "a.example"))
+	require.Empty(t, next(), "the activities were numbered")
+	require.Equal(t, int64(1), counter(t, db))
+	acts, err := s.Activities(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{"committed"}, names(t, acts))
+	doms, err := s.Domains(ctx, []string{"a.example"})
+	require.NoError(t, err)
+	require.Len(t, doms, 1)
+	require.Zero(t, doms[0].Cursor)
+
+	// A read that numbers nothing does not notify.
+	_, err = s.Activities(ctx, 0, 10)
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(ctx, "SELECT pg_notify($1, 'sentinel')", db.Schema+"_activities")
+	require.NoError(t, err)
+	require.Equal(t, "sentinel", next(), "a read that numbered nothing notified")
+}
+
+// TestReaderNumbersWhatNoWatcherSaw stages activities through a store
+// whose commit watcher is stopped, as if its process had stopped before
+// the commit: the next reader numbers them and notifies the others.
+func TestReaderNumbersWhatNoWatcherSaw(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	next := listen(t, ctx, db)
+	s.Close()
+	stage(t, s, db.Pool, keyed("staged"))
+	require.Zero(t, counter(t, db), "a closed store's watcher numbered")
+
+	reader, err := postgres.New(db.Pool, &postgres.Config{Schema: db.Schema})
+	require.NoError(t, err)
+	defer reader.Close()
+	acts, err := reader.Activities(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{"staged"}, names(t, acts), "the reader returns what it numbered")
+	require.Empty(t, next(), "the reader that numbered the activity notified")
+}
+
+// TestReaderDoesNotWaitForTheCounter holds the counter's lock, as an Append
+// in progress does: readers return at once with what was numbered before,
+// and number the staged activities once the lock is free.
+func TestReaderDoesNotWaitForTheCounter(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	s.Close() // no commit watcher: this test's reads do the numbering
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	first := appendOne(t, s)
+	stage(t, s, db.Pool, keyed("staged"))
+
+	holder, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer holder.Rollback(context.Background()) //nolint:errcheck // ends the test's transaction on failure
+	_, err = holder.Exec(ctx, "SELECT last_id FROM "+pgx.Identifier{db.Schema}.Sanitize()+".id_counter FOR UPDATE")
+	require.NoError(t, err)
+
+	require.Equal(t, []int64{first}, readAll(t, s, 0))
+	h, err := s.Head(ctx)
+	require.NoError(t, err)
+	require.Equal(t, first, h)
+
+	require.NoError(t, holder.Rollback(ctx))
+	h, err = s.Head(ctx)
+	require.NoError(t, err)
+	require.Equal(t, first+1, h, "Head numbers the staged activity")
+	acts, err := s.Activities(ctx, first, 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{"staged"}, names(t, acts))
+}
+
+// TestAppendWaitingForTheCounter runs an Append while another one holds the
+// counter, uncommitted, having numbered a staged activity; a second staged
+// activity commits meanwhile. When the first commits, the waiting Append
+// numbers the second staged activity and its own after everything the
+// first numbered, and skips the staged row the first already moved: every
+// activity once, IDs without gaps, in the order of their numbering.
+func TestAppendWaitingForTheCounter(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	s.Close() // no commit watcher: the test decides who numbers
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	stage(t, s, db.Pool, keyed("staged-1", "a.example"))
+
+	holder, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer holder.Rollback(context.Background()) //nolint:errcheck // ends the test's transaction on failure
+	heldIDs, err := postgres.AppendIn(ctx, s, holder, []store.NewActivity{keyed("held", "b.example")})
+	require.NoError(t, err)
+	require.Equal(t, []int64{2}, heldIDs, "staged-1 is numbered 1, before the batch")
+	stage(t, s, db.Pool, keyed("staged-2", "c.example"))
+
+	type result struct {
+		ids []int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ids, err := s.Append(ctx, []store.NewActivity{keyed("waiting", "d.example")})
+		done <- result{ids, err}
+	}()
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND application_name = $1`, db.Schema).Scan(&n))
+		return n > 0
+	}, 5*time.Second, 5*time.Millisecond, "the Append did not wait for the counter")
+	require.NoError(t, holder.Commit(ctx))
+	r := <-done
+	require.NoError(t, r.err)
+	require.Equal(t, []int64{4}, r.ids)
+
+	acts, err := s.Activities(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Equal(t, []int64{1, 2, 3, 4}, ids(acts))
+	require.Equal(t, []string{"staged-1", "held", "staged-2", "waiting"}, names(t, acts))
+	doms, err := s.Domains(ctx, nil)
+	require.NoError(t, err)
+	require.Len(t, doms, 4)
+	firstID := map[string]int64{"a.example": 1, "b.example": 2, "c.example": 3, "d.example": 4}
+	for _, d := range doms {
+		require.Less(t, d.Cursor, firstID[d.Domain], "%s starts past its activity", d.Domain)
+	}
+}
+
+// TestCommitWatcherGivesUp closes the pool of the store that watches a
+// caller's transaction before the transaction commits: the watcher's polls
+// fail, it gives up after its limit, saying so, and another store's reader
+// numbers the activity.
+func TestCommitWatcherGivesUp(t *testing.T) {
+	t.Parallel()
+	_, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	own, err := pgxpool.New(ctx, db.ConnString)
+	require.NoError(t, err)
+	var logs syncBuffer
+	s, err := postgres.New(own, &postgres.Config{Schema: db.Schema, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	postgres.SetWatchGiveUp(s, 100*time.Millisecond)
+
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, s.AppendTx(ctx, tx, []store.NewActivity{keyed("orphan")}))
+	own.Close()
+	require.NoError(t, tx.Commit(ctx))
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "gave up checking") }, 5*time.Second,
+		10*time.Millisecond, "the watcher did not give up")
+	s.Close()
+
+	reader, err := postgres.New(db.Pool, &postgres.Config{Schema: db.Schema})
+	require.NoError(t, err)
+	defer reader.Close()
+	require.Equal(t, []string{"orphan"}, names(t, readN(t, reader, 0, 1)))
+}
+
+// syncBuffer collects log output across goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,219 @@
+package postgres
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// The commit watcher's polling interval: the lower bound for watchFastFor
+// after a transaction is added (most commit within milliseconds of their
+// enqueue), then doubling up to the upper bound while transactions stay
+// open.
+const (
+	watchIntervalMin = time.Millisecond
+	watchIntervalMax = 50 * time.Millisecond
+	watchFastFor     = 10 * time.Millisecond
+)
+
+// watchTimeout bounds one statement of the commit watcher.
+const watchTimeout = 10 * time.Second
+
+// watchGiveUp is how long the commit watcher keeps trying while every poll
+// fails (the database is down, or the caller's pool was closed): then it
+// forgets the transactions it watches, whose activities the next reader
+// numbers.
+const watchGiveUp = time.Minute
+
+// commitWatcher numbers the activities of callers' transactions soon after
+// they commit, and so wakes the readers.
+//
+// A caller's transaction does not NOTIFY: PostgreSQL serialises the commits
+// of transactions that sent a notification (it holds a database-wide lock
+// from before the commit record until after its flush), so a NOTIFY in every
+// enqueueing transaction would make them commit one at a time. Instead
+// AppendTx returns the transaction's ID, and the watcher, a goroutine of the
+// store that runs only while such transactions are open, asks the database
+// for their status (pg_xact_status, one statement for all of them, on the
+// caller's pool, never inside a caller's transaction). When any has
+// committed it runs the sequencer, waiting for the counter, so that a
+// statement that started after the commit numbers the committed rows; that
+// statement notifies every listening process once for all of them.
+//
+// If the process stops before its watcher sees a commit, the rows wait for
+// the next reader (readers number staged rows too) or Append: the queue's
+// polling bounds that wait.
+type commitWatcher struct {
+	mu      sync.Mutex
+	pending map[string]bool // transaction IDs (xid8, as text)
+	added   time.Time       // when the last transaction was added
+	running bool
+	closed  bool
+	stop    chan struct{} // closed by Close
+	kick    chan struct{} // a transaction was added: poll soon
+	done    sync.WaitGroup
+}
+
+// watch adds the caller's transaction xid and starts the watcher if it is
+// not running.
+func (s *Store) watch(xid string) {
+	w := &s.watcher
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	if w.pending == nil {
+		w.pending = make(map[string]bool)
+		w.stop = make(chan struct{})
+		w.kick = make(chan struct{}, 1)
+	}
+	w.pending[xid] = true
+	w.added = time.Now()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+	if !w.running {
+		w.running = true
+		w.done.Add(1)
+		go s.watchLoop()
+	}
+}
+
+// closeWatcher stops the watcher and waits for it.
+func (s *Store) closeWatcher() {
+	w := &s.watcher
+	w.mu.Lock()
+	if !w.closed && w.stop != nil {
+		close(w.stop)
+	}
+	w.closed = true
+	w.mu.Unlock()
+	w.done.Wait()
+}
+
+const xactStatusSQL = `SELECT x, coalesce(pg_xact_status(x::xid8), 'aborted') FROM unnest($1::text[]) AS x`
+
+// watchLoop polls the pending transactions until none is left.
+func (s *Store) watchLoop() {
+	w := &s.watcher
+	defer w.done.Done()
+	interval := watchIntervalMin
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	var failingSince time.Time
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-timer.C:
+		case <-w.kick:
+			// A new transaction is likely to commit within milliseconds:
+			// poll then, not at the end of a long interval.
+			timer.Reset(watchIntervalMin) // drops a pending tick (Go 1.23 timers)
+			continue
+		}
+		w.mu.Lock()
+		if len(w.pending) == 0 {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		fast := time.Since(w.added) < watchFastFor
+		xids := make([]string, 0, len(w.pending))
+		for x := range w.pending {
+			xids = append(xids, x)
+		}
+		w.mu.Unlock()
+
+		ended, err := s.pollCommits(xids)
+		select {
+		case <-w.stop:
+			return
+		default:
+		}
+		switch {
+		case err == nil && fast:
+			failingSince, interval = time.Time{}, watchIntervalMin
+		case err == nil:
+			failingSince, interval = time.Time{}, min(2*interval, watchIntervalMax)
+		case failingSince.IsZero():
+			failingSince = time.Now()
+			fallthrough
+		default:
+			s.logger.Warn("apqueue: postgres: checking callers' transactions failed; retrying",
+				slog.String("schema", s.schema), slog.Any("error", err))
+			interval = watchIntervalMax
+			if time.Since(failingSince) >= s.watchGiveUp {
+				s.logger.Warn("apqueue: postgres: gave up checking callers' transactions; readers will number their activities",
+					slog.String("schema", s.schema), slog.Int("transactions", len(xids)))
+				ended = xids
+			}
+		}
+		w.mu.Lock()
+		for _, x := range ended {
+			delete(w.pending, x)
+		}
+		w.mu.Unlock()
+		timer.Reset(interval)
+	}
+}
+
+// pollCommits reads the status of xids and, when any has committed, numbers
+// the staged activities. It returns the transactions that have ended
+// (committed and numbered, or rolled back).
+func (s *Store) pollCommits(xids []string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), watchTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.watcher.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	s.count(1)
+	rows, err := s.pool.Query(ctx, xactStatusSQL, xids)
+	if err != nil {
+		return nil, err
+	}
+	var ended []string
+	committed := false
+	for rows.Next() {
+		var x, status string
+		if err := rows.Scan(&x, &status); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		switch status {
+		case "committed":
+			committed = true
+			ended = append(ended, x)
+		case "aborted":
+			ended = append(ended, x)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if committed {
+		if err := s.sequenceAll(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return ended, nil
+}
+
+// sequenceAll numbers every committed staged activity, waiting for the
+// counter (through the group commit of Append, whose statement numbers the
+// staged rows before its own), bounded batch after bounded batch.
+func (s *Store) sequenceAll(ctx context.Context) error {
+	for {
+		res, err := s.appends.append(ctx, &batch{}, s.appendBatch)
+		if err != nil || res.numbered < sweepLimit {
+			return err
+		}
+	}
+}
