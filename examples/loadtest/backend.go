@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -13,12 +14,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/apqueue/apqueue/queue"
 	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/memory"
 	"github.com/apqueue/apqueue/store/postgres"
+	"github.com/apqueue/apqueue/store/sqlite"
 )
 
 // backend is the storage of one run: one in-memory store shared by every
+// queue, an SQLite file (sqlitebackend.go) with a *sql.DB and a store per
 // queue, or a PostgreSQL schema of the run's own (created and migrated at
 // the start, dropped at the end), reached through the latency proxy when one
 // is asked for, with a pool and a store per queue, as separate processes
@@ -39,12 +43,25 @@ type backend struct {
 
 	pools  []*pgxpool.Pool
 	stores []*postgres.Store
+
+	// sqlitePath is the SQLite file; sqliteDir, when set, the temporary
+	// directory holding it, removed by close.
+	sqlitePath, sqliteDir string
+	sqliteDBs             []*sql.DB
+	sqliteStores          []*sqlite.Store
 }
 
 func openBackend(ctx context.Context, o *options, logger *slog.Logger) (*backend, error) {
 	b := &backend{kind: o.store, url: o.databaseURL, conns: o.dbConns, pollOnly: o.pollOnly, logger: logger}
-	if o.store == "memory" {
+	switch o.store {
+	case "memory":
 		b.mem = memory.New()
+		return b, nil
+	case "sqlite":
+		if err := b.openSQLite(ctx, o.dbPath); err != nil {
+			b.close()
+			return nil, err
+		}
 		return b, nil
 	}
 	b.schema, b.ownsSchema = "loadtest_"+randomHex(6), true
@@ -91,6 +108,9 @@ func (b *backend) newStore(ctx context.Context) (store.Store, error) {
 	if b.mem != nil {
 		return b.mem, nil
 	}
+	if b.kind == "sqlite" {
+		return b.newSQLiteStore()
+	}
 	pool, err := newPool(ctx, b.url, b.proxyAddr(), int32(b.conns))
 	if err != nil {
 		return nil, err
@@ -111,11 +131,15 @@ func (b *backend) statements() int64 {
 	for _, s := range b.stores {
 		n += s.Stats().Statements
 	}
+	for _, s := range b.sqliteStores {
+		n += s.Stats().Statements
+	}
 	return n
 }
 
 // close closes the stores and pools, drops the schema and stops the proxy.
 func (b *backend) close() {
+	b.closeSQLite()
 	for _, s := range b.stores {
 		s.Close()
 	}
@@ -163,6 +187,15 @@ func newPool(ctx context.Context, url, proxyAddr string, conns int32) (*pgxpool.
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
 	return pool, nil
+}
+
+// enqueuePostgresTx enqueues acts with q in one transaction on the pool of
+// the last store newStore returned.
+func (b *backend) enqueuePostgresTx(ctx context.Context, q *queue.Queue, acts []queue.Activity) error {
+	pool, st := b.pools[len(b.pools)-1], b.stores[len(b.stores)-1]
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		return q.EnqueueManyTx(ctx, st.Tx(tx), acts)
+	})
 }
 
 func randomHex(n int) string {

@@ -17,7 +17,8 @@ import (
 
 // With -worker-mode exec, each worker is this program re-executed with the
 // hidden -child flag: a separate process that shares only the PostgreSQL
-// schema (through the latency proxy, when there is one) with the parent,
+// schema (through the latency proxy, when there is one) or the SQLite file
+// with the parent,
 // which enqueues and runs the inboxes. The child reads its configuration
 // from an environment variable, reports its statement count and memory on
 // stdout as JSON lines every 100 ms, and stops gracefully when its stdin
@@ -27,6 +28,9 @@ const childEnv = "APQUEUE_LOADTEST_CHILD"
 
 // childConfig is what a child needs to run its queue.
 type childConfig struct {
+	// Store is postgres or sqlite; DBPath the SQLite file.
+	Store       string        `json:"store"`
+	DBPath      string        `json:"db_path"`
 	DatabaseURL string        `json:"database_url"`
 	ProxyAddr   string        `json:"proxy_addr"`
 	Schema      string        `json:"schema"`
@@ -63,7 +67,7 @@ func startChildren(ctx context.Context, o *options, be *backend, s queueSettings
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := json.Marshal(childConfig{DatabaseURL: be.url, ProxyAddr: be.proxyAddr(), Schema: be.schema, Conns: int32(o.dbConns), PollOnly: o.pollOnly, Queue: s, Audience: audience})
+	cfg, err := json.Marshal(childConfig{Store: be.kind, DBPath: be.sqlitePath, DatabaseURL: be.url, ProxyAddr: be.proxyAddr(), Schema: be.schema, Conns: int32(o.dbConns), PollOnly: o.pollOnly, Queue: s, Audience: audience})
 	if err != nil {
 		return nil, err
 	}
@@ -175,8 +179,9 @@ func runChild(ctx context.Context) error {
 	if err := json.Unmarshal([]byte(os.Getenv(childEnv)), &cfg); err != nil {
 		return fmt.Errorf("child: reading %s: %w", childEnv, err)
 	}
-	// The parent owns the schema and the proxy: this backend only connects.
-	be := &backend{kind: "postgres", url: cfg.DatabaseURL, schema: cfg.Schema, remoteProxy: cfg.ProxyAddr, conns: int(cfg.Conns), pollOnly: cfg.PollOnly, logger: newLogger(cfg.Queue.Verbose)}
+	// The parent owns the schema or file and the proxy: this backend only
+	// connects.
+	be := &backend{kind: cfg.Store, sqlitePath: cfg.DBPath, url: cfg.DatabaseURL, schema: cfg.Schema, remoteProxy: cfg.ProxyAddr, conns: int(cfg.Conns), pollOnly: cfg.PollOnly, logger: newLogger(cfg.Queue.Verbose)}
 	defer be.close()
 	st, err := be.newStore(ctx)
 	if err != nil {

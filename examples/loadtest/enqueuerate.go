@@ -11,7 +11,8 @@ import (
 
 // runEnqueueRate measures batch enqueueing alone: o.enqueuers goroutines
 // call EnqueueMany with o.batch activities each (addressed to one explicit
-// inbox) until o.activities are in the store. The queue is not started.
+// inbox), or with -tx EnqueueManyTx in a transaction of their own, until
+// o.activities are in the store. The queue is not started.
 func runEnqueueRate(ctx context.Context, o *options) (*report, error) {
 	sa, err := openStandalone(ctx, o, 0) // the queue is not started
 	if err != nil {
@@ -44,7 +45,14 @@ func runEnqueueRate(ctx context.Context, o *options) (*report, error) {
 				if first >= o.activities {
 					return
 				}
-				if _, err := q.EnqueueMany(ctx, makeBatch(o.batch+first, min(o.batch, o.activities-first))); err != nil {
+				batch := makeBatch(o.batch+first, min(o.batch, o.activities-first))
+				var err error
+				if o.txPerBatch {
+					err = be.enqueueTx(ctx, q, batch)
+				} else {
+					_, err = q.EnqueueMany(ctx, batch)
+				}
+				if err != nil {
 					errs <- err
 					return
 				}
@@ -58,7 +66,7 @@ func runEnqueueRate(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	rep := &report{scenario: o.scenario, opts: o, activities: o.activities, enqueueElapsed: elapsed}
-	if o.store == "postgres" {
+	if o.store != "memory" {
 		rep.hasStatements = true
 		rep.appendStatements = be.statements() - stmtStart
 	}

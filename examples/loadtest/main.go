@@ -1,7 +1,7 @@
 // Command loadtest is apqueue's load generator. It starts local ActivityPub
 // inboxes on loopback (one server, one port, one domain each) with a chosen
 // latency, failure rate and Retry-After, runs one or more queues with the
-// in-memory or the PostgreSQL store, enqueues activities, and prints
+// in-memory, the SQLite or the PostgreSQL store, enqueues activities, and prints
 // deliveries per second, database statements per delivery, the enqueue rate,
 // enqueue-to-delivery latency percentiles (measured at the inboxes from a
 // timestamp in each body), peak memory and the duplicates the inboxes saw.
@@ -28,12 +28,15 @@
 //	go run ./examples/loadtest -scenario postmortem                           # 1 s inbox, 3 activities/s: lag
 //	go run ./examples/loadtest -scenario fanout -store postgres               # Enqueue cost: audience to 1 vs 1,000 domains
 //	go run ./examples/loadtest -scenario enqueue -store postgres              # batch enqueue rate
+//	go run ./examples/loadtest -scenario enqueue -store sqlite -tx -batch 1 -activities 5000  # a transaction per activity
+//	go run ./examples/loadtest -domains 100 -activities 1000 -store sqlite    # SQLite: queue/bare and statements/delivery
 //	go run ./examples/loadtest -scenario idle                                 # heap per idle domain, 10,000 domains
 //	go run ./examples/loadtest -scenario faults [-store postgres]             # broken activity, 500s, 429s, restart, handover
 //	go run ./examples/loadtest -scenario txenqueue [-db-latency 25ms]         # EnqueueTx's cost in a caller's transaction
 //	go run ./examples/loadtest -scenario append                               # single-activity Enqueue, 8 callers vs 1
 //
-// -store postgres reads -database-url (default $TEST_DATABASE_URL), creates a
+// -store sqlite runs on a new file in a temporary directory (or -db), with
+// a *sql.DB of its own per queue. -store postgres reads -database-url (default $TEST_DATABASE_URL), creates a
 // schema of its own, migrates it and drops it at the end. -db-latency adds a
 // round-trip time (half in each direction, as ping would measure it) through
 // a TCP proxy inside the program; -db-latency-alternate switches it off in

@@ -30,6 +30,7 @@ func TestSmoke(t *testing.T) {
 		{"signed audience", []string{"-domains", "2", "-activities", "40", "-rounds", "1", "-fanout", "audience", "-sign", "-baseline-duration", "300ms", "-timeout", "20s"}},
 		{"signed rfc9421", []string{"-domains", "2", "-activities", "40", "-rounds", "1", "-sign", "-sign-scheme", "rfc9421", "-baseline-duration", "300ms", "-timeout", "20s"}},
 		{"paced all domains", []string{"-domains", "2", "-activities", "20", "-rate", "100", "-fanout", "all", "-fail-rate", "0.1", "-backoff-min", "20ms", "-baseline=false", "-timeout", "20s"}},
+		{"sqlite store", []string{"-store", "sqlite", "-domains", "4", "-activities", "100", "-rounds", "1", "-baseline=false", "-timeout", "20s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := parseOptions(tc.args)
@@ -71,6 +72,30 @@ func TestSmoke(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEnqueueScenarioSQLite runs the enqueue scenario on SQLite, batched
+// and with a transaction per activity, and checks that every activity was
+// counted and the statements reported.
+func TestEnqueueScenarioSQLite(t *testing.T) {
+	for _, args := range [][]string{
+		{"-scenario", "enqueue", "-store", "sqlite", "-activities", "500"},
+		{"-scenario", "enqueue", "-store", "sqlite", "-tx", "-batch", "1", "-activities", "50"},
+	} {
+		o, err := parseOptions(args)
+		require.NoError(t, err)
+		rep, err := run(t.Context(), o)
+		require.NoError(t, err)
+		require.Equal(t, o.activities, rep.activities)
+		require.Positive(t, rep.enqueueRate())
+		require.True(t, rep.hasStatements)
+		require.Positive(t, rep.appendStatements)
+		var out bytes.Buffer
+		rep.print(&out)
+		require.Contains(t, out.String(), "store sqlite")
+	}
+	_, err := parseOptions([]string{"-tx"})
+	require.ErrorContains(t, err, "-tx needs")
 }
 
 func TestHistogramQuantiles(t *testing.T) {

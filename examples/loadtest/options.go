@@ -43,6 +43,8 @@ type options struct {
 	retryAfter      string
 
 	store       string
+	dbPath      string
+	txPerBatch  bool
 	databaseURL string
 	dbLatency   time.Duration
 	dbAlternate bool
@@ -169,7 +171,9 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.faultBurst, "fault-burst", 2, "faults scenario: 429 answers in a row in each burst (the throttled domain's requests until its window passes)")
 	fs.StringVar(&o.retryAfter, "retry-after", "", "Retry-After header sent with the 503 answers (\"1\" or an HTTP date); empty: none")
 
-	fs.StringVar(&o.store, "store", "memory", "memory or postgres")
+	fs.StringVar(&o.store, "store", "memory", "memory, sqlite or postgres")
+	fs.StringVar(&o.dbPath, "db", "", "SQLite file for -store sqlite, kept at the end; default: a new file in a temporary directory, removed at the end")
+	fs.BoolVar(&o.txPerBatch, "tx", false, "enqueue scenario: each EnqueueManyTx of -batch activities in a transaction of its own (with -batch 1: one transaction per activity); -store sqlite or postgres")
 	fs.StringVar(&o.databaseURL, "database-url", os.Getenv("TEST_DATABASE_URL"), "PostgreSQL connection string for -store postgres (default $TEST_DATABASE_URL); the run creates its own schema and drops it")
 	fs.DurationVar(&o.dbLatency, "db-latency", 0, "round-trip time added between the queue and PostgreSQL by a TCP proxy in this program (half in each direction), like a database 25 ms away by ping")
 	fs.BoolVar(&o.dbAlternate, "db-latency-alternate", false, "with -db-latency: odd rounds (1st, 3rd, ...) run with no added latency, even ones with it, through the same proxy and queue, and the throughput ratio is printed")
@@ -178,7 +182,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.enqueueTx, "enqueue-tx", false, "with -rate: enqueue each activity in a transaction of its own with EnqueueTx (postgres)")
 
 	fs.IntVar(&o.workers, "workers", 1, "queue instances delivering; with postgres they share the database")
-	fs.StringVar(&o.workerMode, "worker-mode", "inproc", "inproc: the workers run in this process, which also enqueues; exec: each worker is a child process (this program re-executed) and this process only enqueues and runs the inboxes (postgres only)")
+	fs.StringVar(&o.workerMode, "worker-mode", "inproc", "inproc: the workers run in this process, which also enqueues; exec: each worker is a child process (this program re-executed) and this process only enqueues and runs the inboxes (postgres or sqlite)")
 
 	fs.BoolVar(&o.newDomains, "new-domains", false, "do not register the domains and wait for their leases before enqueueing: the first activity introduces each domain (first contact); with -fanout inboxes only")
 	fs.IntVar(&o.rounds, "rounds", 1, "rounds of -activities, each followed by the baselines; ratios are per round, and the median is reported (scenario throughput: 3)")
@@ -246,8 +250,12 @@ func (o *options) validate() error {
 		return errors.New("-duration needs -rate")
 	case o.failRate < 0 || o.failRate >= 1:
 		return errors.New("-fail-rate must be in [0, 1)")
-	case o.store != "memory" && o.store != "postgres":
-		return fmt.Errorf("-store %q: want memory or postgres", o.store)
+	case o.store != "memory" && o.store != "sqlite" && o.store != "postgres":
+		return fmt.Errorf("-store %q: want memory, sqlite or postgres", o.store)
+	case o.dbPath != "" && o.store != "sqlite":
+		return errors.New("-db needs -store sqlite")
+	case o.txPerBatch && (o.store == "memory" || o.scenario != scenarioEnqueue):
+		return errors.New("-tx needs -scenario enqueue and -store sqlite or postgres")
 	case o.store == "postgres" && o.databaseURL == "":
 		return errors.New("-store postgres needs -database-url or $TEST_DATABASE_URL")
 	case o.dbAlternate && o.dbLatency == 0:
@@ -264,8 +272,8 @@ func (o *options) validate() error {
 		return errors.New("-workers must be at least 1")
 	case o.workerMode != "inproc" && o.workerMode != "exec":
 		return fmt.Errorf("-worker-mode %q: want inproc or exec", o.workerMode)
-	case o.workerMode == "exec" && o.store != "postgres":
-		return errors.New("-worker-mode exec needs -store postgres: child processes share the database")
+	case o.workerMode == "exec" && o.store == "memory":
+		return errors.New("-worker-mode exec needs -store postgres or sqlite: child processes share the database")
 	case o.fanout != fanoutInboxes && o.fanout != fanoutAudience && o.fanout != fanoutAll:
 		return fmt.Errorf("-fanout %q: want inboxes, audience or all", o.fanout)
 	case o.recipients < 0 || o.recipients > o.domains:

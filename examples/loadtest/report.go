@@ -337,7 +337,11 @@ func (r *report) printIdle(p func(string, ...any)) {
 
 func (r *report) printEnqueue(p func(string, ...any)) {
 	o := r.opts
-	p("  setup          store %s, EnqueueMany of %d activities (one explicit inbox each), %d goroutine(s); queue not started", o.store, o.batch, o.enqueuers)
+	call := "EnqueueMany"
+	if o.txPerBatch {
+		call = "a transaction with EnqueueManyTx"
+	}
+	p("  setup          store %s, %s of %d activities (one explicit inbox each), %d goroutine(s); queue not started", o.store, call, o.batch, o.enqueuers)
 	p("  enqueue        %d activities in %s: %.0f activities/s", r.activities, r.enqueueElapsed.Round(time.Millisecond), r.enqueueRate())
 	if r.hasStatements {
 		p("  statements     %d for %d batches", r.appendStatements, (r.activities+o.batch-1)/o.batch)

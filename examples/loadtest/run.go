@@ -194,7 +194,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	}
 	rep.p50, rep.p90, rep.p99 = in.rec.latency.quantile(0.5), in.rec.latency.quantile(0.9), in.rec.latency.quantile(0.99)
 	rep.maxLatency = time.Duration(in.rec.latency.max.Load())
-	rep.hasStatements = o.store == "postgres"
+	rep.hasStatements = o.store != "memory"
 	if rep.delivered < rep.expected && o.recipientsPerActivity() == o.domains { // every domain gets every activity
 		for dom := range o.domains {
 			if m := in.rec.missing(dom, o.activities*len(rep.rounds), 5); len(m) > 0 {

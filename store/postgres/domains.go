@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -104,28 +103,17 @@ func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegis
 	if err := checkCtx(ctx, op); err != nil {
 		return err
 	}
-	// One entry per domain (a statement may not update a row twice), the
-	// last shared inbox given winning, in sorted order.
-	inbox := make(map[string]string, len(domains))
 	if err := store.CheckRegistrations(domains); err != nil {
 		return refused(op, err)
 	}
-	for _, r := range domains {
-		if _, ok := inbox[r.Domain]; !ok || r.SharedInbox != "" {
-			inbox[r.Domain] = r.SharedInbox
-		}
-	}
-	if len(inbox) == 0 {
+	regs := store.MergeRegistrations(domains)
+	if len(regs) == 0 {
 		return nil
 	}
-	names := make([]string, 0, len(inbox))
-	for d := range inbox {
-		names = append(names, d)
-	}
-	slices.Sort(names)
-	shared := make([]string, len(names))
-	for i, d := range names {
-		shared[i] = inbox[d]
+	names := make([]string, len(regs))
+	shared := make([]string, len(regs))
+	for i, r := range regs {
+		names[i], shared[i] = r.Domain, r.SharedInbox
 	}
 	s.count(1)
 	if _, err := s.pool.Exec(ctx, s.sql.register, names, shared); err != nil {

@@ -6,58 +6,29 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io/fs"
-	"path"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/apqueue/apqueue/internal/migration"
 )
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migration is one versioned SQL file, named NNNN_what.sql.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
 // migrations returns the embedded migrations in version order.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		name := e.Name()
-		num, _, ok := strings.Cut(name, "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: name must start with a positive version and '_'", name)
-		}
-		body, err := migrationFiles.ReadFile(path.Join("migrations", name))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{version: v, name: name, sql: string(body)})
-	}
-	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
-	return out, nil
-}
+func migrations() ([]migration.File, error) { return migration.Load(migrationFiles, "migrations") }
 
 // LatestVersion is the schema version this version of the library migrates
 // to.
 func LatestVersion() int {
 	ms, err := migrations()
-	if err != nil || len(ms) == 0 {
+	if err != nil {
 		return 0
 	}
-	return ms[len(ms)-1].version
+	return migration.Latest(ms)
 }
 
 // Migrate creates the store's schema and tables, or brings them up to
@@ -132,19 +103,19 @@ func (s *Store) migrate(ctx context.Context, upTo int) (int, error) {
 			return err
 		}
 		for _, m := range ms {
-			if slices.Contains(applied, m.version) || (upTo > 0 && m.version > upTo) {
+			if slices.Contains(applied, m.Version) || (upTo > 0 && m.Version > upTo) {
 				continue
 			}
-			sql := strings.ReplaceAll(m.sql, "{s}", schema)
+			sql := strings.ReplaceAll(m.SQL, "{s}", schema)
 			s.count(2)
 			if err := tx.Conn().PgConn().Exec(ctx, sql).Close(); err != nil {
-				return fmt.Errorf("%s: %w", m.name, err)
+				return fmt.Errorf("%s: %w", m.Name, err)
 			}
 			if _, err := tx.Exec(ctx, "INSERT INTO "+schema+".schema_migrations (version, name) VALUES ($1, $2)",
-				m.version, m.name); err != nil {
-				return fmt.Errorf("%s: %w", m.name, err)
+				m.Version, m.Name); err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
 			}
-			applied = append(applied, m.version)
+			applied = append(applied, m.Version)
 		}
 		version = slices.Max(append(applied, 0))
 		return nil

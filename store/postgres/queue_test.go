@@ -3,12 +3,9 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,38 +15,24 @@ import (
 	"github.com/apqueue/apqueue/internal/pgtest"
 	"github.com/apqueue/apqueue/internal/queuetest"
 	"github.com/apqueue/apqueue/queue"
-	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/sender/sendertest"
 	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/postgres"
 )
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+// The helpers shared with the SQLite store's tests.
+var (
+	quietLogger      = queuetest.QuietLogger
+	queueConfig      = queuetest.Config
+	note             = queuetest.Note
+	startQueue       = queuetest.Start
+	owners           = queuetest.Owners
+	allAt            = queuetest.AllAt
+	testDomains      = queuetest.Domains
+	requireDelivered = queuetest.RequireDelivered
+)
 
-// queueConfig reacts quickly, and relies on wake-ups through the database
-// rather than polling.
-func queueConfig(owner string) *queue.Config {
-	return &queue.Config{
-		OwnerID:            owner,
-		BackoffMin:         10 * time.Millisecond,
-		BackoffMax:         200 * time.Millisecond,
-		BackoffJitter:      -1,
-		LeaseTTL:           time.Second,
-		CheckpointInterval: 20 * time.Millisecond,
-		PollInterval:       time.Hour,
-		SummaryInterval:    -1,
-		Logger:             quietLogger(),
-	}
-}
-
-// note is a Create of note n addressed to inboxes.
-func note(n int, inboxes ...string) queue.Activity {
-	return queue.Activity{
-		Body: fmt.Appendf(nil, `{"id":"https://local.example/activities/%d","type":"Create",`+
-			`"actor":"https://local.example/users/alice","object":"https://local.example/notes/%d"}`, n, n),
-		Inboxes: inboxes,
-	}
-}
+type overlapDetector = queuetest.OverlapDetector
 
 // poolVia returns a pool on db's database through addr (a proxy), its
 // connections named after db's schema.
@@ -78,88 +61,6 @@ func storeOn(t testing.TB, pool *pgxpool.Pool, db *pgtest.DB) *postgres.Store {
 	return s
 }
 
-// startQueue starts a queue and stops it when the test ends.
-func startQueue(t testing.TB, st store.Store, snd sender.Sender, cfg *queue.Config) *queue.Queue {
-	t.Helper()
-	q, err := queue.New(st, snd, cfg)
-	require.NoError(t, err)
-	require.NoError(t, q.Start(t.Context()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = q.Stop(ctx)
-	})
-	return q
-}
-
-// overlapDetector wraps senders of several processes and records any moment
-// at which two of them had a request in flight to one domain.
-type overlapDetector struct {
-	mu       sync.Mutex
-	inFlight map[string]map[string]int // domain -> process -> requests
-	overlaps []string
-}
-
-func (o *overlapDetector) sender(process string) *sendertest.Fake {
-	return &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
-		o.mu.Lock()
-		if o.inFlight == nil {
-			o.inFlight = make(map[string]map[string]int)
-		}
-		if o.inFlight[d.Domain] == nil {
-			o.inFlight[d.Domain] = make(map[string]int)
-		}
-		for p, n := range o.inFlight[d.Domain] {
-			if p != process && n > 0 {
-				o.overlaps = append(o.overlaps, fmt.Sprintf("%s worked by %s and %s", d.Domain, p, process))
-			}
-		}
-		o.inFlight[d.Domain][process]++
-		o.mu.Unlock()
-		select { // a little latency, so that an overlap would show
-		case <-time.After(time.Millisecond):
-		case <-ctx.Done():
-		}
-		o.mu.Lock()
-		o.inFlight[d.Domain][process]--
-		o.mu.Unlock()
-		return sender.Success(202)
-	}}
-}
-
-func (o *overlapDetector) Overlaps() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return slices.Clone(o.overlaps)
-}
-
-// owners returns how many domains each owner holds, from the database.
-func owners(t *testing.T, st store.Store) map[string]int {
-	t.Helper()
-	doms, err := st.Domains(t.Context(), nil)
-	require.NoError(t, err)
-	out := make(map[string]int)
-	for _, d := range doms {
-		if d.Owner != "" && d.LeaseExpiresAt.After(time.Now()) {
-			out[d.Owner]++
-		}
-	}
-	return out
-}
-
-// allAt reports whether every domain's cursor is at least id.
-func allAt(t *testing.T, st store.Store, id int64) bool {
-	t.Helper()
-	doms, err := st.Domains(t.Context(), nil)
-	require.NoError(t, err)
-	for _, d := range doms {
-		if d.Cursor < id {
-			return false
-		}
-	}
-	return len(doms) > 0
-}
-
 // TestQueuesSplitAndFence runs two queues as two processes on one schema.
 // They split the domains without configuration; when one is cut off from
 // the database the other takes its domains over within the lease TTL; when
@@ -170,19 +71,14 @@ func TestQueuesSplitAndFence(t *testing.T) {
 	db := pgtest.New(t, &pgtest.Options{MaxConns: 6})
 	setup, _ := newStoreOn(t, db, &postgres.Config{Logger: quietLogger()})
 	const domains = 12
-	var inboxes []string
-	var regs []store.DomainRegistration
-	for i := range domains {
-		regs = append(regs, store.DomainRegistration{Domain: fmt.Sprintf("d%02d.example", i)})
-		inboxes = append(inboxes, fmt.Sprintf("https://d%02d.example/inbox", i))
-	}
+	regs, inboxes := testDomains(domains)
 	require.NoError(t, setup.RegisterDomains(t.Context(), regs))
 
 	var od overlapDetector
 	px := newProxy(t, net.JoinHostPort(db.Pool.Config().ConnConfig.Host, strconv.Itoa(int(db.Pool.Config().ConnConfig.Port))), 0)
 	stA := storeOn(t, poolVia(t, db, px.Addr()), db)
 	stB := storeOn(t, db.Pool, db)
-	fakeA, fakeB := od.sender("a"), od.sender("b")
+	fakeA, fakeB := od.Sender("a"), od.Sender("b")
 	startQueue(t, stA, fakeA, queueConfig("a"))
 	qb := startQueue(t, stB, fakeB, queueConfig("b"))
 
@@ -235,17 +131,7 @@ func TestQueuesSplitAndFence(t *testing.T) {
 	}
 
 	require.Empty(t, od.Overlaps(), "two processes worked one domain at once")
-	delivered := make(map[int64]bool)
-	for _, f := range []*sendertest.Fake{fakeA, fakeB} {
-		for _, inbox := range inboxes {
-			for _, id := range f.Delivered(inbox) {
-				delivered[id] = true
-			}
-		}
-	}
-	for _, id := range ids {
-		require.True(t, delivered[id], "activity %d never delivered", id)
-	}
+	requireDelivered(t, ids, inboxes, fakeA, fakeB)
 }
 
 // TestQueueSurvivesDatabaseRestart ends every connection of the queue's
@@ -327,42 +213,12 @@ func TestQueueSurvivesDatabaseRestart(t *testing.T) {
 // TestStatementsPerDelivery measures what the design promises: at steady
 // state a delivery costs a small fraction of a statement, because the queue
 // reads the log in batches shared by every caught-up domain and saves all
-// changed domains in one checkpoint statement per interval.
+// TestStatementsPerDelivery checks that at steady state a delivery costs
+// a small fraction of a statement (see internal/queuetest).
 func TestStatementsPerDelivery(t *testing.T) {
 	t.Parallel()
 	s, _ := newStore(t, 0, &postgres.Config{Logger: quietLogger()})
-	const (
-		domains    = 20
-		activities = 500
-	)
-	var inboxes []string
-	for i := range domains {
-		inboxes = append(inboxes, fmt.Sprintf("https://d%02d.example/inbox", i))
-	}
-	fake := &sendertest.Fake{}
-	cfg := queueConfig("p")
-	cfg.CheckpointInterval = 100 * time.Millisecond
-	q := startQueue(t, s, fake, cfg)
-	// Register the domains first, and let the queue lease them.
-	_, err := q.Enqueue(t.Context(), note(0, inboxes...))
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains }, 10*time.Second, 10*time.Millisecond)
-
-	before := s.Stats().Statements
-	var batch []queue.Activity
-	for i := range activities {
-		batch = append(batch, note(1+i, inboxes...))
-	}
-	ids, err := q.EnqueueMany(t.Context(), batch)
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return fake.DeliveredCount() == domains*(1+activities) }, 30*time.Second, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return allAt(t, s, ids[len(ids)-1]) }, 10*time.Second, 10*time.Millisecond)
-	// allAt's own reads are not the queue's: count them out.
-	stmts := s.Stats().Statements - before
-	perDelivery := float64(stmts) / float64(domains*activities)
-	t.Logf("%d deliveries, %d statements (including the test's own polling): %.4f statements per delivery",
-		domains*activities, stmts, perDelivery)
-	require.Less(t, perDelivery, 0.1, "a delivery should cost a small fraction of a statement")
+	queuetest.StatementsPerDelivery(t, s, func() int64 { return s.Stats().Statements })
 }
 
 // TestNeverSeenDomainsAreDelivered enqueues to domains the store has never

@@ -1,0 +1,206 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// Leases are columns of the domain rows: owner, lease_token (the fencing
+// token, incremented by every acquisition) and lease_expires_at, in
+// microseconds of the clock of the machine that every process sharing the
+// file runs on. No lock outlives a statement: a lease survives its holder's
+// connection, and every save (Checkpoint) is fenced on owner and token, so
+// a process that lost a lease cannot overwrite its successor's progress.
+// SQLite's single writer makes each of the statements below atomic across
+// processes, so acquirers need no SKIP LOCKED to split the free domains.
+
+// heartbeatSQL marks owner ? live until ?.
+const heartbeatSQL = `INSERT INTO apqueue_owners (owner, live_until) VALUES (?, ?)
+	ON CONFLICT (owner) DO UPDATE SET live_until = max(live_until, excluded.live_until)`
+
+// acquireSQL leases up to ? free domains (at time ?), lowest cursor first,
+// to owner ? until ?.
+const acquireSQL = `UPDATE apqueue_domains
+SET owner = ?, lease_token = lease_token + 1, lease_expires_at = ?
+WHERE domain IN (
+	SELECT domain FROM apqueue_domains
+	WHERE owner = '' OR lease_expires_at IS NULL OR lease_expires_at <= ?
+	ORDER BY cursor, domain
+	LIMIT ?)
+RETURNING ` + domainColumns
+
+// renewSQL extends, until ?, the leases of its VALUES rows (domain, token,
+// settled-through ID) that owner ? still holds, and raises each renewed
+// domain's cursor to its settled-through ID (never lowers it).
+func renewSQL(rows int) string {
+	return `WITH l(domain, token, settled) AS (VALUES ` + values(rows, 3) + `)
+UPDATE apqueue_domains AS d SET lease_expires_at = ?, cursor = max(d.cursor, l.settled)
+FROM l WHERE d.domain = l.domain AND d.owner = ? AND d.lease_token = l.token
+RETURNING domain, lease_token, lease_expires_at, revision`
+}
+
+// releaseSQL ends the leases of its VALUES rows (domain, token) that owner
+// ? still holds. The token is kept, so the next acquisition still
+// increments it.
+func releaseSQL(rows int) string {
+	return `WITH l(domain, token) AS (VALUES ` + values(rows, 2) + `)
+UPDATE apqueue_domains AS d SET owner = '', lease_expires_at = NULL
+FROM l WHERE d.domain = l.domain AND d.owner = ? AND d.lease_token = l.token`
+}
+
+const leaseStatsSQL = `SELECT
+	(SELECT count(*) FROM apqueue_domains),
+	(SELECT count(*) FROM (
+		SELECT owner FROM apqueue_domains WHERE owner <> '' AND lease_expires_at > ?
+		UNION
+		SELECT owner FROM apqueue_owners WHERE live_until > ?))`
+
+// AcquireLeases implements store.Store in one write transaction.
+func (s *Store) AcquireLeases(ctx context.Context, owner string, ttl time.Duration, limit int) ([]store.DomainState, error) {
+	const op = "acquire leases"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := store.CheckLease(owner, ttl); err != nil {
+		return nil, refused(op, err)
+	}
+	if err := store.CheckLimit(limit); err != nil {
+		return nil, refused(op, err)
+	}
+	var out []store.DomainState
+	err := s.write(ctx, func(q querier) error {
+		at := now()
+		until := at + ttl.Microseconds()
+		s.count(2)
+		if _, err := q.ExecContext(ctx, heartbeatSQL, owner, until); err != nil {
+			return err
+		}
+		rows, err := q.QueryContext(ctx, acquireSQL, owner, until, at, limit)
+		if err != nil {
+			return err
+		}
+		out, err = collectDomains(rows)
+		return err
+	})
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	slices.SortFunc(out, func(a, b store.DomainState) int {
+		if a.Cursor != b.Cursor {
+			return int(a.Cursor - b.Cursor)
+		}
+		return strings.Compare(a.Domain, b.Domain)
+	})
+	return out, nil
+}
+
+// RenewLeases implements store.Store in one write transaction, which also
+// raises the renewed domains' cursors to their leases' SettledThrough.
+func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Lease, ttl time.Duration) ([]store.Lease, error) {
+	const op = "renew leases"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := store.CheckLease(owner, ttl); err != nil {
+		return nil, refused(op, err)
+	}
+	out := []store.Lease{}
+	err := s.write(ctx, func(q querier) error {
+		out = out[:0]
+		until := now() + ttl.Microseconds()
+		s.count(1)
+		if _, err := q.ExecContext(ctx, heartbeatSQL, owner, until); err != nil {
+			return err
+		}
+		return chunks(len(leases), 3, func(from, to int) error {
+			args := make([]any, 0, 3*(to-from)+2)
+			for _, l := range leases[from:to] {
+				args = append(args, l.Domain, l.Token, l.SettledThrough)
+			}
+			args = append(args, until, owner)
+			s.count(1)
+			rows, err := q.QueryContext(ctx, renewSQL(to-from), args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var (
+					l  store.Lease
+					ts sql.NullInt64
+				)
+				if err := rows.Scan(&l.Domain, &l.Token, &ts, &l.Revision); err != nil {
+					return err
+				}
+				l.ExpiresAt = fromMicros(ts)
+				out = append(out, l)
+			}
+			return rows.Err()
+		})
+	})
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return out, nil
+}
+
+// ReleaseLeases implements store.Store in one write transaction: it ends
+// owner's liveness and the leases it still holds among the given ones.
+func (s *Store) ReleaseLeases(ctx context.Context, owner string, leases []store.Lease) error {
+	const op = "release leases"
+	if err := checkCtx(ctx, op); err != nil {
+		return err
+	}
+	if err := store.CheckOwner(owner); err != nil {
+		return refused(op, err)
+	}
+	err := s.write(ctx, func(q querier) error {
+		s.count(1)
+		if _, err := q.ExecContext(ctx, `DELETE FROM apqueue_owners WHERE owner = ?`, owner); err != nil {
+			return err
+		}
+		return chunks(len(leases), 2, func(from, to int) error {
+			s.count(1)
+			_, err := q.ExecContext(ctx, releaseSQL(to-from), append(leaseArgs(leases[from:to]), owner)...)
+			return err
+		})
+	})
+	if err != nil {
+		return s.fail(ctx, op, err)
+	}
+	return nil
+}
+
+// LeaseStats implements store.Store.
+func (s *Store) LeaseStats(ctx context.Context) (store.LeaseStats, error) {
+	const op = "lease stats"
+	if err := checkCtx(ctx, op); err != nil {
+		return store.LeaseStats{}, err
+	}
+	var st store.LeaseStats
+	at := now()
+	stmt, err := s.prepared(ctx, leaseStatsSQL)
+	if err != nil {
+		return store.LeaseStats{}, s.fail(ctx, op, err)
+	}
+	s.count(1)
+	if err := stmt.QueryRowContext(ctx, at, at).Scan(&st.Domains, &st.Owners); err != nil {
+		return store.LeaseStats{}, s.fail(ctx, op, err)
+	}
+	return st, nil
+}
+
+// leaseArgs returns the (domain, token) parameters of leases, with room for
+// two more.
+func leaseArgs(leases []store.Lease) []any {
+	args := make([]any, 0, 2*len(leases)+2)
+	for _, l := range leases {
+		args = append(args, l.Domain, l.Token)
+	}
+	return args
+}

@@ -1,0 +1,81 @@
+package sqlite
+
+import (
+	"context"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// pruneFloorSQL computes the prune point: the lowest cursor of a live
+// domain, or the head when none is live.
+const pruneFloorSQL = `SELECT max(0, min(c.last_id, coalesce(
+	(SELECT min(cursor) FROM apqueue_domains WHERE status <> 'dead'), c.last_id)))
+FROM apqueue_id_counter c`
+
+// behindSQL lists the dead domains below the prune point ?, with their
+// cursors; fastForwardSQL then moves them up to it. Both run in the one
+// write transaction of Prune, so they see the same domains.
+const behindSQL = `SELECT domain, cursor FROM apqueue_domains WHERE status = 'dead' AND cursor < ? ORDER BY domain`
+
+const fastForwardSQL = `UPDATE apqueue_domains SET cursor = ?, revision = revision + 1 WHERE status = 'dead' AND cursor < ?`
+
+// forgetOwnersSQL forgets owners gone for a day (live_until before ?).
+const forgetOwnersSQL = `DELETE FROM apqueue_owners WHERE live_until < ?`
+
+const pruneDeleteSQL = `DELETE FROM apqueue_activities WHERE id <= ?`
+
+// pruneDay is how long an owner that left is remembered, in microseconds.
+const pruneDay = 24 * 60 * 60 * 1_000_000
+
+// Prune implements store.Store in one write transaction, which holds the
+// write lock while it fixes the prune point, fast-forwards the dead domains
+// behind it and deletes up to it: no domain can be revived or registered
+// below the point meanwhile.
+func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
+	const op = "prune"
+	if err := checkCtx(ctx, op); err != nil {
+		return store.PruneResult{}, err
+	}
+	var res store.PruneResult
+	err := s.write(ctx, func(q querier) error {
+		res = store.PruneResult{}
+		s.count(1)
+		if err := q.QueryRowContext(ctx, pruneFloorSQL).Scan(&res.Below); err != nil {
+			return err
+		}
+		s.count(1)
+		rows, err := q.QueryContext(ctx, behindSQL, res.Below)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			ff := store.FastForward{To: res.Below}
+			if err := rows.Scan(&ff.Domain, &ff.From); err != nil {
+				rows.Close()
+				return err
+			}
+			res.FastForwarded = append(res.FastForwarded, ff)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		s.count(3)
+		if _, err := q.ExecContext(ctx, fastForwardSQL, res.Below, res.Below); err != nil {
+			return err
+		}
+		if _, err := q.ExecContext(ctx, forgetOwnersSQL, now()-pruneDay); err != nil {
+			return err
+		}
+		r, err := q.ExecContext(ctx, pruneDeleteSQL, res.Below)
+		if err != nil {
+			return err
+		}
+		res.Deleted, err = r.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return store.PruneResult{}, s.fail(ctx, op, err)
+	}
+	return res, nil
+}
