@@ -192,7 +192,9 @@ type DomainChange struct {
 	// StatusActive to resume or to mark a dead domain alive.
 	Status DomainStatus
 	// ClearBackoff forgets the failures: FailCount, FailingSince,
-	// NextAttemptAt and LastError are reset, so the next attempt is now.
+	// NextAttemptAt and LastError are reset, and so are the NextAttemptAt of
+	// the deliveries in Progress, so the next attempt is now for an owner
+	// that loads the domain afresh as for the one working it.
 	ClearBackoff bool
 	// SkipTo raises the cursor to this ID (never lowers it): the activities
 	// up to it are not delivered to the domain.

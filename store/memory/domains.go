@@ -160,6 +160,14 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 		d.FailingSince = time.Time{}
 		d.NextAttemptAt = time.Time{}
 		d.LastError = ""
+		if d.Progress != nil {
+			// The next attempt is now for the deliveries of the saved
+			// progress too, whoever loads them.
+			d.Progress = d.Progress.Clone()
+			for i := range d.Progress.Deliveries {
+				d.Progress.Deliveries[i].NextAttemptAt = time.Time{}
+			}
+		}
 	}
 	d.Cursor = max(d.Cursor, change.SkipTo)
 	d.Revision++

@@ -310,6 +310,10 @@ const changeDomainSQL = `UPDATE {s}.domains SET
 	failing_since = CASE WHEN $3::boolean THEN NULL ELSE failing_since END,
 	next_attempt_at = CASE WHEN $3::boolean THEN NULL ELSE next_attempt_at END,
 	last_error = CASE WHEN $3::boolean THEN '' ELSE last_error END,
+	progress = CASE WHEN $3::boolean AND progress ? 'deliveries' THEN jsonb_set(progress, '{deliveries}',
+		(SELECT coalesce(jsonb_agg(d - 'next_attempt_at' ORDER BY n), '[]'::jsonb)
+		 FROM jsonb_array_elements(progress->'deliveries') WITH ORDINALITY AS e(d, n)))
+		ELSE progress END,
 	cursor = greatest(cursor, $4::bigint),
 	revision = revision + 1
 WHERE domain = $1

@@ -128,6 +128,18 @@ func testCheckpoint(t *testing.T, su suite) {
 			require.Equal(t, want, d)
 		}
 
+		// Clearing the backoff clears the saved retry times too, and keeps
+		// the rest of the progress.
+		_, err = s.ChangeDomain(ctx, "a.example", store.DomainChange{ClearBackoff: true})
+		require.NoError(t, err)
+		got = domainState(t, s, "a.example")
+		require.Equal(t, progress.Settled, got.Progress.Settled)
+		require.Len(t, got.Progress.Deliveries, 3)
+		for _, d := range got.Progress.Deliveries {
+			require.True(t, d.NextAttemptAt.IsZero(), "a retry time survived ClearBackoff: %+v", d)
+		}
+		require.Equal(t, 4, got.Progress.Deliveries[0].Attempts)
+
 		// A new owner gets it with the lease; nil clears it.
 		require.NoError(t, s.ReleaseLeases(ctx, "owner-a", leasesOf(held)))
 		taken, err := s.AcquireLeases(ctx, "owner-b", longTTL, 1)
