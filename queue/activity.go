@@ -21,9 +21,38 @@ type Activity struct {
 	// Default: the body's "actor" (a string, or an object's "id").
 	Actor string
 	// OrderingKey groups activities that must never be in flight to one
-	// domain at once, so that a Delete never overtakes its Create. Default:
-	// the IRI of the body's "object" (a string, or an object's "id"), else
-	// the body's "id".
+	// domain at once: activities with the same key reach each domain in the
+	// order they were enqueued, so a Delete never overtakes its Create nor
+	// an Undo what it undoes. A key set here always wins. Default: derived
+	// from the body so that an activity and every activity that wraps or
+	// answers it share a key:
+	//
+	//   - Follow and Block: the pair of actors, "relationship A B" with A
+	//     and B the actor and the object sorted, so a Follow, its Accept,
+	//     Reject and Undo, and a Block and its Undo between the same two
+	//     actors share a key whichever of them sent it.
+	//   - Add and Remove: "collection T O", T the target collection and O
+	//     the object's key, so pinning and unpinning one note share a key.
+	//   - Every other type (Create, Update, Delete, Like, Dislike,
+	//     Announce, EmojiReact, Move, Flag, ...) and the activities that
+	//     wrap or answer one (Undo, Accept, Reject): the key of the body's
+	//     "object". An embedded object is followed to the innermost one,
+	//     whose "id" is the key: Create, Update and Delete of a note are
+	//     keyed by the note, as are Like, Announce, EmojiReact and their
+	//     Undo (and Lemmy's Announce{Create{Page}}); Update, Delete and
+	//     Move of an actor by the actor. An object given as a string is
+	//     the key itself.
+	//   - A body without an object, or whose object is an array (a Flag of
+	//     several objects) or has no "id": its "id".
+	//
+	// Unrelated activities that share an object, such as two users' Likes
+	// of one note, share a key too; that only serialises them. An Undo,
+	// Accept or Reject whose "object" is only the id of the activity it
+	// wraps (a string) is keyed by that id, which does not match the
+	// wrapped activity's key: the queue cannot know what the id names, so
+	// the caller sets OrderingKey to the wrapped activity's key (for an
+	// Undo{Like} given as an id, the liked note's IRI). At most eight
+	// embedded objects are followed.
 	OrderingKey string
 	// Inboxes are explicit inbox URLs: absolute https URLs (http only with
 	// Config.AllowHTTP), without user info or fragment.
@@ -41,8 +70,10 @@ type Activity struct {
 // bodyFields are the parts of an activity body the queue reads.
 type bodyFields struct {
 	ID     json.RawMessage `json:"id"`
+	Type   json.RawMessage `json:"type"`
 	Actor  json.RawMessage `json:"actor"`
 	Object json.RawMessage `json:"object"`
+	Target json.RawMessage `json:"target"`
 }
 
 // prepare validates a and turns it into what the store appends: explicit
@@ -72,10 +103,7 @@ func (q *Queue) prepare(ctx context.Context, a Activity) (store.NewActivity, err
 	}
 	key := a.OrderingKey
 	if key == "" {
-		key = iri(f.Object)
-	}
-	if key == "" {
-		key = iri(f.ID)
+		key = defaultOrderingKey(f)
 	}
 	if len(a.Inboxes) == 0 && len(a.Audiences) == 0 && !a.AllDomains {
 		return store.NewActivity{}, ErrNoTargets

@@ -10,9 +10,11 @@
 // domain, so an activity wakes only the workers of the domains it
 // addresses), sends them with up to Config.MaxInFlightPerDomain requests in
 // flight, and advances the cursor over contiguous settled IDs. Two
-// activities with the same ordering key (by default the activity's object)
-// are never in flight to one domain at once, so a Delete never overtakes
-// its Create. Every per-activity cost follows the domains the activity
+// activities with the same ordering key are never in flight to one domain
+// at once, so a Delete never overtakes its Create nor an Undo what it
+// undoes. By default the key is derived from the body so that an activity
+// and every Undo, Accept, Reject, Update or Delete that embeds it or its
+// object share one (see Activity.OrderingKey). Every per-activity cost follows the domains the activity
 // addresses, not the domains the queue knows.
 //
 // A domain failing as a whole is retried with exponential backoff and

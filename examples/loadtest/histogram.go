@@ -42,12 +42,7 @@ func (h *histogram) add(d time.Duration) {
 	}
 	h.buckets[histIndex(uint64(d/time.Microsecond))].Add(1)
 	h.count.Add(1)
-	for {
-		m := h.max.Load()
-		if int64(d) <= m || h.max.CompareAndSwap(m, int64(d)) {
-			return
-		}
-	}
+	storeMax(&h.max, int64(d))
 }
 
 // quantile returns the q-quantile (0 < q ≤ 1), 0 when nothing was recorded.

@@ -24,6 +24,13 @@ type inboxConfig struct {
 	// verify, when set, is the public key every request's signature must
 	// verify with; requests that do not are answered 401.
 	verify *rsa.PublicKey
+	// faults, indexed by domain, make some inboxes misbehave (the faults
+	// scenario); a nil entry, or none, is a healthy inbox.
+	faults []*inboxFault
+	// perDomain records each domain's latency and duplicates apart, and
+	// counts the activities from saturationFrom on apart from the others.
+	perDomain      bool
+	saturationFrom int
 }
 
 // inboxes are one HTTP server per remote domain, each on its own loopback
@@ -46,6 +53,10 @@ type inboxes struct {
 
 func startInboxes(n int, cfg inboxConfig) (*inboxes, error) {
 	in := &inboxes{cfg: cfg, rec: newRecorder(n)}
+	if cfg.perDomain {
+		in.rec.perDomain = make([]domainLag, n)
+		in.rec.saturationFrom = cfg.saturationFrom
+	}
 	for i := range n {
 		ln, err := in.listen(in.handler(i))
 		if err != nil {
@@ -132,6 +143,7 @@ func (in *inboxes) handler(dom int) http.Handler {
 
 // serve answers one request to domain dom.
 func (in *inboxes) serve(w http.ResponseWriter, r *http.Request, dom int) {
+	arrived := time.Now()
 	body, err := io.ReadAll(io.LimitReader(r.Body, 2<<20))
 	seq, enqueued, ok := parseMarks(body)
 	if err != nil || r.Method != http.MethodPost || !ok {
@@ -149,6 +161,16 @@ func (in *inboxes) serve(w http.ResponseWriter, r *http.Request, dom int) {
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
+			return
+		}
+	}
+	if dom < len(in.cfg.faults) && in.cfg.faults[dom] != nil && !bare {
+		if status, retryAfter := in.cfg.faults[dom].answer(seq, arrived, time.Now()); status != 0 {
+			in.rec.failed.Add(1)
+			if retryAfter != "" {
+				w.Header().Set("Retry-After", retryAfter)
+			}
+			http.Error(w, "scheduled fault", status)
 			return
 		}
 	}
@@ -188,6 +210,11 @@ func (in *inboxes) serve(w http.ResponseWriter, r *http.Request, dom int) {
 type recorder struct {
 	doms    []domainRecord
 	latency histogram
+	// perDomain, when not nil, has each domain's latency and duplicates.
+	perDomain []domainLag
+	// saturationFrom, when positive, is the first sequence number of
+	// activities enqueued all at once: perDomain counts them apart.
+	saturationFrom int
 
 	unique, duplicates         atomic.Int64
 	requests, failed, rejected atomic.Int64
@@ -197,6 +224,17 @@ type recorder struct {
 type domainRecord struct {
 	mu   sync.Mutex
 	seen []uint64 // bit per sequence number
+}
+
+// domainLag is what one domain received: enqueue-to-delivery latency of
+// first deliveries, their count and the last one's time, and duplicates;
+// apart, the count and last time of the activities from saturationFrom on.
+type domainLag struct {
+	latency               histogram
+	delivered, duplicates atomic.Int64
+	lastNS                atomic.Int64
+
+	saturated, saturatedLastNS atomic.Int64
 }
 
 func newRecorder(n int) *recorder {
@@ -213,18 +251,40 @@ func (r *recorder) accept(dom, seq int, now time.Time, enqueuedNS int64) {
 	dup := d.seen[w]&bit != 0
 	d.seen[w] |= bit
 	d.mu.Unlock()
+	var lag *domainLag
+	if r.perDomain != nil {
+		lag = &r.perDomain[dom]
+	}
 	if dup {
 		r.duplicates.Add(1)
+		if lag != nil {
+			lag.duplicates.Add(1)
+		}
 		return
 	}
 	ns := now.UnixNano()
 	r.latency.add(time.Duration(ns - enqueuedNS))
+	switch {
+	case lag == nil:
+	case r.saturationFrom > 0 && seq >= r.saturationFrom:
+		lag.saturated.Add(1)
+		storeMax(&lag.saturatedLastNS, ns)
+	default:
+		lag.latency.add(time.Duration(ns - enqueuedNS))
+		lag.delivered.Add(1)
+		storeMax(&lag.lastNS, ns)
+	}
 	r.unique.Add(1)
 	r.firstNS.CompareAndSwap(0, ns)
+	storeMax(&r.lastNS, ns)
+}
+
+// storeMax raises a to v if v is larger.
+func storeMax(a *atomic.Int64, v int64) {
 	for {
-		last := r.lastNS.Load()
-		if ns <= last || r.lastNS.CompareAndSwap(last, ns) {
-			break
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
 		}
 	}
 }

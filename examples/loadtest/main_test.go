@@ -167,3 +167,119 @@ func TestLatencyProxyAddsRoundTrip(t *testing.T) {
 	require.NoError(t, ln.Close())
 	<-done
 }
+
+// TestFaultsScenarioSmoke runs the faults scenario small and fast (a few
+// seconds, quick backoff, 1 s Retry-After) so that it cannot rot: it runs,
+// delivers everything but the broken activity, and reports every measure.
+// It does not check the measures against their targets: that is what the
+// scenario is run for.
+func TestFaultsScenarioSmoke(t *testing.T) {
+	o, err := parseOptions([]string{"-scenario", "faults", "-duration", "3s", "-fault-retry-after", "1", "-fault-throttles", "2",
+		"-lease-ttl", "1500ms", "-backoff-min", "20ms", "-backoff-max", "1s", "-max-attempts", "4", "-fault-saturation", "30", "-timeout", "40s"})
+	require.NoError(t, err)
+	require.Equal(t, 60, o.activities, "20/s for 3 s")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := run(ctx, o)
+	require.NoError(t, err)
+
+	f := rep.faults
+	require.NotNil(t, f)
+	require.Equal(t, int64((60+30)*faultDomains-1), rep.expected, "every activity to every domain, the broken one excepted")
+	require.Equal(t, rep.expected, rep.delivered)
+	require.Len(t, f.domains, faultDomains)
+	for _, d := range f.domains {
+		require.Positive(t, d.delivered, d.name)
+		require.Positive(t, d.perSec, d.name)
+		require.Equal(t, int64(30), d.saturated, d.name)
+		require.Positive(t, d.saturatedPerSec, d.name)
+		require.LessOrEqual(t, d.p50, d.p95, d.name)
+	}
+	require.Equal(t, 6, f.brokenSeq)
+	require.NotEmpty(t, f.broken.brokenAttempts, "the broken activity was tried")
+	require.Positive(t, f.throttle.throttled, "the throttled domain answered 429")
+	require.Less(t, f.restartAt, f.handoverAt)
+	require.Positive(t, f.handoverTook)
+
+	var out bytes.Buffer
+	rep.print(&out)
+	for _, want := range []string{"MaxAttempts 4", "lag p95", "throughput saturated", "429 pauses", "before its dead letter", "after the graceful restart", "after the lease handover"} {
+		require.Contains(t, out.String(), want)
+	}
+}
+
+// TestInboxFaultIsDeterministic checks that the flaky inbox fails the same
+// attempts for the same seed whatever the order they come in, and that the
+// broken activity and the 429s come as configured.
+func TestInboxFaultIsDeterministic(t *testing.T) {
+	t.Parallel()
+	outcomes := func(order []int) map[[2]int]int {
+		f := newInboxFault()
+		f.flakyRate, f.seed = 0.2, 7
+		got := map[[2]int]int{}
+		for _, seq := range order {
+			for attempt := 1; attempt <= 3; attempt++ {
+				now := time.Now()
+				status, _ := f.answer(seq, now, now)
+				got[[2]int{seq, attempt}] = status
+			}
+		}
+		return got
+	}
+	forward, backward := make([]int, 500), make([]int, 500)
+	for i := range forward {
+		forward[i], backward[len(backward)-1-i] = i, i
+	}
+	a, b := outcomes(forward), outcomes(backward)
+	require.Equal(t, a, b)
+	failed := 0
+	for _, s := range a {
+		if s != 0 {
+			failed++
+		}
+	}
+	require.InDelta(t, 0.2*1500, failed, 60, "about a fifth of the attempts fail")
+
+	f := newInboxFault()
+	f.brokenSeq, f.throttleEvery, f.throttleTimes, f.retryAfter = 3, 4, 2, 3
+	var statuses []int
+	start := time.Now()
+	for i := range 12 {
+		at := start.Add(time.Duration(i) * time.Second)
+		status, retryAfter := f.answer(i, at, at)
+		if status == 429 {
+			require.Equal(t, "3", retryAfter)
+		}
+		statuses = append(statuses, status)
+	}
+	require.Equal(t, []int{0, 0, 0, 500, 0, 0, 0, 429, 0, 0, 0, 429}, statuses)
+	log := f.log()
+	require.Equal(t, []time.Duration{time.Second}, log.pauses, "the request after the first 429 came a second later")
+	require.Len(t, log.brokenAttempts, 1)
+
+	f = newInboxFault()
+	f.brokenSeq, f.throttleEvery, f.throttleBurst, f.throttleTimes = 3, 4, 2, 3
+	statuses = nil
+	for i := range 12 {
+		at := start.Add(time.Duration(i) * time.Second)
+		status, _ := f.answer(i, at, at)
+		statuses = append(statuses, status)
+	}
+	require.Equal(t, []int{0, 0, 0, 500, 0, 0, 0, 429, 429, 0, 0, 429}, statuses, "bursts of two 429s, three in all")
+	require.Equal(t, []time.Duration{time.Second, time.Second}, f.log().pauses)
+
+	// A request sent before the 429 was answered is refused too, and the
+	// pause runs from the last 429.
+	f = newInboxFault()
+	f.throttleEvery, f.throttleBurst, f.throttleTimes = 1, 1, 1
+	status, _ := f.answer(0, start, start.Add(100*time.Millisecond))
+	require.Equal(t, 429, status)
+	status, _ = f.answer(1, start.Add(50*time.Millisecond), start.Add(150*time.Millisecond))
+	require.Equal(t, 429, status, "on its way when the first 429 was answered")
+	status, _ = f.answer(2, start.Add(3150*time.Millisecond), start.Add(3250*time.Millisecond))
+	require.Zero(t, status)
+	log = f.log()
+	require.Equal(t, []time.Duration{3 * time.Second}, log.pauses)
+	require.Equal(t, 1, log.onTheWay)
+	require.Equal(t, 1, log.throttled)
+}

@@ -12,8 +12,9 @@ import (
 // marked it (HeapInuse also counts garbage not yet collected).
 // ReadMemStats stops the world briefly, so the interval is coarse.
 type memPeak struct {
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop    chan struct{}
+	stopped sync.Once
+	wg      sync.WaitGroup
 
 	mu        sync.Mutex
 	heapInuse uint64
@@ -55,9 +56,10 @@ func (m *memPeak) sample() {
 	m.mu.Unlock()
 }
 
-// finish stops sampling and returns the peaks in bytes.
+// finish stops sampling and returns the peaks in bytes. It may be called
+// again (a deferred call on an early return), which samples once more.
 func (m *memPeak) finish() (heapInuse, sys uint64) {
-	close(m.stop)
+	m.stopped.Do(func() { close(m.stop) })
 	m.wg.Wait()
 	m.sample()
 	m.mu.Lock()

@@ -27,12 +27,22 @@ type options struct {
 	maxInFlight int
 	checkpoint  time.Duration
 	backoffMin  time.Duration
+	backoffMax  time.Duration
+	maxAttempts int
+	leaseTTL    time.Duration
 	sign        bool
 	signScheme  string
 
 	inboxLatency time.Duration
-	failRate     float64
-	retryAfter   string
+	// The faults scenario's inboxes.
+	faultRate       float64
+	faultSeed       uint64
+	faultRetryAfter int
+	faultThrottles  int
+	faultBurst      int
+	faultSaturation int
+	failRate        float64
+	retryAfter      string
 
 	store       string
 	dbPath      string
@@ -86,6 +96,7 @@ const (
 	scenarioInstance   = "instance"
 	scenarioBacklog    = "backlog"
 	scenarioRestart    = "restart"
+	scenarioFaults     = "faults"
 	scenarioTxEnqueue  = "txenqueue"
 	scenarioAppend     = "append"
 )
@@ -138,6 +149,13 @@ var scenarios = map[string]struct {
 		doc: "restart with -domains domains behind: a backlog of -activities (-recipients domains each, -body-bytes) enqueued while no queue runs, drained by a new queue; how often each log row is read from the store, and heap against -window-bytes + 20 KiB per domain",
 		set: map[string]string{"domains": "1000", "activities": "5000", "recipients": "5", "body-bytes": "4096", "window-bytes": "4194304"},
 	},
+	scenarioFaults: {
+		doc: "6 domains answering in 100 ms: one activity answered 500 forever, 20% random 500s, bursts of 429 + Retry-After, each with a healthy twin; 20 activities/s for 60 s, a graceful restart and a lease handover mid-run; lag per domain, 429 pauses, attempts before the dead letter, duplicates",
+		set: map[string]string{
+			"domains": "6", "rate": "20", "duration": "60s", "inbox-latency": "100ms", "baseline": "false", "timeout": "4m",
+			"backoff-min": "100ms", "backoff-max": "4s", "max-attempts": "10", "lease-ttl": "6s",
+		},
+	},
 	scenarioTxEnqueue: {
 		doc: "-enqueuers callers running BEGIN; INSERT; EnqueueTx; COMMIT vs the same without EnqueueTx, same pool, -rounds of -baseline-duration each (postgres)",
 		set: map[string]string{"store": "postgres", "enqueuers": "64", "rounds": "3", "baseline-duration": "5s"},
@@ -153,7 +171,7 @@ var scenarios = map[string]struct {
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
-	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue, idle, txenqueue, append, instance, backlog or restart (flags given override it)")
+	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue, idle, txenqueue, append, instance, backlog, restart or faults (flags given override it)")
 
 	fs.IntVar(&o.domains, "domains", 10, "number of remote domains, each a loopback inbox server on its own port")
 	fs.IntVar(&o.activities, "activities", 2000, "activities to enqueue")
@@ -166,11 +184,20 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.maxInFlight, "max-inflight", 0, "queue.Config.MaxInFlightPerDomain; 0: the queue's default")
 	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 0, "queue.Config.CheckpointInterval; 0: the queue's default")
 	fs.DurationVar(&o.backoffMin, "backoff-min", 0, "queue.Config.BackoffMin; 0: the queue's default")
+	fs.DurationVar(&o.backoffMax, "backoff-max", 0, "queue.Config.BackoffMax; 0: the queue's default")
+	fs.IntVar(&o.maxAttempts, "max-attempts", 0, "queue.Config.MaxAttempts; 0: the queue's default")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", 0, "queue.Config.LeaseTTL; 0: the queue's default")
 	fs.BoolVar(&o.sign, "sign", false, "sign deliveries (RSA-2048); the inboxes verify every signature")
 	fs.StringVar(&o.signScheme, "sign-scheme", "cavage", "with -sign: cavage (draft-cavage) or rfc9421 (RFC 9421, rsa-v1_5-sha256), that scheme only")
 
 	fs.DurationVar(&o.inboxLatency, "inbox-latency", 0, "delay before every inbox answers")
 	fs.Float64Var(&o.failRate, "fail-rate", 0, "fraction of requests the inboxes answer 503")
+	fs.Float64Var(&o.faultRate, "fault-rate", 0.2, "faults scenario: fraction of attempts the flaky domain answers 500 (no Retry-After)")
+	fs.Uint64Var(&o.faultSeed, "fault-seed", 1, "faults scenario: seed of the flaky domain's failures (the same seed fails the same attempts)")
+	fs.IntVar(&o.faultRetryAfter, "fault-retry-after", 3, "faults scenario: Retry-After, in seconds, of the throttled domain's 429 answers")
+	fs.IntVar(&o.faultThrottles, "fault-throttles", 6, "faults scenario: how many 429 answers the throttled domain gives, in bursts spread evenly over the run")
+	fs.IntVar(&o.faultSaturation, "fault-saturation", 600, "faults scenario: activities enqueued at once after the paced ones, to every domain, to measure each domain's throughput when it has more to send than it can (0: none)")
+	fs.IntVar(&o.faultBurst, "fault-burst", 2, "faults scenario: 429 answers in a row in each burst (the throttled domain's requests until its window passes)")
 	fs.StringVar(&o.retryAfter, "retry-after", "", "Retry-After header sent with the 503 answers (\"1\" or an HTTP date); empty: none")
 
 	fs.StringVar(&o.store, "store", "memory", "memory, sqlite or postgres")
@@ -212,7 +239,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintln(out, "usage: loadtest [flags]\n\nscenarios (-scenario):")
-		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioTxEnqueue, scenarioAppend, scenarioInstance, scenarioBacklog, scenarioRestart} {
+		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioTxEnqueue, scenarioAppend, scenarioInstance, scenarioBacklog, scenarioRestart, scenarioFaults} {
 			fmt.Fprintf(out, "  %-11s %s\n", name, scenarios[name].doc)
 		}
 		fmt.Fprintln(out, "\nflags:")
@@ -295,6 +322,8 @@ func (o *options) validate() error {
 		return errors.New("-new-domains works with -fanout inboxes only: audiences and AllDomains reach known domains")
 	case o.recipients > 0 && o.fanout != fanoutInboxes:
 		return errors.New("-recipients works with -fanout inboxes only")
+	case o.scenario == scenarioFaults:
+		return o.validateFaults()
 	case o.knownDomains < 1:
 		return errors.New("-known-domains must be at least 1")
 	case o.compareDomains < 0 || o.compareDomains > o.knownDomains:
@@ -325,7 +354,10 @@ func (o *options) recipientsPerActivity() int {
 
 // queueSettings is the queue configuration the flags set.
 func (o *options) queueSettings() queueSettings {
-	return queueSettings{MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint, BackoffMin: o.backoffMin, WindowBytes: o.windowBytes, Verbose: o.verbose}
+	return queueSettings{
+		MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint, BackoffMin: o.backoffMin, WindowBytes: o.windowBytes,
+		BackoffMax: o.backoffMax, MaxAttempts: o.maxAttempts, LeaseTTL: o.leaseTTL, Verbose: o.verbose,
+	}
 }
 
 // inFlight is the queue's in-flight limit per domain that the flags give.
@@ -334,4 +366,34 @@ func (o *options) inFlight() int {
 		return queue.MaxInFlightPerDomainDefault
 	}
 	return o.maxInFlight
+}
+
+// validateFaults checks what the faults scenario needs: its six domains,
+// paced activities to every one of them, queues in this process, a
+// Retry-After the backoff cap lets through, and enough activities to have a
+// broken one.
+func (o *options) validateFaults() error {
+	switch {
+	case o.domains != faultDomains:
+		return fmt.Errorf("-scenario faults has %d domains, not -domains %d", faultDomains, o.domains)
+	case o.rate <= 0:
+		return errors.New("-scenario faults needs -rate")
+	case o.activities < 10:
+		return errors.New("-scenario faults needs at least 10 activities")
+	case o.fanout != fanoutInboxes || o.recipients != 0 || o.newDomains:
+		return errors.New("-scenario faults sends every activity to every domain's inbox")
+	case o.workers != 1 || o.workerMode != "inproc" || o.rounds != 1:
+		return errors.New("-scenario faults starts and stops its own queues in this process, in one round")
+	case o.faultRate < 0 || o.faultRate >= 1:
+		return errors.New("-fault-rate must be in [0, 1)")
+	case o.faultRetryAfter < 0 || o.faultThrottles < 0:
+		return errors.New("-fault-retry-after and -fault-throttles must not be negative")
+	case o.faultBurst < 1:
+		return errors.New("-fault-burst must be at least 1")
+	case o.faultSaturation < 0:
+		return errors.New("-fault-saturation must not be negative")
+	case o.failRate > 0:
+		return errors.New("-scenario faults sets its own failures: -fail-rate does not apply")
+	}
+	return nil
 }

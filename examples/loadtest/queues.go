@@ -26,10 +26,21 @@ type queueSettings struct {
 	Checkpoint  time.Duration `json:"checkpoint"`
 	BackoffMin  time.Duration `json:"backoff_min"`
 	WindowBytes int           `json:"window_bytes"`
+	BackoffMax  time.Duration `json:"backoff_max"`
+	MaxAttempts int           `json:"max_attempts"`
+	LeaseTTL    time.Duration `json:"lease_ttl"`
 	Sign        bool          `json:"sign"`
 	SignScheme  string        `json:"sign_scheme"`
 	KeyPEM      []byte        `json:"key_pem"`
 	Verbose     bool          `json:"verbose"`
+}
+
+// settingsOf is the queue settings the flags of o ask for, signing with
+// keyPEM when o.sign is set.
+func settingsOf(o *options, keyPEM []byte) queueSettings {
+	s := o.queueSettings()
+	s.Sign, s.SignScheme, s.KeyPEM = o.sign, o.signScheme, keyPEM
+	return s
 }
 
 // newKey makes the local actor's RSA-2048 key.
@@ -129,6 +140,9 @@ func queueConfig(s queueSettings, resolver queue.Resolver, obs queue.Observer) *
 		CheckpointInterval:   s.Checkpoint,
 		BackoffMin:           s.BackoffMin,
 		WindowBytes:          s.WindowBytes,
+		BackoffMax:           s.BackoffMax,
+		MaxAttempts:          s.MaxAttempts,
+		LeaseTTL:             s.LeaseTTL,
 		AllowHTTP:            true, // the inboxes are plain http on loopback
 		Resolver:             resolver,
 		Observer:             obs,

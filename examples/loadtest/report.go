@@ -46,6 +46,7 @@ type report struct {
 	backlog  *backlogReport
 	restart  *restartReport
 	contrast *contrast
+	faults   *faultsRun
 }
 
 func median(xs []float64) float64 {
@@ -193,6 +194,8 @@ func (r *report) print(w io.Writer) {
 		r.backlog.print(p, o)
 	case r.restart != nil:
 		r.restart.print(p, o)
+	case r.faults != nil:
+		r.printFaults(p)
 	case r.contrast != nil:
 		r.printContrast(p)
 	case r.scenario == scenarioEnqueue:

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/apqueue/apqueue/queue"
-	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/store"
 )
 
@@ -21,28 +20,17 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	settings := o.queueSettings()
-	settings.Sign, settings.SignScheme, settings.KeyPEM = o.sign, o.signScheme, keyPEM
+	settings := settingsOf(o, keyPEM)
 	icfg := inboxConfig{latency: o.inboxLatency, failRate: o.failRate, retryAfter: o.retryAfter}
 	if o.sign {
 		icfg.verify = &key.PublicKey
 	}
-	in, err := startInboxes(o.domains, icfg)
+	rg, err := startRig(ctx, o, o.domains, icfg, settings)
 	if err != nil {
 		return nil, err
 	}
-	defer in.close()
-	logger := newLogger(o.verbose)
-	be, err := openBackend(ctx, o, logger)
-	if err != nil {
-		return nil, err
-	}
-	defer be.close()
-	snd, err := newSender(settings, sender.HTTPConfig{})
-	if err != nil {
-		return nil, err
-	}
-	defer snd.Close()
+	defer rg.close()
+	in, be, snd := rg.in, rg.be, rg.snd
 
 	rep.concurrency = min(o.domains, o.recipientsPerActivity()*o.activities) * o.inFlight()
 	// The baselines run before and after the queue, and their means are
