@@ -456,10 +456,6 @@ func (w *worker) advanceCursor() {
 		cursor = min(cursor, w.pending[0].entry.act.ID-1)
 	}
 	w.state.Cursor = max(w.state.Cursor, cursor)
-	if w.settledSince >= w.q.cfg.CheckpointDeliveries {
-		w.settledSince = 0
-		w.q.checkpoints.kick() // bound the re-sends after a crash
-	}
 }
 
 // offer hands the domain's state to the checkpointer when it changed, with
@@ -475,6 +471,12 @@ func (w *worker) offer() {
 	w.q.checkpoints.offer(w, w.state, w.deadLetters)
 	w.offered = w.state
 	w.deadLetters = nil
+	if w.settledSince >= w.q.cfg.CheckpointDeliveries {
+		// Once the state that counts them is offered, so that the early
+		// checkpoint saves it: it bounds the re-sends after a crash.
+		w.settledSince = 0
+		w.q.checkpoints.kick()
+	}
 }
 
 // publish makes the domain's live figures visible to Stats. Latency
