@@ -146,3 +146,23 @@ func TestAttemptsCountAcrossOwners(t *testing.T) {
 	require.Equal(t, cfg.MaxAttempts, dls[0].Attempts, "attempts counted across owners")
 	require.Equal(t, int32(cfg.MaxAttempts), attempts.Load(), "exactly MaxAttempts requests in all")
 }
+
+func TestStuckDeliveryDoesNotStallItsDomainPastTheCheckpointBatch(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	var stuck idSet
+	fake := stuckSender(&stuck)
+	cfg := testConfig()
+	cfg.MaxAttempts = 1 << 30 // it stays pending throughout
+	q, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	var acts []Activity
+	for i := range 300 { // three times CheckpointDeliveries and ReadBatch's old bound of 100
+		acts = append(acts, note(i, "https://a.example/inbox"))
+	}
+	ids := enqueueAll(t, q, acts...)
+	stuck.set(ids[0])
+	require.NoError(t, q.Start(context.Background()))
+	t.Cleanup(func() { _ = q.Stop(context.Background()) })
+	eventually(t, func() bool { return fake.DeliveredCount() == 299 }, "everything behind the stuck delivery goes out (run-ahead bounded by MaxPendingPerDomain, not by the checkpoint batch)")
+}
