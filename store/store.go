@@ -81,11 +81,15 @@ type Store interface {
 	// returns the acquired domains' states with their new lease fields.
 	AcquireLeases(ctx context.Context, owner string, ttl time.Duration, limit int) ([]DomainState, error)
 
-	// RenewLeases extends to ttl from now the leases that owner still holds
-	// among the given ones (matched by domain and token) and returns them
-	// with their new expiry and the domain's current Revision. A lease that
-	// expired but was not taken over by another owner is renewed too. Leases
-	// that were lost are left out of the result. In the same step it raises
+	// RenewLeases extends to ttl from now (or later) the leases that owner
+	// still holds among the given ones (matched by domain and token) and
+	// returns them with their new expiry and the domain's current Revision.
+	// A lease that expired but was not taken over by another owner is
+	// renewed too. Leases that were lost are left out of the result. The
+	// given leases are the owner's whole list: a lease of the owner missing
+	// from it is not renewed and expires at most ttl after the call (a store
+	// may renew an owner's leases together, writing one row for all of
+	// them, as the PostgreSQL store does). In the same step it raises
 	// the cursor of every renewed domain to the lease's SettledThrough when
 	// that is higher (never lowers it): that is how an idle domain's cursor
 	// follows the log without a checkpoint per domain.
@@ -98,6 +102,9 @@ type Store interface {
 
 	// ReleaseLeases ends the given leases that owner still holds, so another
 	// owner can acquire the domains at once. Leases already lost are ignored.
+	// When owner holds no other lease afterwards it is leaving, and its
+	// liveness ends too (see LeaseStats); an owner shedding part of its
+	// domains stays live.
 	ReleaseLeases(ctx context.Context, owner string, leases []Lease) error
 
 	// LeaseStats reports how many domains are known and how many distinct
@@ -106,8 +113,8 @@ type Store interface {
 	// an unexpired lease, and also for ttl after each AcquireLeases or
 	// RenewLeases call it made with that ttl, even if it got no domain: that
 	// is how a process that has just started, and holds nothing yet, makes the
-	// others give up part of their share. ReleaseLeases ends the latter (an
-	// owner that releases is leaving or shedding load).
+	// others give up part of their share. ReleaseLeases of an owner's last
+	// leases ends the latter (the owner is leaving).
 	LeaseStats(ctx context.Context) (LeaseStats, error)
 
 	// DeadLetters returns dead letters matching filter in ID order, which is

@@ -90,7 +90,6 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string, leases []store.
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.owners, owner)
 	for _, l := range leases {
 		d, ok := s.domains[l.Domain]
 		if !ok || d.Owner != owner || d.LeaseToken != l.Token {
@@ -99,6 +98,15 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string, leases []store.
 		d.Owner = ""
 		d.LeaseExpiresAt = time.Time{}
 	}
+	// An owner shedding part of its domains stays live; one that gave back
+	// its last lease is leaving.
+	now := s.timeNow()
+	for _, d := range s.domains {
+		if d.Owner == owner && live(d, now) {
+			return nil
+		}
+	}
+	delete(s.owners, owner)
 	return nil
 }
 

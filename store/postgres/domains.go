@@ -21,14 +21,18 @@ ORDER BY u.ord
 ON CONFLICT (domain) DO UPDATE SET shared_inbox = EXCLUDED.shared_inbox, revision = {s}.domains.revision + 1
 	WHERE EXCLUDED.shared_inbox <> '' AND {s}.domains.shared_inbox IS DISTINCT FROM EXCLUDED.shared_inbox`
 
-const domainColumns = `domain, shared_inbox, cursor, status, fail_count, failing_since, next_attempt_at,
-	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision, progress,
+// domainColumns are the columns scanDomain reads, from a query on the
+// domains table without an alias. A lease that follows its owner (see
+// leases.go) reads as expiring with it.
+var domainColumns = `domain, shared_inbox, cursor, status, fail_count, failing_since, next_attempt_at,
+	last_status, last_error, last_success_at, owner, lease_token,
+	` + leaseExpirySQL("{s}.domains") + ` AS lease_expires_at, revision, progress,
 	signature_scheme, signature_checked_at`
 
 // domainsSQL reads every domain when $1 is empty, else the named ones
 // through the primary key: a join with the names rather than a filter, so
 // that reading 20,000 named domains stays linear under a generic plan.
-const domainsSQL = `SELECT * FROM (
+var domainsSQL = `SELECT * FROM (
 	SELECT ` + domainColumns + ` FROM {s}.domains
 	WHERE cardinality($1::text[]) = 0
 	UNION ALL
@@ -304,7 +308,7 @@ func (s *Store) Checkpoint(ctx context.Context, states []store.DomainState, dead
 
 // changeDomainSQL applies an admin change ($2 status or ”, $3 clear
 // backoff, $4 skip-to) to domain $1 and bumps its revision.
-const changeDomainSQL = `UPDATE {s}.domains SET
+var changeDomainSQL = `UPDATE {s}.domains SET
 	status = CASE WHEN $2::text = '' THEN status ELSE $2::text END,
 	fail_count = CASE WHEN $3::boolean THEN 0 ELSE fail_count END,
 	failing_since = CASE WHEN $3::boolean THEN NULL ELSE failing_since END,

@@ -74,6 +74,16 @@ func TestStatementsStayLinearWithManyDomainsUnderGenericPlans(t *testing.T) {
 		return err
 	})
 	require.Len(t, renewed, scaleDomains)
+	step("RenewLeases again, nothing settled", func(ctx context.Context) (err error) {
+		renewed, err = s.RenewLeases(ctx, "owner-a", leases, time.Hour)
+		return err
+	})
+	require.Len(t, renewed, scaleDomains)
+	step("RenewLeases of half, the rest left out", func(ctx context.Context) (err error) {
+		renewed, err = s.RenewLeases(ctx, "owner-a", leases[:scaleDomains/2], time.Hour)
+		return err
+	})
+	require.Len(t, renewed, scaleDomains/2)
 	var states []store.DomainState
 	step("Domains", func(ctx context.Context) (err error) {
 		states, err = s.Domains(ctx, names)

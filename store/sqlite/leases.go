@@ -150,7 +150,8 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Le
 }
 
 // ReleaseLeases implements store.Store in one write transaction: it ends
-// owner's liveness and the leases it still holds among the given ones.
+// the leases owner still holds among the given ones, and its liveness when
+// it holds no other.
 func (s *Store) ReleaseLeases(ctx context.Context, owner string, leases []store.Lease) error {
 	const op = "release leases"
 	if err := checkCtx(ctx, op); err != nil {
@@ -160,15 +161,20 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string, leases []store.
 		return refused(op, err)
 	}
 	err := s.write(ctx, func(q querier) error {
-		s.count(1)
-		if _, err := q.ExecContext(ctx, `DELETE FROM apqueue_owners WHERE owner = ?`, owner); err != nil {
-			return err
-		}
-		return chunks(len(leases), 2, func(from, to int) error {
+		err := chunks(len(leases), 2, func(from, to int) error {
 			s.count(1)
 			_, err := q.ExecContext(ctx, releaseSQL(to-from), append(leaseArgs(leases[from:to]), owner)...)
 			return err
 		})
+		if err != nil {
+			return err
+		}
+		// An owner shedding part of its domains stays live; one that gave
+		// back its last lease is leaving.
+		s.count(1)
+		_, err = q.ExecContext(ctx, `DELETE FROM apqueue_owners WHERE owner = ? AND NOT EXISTS (
+			SELECT 1 FROM apqueue_domains WHERE owner = ? AND lease_expires_at > ?)`, owner, owner, now())
+		return err
 	})
 	if err != nil {
 		return s.fail(ctx, op, err)

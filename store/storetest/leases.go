@@ -305,6 +305,61 @@ func testLeases(t *testing.T, su suite) {
 		}, waitFor, tick, "liveness without leases ends after the ttl")
 	})
 
+	su.run(t, "PartialReleaseKeepsOwnerLive", func(t *testing.T, s store.Store) {
+		// A process shedding part of its domains to another stays counted,
+		// or the others would take more than their share.
+		ctx := t.Context()
+		register(t, s, "a.example", "b.example", "c.example")
+		held, err := s.AcquireLeases(ctx, "owner-a", longTTL, 3)
+		require.NoError(t, err)
+		require.Len(t, held, 3)
+		renewed, err := s.RenewLeases(ctx, "owner-a", leasesOf(held), longTTL)
+		require.NoError(t, err)
+		require.Len(t, renewed, 3)
+		byName := byDomain(held)
+		require.NoError(t, s.ReleaseLeases(ctx, "owner-a", []store.Lease{byName["a.example"].Lease()}))
+		b, err := s.AcquireLeases(ctx, "owner-b", longTTL, 3)
+		require.NoError(t, err)
+		require.Equal(t, []string{"a.example"}, names(b), "only the released lease is free")
+		st, err := s.LeaseStats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, store.LeaseStats{Domains: 3, Owners: 2}, st, "an owner that released part of its leases is still live")
+
+		kept, err := s.RenewLeases(ctx, "owner-a", []store.Lease{byName["b.example"].Lease(), byName["c.example"].Lease()}, longTTL)
+		require.NoError(t, err)
+		require.ElementsMatch(t, []string{"b.example", "c.example"}, leaseNames(kept))
+		require.NoError(t, s.ReleaseLeases(ctx, "owner-a", kept))
+		st, err = s.LeaseStats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, store.LeaseStats{Domains: 3, Owners: 1}, st, "an owner that released its last leases is no longer live")
+	})
+
+	su.run(t, "UnrenewedLeaseExpires", func(t *testing.T, s store.Store) {
+		// An owner that stops renewing one domain but goes on renewing the
+		// others loses that one within the ttl.
+		ctx := t.Context()
+		register(t, s, "kept.example", "dropped.example")
+		held, err := s.AcquireLeases(ctx, "owner-a", shortTTL, 2)
+		require.NoError(t, err)
+		require.Len(t, held, 2)
+		renewed, err := s.RenewLeases(ctx, "owner-a", leasesOf(held), shortTTL)
+		require.NoError(t, err)
+		require.Len(t, renewed, 2)
+		byName := byDomain(held)
+		kept := []store.Lease{byName["kept.example"].Lease()}
+		var b []store.DomainState
+		require.Eventually(t, func() bool {
+			got, err := s.RenewLeases(ctx, "owner-a", kept, shortTTL)
+			require.NoError(t, err)
+			require.Equal(t, []string{"kept.example"}, leaseNames(got), "the renewed lease was lost")
+			b, err = s.AcquireLeases(ctx, "owner-b", longTTL, 2)
+			require.NoError(t, err)
+			return len(b) > 0
+		}, waitFor, tick, "a lease its owner stopped renewing did not expire")
+		require.Equal(t, []string{"dropped.example"}, names(b))
+		require.Equal(t, "owner-a", domainState(t, s, "kept.example").Owner)
+	})
+
 	su.run(t, "InvalidArguments", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		register(t, s, "a.example")
