@@ -27,6 +27,16 @@ type Store interface {
 	// append by another transaction that is still open, with a lower ID, is not
 	// passed over). Either every activity is appended or none is. An empty
 	// batch, or an activity without a body, is an error matching ErrInvalid.
+	//
+	// An activity with an IdempotencyKey that an earlier appended activity
+	// (or an earlier one of the same batch) carried within its
+	// IdempotencyWindow is a duplicate: it is not appended, and its ID in
+	// the result is that earlier activity's. This holds across concurrent
+	// calls and processes: of any number of appends with one key, exactly
+	// one writes. A duplicate's ID may be 0 while the earlier activity,
+	// appended in a caller's transaction, is not numbered yet. IDs of the
+	// activities appended are strictly increasing but need not be
+	// contiguous.
 	Append(ctx context.Context, activities []NewActivity) ([]int64, error)
 
 	// Activities returns up to limit activities with ID greater than after, in
@@ -131,6 +141,7 @@ type Store interface {
 	// domains whose cursor is below that point are fast-forwarded to it in the
 	// same atomic step and reported, never skipped silently; their Revision
 	// is incremented, so that an owner cannot save its older cursor back.
+	// It also deletes the idempotency keys whose window has passed.
 	Prune(ctx context.Context) (PruneResult, error)
 
 	// Listen calls notify whenever activities are appended, by this process
@@ -155,6 +166,12 @@ type Tx interface {
 	// (the IDs are then greater than every ID readers have seen before the
 	// commit). Domains the activities name are registered by the time
 	// readers see the activities.
+	//
+	// Idempotency keys are honoured as by Store.Append: an activity whose
+	// key was appended before (committed, or earlier in the same
+	// transaction) is not appended. Of two transactions open at once with
+	// the same key, the activity of the one that commits first is appended
+	// and the other's is dropped when its transaction commits.
 	Append(ctx context.Context, activities []NewActivity) error
 }
 

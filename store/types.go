@@ -23,7 +23,20 @@ type NewActivity struct {
 	// AllDomains addresses the activity to every known domain, for example an
 	// account deletion.
 	AllDomains bool
+	// IdempotencyKey, when not empty, makes the append idempotent: while an
+	// activity appended with the same key is remembered (for
+	// IdempotencyWindow from its append), the store appends nothing and
+	// returns that activity's ID instead. At most IdempotencyKeyMaxLen bytes.
+	IdempotencyKey string
+	// IdempotencyWindow is how long the store remembers IdempotencyKey. It
+	// must be positive when IdempotencyKey is set. Expired keys are deleted
+	// by Prune.
+	IdempotencyWindow time.Duration
 }
+
+// IdempotencyKeyMaxLen is the longest NewActivity.IdempotencyKey a store
+// accepts, in bytes.
+const IdempotencyKeyMaxLen = 256
 
 // Activity is an activity in the log.
 type Activity struct {
@@ -254,6 +267,8 @@ type PruneResult struct {
 	Deleted int64
 	// FastForwarded lists dead domains whose cursor was moved up to Below.
 	FastForwarded []FastForward
+	// ExpiredKeys is the number of expired idempotency keys deleted.
+	ExpiredKeys int64
 }
 
 // FastForward records a dead domain whose cursor Prune moved.

@@ -24,6 +24,12 @@ func CheckAppend(activities []NewActivity) error {
 				return invalid("activity %d names an empty domain", i)
 			}
 		}
+		if len(a.IdempotencyKey) > IdempotencyKeyMaxLen {
+			return invalid("activity %d has an idempotency key of %d bytes, more than %d", i, len(a.IdempotencyKey), IdempotencyKeyMaxLen)
+		}
+		if a.IdempotencyKey != "" && a.IdempotencyWindow <= 0 {
+			return invalid("activity %d has an idempotency key but a window of %v", i, a.IdempotencyWindow)
+		}
 	}
 	return nil
 }

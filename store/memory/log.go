@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/apqueue/apqueue/store"
 )
@@ -24,8 +25,17 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 	before := s.head
 	ids := make([]int64, len(activities))
 	for i, a := range activities {
+		if a.IdempotencyKey != "" {
+			if k, ok := s.keys[a.IdempotencyKey]; ok && now.Before(k.expiresAt) {
+				ids[i] = k.id
+				continue
+			}
+		}
 		s.head++
 		ids[i] = s.head
+		if a.IdempotencyKey != "" {
+			s.keys[a.IdempotencyKey] = idempotencyKey{id: s.head, expiresAt: now.Add(a.IdempotencyWindow)}
+		}
 		s.log = append(s.log, store.Activity{
 			ID:          s.head,
 			EnqueuedAt:  now,
@@ -110,6 +120,14 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 		return res.FastForwarded[i].Domain < res.FastForwarded[j].Domain
 	})
 
+	now := s.timeNow()
+	for k, v := range s.keys {
+		if !now.Before(v.expiresAt) {
+			delete(s.keys, k)
+			res.ExpiredKeys++
+		}
+	}
+
 	i := s.indexAfterLocked(below)
 	if i > 0 {
 		res.Deleted = int64(i)
@@ -123,6 +141,13 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 // ID greater than after.
 func (s *Store) indexAfterLocked(after int64) int {
 	return sort.Search(len(s.log), func(i int) bool { return s.log[i].ID > after })
+}
+
+// idempotencyKey is what the store remembers of an activity's idempotency
+// key: the activity's ID, until expiresAt.
+type idempotencyKey struct {
+	id        int64
+	expiresAt time.Time
 }
 
 func cloneActivity(a store.Activity) store.Activity {

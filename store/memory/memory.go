@@ -27,6 +27,9 @@ type Store struct {
 	// owners maps an owner to the end of its liveness from its last lease
 	// call, for LeaseStats.
 	owners map[string]time.Time
+	// keys are the idempotency keys remembered, until Prune deletes them
+	// once expired.
+	keys map[string]idempotencyKey
 }
 
 var (
@@ -50,6 +53,7 @@ func NewWithClock(now func() time.Time) *Store {
 		domains:   make(map[string]*store.DomainState),
 		deadKeys:  make(map[deliveryKey]bool),
 		listeners: make(map[*listener]struct{}),
+		keys:      make(map[string]idempotencyKey),
 	}
 }
 

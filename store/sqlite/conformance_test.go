@@ -5,6 +5,8 @@ import (
 
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/apqueue/apqueue/internal/queuetest"
 	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/sqlite"
@@ -30,4 +32,17 @@ func TestConformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestConformanceTx runs the conformance cases of transactional appends.
+func TestConformanceTx(t *testing.T) {
+	storetest.RunTx(t, func(t *testing.T) (store.Store, storetest.TxFunc) {
+		db := openDB(t, dsn(tempPath(t), ""))
+		s := storeOn(t, db, &sqlite.Config{Logger: queuetest.QuietLogger()})
+		return s, func(t *testing.T) (store.Tx, func() error, func() error) {
+			tx, err := db.BeginTx(t.Context(), nil)
+			require.NoError(t, err)
+			return s.Tx(tx), tx.Commit, tx.Rollback
+		}
+	})
 }

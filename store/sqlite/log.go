@@ -56,6 +56,8 @@ type batch struct {
 	acts []store.NewActivity
 	// newDomains are the distinct domains the batch names, sorted.
 	newDomains []string
+	// keyed says whether an activity of the batch has an idempotency key.
+	keyed bool
 }
 
 func newBatch(op string, activities []store.NewActivity) (*batch, error) {
@@ -65,36 +67,52 @@ func newBatch(op string, activities []store.NewActivity) (*batch, error) {
 	b := &batch{acts: activities}
 	for _, a := range activities {
 		b.newDomains = append(b.newDomains, a.Domains...)
+		b.keyed = b.keyed || a.IdempotencyKey != ""
 	}
 	slices.Sort(b.newDomains)
 	b.newDomains = slices.Compact(b.newDomains)
 	return b, nil
 }
 
-// ids returns the IDs of a batch whose IDs follow prev.
-func (b *batch) ids(prev int64) []int64 {
-	out := make([]int64, len(b.acts))
-	for i := range out {
-		out[i] = prev + int64(i) + 1
+// appendIn appends b with q (a write transaction) and returns the IDs of
+// its activities: it takes the IDs, inserts the activities and registers
+// the new domains at the head as it was before this batch. An activity
+// whose idempotency key is remembered (or was given earlier in b) is not
+// inserted: its ID is that of the activity first appended with the key.
+func (s *Store) appendIn(ctx context.Context, q querier, b *batch) ([]int64, error) {
+	// ids holds, until the IDs are taken, the ID of each duplicate (or,
+	// negated, the position among the kept activities of the one it
+	// repeats); zero for the activities kept.
+	ids := make([]int64, len(b.acts))
+	keep := b.acts
+	if b.keyed {
+		known, err := s.knownKeys(ctx, q, b)
+		if err != nil {
+			return nil, err
+		}
+		keep = make([]store.NewActivity, 0, len(b.acts))
+		for i, a := range b.acts {
+			if id, dup := known[a.IdempotencyKey]; dup && a.IdempotencyKey != "" {
+				ids[i] = id
+				continue
+			}
+			keep = append(keep, a)
+			if a.IdempotencyKey != "" {
+				known[a.IdempotencyKey] = -int64(len(keep))
+			}
+		}
 	}
-	return out
-}
-
-// appendIn appends b with q (a write transaction) and returns the ID before
-// its first: it takes the IDs, inserts the activities and registers the new
-// domains at the head as it was before this batch.
-func (s *Store) appendIn(ctx context.Context, q querier, b *batch) (int64, error) {
 	var prev int64
-	n := len(b.acts)
+	n := len(keep)
 	s.count(1)
 	if err := q.QueryRowContext(ctx, takeIDsSQL, n, n).Scan(&prev); err != nil {
-		return 0, err
+		return nil, err
 	}
 	at := now()
 	err := chunks(n, activityCols, func(from, to int) error {
 		args := make([]any, 0, (to-from)*activityCols)
 		for i := from; i < to; i++ {
-			a := b.acts[i]
+			a := keep[i]
 			args = append(args, prev+int64(i)+1, at, a.Actor, a.OrderingKey, a.Body,
 				jsonList(a.Inboxes), jsonList(a.Domains), jsonList(a.Audiences), a.AllDomains)
 		}
@@ -103,12 +121,92 @@ func (s *Store) appendIn(ctx context.Context, q querier, b *batch) (int64, error
 		return err
 	})
 	if err != nil {
-		return 0, err
+		return nil, err
+	}
+	if b.keyed {
+		if err := s.rememberKeys(ctx, q, keep, prev, at); err != nil {
+			return nil, err
+		}
+	}
+	k := int64(0)
+	for i, id := range ids {
+		switch {
+		case id < 0:
+			ids[i] = prev - id
+		case id == 0:
+			k++
+			ids[i] = prev + k
+		}
 	}
 	if err := s.insertDomains(ctx, q, b.newDomains, prev); err != nil {
-		return 0, err
+		return nil, err
 	}
-	return prev, nil
+	return ids, nil
+}
+
+// lockForKeysSQL takes the write lock without changing anything, so that
+// the keys read next cannot change before the append writes.
+const lockForKeysSQL = `UPDATE apqueue_id_counter SET last_id = last_id`
+
+// knownKeysSQL returns the unexpired keys (expires_at after ?) among the
+// ones listed after it.
+const knownKeysSQL = `SELECT key, activity_id FROM apqueue_idempotency_keys WHERE expires_at > ? AND key IN `
+
+// knownKeys takes the write lock and returns the IDs of the activities
+// appended with the keys of b, of the keys that have not expired.
+func (s *Store) knownKeys(ctx context.Context, q querier, b *batch) (map[string]int64, error) {
+	s.count(1)
+	if _, err := q.ExecContext(ctx, lockForKeysSQL); err != nil {
+		return nil, err
+	}
+	var keys []any
+	for _, a := range b.acts {
+		if a.IdempotencyKey != "" {
+			keys = append(keys, a.IdempotencyKey)
+		}
+	}
+	known := make(map[string]int64)
+	at := now()
+	err := chunks(len(keys), 2, func(from, to int) error {
+		s.count(1)
+		rows, err := q.QueryContext(ctx, knownKeysSQL+values(1, to-from), append([]any{at}, keys[from:to]...)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				k  string
+				id int64
+			)
+			if err := rows.Scan(&k, &id); err != nil {
+				return err
+			}
+			known[k] = id
+		}
+		return rows.Err()
+	})
+	return known, err
+}
+
+// rememberKeysSQL records keys, replacing expired records of the same keys
+// (appendIn appends a key only when its record expired or is absent).
+const rememberKeysSQL = `INSERT OR REPLACE INTO apqueue_idempotency_keys (key, activity_id, expires_at) VALUES `
+
+// rememberKeys records the keys of the activities kept, numbered from
+// prev+1 and appended at at.
+func (s *Store) rememberKeys(ctx context.Context, q querier, kept []store.NewActivity, prev, at int64) error {
+	var args []any
+	for i, a := range kept {
+		if a.IdempotencyKey != "" {
+			args = append(args, a.IdempotencyKey, prev+int64(i)+1, at+a.IdempotencyWindow.Microseconds())
+		}
+	}
+	return chunks(len(args)/3, 3, func(from, to int) error {
+		s.count(1)
+		_, err := q.ExecContext(ctx, rememberKeysSQL+values(to-from, 3), args[3*from:3*to]...)
+		return err
+	})
 }
 
 // insertDomains registers the domains q does not know yet with their
@@ -138,17 +236,17 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 	if err != nil {
 		return nil, err
 	}
-	var prev int64
+	var ids []int64
 	err = s.write(ctx, func(q querier) error {
 		var err error
-		prev, err = s.appendIn(ctx, q, b)
+		ids, err = s.appendIn(ctx, q, b)
 		return err
 	})
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
 	s.notifyListeners()
-	return b.ids(prev), nil
+	return ids, nil
 }
 
 // Tx binds the caller's transaction tx, on the database of the store, to
@@ -191,12 +289,11 @@ func (s *Store) AppendTx(ctx context.Context, tx *sql.Tx, activities []store.New
 	if err != nil {
 		return nil, err
 	}
-	prev, err := s.appendIn(ctx, tx, b)
+	ids, err := s.appendIn(ctx, tx, b)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
-	ids := b.ids(prev)
-	s.txAppended(ids[len(ids)-1])
+	s.txAppended(slices.Max(ids))
 	return ids, nil
 }
 

@@ -24,6 +24,13 @@ const forgetOwnersSQL = `DELETE FROM apqueue_owners WHERE live_until < ?`
 
 const pruneDeleteSQL = `DELETE FROM apqueue_activities WHERE id <= ?`
 
+// pruneKeysSQL deletes up to ? idempotency keys expired at ?.
+const pruneKeysSQL = `DELETE FROM apqueue_idempotency_keys WHERE key IN (
+	SELECT key FROM apqueue_idempotency_keys WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)`
+
+// pruneKeysBatch bounds the keys one statement of Prune deletes.
+const pruneKeysBatch = 5000
+
 // pruneDay is how long an owner that left is remembered, in microseconds.
 const pruneDay = 24 * 60 * 60 * 1_000_000
 
@@ -77,5 +84,25 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 	if err != nil {
 		return store.PruneResult{}, s.fail(ctx, op, err)
 	}
-	return res, nil
+	// Expired idempotency keys, in write transactions of their own of at
+	// most pruneKeysBatch rows each, so that enqueues wait for none long.
+	for {
+		var n int64
+		err := s.write(ctx, func(q querier) error {
+			s.count(1)
+			r, err := q.ExecContext(ctx, pruneKeysSQL, now(), pruneKeysBatch)
+			if err != nil {
+				return err
+			}
+			n, err = r.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return res, s.fail(ctx, op, err)
+		}
+		res.ExpiredKeys += n
+		if n < pruneKeysBatch {
+			return res, nil
+		}
+	}
 }

@@ -48,6 +48,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Concurrency", testConcurrency},
 		{"Listen", testListen},
 		{"Context", testContext},
+		{"Idempotency", testIdempotency},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
