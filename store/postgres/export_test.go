@@ -30,9 +30,12 @@ func AppendIn(ctx context.Context, s *Store, tx pgx.Tx, activities []store.NewAc
 	if err != nil {
 		return nil, err
 	}
-	var prev, numbered int64
+	var (
+		prev, numbered int64
+		claimed        []int64
+	)
 	err = tx.QueryRow(ctx, s.sql.append, b.n, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
-		b.newDomains, s.channel).Scan(&prev, &numbered)
+		b.newDomains, s.channel, b.keyOrds, b.keyNames, b.keyWindows).Scan(&prev, &numbered, &claimed)
 	return b.ids(prev), err
 }
 

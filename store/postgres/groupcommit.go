@@ -39,6 +39,9 @@ type groupCommit struct {
 type appendResult struct {
 	prev     int64 // the ID before the call's first activity
 	numbered int64 // the staged activities the statement numbered
+	// claimed are the IDs of the statement's batch whose idempotency keys
+	// it claimed (see appendSQL).
+	claimed []int64
 }
 
 // appendCall is one Append waiting for, or in, a combined statement.
@@ -207,6 +210,14 @@ func mergeBatches(group []*appendCall) *batch {
 		out.audies = append(out.audies, b.audies...)
 		out.all = append(out.all, b.all...)
 		out.newDomains = append(out.newDomains, b.newDomains...)
+		for i, ord := range b.keyOrds {
+			out.keyOrds = append(out.keyOrds, ord+int64(out.n-b.n))
+			out.keyNames = append(out.keyNames, b.keyNames[i])
+			out.keyWindows = append(out.keyWindows, b.keyWindows[i])
+		}
+	}
+	if out.keyOrds == nil {
+		out.keyOrds, out.keyNames, out.keyWindows = []int64{}, []string{}, []int64{}
 	}
 	slices.Sort(out.newDomains)
 	out.newDomains = slices.Compact(out.newDomains)

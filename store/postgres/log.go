@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 
@@ -36,15 +37,18 @@ func activityUnnest(first int) string {
 // head, and notifies channel $10, in one autocommit statement. It waits for
 // the counter: an appender must get its IDs. It returns the ID before the
 // batch's first and how many staged rows it numbered. An empty batch only
-// numbers the staged rows (see commitWatcher).
+// numbers the staged rows (see commitWatcher). It also returns the IDs of
+// the batch whose idempotency keys it claimed: a keyed activity of the
+// batch whose ID is not among them is a duplicate, and was not inserted.
 var appendSQL = `WITH h AS (
 	SELECT coalesce({safe_head}, 0) AS head
 ), lk AS (
 	SELECT last_id FROM {s}.id_counter FOR UPDATE
-), ` + sequenceCTEs + `, own AS (
+), ` + sequenceKeyedCTEs(batchKeysSQL) + `, own AS (
 	INSERT INTO {s}.activities (id, actor, ordering_key, body, inboxes, domains, audiences, all_domains)
 	SELECT lk.last_id + k.k + x.ord, ` + activityColumns + `
 	FROM lk, k, ` + activityUnnest(2) + `
+	WHERE NOT (x.ord = ANY($11::bigint[])) OR lk.last_id + k.k + x.ord IN (SELECT activity_id FROM ik)
 	ORDER BY x.ord
 ), u AS (
 	UPDATE {s}.id_counter SET last_id = lk.last_id + k.k + $1::bigint FROM lk, k
@@ -58,7 +62,17 @@ var appendSQL = `WITH h AS (
 	ORDER BY nd.domain COLLATE "C"
 	ON CONFLICT (domain) DO NOTHING
 )
-SELECT lk.last_id + k.k, k.k FROM lk, k`
+SELECT lk.last_id + k.k, k.k, ARRAY(SELECT activity_id FROM ik WHERE activity_id > lk.last_id + k.k) FROM lk, k`
+
+// batchKeysSQL selects the key candidates of appendSQL's batch: the
+// positions in the batch of the activities with a key ($11), their keys
+// ($12) and windows in microseconds ($13).
+const batchKeysSQL = `SELECT y.key, lk.last_id + k.k + y.ord, statement_timestamp() + y.win * interval '1 microsecond'
+	FROM lk, k, unnest($11::bigint[], $12::text[], $13::bigint[]) AS y(ord, key, win)`
+
+// knownKeysSQL returns the activity IDs of the keys $1, for the
+// duplicates of an append.
+const knownKeysSQL = `SELECT key, activity_id FROM {s}.idempotency_keys WHERE key = ANY($1::text[])`
 
 // stageTxSQL stages a batch ($1..$7) in the caller's transaction and
 // returns the transaction's ID, for the commit watcher: the only statement
@@ -68,6 +82,30 @@ var stageTxSQL = `WITH i AS (
 	INSERT INTO {s}.staged_activities (actor, ordering_key, body, inboxes, domains, audiences, all_domains)
 	SELECT ` + activityColumns + `
 	FROM ` + activityUnnest(1) + `
+	ORDER BY x.ord
+)
+SELECT pg_current_xact_id()::text`
+
+// stageKeyedTxSQL is stageTxSQL for a batch with idempotency keys, at
+// most one activity per key: $8 are the positions in the batch of the
+// activities with a key, $9 their keys and $10 their windows in
+// microseconds. An activity whose key an appended activity holds, or a
+// staged one that the caller's transaction sees (its own, or another's
+// committed and not numbered yet), is not staged. Two transactions open at
+// once with one key both stage their activity; the sequencer keeps the
+// first it numbers and drops the other (see sequenceKeyedCTEs). No key is
+// written here, so the caller's transaction holds none that another
+// enqueue would wait for.
+var stageKeyedTxSQL = `WITH y AS (
+	SELECT y.* FROM unnest($8::bigint[], $9::text[], $10::bigint[]) AS y(ord, key, win)
+	WHERE NOT EXISTS (SELECT 1 FROM {s}.idempotency_keys ko WHERE ko.key = y.key AND ko.expires_at > statement_timestamp())
+	AND NOT EXISTS (SELECT 1 FROM {s}.staged_activities p WHERE p.idempotency_key = y.key)
+), i AS (
+	INSERT INTO {s}.staged_activities (actor, ordering_key, body, inboxes, domains, audiences, all_domains,
+		idempotency_key, idempotency_expires_at)
+	SELECT ` + activityColumns + `, y.key, statement_timestamp() + y.win * interval '1 microsecond'
+	FROM ` + activityUnnest(1) + ` LEFT JOIN y ON y.ord = x.ord
+	WHERE NOT (x.ord = ANY($8::bigint[])) OR y.ord IS NOT NULL
 	ORDER BY x.ord
 )
 SELECT pg_current_xact_id()::text`
@@ -93,7 +131,7 @@ SELECT r.* FROM ((
 	LIMIT $2
 ) UNION ALL (
 	SELECT n.id, n.enqueued_at, n.actor, n.ordering_key, n.body, n.inboxes, n.domains, n.audiences, n.all_domains
-	FROM n, lk, h
+	FROM kept n, lk, h
 	WHERE n.id > $1 AND lk.last_id = h.head
 )) AS r
 ORDER BY r.id
@@ -115,6 +153,11 @@ type batch struct {
 	// newDomains are the distinct domains the batch names, sorted so that
 	// concurrent registrations lock them in one order.
 	newDomains []string
+	// keyOrds are the positions in the batch (from 1) of the activities
+	// with an idempotency key, keyNames their keys and keyWindows their
+	// windows in microseconds.
+	keyOrds, keyWindows []int64
+	keyNames            []string
 }
 
 func newBatch(op string, activities []store.NewActivity) (*batch, error) {
@@ -122,7 +165,7 @@ func newBatch(op string, activities []store.NewActivity) (*batch, error) {
 		return nil, refused(op, err)
 	}
 	b := &batch{n: len(activities)}
-	for _, a := range activities {
+	for i, a := range activities {
 		b.actors = append(b.actors, a.Actor)
 		b.keys = append(b.keys, a.OrderingKey)
 		b.bodies = append(b.bodies, a.Body)
@@ -131,6 +174,14 @@ func newBatch(op string, activities []store.NewActivity) (*batch, error) {
 		b.audies = append(b.audies, jsonList(a.Audiences))
 		b.all = append(b.all, a.AllDomains)
 		b.newDomains = append(b.newDomains, a.Domains...)
+		if a.IdempotencyKey != "" {
+			b.keyOrds = append(b.keyOrds, int64(i+1))
+			b.keyNames = append(b.keyNames, a.IdempotencyKey)
+			b.keyWindows = append(b.keyWindows, a.IdempotencyWindow.Microseconds())
+		}
+	}
+	if b.keyOrds == nil {
+		b.keyOrds, b.keyNames, b.keyWindows = []int64{}, []string{}, []int64{}
 	}
 	slices.Sort(b.newDomains)
 	b.newDomains = slices.Compact(b.newDomains)
@@ -174,7 +225,52 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
-	return b.ids(res.prev), nil
+	ids := b.ids(res.prev)
+	if len(b.keyOrds) > 0 {
+		if err := s.resolveDuplicates(ctx, b, ids, res.claimed); err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+	}
+	return ids, nil
+}
+
+// resolveDuplicates replaces in ids the ID of each keyed activity of b whose
+// key the append did not claim (it is not in claimed) with the ID of the
+// activity that holds the key.
+func (s *Store) resolveDuplicates(ctx context.Context, b *batch, ids, claimed []int64) error {
+	var dups []string
+	for i, ord := range b.keyOrds {
+		if !slices.Contains(claimed, ids[ord-1]) {
+			dups = append(dups, b.keyNames[i])
+		}
+	}
+	if len(dups) == 0 {
+		return nil
+	}
+	s.count(1)
+	rows, err := s.pool.Query(ctx, s.sql.knownKeys, dups)
+	if err != nil {
+		return err
+	}
+	held := make(map[string]int64, len(dups))
+	var (
+		key string
+		id  int64
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&key, &id}, func() error { held[key] = id; return nil }); err != nil {
+		return err
+	}
+	for i, ord := range b.keyOrds {
+		if slices.Contains(claimed, ids[ord-1]) {
+			continue
+		}
+		id, ok := held[b.keyNames[i]]
+		if !ok {
+			return fmt.Errorf("idempotency key %q of a duplicate was deleted before it was read", b.keyNames[i])
+		}
+		ids[ord-1] = id
+	}
+	return nil
 }
 
 // appendBatch runs appendSQL for b.
@@ -182,7 +278,7 @@ func (s *Store) appendBatch(ctx context.Context, b *batch) (appendResult, error)
 	var res appendResult
 	s.count(1)
 	err := s.pool.QueryRow(ctx, s.sql.append, b.n, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
-		b.newDomains, s.channel).Scan(&res.prev, &res.numbered)
+		b.newDomains, s.channel, b.keyOrds, b.keyNames, b.keyWindows).Scan(&res.prev, &res.numbered, &res.claimed)
 	return res, err
 }
 
@@ -219,7 +315,7 @@ func (s *Store) AppendTx(ctx context.Context, ptx pgx.Tx, activities []store.New
 	if ptx == nil {
 		return invalid(op, "nil transaction")
 	}
-	b, err := newBatch(op, activities)
+	b, err := newBatch(op, firstOfEachKey(activities))
 	if err != nil {
 		return err
 	}
@@ -228,7 +324,10 @@ func (s *Store) AppendTx(ctx context.Context, ptx pgx.Tx, activities []store.New
 		row pgx.Row
 	)
 	s.count(1)
-	if a := activities[0]; len(activities) == 1 {
+	if len(b.keyOrds) > 0 {
+		row = ptx.QueryRow(ctx, s.sql.stageKeyedTx, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
+			b.keyOrds, b.keyNames, b.keyWindows)
+	} else if a := activities[0]; len(activities) == 1 {
 		row = ptx.QueryRow(ctx, s.sql.stageOneTx, a.Actor, a.OrderingKey, a.Body, nonNil(a.Inboxes), nonNil(a.Domains),
 			nonNil(a.Audiences), a.AllDomains)
 	} else {
@@ -239,6 +338,29 @@ func (s *Store) AppendTx(ctx context.Context, ptx pgx.Tx, activities []store.New
 	}
 	s.watch(xid)
 	return nil
+}
+
+// firstOfEachKey returns activities without those whose idempotency key an
+// earlier one of them has (activities itself when there are none).
+func firstOfEachKey(activities []store.NewActivity) []store.NewActivity {
+	var seen map[string]bool
+	out := make([]store.NewActivity, 0, len(activities))
+	for _, a := range activities {
+		if a.IdempotencyKey != "" {
+			if seen[a.IdempotencyKey] {
+				continue
+			}
+			if seen == nil {
+				seen = make(map[string]bool)
+			}
+			seen[a.IdempotencyKey] = true
+		}
+		out = append(out, a)
+	}
+	if len(out) == len(activities) {
+		return activities
+	}
+	return out
 }
 
 // Activities implements store.Store, in one statement that also numbers

@@ -187,6 +187,7 @@ type queries struct {
 	register, domains, checkpoint, acquire, renew, release                                  string
 	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
 	changeDomain, openTransactions, expireDeadLetters, capDeadLetters                       string
+	stageKeyedTx, knownKeys, pruneKeys                                                      string
 }
 
 func newQueries(schema string) queries {
@@ -214,12 +215,16 @@ func newQueries(schema string) queries {
 		openTransactions:  openTransactionsSQL,
 		expireDeadLetters: expireDeadLettersSQL,
 		capDeadLetters:    capDeadLettersSQL,
+		stageKeyedTx:      stageKeyedTxSQL,
+		knownKeys:         knownKeysSQL,
+		pruneKeys:         pruneKeysSQL,
 	}
 	for _, p := range []*string{
 		&q.append, &q.stageTx, &q.stageOneTx, &q.activities, &q.head, &q.register, &q.domains,
 		&q.checkpoint, &q.acquire, &q.renew, &q.release, &q.leaseStats, &q.deadLetters,
 		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
 		&q.expireDeadLetters, &q.capDeadLetters,
+		&q.stageKeyedTx, &q.knownKeys, &q.pruneKeys,
 	} {
 		// Twice: {safe_head} itself names {s}.
 		*p = r.Replace(r.Replace(*p))

@@ -39,6 +39,14 @@ FROM b`
 const pruneDeleteSQL = `DELETE FROM {s}.activities
 WHERE id IN (SELECT id FROM {s}.activities WHERE id <= $1 ORDER BY id LIMIT $2)`
 
+// pruneKeysSQL deletes up to $2 of the idempotency keys expired more than
+// $1 microseconds ago, the oldest first. A key that an append is claiming
+// again holds its row lock: the delete waits for it at most the lock
+// timeout (see maintain).
+const pruneKeysSQL = `DELETE FROM {s}.idempotency_keys
+WHERE key IN (SELECT key FROM {s}.idempotency_keys
+	WHERE expires_at <= statement_timestamp() - $1::bigint * interval '1 microsecond' ORDER BY expires_at LIMIT $2)`
+
 // pruneBatch bounds the rows one maintenance statement deletes, so that
 // each commits soon, holds its row locks briefly and leaves vacuum work in
 // small steps.
@@ -80,6 +88,10 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 	}
 	deleted, err := s.deleteInBatches(ctx, s.sql.pruneDelete, res.Below)
 	res.Deleted = deleted
+	if err != nil {
+		return res, s.fail(ctx, op, err)
+	}
+	res.ExpiredKeys, err = s.deleteInBatches(ctx, s.sql.pruneKeys, int64(0))
 	if err != nil {
 		return res, s.fail(ctx, op, err)
 	}

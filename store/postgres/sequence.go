@@ -16,7 +16,9 @@ import "strconv"
 // CTEs below) that locks the one-row counter (id_counter), deletes the
 // committed staged rows its snapshot sees, inserts them into activities
 // numbered from the counter in staging order, advances the counter,
-// registers their new domains and sends NOTIFY. A row whose transaction is
+// registers their new domains and sends NOTIFY. A staged row with an
+// idempotency key claims it then (idempotency_keys); a row whose key an
+// earlier activity holds is dropped, leaving its ID unused. A row whose transaction is
 // still open, or rolled back, is invisible to the sequencer and is not
 // numbered; when it commits, a later sequencer numbers it above everything
 // numbered so far. IDs are therefore handed out in the order in which they
@@ -47,23 +49,50 @@ const safeHeadSQL = `(SELECT least(c.last_id, coalesce((
 // The including statement defines h (the safe head, h.head) and lk (the
 // counter's last_id, locked, or no row when the statement does not
 // sequence). It defines m (the moved rows), n (them with their IDs), k (how
-// many) and registers the domains they name at h.head. The staged rows are
-// chosen in a subquery that reads lk, so the counter is locked before any
-// staged row is: sequencers cannot deadlock, and one that waited for the
-// counter skips the rows its predecessor moved (they are deleted).
-var sequenceCTEs = `m AS (
+// many), ik (the idempotency keys claimed) and kept (the rows of n
+// appended: all but the duplicates of a key), and registers the domains
+// they name at h.head. The staged rows are chosen in a subquery that reads
+// lk, so the counter is locked before any staged row is: sequencers cannot
+// deadlock, and one that waited for the counter skips the rows its
+// predecessor moved (they are deleted).
+var sequenceCTEs = sequenceKeyedCTEs("")
+
+// sequenceKeyedCTEs is sequenceCTEs for a statement that appends a keyed
+// batch of its own too: batchKeys selects the batch's key candidates (key,
+// id, expires_at) and may use lk and k. Keys are claimed in one INSERT (ik)
+// for the staged rows and the batch, the lowest ID first for each key, so
+// of activities with one key the first in ID order is appended and the
+// others are dropped (their IDs stay unused). ik returns the IDs whose
+// keys it claimed: new keys, and keys whose record had expired.
+func sequenceKeyedCTEs(batchKeys string) string {
+	candidates := `SELECT n.idempotency_key, n.id, n.idempotency_expires_at FROM n WHERE n.idempotency_key IS NOT NULL`
+	if batchKeys != "" {
+		candidates += ` UNION ALL ` + batchKeys
+	}
+	return `m AS (
 	DELETE FROM {s}.staged_activities p
 	WHERE p.seq IN (SELECT q.seq FROM {s}.staged_activities q, lk ORDER BY q.seq LIMIT ` + strconv.Itoa(sweepLimit) + `)
-	RETURNING p.seq, p.enqueued_at, p.actor, p.ordering_key, p.body, p.inboxes, p.domains, p.audiences, p.all_domains
+	RETURNING p.seq, p.enqueued_at, p.actor, p.ordering_key, p.body, p.inboxes, p.domains, p.audiences, p.all_domains,
+		p.idempotency_key, p.idempotency_expires_at
 ), n AS (
 	SELECT lk.last_id + row_number() OVER (ORDER BY m.seq) AS id, m.* FROM lk, m
 ), k AS (
 	SELECT count(*) AS k FROM m
+), ik AS (
+	INSERT INTO {s}.idempotency_keys AS ko (key, activity_id, expires_at)
+	SELECT DISTINCT ON (c.key) c.key, c.id, c.expires_at FROM (` + candidates + `) AS c(key, id, expires_at)
+	ORDER BY c.key, c.id
+	ON CONFLICT (key) DO UPDATE SET activity_id = EXCLUDED.activity_id, expires_at = EXCLUDED.expires_at
+	WHERE ko.expires_at <= statement_timestamp()
+	RETURNING ko.activity_id
+), kept AS (
+	SELECT n.* FROM n WHERE n.idempotency_key IS NULL OR n.id IN (SELECT activity_id FROM ik)
 ), sa AS (
 	INSERT INTO {s}.activities (id, enqueued_at, actor, ordering_key, body, inboxes, domains, audiences, all_domains)
 	SELECT n.id, n.enqueued_at, n.actor, n.ordering_key, n.body, n.inboxes, n.domains, n.audiences, n.all_domains
-	FROM n ORDER BY n.id
+	FROM kept n ORDER BY n.id
 )`
+}
 
 // sweepLimit bounds the staged rows one sequencer statement numbers, so
 // that the counter's lock is held for a bounded time.
