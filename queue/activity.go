@@ -65,6 +65,14 @@ type Activity struct {
 	// AllDomains addresses the activity to the shared inbox of every known
 	// domain, for example an account deletion.
 	AllDomains bool
+	// IdempotencyKey, when set, makes the enqueue safe to retry: while a key
+	// is remembered (Config.IdempotencyWindow from the first enqueue with
+	// it), enqueueing again with it writes nothing and returns the first
+	// activity's ID, from any process sharing the store and inside a
+	// caller's transaction too (EnqueueTx then appends nothing). Choose a
+	// key that names what the caller means to send once, such as the
+	// activity's id. At most store.IdempotencyKeyMaxLen bytes.
+	IdempotencyKey string
 }
 
 // bodyFields are the parts of an activity body the queue reads.
@@ -108,6 +116,9 @@ func (q *Queue) prepare(ctx context.Context, a Activity) (store.NewActivity, err
 	if len(a.Inboxes) == 0 && len(a.Audiences) == 0 && !a.AllDomains {
 		return store.NewActivity{}, ErrNoTargets
 	}
+	if len(a.IdempotencyKey) > store.IdempotencyKeyMaxLen {
+		return store.NewActivity{}, fmt.Errorf("%w: %d bytes, limit %d", ErrIdempotencyKeyTooLong, len(a.IdempotencyKey), store.IdempotencyKeyMaxLen)
+	}
 	if len(a.Audiences) > 0 && q.cfg.Resolver == nil {
 		return store.NewActivity{}, ErrNoResolver
 	}
@@ -116,6 +127,9 @@ func (q *Queue) prepare(ctx context.Context, a Activity) (store.NewActivity, err
 		OrderingKey: key,
 		Body:        a.Body,
 		AllDomains:  a.AllDomains,
+	}
+	if a.IdempotencyKey != "" {
+		out.IdempotencyKey, out.IdempotencyWindow = a.IdempotencyKey, q.cfg.IdempotencyWindow
 	}
 	seenInbox := make(map[string]bool, len(a.Inboxes))
 	seenDomain := make(map[string]bool, len(a.Inboxes))

@@ -79,6 +79,9 @@ const (
 	// StopTimeoutDefault is how long Stop waits for in-flight requests when
 	// its context has no deadline.
 	StopTimeoutDefault = 10 * time.Second
+	// IdempotencyWindowDefault is how long an idempotency key is
+	// remembered.
+	IdempotencyWindowDefault = 24 * time.Hour
 )
 
 // Config configures a Queue. A nil *Config means all defaults; zero fields
@@ -201,6 +204,11 @@ type Config struct {
 	OwnerID string
 	// Logger receives the queue's logs. Default slog.Default().
 	Logger *slog.Logger
+	// IdempotencyWindow is how long the store remembers an
+	// Activity.IdempotencyKey: an enqueue with a key enqueued within the
+	// window returns the first activity's ID and writes nothing. The
+	// retention job deletes older keys. Default IdempotencyWindowDefault.
+	IdempotencyWindow time.Duration
 
 	// clock drives delivery scheduling; tests set a fake one.
 	clock clock.Clock
@@ -241,6 +249,7 @@ func (c *Config) withDefaults() Config {
 	setDefault(&out.DeadLetterCap, DeadLetterCapDefault)
 	setDefault(&out.SummaryInterval, SummaryIntervalDefault)
 	setDefault(&out.ResolverTTL, ResolverTTLDefault)
+	setDefault(&out.IdempotencyWindow, IdempotencyWindowDefault)
 	if out.OwnerID == "" {
 		out.OwnerID = defaultOwnerID()
 	}
@@ -277,6 +286,7 @@ func (c *Config) validate() error {
 	positive("ResolverTTL", c.ResolverTTL > 0)
 	positive("MaxPendingPerDomain", c.MaxPendingPerDomain > 0)
 	positive("MaxPendingBytesPerDomain", c.MaxPendingBytesPerDomain > 0)
+	positive("IdempotencyWindow", c.IdempotencyWindow > 0)
 	if c.BackoffMax < c.BackoffMin {
 		errs = append(errs, fmt.Errorf("BackoffMax (%v) must not be below BackoffMin (%v)", c.BackoffMax, c.BackoffMin))
 	}

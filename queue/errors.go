@@ -14,6 +14,9 @@ var (
 	ErrInvalidInbox = errors.New("queue: invalid inbox URL")
 	ErrNoTargets    = errors.New("queue: activity has no recipients")
 	ErrNoResolver   = errors.New("queue: activity has audiences but the queue has no Resolver")
+	// ErrIdempotencyKeyTooLong is an Activity.IdempotencyKey longer than
+	// store.IdempotencyKeyMaxLen bytes.
+	ErrIdempotencyKeyTooLong = errors.New("queue: idempotency key too long")
 )
 
 // Other errors of the queue.

@@ -42,3 +42,31 @@ func Example() {
 	}
 	// Output: activity 1 to https://remote.example/users/bob/inbox (attempt 1)
 }
+
+// An enqueue that may be retried (after a timeout, or by a job that runs
+// again) carries an idempotency key: the retry returns the first
+// activity's ID and nothing is sent twice.
+func ExampleActivity_idempotencyKey() {
+	q, err := queue.New(memory.New(), sender.SenderFunc(func(ctx context.Context, d *sender.Delivery) sender.Result {
+		return sender.Success(202)
+	}), nil)
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	a := queue.Activity{
+		Body:           []byte(`{"id":"https://example.social/activities/1","type":"Create","actor":"https://example.social/users/alice","object":"https://example.social/notes/1"}`),
+		Inboxes:        []string{"https://remote.example/users/bob/inbox"},
+		IdempotencyKey: "https://example.social/activities/1",
+	}
+	first, err := q.Enqueue(ctx, a)
+	if err != nil {
+		panic(err)
+	}
+	retried, err := q.Enqueue(ctx, a)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(first, retried)
+	// Output: 1 1
+}

@@ -8,8 +8,8 @@ import (
 	"github.com/apqueue/apqueue/store"
 )
 
-// prune deletes delivered activities, then old dead letters (run every
-// Config.PruneInterval):
+// prune deletes delivered activities and expired idempotency keys, then
+// old dead letters (run every Config.PruneInterval):
 // those below the lowest cursor of a live domain. A dead domain left behind
 // is fast-forwarded by the store in the same step; each one is logged with
 // how many IDs it skipped, and a local worker of it moves on too.
@@ -34,6 +34,9 @@ func (q *Queue) prune(ctx context.Context) {
 	}
 	if res.Deleted > 0 {
 		q.logger.DebugContext(ctx, "apqueue: pruned activity log", slog.Int64("deleted", res.Deleted), slog.Int64("below", res.Below))
+	}
+	if res.ExpiredKeys > 0 {
+		q.logger.DebugContext(ctx, "apqueue: deleted expired idempotency keys", slog.Int64("deleted", res.ExpiredKeys))
 	}
 }
 
