@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/apqueue/apqueue/store"
 )
@@ -28,14 +29,29 @@ func (q *Queue) EnqueueMany(ctx context.Context, acts []Activity) ([]int64, erro
 	if err != nil {
 		return nil, err
 	}
-	ids, err := q.store.Append(ctx, batch)
+	res, err := q.store.Append(ctx, batch)
 	if err != nil {
 		return nil, fmt.Errorf("queue: enqueue: %w", err)
 	}
+	q.observeSuspended(ctx, res)
 	// Wake this process's workers at once; the window's read notices new
 	// domains and takes leases on them (noticeDomains).
 	q.window.wake()
-	return ids, nil
+	return store.AppendedIDs(res), nil
+}
+
+// observeSuspended reports, for each activity appended, each of its
+// domains that the store found suspended: nothing of it is delivered
+// there.
+func (q *Queue) observeSuspended(ctx context.Context, res []store.Appended) {
+	for _, r := range res {
+		for _, d := range r.Suspended {
+			q.logger.DebugContext(ctx, "apqueue: activity not delivered to a suspended domain",
+				slog.String("domain", d), slog.Int64("activity_id", r.ID))
+			q.observe(Event{Kind: EventSuspendedDropped, Domain: d, ActivityID: r.ID, Status: store.StatusSuspended,
+				Reason: "domain suspended"})
+		}
+	}
 }
 
 // EnqueueTx appends one activity inside the caller's transaction, so that it
@@ -56,9 +72,11 @@ func (q *Queue) EnqueueManyTx(ctx context.Context, tx store.Tx, acts []Activity)
 	if err != nil {
 		return err
 	}
-	if err := tx.Append(ctx, batch); err != nil {
+	res, err := tx.Append(ctx, batch)
+	if err != nil {
 		return fmt.Errorf("queue: enqueue in transaction: %w", err)
 	}
+	q.observeSuspended(ctx, res)
 	// The store notifies every process when the transaction commits.
 	return nil
 }

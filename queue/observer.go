@@ -20,6 +20,11 @@ const (
 	EventDeadLetter
 	// EventDomainStatus: the domain's status changed to Status.
 	EventDomainStatus
+	// EventSuspendedDropped: an activity enqueued (ActivityID; 0 when
+	// enqueued in a transaction whose store numbers it at commit) names
+	// Domain, which is suspended: it is not delivered there. Reported by
+	// the enqueuing process, once per activity and domain.
+	EventSuspendedDropped
 )
 
 func (k EventKind) String() string {
@@ -34,6 +39,8 @@ func (k EventKind) String() string {
 		return "dead_letter"
 	case EventDomainStatus:
 		return "domain_status"
+	case EventSuspendedDropped:
+		return "suspended_dropped"
 	}
 	return "unknown"
 }

@@ -27,6 +27,7 @@ type Store interface {
 	// append by another transaction that is still open, with a lower ID, is not
 	// passed over). Either every activity is appended or none is. An empty
 	// batch, or an activity without a body, is an error matching ErrInvalid.
+	// It returns what it did with each activity, in the batch's order.
 	//
 	// An activity with an IdempotencyKey that an earlier appended activity
 	// (or an earlier one of the same batch) carried within its
@@ -37,7 +38,11 @@ type Store interface {
 	// appended in a caller's transaction, is not numbered yet. IDs of the
 	// activities appended are strictly increasing but need not be
 	// contiguous.
-	Append(ctx context.Context, activities []NewActivity) ([]int64, error)
+	//
+	// Each result lists the activity's domains that are suspended, as the
+	// append saw them: the check is made by the store, in the same atomic
+	// step, so it holds for every process that appends.
+	Append(ctx context.Context, activities []NewActivity) ([]Appended, error)
 
 	// Activities returns up to limit activities with ID greater than after, in
 	// ID order. It never returns an activity with an ID greater than that of an
@@ -105,6 +110,14 @@ type Store interface {
 	// follows the log without a checkpoint per domain.
 	RenewLeases(ctx context.Context, owner string, leases []Lease, ttl time.Duration) ([]Lease, error)
 
+	// ForgetDomain removes a domain and its state (cursor, progress, lease,
+	// signature scheme, status), at once, whoever holds its lease: the
+	// owner's next renewal or checkpoint finds the lease lost. Its dead
+	// letters are kept. An activity appended later that names the domain
+	// registers it again, as a domain never seen (at the head). An unknown
+	// domain is an error matching ErrNotFound.
+	ForgetDomain(ctx context.Context, domain string) error
+
 	// ChangeDomain applies an admin's change to a domain at once, whoever
 	// holds its lease, increments its Revision, and returns the new state.
 	// An unknown domain is an error matching ErrNotFound.
@@ -142,6 +155,9 @@ type Store interface {
 	// same atomic step and reported, never skipped silently; their Revision
 	// is incremented, so that an owner cannot save its older cursor back.
 	// It also deletes the idempotency keys whose window has passed.
+	// Suspended domains do not hold the point back either: those below it
+	// are moved up to it in the same step, with their Revision incremented,
+	// and are not reported (nothing is delivered to them anyway).
 	Prune(ctx context.Context) (PruneResult, error)
 
 	// Listen calls notify whenever activities are appended, by this process
@@ -171,8 +187,10 @@ type Tx interface {
 	// key was appended before (committed, or earlier in the same
 	// transaction) is not appended. Of two transactions open at once with
 	// the same key, the activity of the one that commits first is appended
-	// and the other's is dropped when its transaction commits.
-	Append(ctx context.Context, activities []NewActivity) error
+	// and the other's is dropped when its transaction commits. The result
+	// reports the duplicates seen in the transaction and the suspended
+	// domains, as Store.Append does; its IDs may be 0 (see above).
+	Append(ctx context.Context, activities []NewActivity) ([]Appended, error)
 }
 
 // DeadLetterPruner is implemented by stores that delete old dead letters in

@@ -38,6 +38,35 @@ type NewActivity struct {
 // accepts, in bytes.
 const IdempotencyKeyMaxLen = 256
 
+// Appended is what Store.Append (or Tx.Append) did with one activity of
+// its batch.
+type Appended struct {
+	// ID is the activity's ID. For a duplicate, it is the ID of the
+	// activity that holds its idempotency key. It is 0 when the store
+	// numbers the activity (or the one holding the key) only once a
+	// caller's transaction commits (see Tx).
+	ID int64
+	// Duplicate reports that the activity was not appended: its
+	// IdempotencyKey was taken (see NewActivity.IdempotencyKey).
+	Duplicate bool
+	// Suspended lists the domains among the activity's Domains that were
+	// suspended (StatusSuspended) when it was appended, in the order of
+	// Domains: the activity is never delivered to them.
+	Suspended []string
+}
+
+// AppendedIDs returns the IDs of res (nil for nil).
+func AppendedIDs(res []Appended) []int64 {
+	if res == nil {
+		return nil
+	}
+	out := make([]int64, len(res))
+	for i, r := range res {
+		out[i] = r.ID
+	}
+	return out
+}
+
 // Activity is an activity in the log.
 type Activity struct {
 	// ID is assigned by the store: strictly increasing, never reused.
@@ -67,12 +96,17 @@ const (
 	// DeadAfter, or answered 410 Gone from its shared inbox: it is only probed
 	// now and then, and its backlog is not kept for it.
 	StatusDead DomainStatus = "dead"
+	// StatusSuspended is a domain an admin suspended (defederated or
+	// blocked): nothing is delivered to it, not even a probe, activities
+	// appended for it are reported in Appended.Suspended, and its backlog
+	// is not kept for it (Prune passes it by).
+	StatusSuspended DomainStatus = "suspended"
 )
 
 // Valid reports whether s is one of the defined statuses.
 func (s DomainStatus) Valid() bool {
 	switch s {
-	case StatusActive, StatusPaused, StatusDead:
+	case StatusActive, StatusPaused, StatusDead, StatusSuspended:
 		return true
 	}
 	return false

@@ -77,6 +77,14 @@ func CheckChange(domain string, change DomainChange) error {
 	return nil
 }
 
+// CheckForget checks the argument of ForgetDomain.
+func CheckForget(domain string) error {
+	if domain == "" {
+		return invalid("empty domain")
+	}
+	return nil
+}
+
 // CheckOwner checks a lease owner.
 func CheckOwner(owner string) error {
 	if owner == "" {

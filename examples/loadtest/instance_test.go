@@ -151,11 +151,11 @@ func TestCountingStore(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	mem := memory.New()
-	ids, err := mem.Append(ctx, []store.NewActivity{
+	ids, err := appendedIDs(mem.Append(ctx, []store.NewActivity{
 		{Body: []byte(`{}`), AllDomains: true},
 		{Body: []byte(`{}`), AllDomains: true},
 		{Body: []byte(`{}`), AllDomains: true},
-	})
+	}))
 	require.NoError(t, err)
 	c := newCountingStore(mem, ids[1], 2) // the first row is outside
 	_, err = c.Activities(ctx, 0, 10)
@@ -184,4 +184,9 @@ func TestBacklogModeRatio(t *testing.T) {
 	require.InDelta(t, 0.75, c, 1e-9)
 	w, _ = r.bareRatio(backlogAudience) // 200/200 and 100/200
 	require.InDelta(t, 0.75, w, 1e-9)
+}
+
+// appendedIDs returns the IDs of what Append returned, and its error.
+func appendedIDs(res []store.Appended, err error) ([]int64, error) {
+	return store.AppendedIDs(res), err
 }

@@ -174,6 +174,24 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 	return copyState(d), nil
 }
 
+// ForgetDomain implements store.Store. The domain's dead letters stay.
+func (s *Store) ForgetDomain(ctx context.Context, domain string) error {
+	const op = "forget domain"
+	if err := checkCtx(ctx, op); err != nil {
+		return err
+	}
+	if err := store.CheckForget(domain); err != nil {
+		return refused(op, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.domains[domain]; !ok {
+		return fmt.Errorf("memory: %s %q: %w", op, domain, store.ErrNotFound)
+	}
+	delete(s.domains, domain)
+	return nil
+}
+
 // copyState returns a copy of d that shares nothing with the store.
 func copyState(d *store.DomainState) store.DomainState {
 	c := *d

@@ -15,7 +15,7 @@ func Example() {
 	ctx := context.Background()
 	s := memory.New()
 
-	ids, err := s.Append(ctx, []store.NewActivity{{
+	appended, err := s.Append(ctx, []store.NewActivity{{
 		Actor:   "https://local.example/users/alice",
 		Body:    []byte(`{"type":"Create","actor":"https://local.example/users/alice"}`),
 		Inboxes: []string{"https://remote.example/inbox"},
@@ -24,6 +24,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
+	ids := store.AppendedIDs(appended)
 	fmt.Println("appended", ids)
 
 	leased, err := s.AcquireLeases(ctx, "worker-1", time.Minute, 10)

@@ -11,7 +11,7 @@ import (
 
 // Append implements store.Store. New domains start with their cursor at the
 // head before the batch, so every activity of the batch is ahead of them.
-func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]int64, error) {
+func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]store.Appended, error) {
 	const op = "append"
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
@@ -23,16 +23,16 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 	s.mu.Lock()
 	now := s.timeNow()
 	before := s.head
-	ids := make([]int64, len(activities))
+	res := make([]store.Appended, len(activities))
 	for i, a := range activities {
 		if a.IdempotencyKey != "" {
 			if k, ok := s.keys[a.IdempotencyKey]; ok && now.Before(k.expiresAt) {
-				ids[i] = k.id
+				res[i] = store.Appended{ID: k.id, Duplicate: true}
 				continue
 			}
 		}
 		s.head++
-		ids[i] = s.head
+		res[i].ID = s.head
 		if a.IdempotencyKey != "" {
 			s.keys[a.IdempotencyKey] = idempotencyKey{id: s.head, expiresAt: now.Add(a.IdempotencyWindow)}
 		}
@@ -48,6 +48,9 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 			AllDomains:  a.AllDomains,
 		})
 		for _, d := range a.Domains {
+			if st := s.domains[d]; st != nil && st.Status == store.StatusSuspended {
+				res[i].Suspended = append(res[i].Suspended, d)
+			}
 			s.registerLocked(d, before)
 		}
 	}
@@ -57,7 +60,7 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 	for _, l := range notify {
 		l.notify()
 	}
-	return ids, nil
+	return res, nil
 }
 
 // Activities implements store.Store.
@@ -101,7 +104,7 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 
 	below := s.head
 	for _, d := range s.domains {
-		if d.Status != store.StatusDead && d.Cursor < below {
+		if d.Status != store.StatusDead && d.Status != store.StatusSuspended && d.Cursor < below {
 			below = d.Cursor
 		}
 	}
@@ -110,8 +113,10 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 	var res store.PruneResult
 	res.Below = below
 	for _, d := range s.domains {
-		if d.Status == store.StatusDead && d.Cursor < below {
-			res.FastForwarded = append(res.FastForwarded, store.FastForward{Domain: d.Domain, From: d.Cursor, To: below})
+		if (d.Status == store.StatusDead || d.Status == store.StatusSuspended) && d.Cursor < below {
+			if d.Status == store.StatusDead {
+				res.FastForwarded = append(res.FastForwarded, store.FastForward{Domain: d.Domain, From: d.Cursor, To: below})
+			}
 			d.Cursor = below
 			d.Revision++
 		}

@@ -25,7 +25,7 @@ func TestPruneReleasesMemory(t *testing.T) {
 
 	held, err := s.AcquireLeases(ctx, "owner", time.Minute, 1)
 	require.NoError(t, err)
-	held[0].Cursor = ids[989]
+	held[0].Cursor = ids[989].ID
 	require.NoError(t, s.Checkpoint(ctx, held, nil))
 	res, err := s.Prune(ctx)
 	require.NoError(t, err)
@@ -35,5 +35,5 @@ func TestPruneReleasesMemory(t *testing.T) {
 	defer s.mu.Unlock()
 	require.Len(t, s.log, 10)
 	require.LessOrEqual(t, cap(s.log), 16, "the pruned activities are still referenced")
-	require.Equal(t, ids[990], s.log[0].ID)
+	require.Equal(t, ids[990].ID, s.log[0].ID)
 }

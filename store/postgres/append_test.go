@@ -145,7 +145,7 @@ func TestAppendTxRefusesNilTransaction(t *testing.T) {
 	s, _ := newStore(t, 0, nil)
 	err := s.AppendTx(t.Context(), nil, []store.NewActivity{newActivity()})
 	require.ErrorIs(t, err, store.ErrInvalid)
-	err = s.Tx(nil).Append(t.Context(), []store.NewActivity{newActivity()})
+	_, err = s.Tx(nil).Append(t.Context(), []store.NewActivity{newActivity()})
 	require.ErrorIs(t, err, store.ErrInvalid)
 	h, err := s.Head(t.Context())
 	require.NoError(t, err)
@@ -154,10 +154,10 @@ func TestAppendTxRefusesNilTransaction(t *testing.T) {
 
 func appendOne(t *testing.T, s store.Store, domains ...string) int64 {
 	t.Helper()
-	ids, err := s.Append(t.Context(), []store.NewActivity{newActivity(domains...)})
+	res, err := s.Append(t.Context(), []store.NewActivity{newActivity(domains...)})
 	require.NoError(t, err)
-	require.Len(t, ids, 1)
-	return ids[0]
+	require.Len(t, res, 1)
+	return res[0].ID
 }
 
 // TestOpenTransactionHoldsBackNothing holds a caller's transaction open

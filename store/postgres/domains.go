@@ -355,3 +355,29 @@ func nonNil[T any](l []T) []T {
 	}
 	return l
 }
+
+// forgetDomainSQL deletes domain $1's row, with its state and lease.
+const forgetDomainSQL = `DELETE FROM {s}.domains WHERE domain = $1`
+
+// ForgetDomain implements store.Store in one statement. The domain's dead
+// letters stay. A domain registered again starts its lease tokens above
+// every token of its old row (see migration 0008), so an owner that has
+// not yet noticed the loss cannot pass the new row's fencing check.
+func (s *Store) ForgetDomain(ctx context.Context, domain string) error {
+	const op = "forget domain"
+	if err := checkCtx(ctx, op); err != nil {
+		return err
+	}
+	if err := store.CheckForget(domain); err != nil {
+		return refused(op, err)
+	}
+	s.count(1)
+	tag, err := s.pool.Exec(ctx, s.sql.forgetDomain, domain)
+	if err != nil {
+		return s.fail(ctx, op, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: %s %q: %w", op, domain, store.ErrNotFound)
+	}
+	return nil
+}

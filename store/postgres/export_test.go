@@ -33,9 +33,10 @@ func AppendIn(ctx context.Context, s *Store, tx pgx.Tx, activities []store.NewAc
 	var (
 		prev, numbered int64
 		claimed        []int64
+		suspended      []string
 	)
 	err = tx.QueryRow(ctx, s.sql.append, b.n, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
-		b.newDomains, s.channel, b.keyOrds, b.keyNames, b.keyWindows).Scan(&prev, &numbered, &claimed)
+		b.newDomains, s.channel, b.keyOrds, b.keyNames, b.keyWindows).Scan(&prev, &numbered, &claimed, &suspended)
 	return b.ids(prev), err
 }
 

@@ -42,6 +42,8 @@ type appendResult struct {
 	// claimed are the IDs of the statement's batch whose idempotency keys
 	// it claimed (see appendSQL).
 	claimed []int64
+	// suspended are the suspended domains among the statement's batch's.
+	suspended []string
 }
 
 // appendCall is one Append waiting for, or in, a combined statement.

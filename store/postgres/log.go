@@ -38,8 +38,9 @@ func activityUnnest(first int) string {
 // the counter: an appender must get its IDs. It returns the ID before the
 // batch's first and how many staged rows it numbered. An empty batch only
 // numbers the staged rows (see commitWatcher). It also returns the IDs of
-// the batch whose idempotency keys it claimed: a keyed activity of the
-// batch whose ID is not among them is a duplicate, and was not inserted.
+// the batch whose idempotency keys it claimed (a keyed activity of the
+// batch whose ID is not among them is a duplicate, and was not inserted)
+// and the suspended domains among those of the batch.
 var appendSQL = `WITH h AS (
 	SELECT coalesce({safe_head}, 0) AS head
 ), lk AS (
@@ -62,7 +63,9 @@ var appendSQL = `WITH h AS (
 	ORDER BY nd.domain COLLATE "C"
 	ON CONFLICT (domain) DO NOTHING
 )
-SELECT lk.last_id + k.k, k.k, ARRAY(SELECT activity_id FROM ik WHERE activity_id > lk.last_id + k.k) FROM lk, k`
+SELECT lk.last_id + k.k, k.k, ARRAY(SELECT activity_id FROM ik WHERE activity_id > lk.last_id + k.k),
+	` + suspendedAmong("$9") + `
+FROM lk, k`
 
 // batchKeysSQL selects the key candidates of appendSQL's batch: the
 // positions in the batch of the activities with a key ($11), their keys
@@ -75,8 +78,10 @@ const batchKeysSQL = `SELECT y.key, lk.last_id + k.k + y.ord, statement_timestam
 const knownKeysSQL = `SELECT key, activity_id FROM {s}.idempotency_keys WHERE key = ANY($1::text[])`
 
 // stageTxSQL stages a batch ($1..$7) in the caller's transaction and
-// returns the transaction's ID, for the commit watcher: the only statement
-// AppendTx sends. It takes no lock another enqueue waits for, and sends no
+// returns the transaction's ID, for the commit watcher, the suspended
+// domains among those of the batch ($8), and the positions of the
+// duplicates it did not stage (none here): the only statement AppendTx
+// sends. It takes no lock another enqueue waits for, and sends no
 // NOTIFY, which would serialise the callers' commits (see commitWatcher).
 var stageTxSQL = `WITH i AS (
 	INSERT INTO {s}.staged_activities (actor, ordering_key, body, inboxes, domains, audiences, all_domains)
@@ -84,12 +89,18 @@ var stageTxSQL = `WITH i AS (
 	FROM ` + activityUnnest(1) + `
 	ORDER BY x.ord
 )
-SELECT pg_current_xact_id()::text`
+SELECT pg_current_xact_id()::text, ` + suspendedAmong("$8") + `, '{}'::bigint[]`
+
+// suspendedAmong selects the suspended domains among the array param.
+func suspendedAmong(param string) string {
+	return `ARRAY(SELECT domain FROM {s}.domains WHERE domain = ANY(` + param + `::text[]) AND status = 'suspended')`
+}
 
 // stageKeyedTxSQL is stageTxSQL for a batch with idempotency keys, at
 // most one activity per key: $8 are the positions in the batch of the
 // activities with a key, $9 their keys and $10 their windows in
-// microseconds. An activity whose key an appended activity holds, or a
+// microseconds; $11 the batch's domains. An activity whose key an
+// appended activity holds, or a
 // staged one that the caller's transaction sees (its own, or another's
 // committed and not numbered yet), is not staged. Two transactions open at
 // once with one key both stage their activity; the sequencer keeps the
@@ -108,13 +119,16 @@ var stageKeyedTxSQL = `WITH y AS (
 	WHERE NOT (x.ord = ANY($8::bigint[])) OR y.ord IS NOT NULL
 	ORDER BY x.ord
 )
-SELECT pg_current_xact_id()::text`
+SELECT pg_current_xact_id()::text, ` + suspendedAmong("$11") + `,
+	ARRAY(SELECT o FROM unnest($8::bigint[]) AS o WHERE o NOT IN (SELECT ord FROM y))`
 
 // stageOneTxSQL is stageTxSQL for a batch of one activity, with its lists
 // as arrays ($4..$6): a simpler statement for the common case.
-const stageOneTxSQL = `INSERT INTO {s}.staged_activities (actor, ordering_key, body, inboxes, domains, audiences, all_domains)
-VALUES ($1, $2, $3, $4::text[], $5::text[], $6::text[], $7)
-RETURNING pg_current_xact_id()::text`
+var stageOneTxSQL = `WITH i AS (
+	INSERT INTO {s}.staged_activities (actor, ordering_key, body, inboxes, domains, audiences, all_domains)
+	VALUES ($1, $2, $3, $4::text[], $5::text[], $6::text[], $7)
+)
+SELECT pg_current_xact_id()::text, ` + suspendedAmong("$5") + `, '{}'::bigint[]`
 
 const activityReadColumns = `id, enqueued_at, actor, ordering_key, body, inboxes, domains, audiences, all_domains`
 
@@ -212,7 +226,7 @@ func (b *batch) ids(prev int64) []int64 {
 // Append implements store.Store, in one statement that first numbers what
 // callers' transactions staged (see sequence.go). Concurrent calls on one
 // Store share a statement (see groupCommit).
-func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]int64, error) {
+func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]store.Appended, error) {
 	const op = "append"
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
@@ -225,22 +239,28 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
-	ids := b.ids(res.prev)
+	out := make([]store.Appended, b.n)
+	for i, id := range b.ids(res.prev) {
+		out[i].ID = id
+		if len(res.suspended) > 0 {
+			out[i].Suspended = suspendedOf(activities[i].Domains, res.suspended)
+		}
+	}
 	if len(b.keyOrds) > 0 {
-		if err := s.resolveDuplicates(ctx, b, ids, res.claimed); err != nil {
+		if err := s.resolveDuplicates(ctx, b, out, res.claimed); err != nil {
 			return nil, s.fail(ctx, op, err)
 		}
 	}
-	return ids, nil
+	return out, nil
 }
 
-// resolveDuplicates replaces in ids the ID of each keyed activity of b whose
-// key the append did not claim (it is not in claimed) with the ID of the
-// activity that holds the key.
-func (s *Store) resolveDuplicates(ctx context.Context, b *batch, ids, claimed []int64) error {
+// resolveDuplicates marks as duplicates the keyed activities of b whose
+// keys the append did not claim (their IDs are not in claimed), with the
+// ID of the activity that holds the key.
+func (s *Store) resolveDuplicates(ctx context.Context, b *batch, out []store.Appended, claimed []int64) error {
 	var dups []string
 	for i, ord := range b.keyOrds {
-		if !slices.Contains(claimed, ids[ord-1]) {
+		if !slices.Contains(claimed, out[ord-1].ID) {
 			dups = append(dups, b.keyNames[i])
 		}
 	}
@@ -261,14 +281,14 @@ func (s *Store) resolveDuplicates(ctx context.Context, b *batch, ids, claimed []
 		return err
 	}
 	for i, ord := range b.keyOrds {
-		if slices.Contains(claimed, ids[ord-1]) {
+		if slices.Contains(claimed, out[ord-1].ID) {
 			continue
 		}
 		id, ok := held[b.keyNames[i]]
 		if !ok {
 			return fmt.Errorf("idempotency key %q of a duplicate was deleted before it was read", b.keyNames[i])
 		}
-		ids[ord-1] = id
+		out[ord-1] = store.Appended{ID: id, Duplicate: true}
 	}
 	return nil
 }
@@ -278,7 +298,7 @@ func (s *Store) appendBatch(ctx context.Context, b *batch) (appendResult, error)
 	var res appendResult
 	s.count(1)
 	err := s.pool.QueryRow(ctx, s.sql.append, b.n, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
-		b.newDomains, s.channel, b.keyOrds, b.keyNames, b.keyWindows).Scan(&res.prev, &res.numbered, &res.claimed)
+		b.newDomains, s.channel, b.keyOrds, b.keyNames, b.keyWindows).Scan(&res.prev, &res.numbered, &res.claimed, &res.suspended)
 	return res, err
 }
 
@@ -292,8 +312,8 @@ type boundTx struct {
 	tx pgx.Tx
 }
 
-func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) error {
-	return b.s.AppendTx(ctx, b.tx, activities)
+func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) ([]store.Appended, error) {
+	return b.s.appendTx(ctx, b.tx, activities)
 }
 
 // AppendTx appends activities inside the caller's transaction tx, on the
@@ -307,47 +327,85 @@ func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) err
 // them (see sequence.go), above every ID given out before; that is why
 // AppendTx returns none. Their new domains are registered then too. A
 // transaction left open holds back nothing but its own activities.
+//
+// What it did with each activity (duplicates of an idempotency key, the
+// suspended domains named) is what Store.Tx(tx).Append returns.
 func (s *Store) AppendTx(ctx context.Context, ptx pgx.Tx, activities []store.NewActivity) error {
+	_, err := s.appendTx(ctx, ptx, activities)
+	return err
+}
+
+// appendTx is AppendTx, returning what it did with each activity: no IDs,
+// which come at commit.
+func (s *Store) appendTx(ctx context.Context, ptx pgx.Tx, activities []store.NewActivity) ([]store.Appended, error) {
 	const op = "append in transaction"
 	if err := checkCtx(ctx, op); err != nil {
-		return err
+		return nil, err
 	}
 	if ptx == nil {
-		return invalid(op, "nil transaction")
+		return nil, invalid(op, "nil transaction")
 	}
-	b, err := newBatch(op, firstOfEachKey(activities))
+	staged, pos := firstOfEachKey(activities)
+	b, err := newBatch(op, staged)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var (
-		xid string
-		row pgx.Row
+		xid       string
+		suspended []string
+		dupOrds   []int64
+		row       pgx.Row
 	)
 	s.count(1)
 	if len(b.keyOrds) > 0 {
 		row = ptx.QueryRow(ctx, s.sql.stageKeyedTx, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
-			b.keyOrds, b.keyNames, b.keyWindows)
-	} else if a := activities[0]; len(activities) == 1 {
+			b.keyOrds, b.keyNames, b.keyWindows, b.newDomains)
+	} else if a := staged[0]; len(staged) == 1 {
 		row = ptx.QueryRow(ctx, s.sql.stageOneTx, a.Actor, a.OrderingKey, a.Body, nonNil(a.Inboxes), nonNil(a.Domains),
 			nonNil(a.Audiences), a.AllDomains)
 	} else {
-		row = ptx.QueryRow(ctx, s.sql.stageTx, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all)
+		row = ptx.QueryRow(ctx, s.sql.stageTx, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all, b.newDomains)
 	}
-	if err := row.Scan(&xid); err != nil {
-		return s.fail(ctx, op, err)
+	if err := row.Scan(&xid, &suspended, &dupOrds); err != nil {
+		return nil, s.fail(ctx, op, err)
 	}
 	s.watch(xid)
-	return nil
+	out := make([]store.Appended, len(activities))
+	for i := range out {
+		out[i].Duplicate = true // unless staged below
+	}
+	for j, a := range staged {
+		i := j
+		if pos != nil {
+			i = pos[j]
+		}
+		out[i] = store.Appended{Duplicate: slices.Contains(dupOrds, int64(j+1))}
+		if !out[i].Duplicate && len(suspended) > 0 {
+			out[i].Suspended = suspendedOf(a.Domains, suspended)
+		}
+	}
+	return out, nil
 }
 
 // firstOfEachKey returns activities without those whose idempotency key an
-// earlier one of them has (activities itself when there are none).
-func firstOfEachKey(activities []store.NewActivity) []store.NewActivity {
-	var seen map[string]bool
-	out := make([]store.NewActivity, 0, len(activities))
-	for _, a := range activities {
+// earlier one of them has, and the positions in activities of those it
+// returns (nil, with activities itself, when it drops none).
+func firstOfEachKey(activities []store.NewActivity) ([]store.NewActivity, []int) {
+	var (
+		seen map[string]bool
+		out  []store.NewActivity
+		pos  []int
+	)
+	for i, a := range activities {
 		if a.IdempotencyKey != "" {
 			if seen[a.IdempotencyKey] {
+				if pos == nil {
+					out = slices.Clone(activities[:i])
+					pos = make([]int, i)
+					for j := range pos {
+						pos[j] = j
+					}
+				}
 				continue
 			}
 			if seen == nil {
@@ -355,10 +413,24 @@ func firstOfEachKey(activities []store.NewActivity) []store.NewActivity {
 			}
 			seen[a.IdempotencyKey] = true
 		}
-		out = append(out, a)
+		if pos != nil {
+			out = append(out, a)
+			pos = append(pos, i)
+		}
 	}
-	if len(out) == len(activities) {
-		return activities
+	if pos == nil {
+		return activities, nil
+	}
+	return out, pos
+}
+
+// suspendedOf returns the domains that are in suspended, in order.
+func suspendedOf(domains, suspended []string) []string {
+	var out []string
+	for _, d := range domains {
+		if slices.Contains(suspended, d) {
+			out = append(out, d)
+		}
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/apqueue/apqueue/internal/leakcheck"
 	"github.com/apqueue/apqueue/internal/pgtest"
+	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/postgres"
 )
 
@@ -51,4 +52,9 @@ func newStoreOn(t testing.TB, db *pgtest.DB, cfg *postgres.Config) (*postgres.St
 	_, err = s.Migrate(t.Context())
 	require.NoError(t, err)
 	return s, db
+}
+
+// appendedIDs returns the IDs of what Append returned, and its error.
+func appendedIDs(res []store.Appended, err error) ([]int64, error) {
+	return store.AppendedIDs(res), err
 }

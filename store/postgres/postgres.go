@@ -187,7 +187,7 @@ type queries struct {
 	register, domains, checkpoint, acquire, renew, release                                  string
 	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
 	changeDomain, openTransactions, expireDeadLetters, capDeadLetters                       string
-	stageKeyedTx, knownKeys, pruneKeys                                                      string
+	stageKeyedTx, knownKeys, pruneKeys, forgetDomain                                        string
 }
 
 func newQueries(schema string) queries {
@@ -218,13 +218,14 @@ func newQueries(schema string) queries {
 		stageKeyedTx:      stageKeyedTxSQL,
 		knownKeys:         knownKeysSQL,
 		pruneKeys:         pruneKeysSQL,
+		forgetDomain:      forgetDomainSQL,
 	}
 	for _, p := range []*string{
 		&q.append, &q.stageTx, &q.stageOneTx, &q.activities, &q.head, &q.register, &q.domains,
 		&q.checkpoint, &q.acquire, &q.renew, &q.release, &q.leaseStats, &q.deadLetters,
 		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
 		&q.expireDeadLetters, &q.capDeadLetters,
-		&q.stageKeyedTx, &q.knownKeys, &q.pruneKeys,
+		&q.stageKeyedTx, &q.knownKeys, &q.pruneKeys, &q.forgetDomain,
 	} {
 		// Twice: {safe_head} itself names {s}.
 		*p = r.Replace(r.Replace(*p))

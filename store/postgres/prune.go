@@ -10,28 +10,28 @@ import (
 
 // pruneFloorSQL computes the prune point (the lowest cursor of a live
 // domain, or the safe head when none is live), fast-forwards the dead
-// domains below it and forgets owners long gone. It runs with the domains
+// domains below it (and the suspended ones, which it does not report) and forgets owners long gone. It runs with the domains
 // table locked against writes (see Prune), so no domain can be revived or
 // registered below the point while it is chosen. It returns the point and
 // the domains moved with their old cursors.
 const pruneFloorSQL = `WITH h AS (
 	SELECT coalesce({safe_head}, 0) AS head
 ), b AS (
-	SELECT greatest(least(h.head, coalesce((SELECT min(cursor) FROM {s}.domains WHERE status <> 'dead'), h.head)), 0) AS below
+	SELECT greatest(least(h.head, coalesce((SELECT min(cursor) FROM {s}.domains WHERE status NOT IN ('dead', 'suspended')), h.head)), 0) AS below
 	FROM h
 ), old AS (
-	SELECT d.domain, d.cursor FROM {s}.domains d, b
-	WHERE d.status = 'dead' AND d.cursor < b.below
+	SELECT d.domain, d.cursor, d.status FROM {s}.domains d, b
+	WHERE d.status IN ('dead', 'suspended') AND d.cursor < b.below
 ), ff AS (
 	UPDATE {s}.domains d SET cursor = b.below, revision = d.revision + 1 FROM old, b
 	WHERE d.domain = old.domain
-	RETURNING d.domain, old.cursor AS from_cursor
+	RETURNING d.domain, old.cursor AS from_cursor, old.status
 ), gone AS (
 	DELETE FROM {s}.owners WHERE live_until < now() - interval '1 day'
 )
 SELECT b.below,
-	coalesce((SELECT array_agg(domain ORDER BY domain COLLATE "C") FROM ff), '{}'),
-	coalesce((SELECT array_agg(from_cursor ORDER BY domain COLLATE "C") FROM ff), '{}')
+	coalesce((SELECT array_agg(domain ORDER BY domain COLLATE "C") FROM ff WHERE status = 'dead'), '{}'),
+	coalesce((SELECT array_agg(from_cursor ORDER BY domain COLLATE "C") FROM ff WHERE status = 'dead'), '{}')
 FROM b`
 
 // pruneDeleteSQL deletes up to $2 of the activities at or below the prune

@@ -173,7 +173,7 @@ func TestAppendWaitingForTheCounter(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		ids, err := s.Append(ctx, []store.NewActivity{keyed("waiting", "d.example")})
+		ids, err := appendedIDs(s.Append(ctx, []store.NewActivity{keyed("waiting", "d.example")}))
 		done <- result{ids, err}
 	}()
 	require.Eventually(t, func() bool {

@@ -260,7 +260,7 @@ func TestStatsCountStatements(t *testing.T) {
 	ctx := t.Context()
 	start := s.Stats().Statements
 
-	ids, err := s.Append(ctx, []store.NewActivity{newActivity("a.example"), newActivity("b.example")})
+	ids, err := appendedIDs(s.Append(ctx, []store.NewActivity{newActivity("a.example"), newActivity("b.example")}))
 	require.NoError(t, err)
 	_, err = s.Activities(ctx, 0, 10)
 	require.NoError(t, err)

@@ -168,7 +168,7 @@ func TestReadOnly(t *testing.T) {
 	path := tempPath(t)
 	db := openDB(t, dsn(path, ""))
 	s := storeOn(t, db, nil)
-	ids, err := s.Append(t.Context(), oneActivity(`{"n":1}`))
+	ids, err := appendedIDs(s.Append(t.Context(), oneActivity(`{"n":1}`)))
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 
@@ -216,7 +216,7 @@ func TestLockedBeyondBusyTimeout(t *testing.T) {
 	after, err := s.Head(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, before, after, "a failed append was written")
-	ids, err := impatient.Append(t.Context(), oneActivity(`{"n":2}`))
+	ids, err := appendedIDs(impatient.Append(t.Context(), oneActivity(`{"n":2}`)))
 	require.NoError(t, err, "the store works once the lock is released")
 	require.Equal(t, []int64{before + 1}, ids)
 }
@@ -240,7 +240,7 @@ func TestDiskFull(t *testing.T) {
 		filled bool
 	)
 	for range 100 {
-		ids, err := full.Append(t.Context(), oneActivity(body))
+		ids, err := appendedIDs(full.Append(t.Context(), oneActivity(body)))
 		if err != nil {
 			require.ErrorIs(t, err, sqlite.ErrFull)
 			require.Nil(t, ids)
@@ -260,7 +260,7 @@ func TestDiskFull(t *testing.T) {
 
 	// With room again, the next append gets the next ID.
 	roomy := storeOn(t, openDB(t, dsn(path, "")), nil)
-	ids, err := roomy.Append(t.Context(), oneActivity(body))
+	ids, err := appendedIDs(roomy.Append(t.Context(), oneActivity(body)))
 	require.NoError(t, err)
 	require.Equal(t, []int64{last + 1}, ids)
 }

@@ -174,3 +174,32 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 	}
 	return states[0], nil
 }
+
+// ForgetDomain implements store.Store in one write transaction. The
+// domain's dead letters stay.
+func (s *Store) ForgetDomain(ctx context.Context, domain string) error {
+	const op = "forget domain"
+	if err := checkCtx(ctx, op); err != nil {
+		return err
+	}
+	if err := store.CheckForget(domain); err != nil {
+		return refused(op, err)
+	}
+	var n int64
+	err := s.write(ctx, func(q querier) error {
+		s.count(1)
+		r, err := q.ExecContext(ctx, `DELETE FROM apqueue_domains WHERE domain = ?`, domain)
+		if err != nil {
+			return err
+		}
+		n, err = r.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return s.fail(ctx, op, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("sqlite: %s %q: %w", op, domain, store.ErrNotFound)
+	}
+	return nil
+}

@@ -79,7 +79,9 @@ func newBatch(op string, activities []store.NewActivity) (*batch, error) {
 // the new domains at the head as it was before this batch. An activity
 // whose idempotency key is remembered (or was given earlier in b) is not
 // inserted: its ID is that of the activity first appended with the key.
-func (s *Store) appendIn(ctx context.Context, q querier, b *batch) ([]int64, error) {
+// The suspended domains are read after the write lock is taken, so no
+// suspension commits between the check and the append.
+func (s *Store) appendIn(ctx context.Context, q querier, b *batch) ([]store.Appended, error) {
 	// ids holds, until the IDs are taken, the ID of each duplicate (or,
 	// negated, the position among the kept activities of the one it
 	// repeats); zero for the activities kept.
@@ -128,20 +130,71 @@ func (s *Store) appendIn(ctx context.Context, q querier, b *batch) ([]int64, err
 			return nil, err
 		}
 	}
+	suspended, err := s.suspendedAmong(ctx, q, b.newDomains)
+	if err != nil {
+		return nil, err
+	}
+	res := make([]store.Appended, len(ids))
 	k := int64(0)
 	for i, id := range ids {
 		switch {
 		case id < 0:
-			ids[i] = prev - id
-		case id == 0:
+			res[i] = store.Appended{ID: prev - id, Duplicate: true}
+		case id > 0:
+			res[i] = store.Appended{ID: id, Duplicate: true}
+		default:
 			k++
-			ids[i] = prev + k
+			res[i].ID = prev + k
+			res[i].Suspended = suspendedOf(b.acts[i].Domains, suspended)
 		}
 	}
 	if err := s.insertDomains(ctx, q, b.newDomains, prev); err != nil {
 		return nil, err
 	}
-	return ids, nil
+	return res, nil
+}
+
+// suspendedSQL lists the suspended domains among those given after it.
+const suspendedSQL = `SELECT domain FROM apqueue_domains WHERE status = 'suspended' AND domain IN `
+
+// suspendedAmong returns which of domains are suspended.
+func (s *Store) suspendedAmong(ctx context.Context, q querier, domains []string) (map[string]bool, error) {
+	var out map[string]bool
+	err := chunks(len(domains), 1, func(from, to int) error {
+		args := make([]any, to-from)
+		for i, d := range domains[from:to] {
+			args[i] = d
+		}
+		s.count(1)
+		rows, err := q.QueryContext(ctx, suspendedSQL+values(1, to-from), args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var d string
+			if err := rows.Scan(&d); err != nil {
+				return err
+			}
+			if out == nil {
+				out = make(map[string]bool)
+			}
+			out[d] = true
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// suspendedOf returns the domains that are in suspended, in order.
+func suspendedOf(domains []string, suspended map[string]bool) []string {
+	var out []string
+	for _, d := range domains {
+		if suspended[d] {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // lockForKeysSQL takes the write lock without changing anything, so that
@@ -227,7 +280,7 @@ func (s *Store) insertDomains(ctx context.Context, q querier, domains []string, 
 // Append implements store.Store in one write transaction: see the comment
 // on takeIDsSQL for how IDs are assigned. Listen calls on this Store are
 // notified once it has committed.
-func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]int64, error) {
+func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]store.Appended, error) {
 	const op = "append"
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
@@ -236,17 +289,17 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]i
 	if err != nil {
 		return nil, err
 	}
-	var ids []int64
+	var res []store.Appended
 	err = s.write(ctx, func(q querier) error {
 		var err error
-		ids, err = s.appendIn(ctx, q, b)
+		res, err = s.appendIn(ctx, q, b)
 		return err
 	})
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
 	s.notifyListeners()
-	return ids, nil
+	return res, nil
 }
 
 // Tx binds the caller's transaction tx, on the database of the store, to
@@ -259,9 +312,8 @@ type boundTx struct {
 	tx *sql.Tx
 }
 
-func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) error {
-	_, err := b.s.AppendTx(ctx, b.tx, activities)
-	return err
+func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) ([]store.Appended, error) {
+	return b.s.AppendTx(ctx, b.tx, activities)
 }
 
 // AppendTx appends activities inside the caller's transaction tx, on the
@@ -277,7 +329,7 @@ func (b boundTx) Append(ctx context.Context, activities []store.NewActivity) err
 // drivers) when it reads before it enqueues: a deferred transaction that
 // has read cannot take the write lock once another connection has written
 // since, and fails with SQLITE_BUSY (ErrBusy) whatever the busy_timeout.
-func (s *Store) AppendTx(ctx context.Context, tx *sql.Tx, activities []store.NewActivity) ([]int64, error) {
+func (s *Store) AppendTx(ctx context.Context, tx *sql.Tx, activities []store.NewActivity) ([]store.Appended, error) {
 	const op = "append in transaction"
 	if err := checkCtx(ctx, op); err != nil {
 		return nil, err
@@ -289,12 +341,12 @@ func (s *Store) AppendTx(ctx context.Context, tx *sql.Tx, activities []store.New
 	if err != nil {
 		return nil, err
 	}
-	ids, err := s.appendIn(ctx, tx, b)
+	res, err := s.appendIn(ctx, tx, b)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
-	s.txAppended(slices.Max(ids))
-	return ids, nil
+	s.txAppended(slices.Max(store.AppendedIDs(res)))
+	return res, nil
 }
 
 // Activities implements store.Store. A read is one snapshot, which holds

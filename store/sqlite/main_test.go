@@ -11,6 +11,7 @@ import (
 
 	"github.com/apqueue/apqueue/internal/leakcheck"
 	"github.com/apqueue/apqueue/internal/queuetest"
+	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/sqlite"
 )
 
@@ -70,3 +71,8 @@ func storeOn(t testing.TB, db *sql.DB, cfg *sqlite.Config) *sqlite.Store {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// appendedIDs returns the IDs of what Append returned, and its error.
+func appendedIDs(res []store.Appended, err error) ([]int64, error) {
+	return store.AppendedIDs(res), err
+}

@@ -7,17 +7,18 @@ import (
 )
 
 // pruneFloorSQL computes the prune point: the lowest cursor of a live
-// domain, or the head when none is live.
+// domain (neither dead nor suspended), or the head when none is live.
 const pruneFloorSQL = `SELECT max(0, min(c.last_id, coalesce(
-	(SELECT min(cursor) FROM apqueue_domains WHERE status <> 'dead'), c.last_id)))
+	(SELECT min(cursor) FROM apqueue_domains WHERE status NOT IN ('dead', 'suspended')), c.last_id)))
 FROM apqueue_id_counter c`
 
 // behindSQL lists the dead domains below the prune point ?, with their
-// cursors; fastForwardSQL then moves them up to it. Both run in the one
+// cursors; fastForwardSQL then moves them, and the suspended ones, up to
+// it. Both run in the one
 // write transaction of Prune, so they see the same domains.
 const behindSQL = `SELECT domain, cursor FROM apqueue_domains WHERE status = 'dead' AND cursor < ? ORDER BY domain`
 
-const fastForwardSQL = `UPDATE apqueue_domains SET cursor = ?, revision = revision + 1 WHERE status = 'dead' AND cursor < ?`
+const fastForwardSQL = `UPDATE apqueue_domains SET cursor = ?, revision = revision + 1 WHERE status IN ('dead', 'suspended') AND cursor < ?`
 
 // forgetOwnersSQL forgets owners gone for a day (live_until before ?).
 const forgetOwnersSQL = `DELETE FROM apqueue_owners WHERE live_until < ?`

@@ -133,12 +133,12 @@ func TestAppendTxHoldsWriters(t *testing.T) {
 	st := storeOn(t, db, nil)
 	other := storeOn(t, openDB(t, dsn(path, "")), nil) // another process
 	ctx := t.Context()
-	first, err := st.Append(ctx, oneActivity(`{"n":0}`))
+	first, err := appendedIDs(st.Append(ctx, oneActivity(`{"n":0}`)))
 	require.NoError(t, err)
 
 	tx, err := db.BeginTx(ctx, nil)
 	require.NoError(t, err)
-	inTx, err := st.AppendTx(ctx, tx, oneActivity(`{"n":1}`))
+	inTx, err := appendedIDs(st.AppendTx(ctx, tx, oneActivity(`{"n":1}`)))
 	require.NoError(t, err)
 	require.Equal(t, first[0]+1, inTx[0])
 
@@ -151,7 +151,7 @@ func TestAppendTxHoldsWriters(t *testing.T) {
 
 	later := make(chan []int64, 1)
 	go func() {
-		ids, err := other.Append(context.WithoutCancel(ctx), oneActivity(`{"n":2}`))
+		ids, err := appendedIDs(other.Append(context.WithoutCancel(ctx), oneActivity(`{"n":2}`)))
 		if err != nil {
 			ids = nil
 		}
@@ -231,7 +231,7 @@ func TestClearBackoffClearsProgressRetries(t *testing.T) {
 	t.Parallel()
 	st, _ := newStore(t, nil)
 	ctx := t.Context()
-	ids, err := st.Append(ctx, oneActivity(`{"n":1}`))
+	ids, err := appendedIDs(st.Append(ctx, oneActivity(`{"n":1}`)))
 	require.NoError(t, err)
 	held, err := st.AcquireLeases(ctx, "owner", time.Minute, 1)
 	require.NoError(t, err)

@@ -72,7 +72,7 @@ func testConcurrency(t *testing.T, su suite) {
 							fmt.Sprintf("w%d.example", w),
 							fmt.Sprintf("n%d.example", (w+b+i)%7))
 					}
-					got, err := s.Append(ctx, batch)
+					got, err := appendedIDs(s.Append(ctx, batch))
 					if err != nil {
 						return err
 					}
@@ -215,7 +215,7 @@ func testPruneRacesAppend(t *testing.T, s store.Store) {
 		g.Go(func() error {
 			for i := range appends {
 				domain := fmt.Sprintf("w%d-%d.example", w, i)
-				got, err := s.Append(ctx, []store.NewActivity{activity(), activity(domain)})
+				got, err := appendedIDs(s.Append(ctx, []store.NewActivity{activity(), activity(domain)}))
 				if err != nil {
 					return err
 				}

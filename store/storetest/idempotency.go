@@ -28,41 +28,43 @@ func logLen(t *testing.T, s store.Store) int {
 	return len(acts)
 }
 
+// appendAll appends activities and returns what the store did with them.
+func appendAll(t *testing.T, s store.Store, activities ...store.NewActivity) []store.Appended {
+	t.Helper()
+	res, err := s.Append(t.Context(), activities)
+	require.NoError(t, err)
+	require.Len(t, res, len(activities))
+	return res
+}
+
 // testIdempotency checks that an activity appended again with a key still
 // remembered is not written and gets the first one's ID.
 func testIdempotency(t *testing.T, su suite) {
 	su.run(t, "DuplicateReturnsFirstID", func(t *testing.T, s store.Store) {
-		ctx := t.Context()
-		first, err := s.Append(ctx, []store.NewActivity{keyed("note-1-create", time.Hour, "a.example")})
-		require.NoError(t, err)
-		again, err := s.Append(ctx, []store.NewActivity{keyed("note-1-create", time.Hour, "b.example")})
-		require.NoError(t, err)
-		require.Equal(t, first, again, "a duplicate gets the first activity's ID")
+		first := appendAll(t, s, keyed("note-1-create", time.Hour, "a.example"))
+		require.False(t, first[0].Duplicate)
+		again := appendAll(t, s, keyed("note-1-create", time.Hour, "b.example"))
+		require.Equal(t, store.Appended{ID: first[0].ID, Duplicate: true}, again[0], "a duplicate gets the first activity's ID")
 		require.Equal(t, 1, logLen(t, s), "a duplicate wrote an activity")
-		_, err = s.Domains(ctx, []string{"b.example"})
-		require.NoError(t, err)
 
 		// Other keys and no key are appended as usual.
-		other, err := s.Append(ctx, []store.NewActivity{keyed("note-2-create", time.Hour, "a.example"), activity("a.example"), activity("a.example")})
-		require.NoError(t, err)
-		require.Greater(t, other[0], first[0])
-		require.Greater(t, other[1], other[0])
-		require.Greater(t, other[2], other[1])
+		other := appendAll(t, s, keyed("note-2-create", time.Hour, "a.example"), activity("a.example"), activity("a.example"))
+		for i, r := range other {
+			require.False(t, r.Duplicate, i)
+		}
+		require.Greater(t, other[0].ID, first[0].ID)
+		require.Greater(t, other[1].ID, other[0].ID)
+		require.Greater(t, other[2].ID, other[1].ID)
 		require.Equal(t, 4, logLen(t, s))
 	})
 
 	su.run(t, "DuplicateInOneBatch", func(t *testing.T, s store.Store) {
-		ctx := t.Context()
-		got, err := s.Append(ctx, []store.NewActivity{
-			keyed("k", time.Hour, "a.example"), activity("a.example"), keyed("k", time.Hour, "a.example"),
-		})
+		got := appendAll(t, s, keyed("k", time.Hour, "a.example"), activity("a.example"), keyed("k", time.Hour, "a.example"))
+		require.Equal(t, store.Appended{ID: got[0].ID, Duplicate: true}, got[2], "the second with a key is a duplicate of the first")
+		require.Greater(t, got[1].ID, got[0].ID)
+		acts, err := s.Activities(t.Context(), 0, 10)
 		require.NoError(t, err)
-		require.Len(t, got, 3)
-		require.Equal(t, got[0], got[2], "the second with a key is a duplicate of the first")
-		require.Greater(t, got[1], got[0])
-		acts, err := s.Activities(ctx, 0, 10)
-		require.NoError(t, err)
-		require.Equal(t, []int64{got[0], got[1]}, ids(acts))
+		require.Equal(t, []int64{got[0].ID, got[1].ID}, ids(acts))
 	})
 
 	su.run(t, "ConcurrentDuplicates", func(t *testing.T, s store.Store) {
@@ -70,7 +72,7 @@ func testIdempotency(t *testing.T, su suite) {
 		ctx := t.Context()
 		var (
 			wg  sync.WaitGroup
-			got = make([]int64, callers)
+			got = make([]store.Appended, callers)
 		)
 		start := make(chan struct{})
 		for i := range callers {
@@ -78,12 +80,12 @@ func testIdempotency(t *testing.T, su suite) {
 			go func() {
 				defer wg.Done()
 				<-start
-				ids, err := s.Append(ctx, []store.NewActivity{keyed("same-key", time.Hour, "a.example")})
-				if !(err == nil && len(ids) == 1) {
-					t.Errorf("caller %d: %v, %v", i, ids, err)
+				res, err := s.Append(ctx, []store.NewActivity{keyed("same-key", time.Hour, "a.example")})
+				if !(err == nil && len(res) == 1) {
+					t.Errorf("caller %d: %v, %v", i, res, err)
 					return
 				}
-				got[i] = ids[0]
+				got[i] = res[0]
 			}()
 		}
 		close(start)
@@ -91,45 +93,45 @@ func testIdempotency(t *testing.T, su suite) {
 		require.Equal(t, 1, logLen(t, s), "exactly one activity is written")
 		acts, err := s.Activities(ctx, 0, 10)
 		require.NoError(t, err)
-		for i, id := range got {
-			require.Equal(t, acts[0].ID, id, "caller %d got another ID", i)
+		writers := 0
+		for i, r := range got {
+			require.Equal(t, acts[0].ID, r.ID, "caller %d got another ID", i)
+			if !r.Duplicate {
+				writers++
+			}
 		}
+		require.Equal(t, 1, writers, "one caller wrote, the others were told they were duplicates")
 	})
 
 	su.run(t, "KeyOutlivesPrune", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
-		first, err := s.Append(ctx, []store.NewActivity{keyed("k", time.Hour)})
-		require.NoError(t, err)
+		first := appendAll(t, s, keyed("k", time.Hour))
 		res, err := s.Prune(ctx)
 		require.NoError(t, err)
 		require.EqualValues(t, 1, res.Deleted, "with no domain, everything settled is pruned")
 		require.Zero(t, res.ExpiredKeys)
-		again, err := s.Append(ctx, []store.NewActivity{keyed("k", time.Hour)})
-		require.NoError(t, err)
-		require.Equal(t, first, again, "the key is remembered for its window, not as long as its activity")
+		again := appendAll(t, s, keyed("k", time.Hour))
+		require.Equal(t, store.Appended{ID: first[0].ID, Duplicate: true}, again[0],
+			"the key is remembered for its window, not as long as its activity")
 		require.Zero(t, logLen(t, s))
 	})
 
 	su.run(t, "KeysExpire", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		const window = 50 * time.Millisecond
-		first, err := s.Append(ctx, []store.NewActivity{keyed("short", window), keyed("long", time.Hour)})
-		require.NoError(t, err)
-		var later []int64
+		first := appendAll(t, s, keyed("short", window), keyed("long", time.Hour))
+		var later []store.Appended
 		require.Eventually(t, func() bool {
-			later, err = s.Append(ctx, []store.NewActivity{keyed("short", time.Hour)})
-			require.NoError(t, err)
-			return later[0] != first[0]
+			later = appendAll(t, s, keyed("short", time.Hour))
+			return !later[0].Duplicate
 		}, waitFor, tick, "an expired key makes a new activity")
-		require.Greater(t, later[0], first[1])
+		require.Greater(t, later[0].ID, first[1].ID)
 		// Replaced, the key is remembered again from its new append.
-		again, err := s.Append(ctx, []store.NewActivity{keyed("short", time.Hour)})
-		require.NoError(t, err)
-		require.Equal(t, later, again)
+		again := appendAll(t, s, keyed("short", time.Hour))
+		require.Equal(t, store.Appended{ID: later[0].ID, Duplicate: true}, again[0])
 
 		// An expired key that was never reused is deleted by Prune.
-		_, err = s.Append(ctx, []store.NewActivity{keyed("gone", time.Millisecond)})
-		require.NoError(t, err)
+		appendAll(t, s, keyed("gone", time.Millisecond))
 		var deleted int64
 		require.Eventually(t, func() bool {
 			res, err := s.Prune(ctx)
@@ -138,9 +140,8 @@ func testIdempotency(t *testing.T, su suite) {
 			return deleted > 0
 		}, waitFor, tick)
 		require.EqualValues(t, 1, deleted, "only the expired key is deleted")
-		long, err := s.Append(ctx, []store.NewActivity{keyed("long", time.Hour)})
-		require.NoError(t, err)
-		require.Equal(t, first[1], long[0], "a key within its window survives Prune")
+		long := appendAll(t, s, keyed("long", time.Hour))
+		require.Equal(t, store.Appended{ID: first[1].ID, Duplicate: true}, long[0], "a key within its window survives Prune")
 	})
 
 	su.run(t, "BadKeys", func(t *testing.T, s store.Store) {
@@ -151,8 +152,7 @@ func testIdempotency(t *testing.T, su suite) {
 		_, err = s.Append(ctx, []store.NewActivity{keyed("k", 0)})
 		require.ErrorIs(t, err, store.ErrInvalid)
 		require.Zero(t, logLen(t, s), "a refused batch wrote something")
-		_, err = s.Append(ctx, []store.NewActivity{keyed(strings.Repeat("k", store.IdempotencyKeyMaxLen), time.Hour)})
-		require.NoError(t, err)
+		appendAll(t, s, keyed(strings.Repeat("k", store.IdempotencyKeyMaxLen), time.Hour))
 	})
 }
 
@@ -175,39 +175,46 @@ func RunTx(t *testing.T, newStore func(t *testing.T) (store.Store, TxFunc)) {
 
 	run("DuplicateOfCommitted", func(t *testing.T, s store.Store, begin TxFunc) {
 		ctx := t.Context()
-		first, err := s.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example")})
-		require.NoError(t, err)
+		first := appendAll(t, s, keyed("k", time.Hour, "a.example"))
 		tx, commit, _ := begin(t)
-		require.NoError(t, tx.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example"), activity("a.example")}))
+		res, err := tx.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example"), activity("a.example")})
+		require.NoError(t, err)
+		require.True(t, res[0].Duplicate)
+		require.False(t, res[1].Duplicate)
 		require.NoError(t, commit())
 		acts := readEventually(t, s, 2)
-		require.Equal(t, first[0], acts[0].ID, "the duplicate in the transaction was written")
+		require.Equal(t, first[0].ID, acts[0].ID, "the duplicate in the transaction was written")
 	})
 
 	run("DuplicateInSameTx", func(t *testing.T, s store.Store, begin TxFunc) {
 		ctx := t.Context()
 		tx, commit, _ := begin(t)
-		require.NoError(t, tx.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example")}))
-		require.NoError(t, tx.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example"), keyed("k", time.Hour, "a.example")}))
+		res, err := tx.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example")})
+		require.NoError(t, err)
+		require.False(t, res[0].Duplicate)
+		res, err = tx.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example"), keyed("k", time.Hour, "a.example")})
+		require.NoError(t, err)
+		require.True(t, res[0].Duplicate)
+		require.True(t, res[1].Duplicate)
 		require.NoError(t, commit())
 		readEventually(t, s, 1)
 		// A plain append after it is a duplicate of the transaction's.
-		again, err := s.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example")})
-		require.NoError(t, err)
+		again := appendAll(t, s, keyed("k", time.Hour, "a.example"))
 		require.Equal(t, 1, logLen(t, s))
 		acts, err := s.Activities(ctx, 0, 10)
 		require.NoError(t, err)
-		require.Equal(t, acts[0].ID, again[0])
+		require.Equal(t, store.Appended{ID: acts[0].ID, Duplicate: true}, again[0])
 	})
 
 	run("RolledBackFreesKey", func(t *testing.T, s store.Store, begin TxFunc) {
 		ctx := t.Context()
 		tx, _, rollback := begin(t)
-		require.NoError(t, tx.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example")}))
-		require.NoError(t, rollback())
-		got, err := s.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example")})
+		_, err := tx.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example")})
 		require.NoError(t, err)
-		require.NotZero(t, got[0])
+		require.NoError(t, rollback())
+		got := appendAll(t, s, keyed("k", time.Hour, "a.example"))
+		require.False(t, got[0].Duplicate, "a rolled back transaction took the key")
+		require.NotZero(t, got[0].ID)
 		require.Equal(t, 1, logLen(t, s))
 	})
 
@@ -224,7 +231,7 @@ func RunTx(t *testing.T, newStore func(t *testing.T) (store.Store, TxFunc)) {
 			go func() {
 				defer wg.Done()
 				tx, commit, rollback := begin(t)
-				if err := tx.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example")}); err != nil {
+				if _, err := tx.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example")}); err != nil {
 					t.Errorf("caller %d: %v", i, err)
 					_ = rollback()
 					return
@@ -236,11 +243,10 @@ func RunTx(t *testing.T, newStore func(t *testing.T) (store.Store, TxFunc)) {
 		}
 		wg.Wait()
 		readEventually(t, s, 1)
-		got, err := s.Append(ctx, []store.NewActivity{keyed("k", time.Hour, "a.example"), activity("a.example")})
-		require.NoError(t, err)
+		got := appendAll(t, s, keyed("k", time.Hour, "a.example"), activity("a.example"))
 		acts := readEventually(t, s, 2)
-		require.Equal(t, acts[0].ID, got[0], "the key's activity is the one written")
-		require.Equal(t, acts[1].ID, got[1])
+		require.Equal(t, store.Appended{ID: acts[0].ID, Duplicate: true}, got[0], "the key's activity is the one written")
+		require.Equal(t, store.Appended{ID: acts[1].ID}, got[1])
 	})
 }
 

@@ -109,7 +109,7 @@ func activity(domains ...string) store.NewActivity {
 // appendOne appends one activity addressed to domains and returns its ID.
 func appendOne(t *testing.T, s store.Store, domains ...string) int64 {
 	t.Helper()
-	ids, err := s.Append(t.Context(), []store.NewActivity{activity(domains...)})
+	ids, err := appendedIDs(s.Append(t.Context(), []store.NewActivity{activity(domains...)}))
 	require.NoError(t, err)
 	require.Len(t, ids, 1)
 	return ids[0]
@@ -123,7 +123,7 @@ func appendN(t *testing.T, s store.Store, n int) []int64 {
 	for i := range batch {
 		batch[i] = activity()
 	}
-	ids, err := s.Append(t.Context(), batch)
+	ids, err := appendedIDs(s.Append(t.Context(), batch))
 	require.NoError(t, err)
 	require.Len(t, ids, n)
 	return ids
@@ -234,4 +234,9 @@ func leaseNames(leases []store.Lease) []string {
 		out[i] = l.Domain
 	}
 	return out
+}
+
+// appendedIDs returns the IDs of what Append returned, and its error.
+func appendedIDs(res []store.Appended, err error) ([]int64, error) {
+	return store.AppendedIDs(res), err
 }
