@@ -36,7 +36,8 @@ func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegis
 func (s *Store) registerLocked(domain string, cursor int64) *store.DomainState {
 	d, ok := s.domains[domain]
 	if !ok {
-		d = &store.DomainState{Domain: domain, Cursor: cursor, Status: store.StatusActive}
+		d = &store.DomainState{Domain: domain, Cursor: cursor, Status: store.StatusActive, LeaseToken: s.forgottenTokens[domain]}
+		delete(s.forgottenTokens, domain)
 		s.domains[domain] = d
 	}
 	return d
@@ -185,9 +186,14 @@ func (s *Store) ForgetDomain(ctx context.Context, domain string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.domains[domain]; !ok {
+	d, ok := s.domains[domain]
+	if !ok {
 		return fmt.Errorf("memory: %s %q: %w", op, domain, store.ErrNotFound)
 	}
+	// Kept so that the lease tokens of the domain, registered again, go
+	// on from there: an owner that has not noticed the loss yet cannot
+	// pass the new state's fencing check.
+	s.forgottenTokens[domain] = d.LeaseToken
 	delete(s.domains, domain)
 	return nil
 }

@@ -30,6 +30,9 @@ type Store struct {
 	// keys are the idempotency keys remembered, until Prune deletes them
 	// once expired.
 	keys map[string]idempotencyKey
+	// forgottenTokens are the last lease tokens of forgotten domains, from
+	// which their tokens go on if they are registered again.
+	forgottenTokens map[string]int64
 }
 
 var (
@@ -54,6 +57,8 @@ func NewWithClock(now func() time.Time) *Store {
 		deadKeys:  make(map[deliveryKey]bool),
 		listeners: make(map[*listener]struct{}),
 		keys:      make(map[string]idempotencyKey),
+
+		forgottenTokens: make(map[string]int64),
 	}
 }
 

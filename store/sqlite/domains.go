@@ -175,8 +175,14 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 	return states[0], nil
 }
 
+// forgetTokenSQL keeps the lease token of domain ?, so that a row of the
+// domain registered again starts from it (see migration 0003).
+const forgetTokenSQL = `INSERT OR REPLACE INTO apqueue_forgotten_domains (domain, lease_token)
+SELECT domain, lease_token FROM apqueue_domains WHERE domain = ?`
+
 // ForgetDomain implements store.Store in one write transaction. The
-// domain's dead letters stay.
+// domain's dead letters stay; its lease token is kept so that tokens do
+// not start over if it is registered again.
 func (s *Store) ForgetDomain(ctx context.Context, domain string) error {
 	const op = "forget domain"
 	if err := checkCtx(ctx, op); err != nil {
@@ -187,7 +193,10 @@ func (s *Store) ForgetDomain(ctx context.Context, domain string) error {
 	}
 	var n int64
 	err := s.write(ctx, func(q querier) error {
-		s.count(1)
+		s.count(2)
+		if _, err := q.ExecContext(ctx, forgetTokenSQL, domain); err != nil {
+			return err
+		}
 		r, err := q.ExecContext(ctx, `DELETE FROM apqueue_domains WHERE domain = ?`, domain)
 		if err != nil {
 			return err

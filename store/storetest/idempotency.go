@@ -206,6 +206,24 @@ func RunTx(t *testing.T, newStore func(t *testing.T) (store.Store, TxFunc)) {
 		require.Equal(t, store.Appended{ID: acts[0].ID, Duplicate: true}, again[0])
 	})
 
+	run("SuspendedReported", func(t *testing.T, s store.Store, begin TxFunc) {
+		ctx := t.Context()
+		register(t, s, "b.example")
+		_, err := s.ChangeDomain(ctx, "b.example", store.DomainChange{Status: store.StatusSuspended})
+		require.NoError(t, err)
+		tx, commit, _ := begin(t)
+		res, err := tx.Append(ctx, []store.NewActivity{activity("a.example", "b.example"), activity("a.example")})
+		require.NoError(t, err)
+		require.NoError(t, commit())
+		require.Equal(t, []string{"b.example"}, res[0].Suspended)
+		require.Empty(t, res[1].Suspended)
+		single, commit, _ := begin(t)
+		res, err = single.Append(ctx, []store.NewActivity{activity("b.example")})
+		require.NoError(t, err)
+		require.NoError(t, commit())
+		require.Equal(t, []string{"b.example"}, res[0].Suspended)
+	})
+
 	run("RolledBackFreesKey", func(t *testing.T, s store.Store, begin TxFunc) {
 		ctx := t.Context()
 		tx, _, rollback := begin(t)

@@ -49,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Listen", testListen},
 		{"Context", testContext},
 		{"Idempotency", testIdempotency},
+		{"DomainPolicy", testDomainPolicy},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
