@@ -17,14 +17,21 @@ import (
 // that would undo it.
 
 // Pause stops deliveries to a domain; its backlog is kept and retention does
-// not prune past it.
+// not prune past it. A suspended domain is refused with ErrSuspended.
 func (q *Queue) Pause(ctx context.Context, dom string) error {
+	if err := q.refuseSuspended(ctx, dom, "pause"); err != nil {
+		return err
+	}
 	_, err := q.changeDomain(ctx, dom, store.DomainChange{Status: store.StatusPaused}, "paused")
 	return err
 }
 
-// Resume restarts deliveries to a paused domain.
+// Resume restarts deliveries to a paused domain. A suspended domain is
+// refused with ErrSuspended: see Unsuspend.
 func (q *Queue) Resume(ctx context.Context, dom string) error {
+	if err := q.refuseSuspended(ctx, dom, "resume"); err != nil {
+		return err
+	}
 	_, err := q.changeDomain(ctx, dom, store.DomainChange{Status: store.StatusActive}, "resumed")
 	return err
 }
@@ -36,8 +43,12 @@ func (q *Queue) RetryNow(ctx context.Context, dom string) error {
 }
 
 // MarkAlive makes a dead domain active again, with its backoff cleared, and
-// delivers its backlog from its cursor.
+// delivers its backlog from its cursor. A suspended domain is refused with
+// ErrSuspended: see Unsuspend.
 func (q *Queue) MarkAlive(ctx context.Context, dom string) error {
+	if err := q.refuseSuspended(ctx, dom, "mark alive"); err != nil {
+		return err
+	}
 	_, err := q.changeDomain(ctx, dom, store.DomainChange{Status: store.StatusActive, ClearBackoff: true}, "marked alive")
 	return err
 }
@@ -46,29 +57,126 @@ func (q *Queue) MarkAlive(ctx context.Context, dom string) error {
 // received yet is never sent to it. It returns how many log IDs were
 // skipped, and logs the skip.
 func (q *Queue) SkipToHead(ctx context.Context, dom string) (int64, error) {
+	return q.moveToHead(ctx, dom, store.DomainChange{}, "skipped to head")
+}
+
+// moveToHead applies change to a domain with its cursor moved to the head
+// of the log, and logs how many log IDs it skipped.
+func (q *Queue) moveToHead(ctx context.Context, dom string, change store.DomainChange, what string) (int64, error) {
 	n, err := domain.Normalize(dom, "")
 	if err != nil {
-		return 0, fmt.Errorf("queue: skip to head: %w", err)
+		return 0, fmt.Errorf("queue: %s: %w", what, err)
 	}
-	states, err := q.store.Domains(ctx, []string{n})
-	if err != nil {
-		return 0, fmt.Errorf("queue: skip to head: %w", err)
-	}
-	if len(states) == 0 {
-		return 0, fmt.Errorf("queue: skip to head: domain %q: %w", n, store.ErrNotFound)
-	}
-	head, err := q.store.Head(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("queue: skip to head: %w", err)
-	}
-	after, err := q.changeDomain(ctx, n, store.DomainChange{SkipTo: head}, "skipped to head")
+	before, err := q.domainState(ctx, n, what)
 	if err != nil {
 		return 0, err
 	}
-	skipped := max(after.Cursor-states[0].Cursor, 0)
-	q.logger.WarnContext(ctx, "apqueue: domain skipped to head; these activities will not be delivered to it",
-		slog.String("domain", n), slog.Int64("from", states[0].Cursor), slog.Int64("to", after.Cursor), slog.Int64("skipped_ids", skipped))
+	head, err := q.store.Head(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("queue: %s: %w", what, err)
+	}
+	change.SkipTo = head
+	after, err := q.changeDomain(ctx, n, change, what)
+	if err != nil {
+		return 0, err
+	}
+	skipped := max(after.Cursor-before.Cursor, 0)
+	if skipped > 0 {
+		q.logger.WarnContext(ctx, "apqueue: domain "+what+"; these activities will not be delivered to it",
+			slog.String("domain", n), slog.Int64("from", before.Cursor), slog.Int64("to", after.Cursor), slog.Int64("skipped_ids", skipped))
+	}
 	return skipped, nil
+}
+
+// Suspend stops all delivery to a domain, for one the server defederated
+// from or blocked: nothing more is sent to it, not even the probe of a
+// dead domain, and what it had not received yet never will be (its cursor
+// moves to the head, and the skip is logged). From then on, an activity
+// enqueued for it, by any process sharing the store, is not delivered
+// there and is reported to the Observer as EventSuspendedDropped; unlike a
+// paused domain, a suspended one holds back no retention. The process that
+// works the domain takes the suspension in at once when it is this one,
+// and at its next lease renewal otherwise. It returns how many log IDs the
+// domain skipped.
+func (q *Queue) Suspend(ctx context.Context, dom string) (int64, error) {
+	return q.moveToHead(ctx, dom, store.DomainChange{Status: store.StatusSuspended}, "suspended")
+}
+
+// Unsuspend ends a domain's suspension: it is delivered to again from the
+// head of the log, with its backoff cleared; what was enqueued for it while
+// it was suspended is not sent. A domain that is not suspended is refused
+// with ErrNotSuspended.
+func (q *Queue) Unsuspend(ctx context.Context, dom string) error {
+	n, err := domain.Normalize(dom, "")
+	if err != nil {
+		return fmt.Errorf("queue: unsuspend: %w", err)
+	}
+	st, err := q.domainState(ctx, n, "unsuspend")
+	if err != nil {
+		return err
+	}
+	if st.Status != store.StatusSuspended {
+		return fmt.Errorf("queue: unsuspend %s (%s): %w", n, st.Status, ErrNotSuspended)
+	}
+	_, err = q.moveToHead(ctx, n, store.DomainChange{Status: store.StatusActive, ClearBackoff: true}, "unsuspended")
+	return err
+}
+
+// Forget removes a domain and its saved state (cursor, progress, backoff,
+// lease, signature scheme, suspension) from the store, as if it had never
+// been seen: nothing more is sent to it. This process stops working it at
+// once; another that works it stops at its next lease renewal, and cannot
+// save its state back. The domain's dead letters are kept, to be inspected,
+// requeued or discarded like any other (see DeadLetters; retention deletes
+// them in time). If a later activity addresses the domain (an explicit
+// inbox, or an audience that reaches it), the domain is registered again
+// as a new one, from that activity on: no recipient is dropped silently.
+// To stop delivering to a domain for good, Suspend it instead. An unknown
+// domain is an error matching store.ErrNotFound.
+func (q *Queue) Forget(ctx context.Context, dom string) error {
+	n, err := domain.Normalize(dom, "")
+	if err != nil {
+		return fmt.Errorf("queue: forget: %w", err)
+	}
+	if err := q.store.ForgetDomain(ctx, n); err != nil {
+		return fmt.Errorf("queue: forget %s: %w", n, err)
+	}
+	q.dropWorker(n, "forgotten by an admin")
+	q.mu.Lock()
+	delete(q.noticed, n) // so that its return gets a worker at once
+	q.mu.Unlock()
+	q.logger.InfoContext(ctx, "apqueue: domain forgotten", slog.String("domain", n))
+	return nil
+}
+
+// refuseSuspended returns ErrSuspended when dom is suspended, for the
+// admin operations that would end a suspension without moving the domain
+// to the head.
+func (q *Queue) refuseSuspended(ctx context.Context, dom, what string) error {
+	n, err := domain.Normalize(dom, "")
+	if err != nil {
+		return fmt.Errorf("queue: %s: %w", what, err)
+	}
+	st, err := q.domainState(ctx, n, what)
+	if err != nil {
+		return err
+	}
+	if st.Status == store.StatusSuspended {
+		return fmt.Errorf("queue: %s %s: %w", what, n, ErrSuspended)
+	}
+	return nil
+}
+
+// domainState reads the saved state of the normalised domain n.
+func (q *Queue) domainState(ctx context.Context, n, what string) (store.DomainState, error) {
+	states, err := q.store.Domains(ctx, []string{n})
+	if err != nil {
+		return store.DomainState{}, fmt.Errorf("queue: %s: %w", what, err)
+	}
+	if len(states) == 0 {
+		return store.DomainState{}, fmt.Errorf("queue: %s: domain %q: %w", what, n, store.ErrNotFound)
+	}
+	return states[0], nil
 }
 
 func (q *Queue) changeDomain(ctx context.Context, dom string, change store.DomainChange, what string) (store.DomainState, error) {

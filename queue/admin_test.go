@@ -194,3 +194,65 @@ func TestSharedInboxReachesTheOwningProcess(t *testing.T) {
 	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 1 }, "sent once, to the shared inbox")
 	require.Len(t, fake.Delivered("https://a.example/users/2/inbox"), 0)
 }
+
+// TestSuspendInProcess suspends a domain this process works: nothing more
+// is sent to it, an activity enqueued for it is reported and not kept
+// pending past Unsuspend, other domains go on, and the suspension shows
+// in Stats.
+func TestSuspendInProcess(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{}
+	var dropped atomic.Int64
+	cfg := testConfig()
+	cfg.Observer = ObserverFunc(func(e Event) {
+		if e.Kind == EventSuspendedDropped && e.Domain == "a.example" {
+			dropped.Store(e.ActivityID)
+		}
+	})
+	q := startQueue(t, st, fake, cfg)
+	ctx := context.Background()
+	enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "delivered before the suspension")
+
+	_, err := q.Suspend(ctx, "A.Example")
+	require.NoError(t, err)
+	eventually(t, func() bool { return q.workerList()[0].snapshot().Status == store.StatusSuspended }, "the worker took the suspension in")
+	ids := enqueueAll(t, q, note(2, "https://a.example/inbox"), note(3, "https://b.example/inbox"))
+	require.Equal(t, ids[0], dropped.Load(), "the drop is reported at enqueue")
+	eventually(t, func() bool { return len(fake.Delivered("https://b.example/inbox")) == 1 }, "other domains go on")
+	require.Len(t, fake.Delivered("https://a.example/inbox"), 1, "sent to a suspended domain")
+	stats, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, stats.Suspended)
+
+	require.NoError(t, q.Unsuspend(ctx, "a.example"))
+	later := enqueueAll(t, q, note(4, "https://a.example/inbox"))
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 2 }, "delivery resumes after Unsuspend")
+	require.Equal(t, []int64{1, later[0]}, fake.Delivered("https://a.example/inbox"), "what was enqueued while suspended was sent")
+	_, err = q.Suspend(ctx, "unknown.example")
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+// TestForgetInProcess forgets a domain this process works: its worker
+// stops at once, and the domain addressed again is delivered to as new.
+func TestForgetInProcess(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{}
+	q := startQueue(t, st, fake, testConfig())
+	ctx := context.Background()
+	enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "delivered")
+
+	require.NoError(t, q.Forget(ctx, "a.example"))
+	require.Empty(t, q.workerList(), "the worker of a forgotten domain goes on")
+	doms, err := st.Domains(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, doms)
+
+	ids := enqueueAll(t, q, note(2, "https://a.example/inbox"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 2 }, "the domain addressed again is delivered to")
+	require.Equal(t, []int64{1, ids[0]}, fake.Delivered("https://a.example/inbox"))
+	require.ErrorIs(t, q.Forget(ctx, "unknown.example"), store.ErrNotFound)
+}

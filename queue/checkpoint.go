@@ -215,8 +215,9 @@ func (c *checkpointer) mergeAdminChanges(ctx context.Context, domains []string) 
 // and the admin's changes of status and backoff. The revision also moves
 // for changes that are not an admin's (a new shared inbox, a retention
 // fast-forward), so what the owner learned since it last saved stands
-// unless the row says otherwise: a pause, a resume or a revival (a
-// live status with the backoff cleared) replaces the status, and cleared
+// unless the row says otherwise: a pause, a resume, a suspension, its end
+// or a revival (a live status with the backoff cleared) replaces the
+// status, and cleared
 // backoff clears it; the owner's own revival of a dead domain, or its
 // unsaved failures, are not undone. It reports whether the change cleared
 // the backoff.
@@ -228,6 +229,8 @@ func mergeAdmin(own, row store.DomainState) (store.DomainState, bool) {
 	switch {
 	case row.Status == store.StatusPaused, own.Status == store.StatusPaused:
 		own.Status = row.Status // paused, or resumed
+	case row.Status == store.StatusSuspended, own.Status == store.StatusSuspended:
+		own.Status = row.Status // suspended, or unsuspended
 	case row.Status == store.StatusActive && own.Status == store.StatusDead && cleared:
 		own.Status = row.Status // marked alive
 	}

@@ -24,7 +24,11 @@ func (w *worker) dispatch() {
 	now := w.clock().Now()
 	status, next, failing := w.state.Status, w.state.NextAttemptAt, w.domainFailing()
 	scheme, schemeChecked := w.state.SignatureScheme, w.state.SignatureCheckedAt
-	if status == store.StatusPaused || now.Before(next) || !w.holdsLease() {
+	// Nothing is sent to a paused or suspended domain, not even a probe. A
+	// suspended domain's backlog is not skipped here but by the store
+	// (Prune, Unsuspend): until this owner has seen the end of a
+	// suspension, it cannot tell what must still be delivered.
+	if status == store.StatusPaused || status == store.StatusSuspended || now.Before(next) || !w.holdsLease() {
 		return
 	}
 	limit := w.q.cfg.MaxInFlightPerDomain
@@ -194,8 +198,8 @@ func (w *worker) handle(r result) {
 			st.FailingSince = now
 		}
 		st.LastError = "gone: " + res.Reason
-		if st.Status == store.StatusPaused {
-			break // an admin's pause stands; the answer is recorded
+		if st.Status == store.StatusPaused || st.Status == store.StatusSuspended {
+			break // an admin's pause or suspension stands; the answer is recorded
 		}
 		st.Status = store.StatusDead
 		st.NextAttemptAt = now.Add(cfg.ProbeInterval)

@@ -30,6 +30,12 @@ var (
 	ErrStarted = errors.New("queue: already started")
 	// ErrNotStarted is returned by Stop on a queue that is not running.
 	ErrNotStarted = errors.New("queue: not started")
+	// ErrSuspended is returned by Pause, Resume and MarkAlive for a
+	// suspended domain: only Unsuspend (or Forget) ends a suspension.
+	ErrSuspended = errors.New("queue: domain is suspended")
+	// ErrNotSuspended is returned by Unsuspend for a domain that is not
+	// suspended.
+	ErrNotSuspended = errors.New("queue: domain is not suspended")
 )
 
 // ActivityError reports why one activity of a batch was refused. Nothing of

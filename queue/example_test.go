@@ -70,3 +70,84 @@ func ExampleActivity_idempotencyKey() {
 	fmt.Println(first, retried)
 	// Output: 1 1
 }
+
+// A server that defederates from a domain suspends it: nothing more is
+// sent there, and what is enqueued for it meanwhile is reported to the
+// Observer, from whichever process enqueues it.
+func ExampleQueue_Suspend() {
+	q, err := queue.New(memory.New(), sender.SenderFunc(func(ctx context.Context, d *sender.Delivery) sender.Result {
+		return sender.Success(202)
+	}), &queue.Config{Observer: queue.ObserverFunc(func(e queue.Event) {
+		if e.Kind == queue.EventSuspendedDropped {
+			fmt.Printf("activity %d not delivered to %s\n", e.ActivityID, e.Domain)
+		}
+	})})
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	post := func(n int) {
+		_, err := q.Enqueue(ctx, queue.Activity{
+			Body:    fmt.Appendf(nil, `{"id":"https://example.social/activities/%d","type":"Create","actor":"https://example.social/users/alice","object":"https://example.social/notes/%d"}`, n, n),
+			Inboxes: []string{"https://blocked.example/inbox"},
+		})
+		if err != nil {
+			panic(err)
+		}
+	}
+	post(1)
+	if _, err := q.Suspend(ctx, "blocked.example"); err != nil {
+		panic(err)
+	}
+	post(2)
+	if err := q.Unsuspend(ctx, "blocked.example"); err != nil {
+		panic(err)
+	}
+	post(3)
+	// Output: activity 2 not delivered to blocked.example
+}
+
+// Forget removes a domain and its state; a later activity for it
+// registers it again, as a new domain.
+func ExampleQueue_Forget() {
+	st := memory.New()
+	q, err := queue.New(st, sender.SenderFunc(func(ctx context.Context, d *sender.Delivery) sender.Result {
+		return sender.Success(202)
+	}), nil)
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	post := func() int64 {
+		id, err := q.Enqueue(ctx, queue.Activity{
+			Body:    []byte(`{"id":"https://example.social/activities/1","type":"Delete","actor":"https://example.social/users/alice","object":"https://example.social/users/alice"}`),
+			Inboxes: []string{"https://old.example/inbox"},
+		})
+		if err != nil {
+			panic(err)
+		}
+		return id
+	}
+	known := func() {
+		doms, err := st.Domains(ctx, []string{"old.example"})
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println("known:", len(doms) == 1)
+	}
+	post()
+	known()
+	if err := q.Forget(ctx, "old.example"); err != nil {
+		panic(err)
+	}
+	known()
+	id := post()
+	known()
+	doms, _ := st.Domains(ctx, []string{"old.example"})
+	fmt.Println("delivered from activity", doms[0].Cursor+1, "on; new activity", id)
+	// Output:
+	// known: true
+	// known: false
+	// known: true
+	// delivered from activity 2 on; new activity 2
+}

@@ -85,6 +85,7 @@ type Stats struct {
 	Failing      int   // domains with failures since their last success
 	Dead         int   `json:"dead"`
 	Paused       int   `json:"paused"`
+	Suspended    int   `json:"suspended"`
 }
 
 // Stats returns the state of every known domain: live figures for the
@@ -135,6 +136,8 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 			out.Dead++
 		case d.Status == store.StatusPaused:
 			out.Paused++
+		case d.Status == store.StatusSuspended:
+			out.Suspended++
 		case d.FailCount > 0:
 			out.Failing++
 		}

@@ -106,6 +106,8 @@ func statusRows(st Stats, now time.Time) []statusRow {
 			row.Class = "dead"
 		case d.Status == store.StatusPaused:
 			row.Class = "paused"
+		case d.Status == store.StatusSuspended:
+			row.Class = "suspended"
 		case d.FailCount > 0 || d.Blocked != "":
 			row.Class = "failing"
 		}

@@ -518,7 +518,7 @@ func (w *worker) nextWake() (time.Time, bool) {
 	if w.fillRetry.After(now) {
 		earliest(w.fillRetry)
 	}
-	if w.state.Status == store.StatusPaused {
+	if w.state.Status == store.StatusPaused || w.state.Status == store.StatusSuspended {
 		return at, !at.IsZero()
 	}
 	if w.state.NextAttemptAt.After(now) {

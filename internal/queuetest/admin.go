@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,6 +52,9 @@ type fixture struct {
 	owner *queue.Queue
 	admin *queue.Queue
 	n     int
+	// adminEvents are the events the admin's queue observed.
+	adminMu     sync.Mutex
+	adminEvents []queue.Event
 }
 
 const inbox = "https://a.example/inbox"
@@ -88,7 +92,12 @@ func newFixture(t *testing.T, st store.Store) *fixture {
 		require.NoError(t, f.owner.Stop(ctx))
 	})
 	// The admin's process holds no domain: it never starts.
-	f.admin, err = queue.New(st, &sendertest.Fake{}, &queue.Config{OwnerID: "admin", Logger: logger})
+	f.admin, err = queue.New(st, &sendertest.Fake{}, &queue.Config{OwnerID: "admin", Logger: logger,
+		Observer: queue.ObserverFunc(func(e queue.Event) {
+			f.adminMu.Lock()
+			defer f.adminMu.Unlock()
+			f.adminEvents = append(f.adminEvents, e)
+		})})
 	require.NoError(t, err)
 	return f
 }
@@ -96,6 +105,11 @@ func newFixture(t *testing.T, st store.Store) *fixture {
 // enqueue appends n activities to the domain, each with its own object;
 // with stuck, the first one is about stuckObject.
 func (f *fixture) enqueue(n int, stuck ...bool) []int64 {
+	return f.enqueueBy(f.owner, n, stuck...)
+}
+
+// enqueueBy is enqueue through q.
+func (f *fixture) enqueueBy(q *queue.Queue, n int, stuck ...bool) []int64 {
 	var acts []queue.Activity
 	for i := range n {
 		f.n++
@@ -108,9 +122,31 @@ func (f *fixture) enqueue(n int, stuck ...bool) []int64 {
 			Inboxes: []string{inbox},
 		})
 	}
-	ids, err := f.owner.EnqueueMany(context.Background(), acts)
+	ids, err := q.EnqueueMany(context.Background(), acts)
 	require.NoError(f.t, err)
 	return ids
+}
+
+// known reports whether the store knows the domain.
+func (f *fixture) known() bool {
+	states, err := f.st.Domains(context.Background(), []string{"a.example"})
+	require.NoError(f.t, err)
+	return len(states) == 1
+}
+
+// dropped returns the activity IDs the admin's queue reported as dropped
+// for a suspended domain.
+func (f *fixture) dropped() []int64 {
+	f.adminMu.Lock()
+	defer f.adminMu.Unlock()
+	var out []int64
+	for _, e := range f.adminEvents {
+		if e.Kind == queue.EventSuspendedDropped {
+			require.Equal(f.t, "a.example", e.Domain)
+			out = append(out, e.ActivityID)
+		}
+	}
+	return out
 }
 
 func (f *fixture) saved() store.DomainState {
@@ -191,6 +227,79 @@ func AdminFromAnotherProcess(t *testing.T, newStore func(t *testing.T) store.Sto
 		require.NoError(t, f.admin.MarkAlive(ctx, "a.example"))
 		require.Eventually(t, func() bool { return f.delivered() == 1 }, waitFor, tick, "the backlog is delivered")
 		require.Never(t, func() bool { return f.saved().Status != store.StatusActive }, holdFor, tick, "the owner undid MarkAlive")
+	})
+	t.Run("SuspendAndUnsuspend", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, newStore(t))
+		f.enqueue(2)
+		require.Eventually(t, func() bool { return f.delivered() == 2 }, waitFor, tick)
+		_, err := f.admin.Suspend(ctx, "a.example")
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return f.local().Status == store.StatusSuspended }, waitFor, tick, "the owner takes the suspension in")
+
+		// Enqueued by a process that does not work the domain: dropped
+		// there, in plain sight, and never delivered.
+		ids := f.enqueueBy(f.admin, 3)
+		require.Equal(t, ids, f.dropped(), "the enqueuing process reports each drop")
+		require.Never(t, func() bool { return f.delivered() > 2 || f.saved().Status != store.StatusSuspended }, holdFor, tick,
+			"the owner sent to a suspended domain or undid the suspension")
+		res, err := f.st.Prune(ctx)
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, res.Below, ids[2], "the suspended domain holds back retention")
+		require.ErrorIs(t, f.admin.Resume(ctx, "a.example"), queue.ErrSuspended)
+		require.ErrorIs(t, f.admin.Pause(ctx, "a.example"), queue.ErrSuspended)
+
+		require.NoError(t, f.admin.Unsuspend(ctx, "a.example"))
+		require.ErrorIs(t, f.admin.Unsuspend(ctx, "a.example"), queue.ErrNotSuspended)
+		later := f.enqueueBy(f.admin, 1)
+		require.Len(t, f.dropped(), 3, "an activity for a domain no longer suspended was reported dropped")
+		require.Eventually(t, func() bool { return f.delivered() == 3 }, waitFor, tick, "delivery resumes after Unsuspend")
+		require.Equal(t, later[0], f.fake.Delivered(inbox)[2], "what was enqueued while suspended was sent")
+	})
+	t.Run("SuspendedIsNotProbed", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, newStore(t))
+		f.mode.Store(int32(gone))
+		f.enqueue(1)
+		require.Eventually(t, func() bool { return f.saved().Status == store.StatusDead }, waitFor, tick, "marked dead")
+		calls := len(f.fake.Calls())
+		f.mode.Store(int32(accept))
+		_, err := f.admin.Suspend(ctx, "a.example")
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return f.local().Status == store.StatusSuspended }, waitFor, tick)
+		// A probe due now, and an activity to probe with.
+		require.NoError(t, f.admin.RetryNow(ctx, "a.example"))
+		f.enqueue(1)
+		require.Never(t, func() bool { return len(f.fake.Calls()) > calls || f.saved().Status != store.StatusSuspended }, holdFor, tick,
+			"a suspended domain was probed or revived")
+	})
+	t.Run("Forget", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, newStore(t))
+		f.mode.Store(int32(refuse))
+		f.enqueue(1)
+		require.Eventually(t, func() bool {
+			dls, err := f.admin.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
+			require.NoError(t, err)
+			return len(dls) == 1
+		}, waitFor, tick, "a dead letter")
+		f.mode.Store(int32(accept))
+		f.enqueue(1)
+		require.Eventually(t, func() bool { return f.saved().Cursor == 2 && f.delivered() == 1 }, waitFor, tick)
+
+		require.NoError(t, f.admin.Forget(ctx, "a.example"))
+		require.ErrorIs(t, f.admin.Forget(ctx, "a.example"), store.ErrNotFound)
+		require.Eventually(t, func() bool { return f.local().Domain == "" }, waitFor, tick, "the owner stops working the forgotten domain")
+		require.Never(t, f.known, holdFor, tick, "the owner saved the forgotten domain back")
+		dls, err := f.admin.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
+		require.NoError(t, err)
+		require.Len(t, dls, 1, "the dead letters of a forgotten domain are kept")
+
+		// Addressed again, it is a new domain: delivered to from there on.
+		later := f.enqueueBy(f.admin, 1)
+		require.Eventually(t, func() bool { return f.delivered() == 2 }, waitFor, tick, "the domain addressed again is delivered to")
+		require.Equal(t, later[0], f.fake.Delivered(inbox)[1])
+		require.Eventually(t, func() bool { return f.saved().Cursor == later[0] }, waitFor, tick)
 	})
 	t.Run("RequeueAndDiscardDeadLetters", func(t *testing.T) {
 		t.Parallel()
