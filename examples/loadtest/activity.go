@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 const (
@@ -51,4 +52,16 @@ func intAfter(body []byte, field string) (int64, bool) {
 	}
 	v, err := strconv.ParseInt(string(rest[:j]), 10, 64)
 	return v, err == nil
+}
+
+// keyRun makes the idempotency keys of one run of the load generator its
+// own, so that a run on a database a previous run used finds no duplicate.
+var keyRun = time.Now().UnixNano()
+
+// idempotencyKey returns activity seq's key when o asks for keys, else "".
+func idempotencyKey(o *options, seq int) string {
+	if !o.idempotencyKeys {
+		return ""
+	}
+	return fmt.Sprintf("loadtest-%d-%d", keyRun, seq)
 }

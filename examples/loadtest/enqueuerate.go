@@ -24,7 +24,7 @@ func runEnqueueRate(ctx context.Context, o *options) (*report, error) {
 	makeBatch := func(first, n int) []queue.Activity {
 		b := make([]queue.Activity, n)
 		for i := range b {
-			b[i] = queue.Activity{Body: activityBody(first+i, 0, o.bodyBytes), Inboxes: inbox}
+			b[i] = queue.Activity{Body: activityBody(first+i, 0, o.bodyBytes), Inboxes: inbox, IdempotencyKey: idempotencyKey(o, first+i)}
 		}
 		return b
 	}

@@ -53,6 +53,8 @@ type options struct {
 	dbConns     int
 	pollOnly    bool
 	enqueueTx   bool
+	// idempotencyKeys gives every activity a key of its own.
+	idempotencyKeys bool
 
 	workers    int
 	workerMode string
@@ -209,6 +211,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.dbConns, "db-conns", 8, "connections in each queue's PostgreSQL pool")
 	fs.BoolVar(&o.pollOnly, "poll-only", false, "postgres.Config.PollOnly: no LISTEN/NOTIFY, the queue polls")
 	fs.BoolVar(&o.enqueueTx, "enqueue-tx", false, "with -rate: enqueue each activity in a transaction of its own with EnqueueTx (postgres)")
+	fs.BoolVar(&o.idempotencyKeys, "idempotency-keys", false, "enqueue and append scenarios: give every activity an Activity.IdempotencyKey of its own, to measure what keys cost")
 
 	fs.IntVar(&o.workers, "workers", 1, "queue instances delivering; with postgres they share the database")
 	fs.StringVar(&o.workerMode, "worker-mode", "inproc", "inproc: the workers run in this process, which also enqueues; exec: each worker is a child process (this program re-executed) and this process only enqueues and runs the inboxes (postgres or sqlite)")

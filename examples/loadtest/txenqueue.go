@@ -115,11 +115,15 @@ func runAppendScaling(ctx context.Context, o *options) (*report, error) {
 	q := sa.q
 	inbox := []string{"https://enqueue.example/inbox"}
 	enqueue := func(ctx context.Context, n int) error {
-		_, err := q.Enqueue(ctx, queue.Activity{Body: activityBody(n, 0, o.bodyBytes), Inboxes: inbox})
+		_, err := q.Enqueue(ctx, queue.Activity{Body: activityBody(n, 0, o.bodyBytes), Inboxes: inbox, IdempotencyKey: idempotencyKey(o, n)})
 		return err
 	}
+	keys := ""
+	if o.idempotencyKeys {
+		keys = ", a unique idempotency key each"
+	}
 	c := &contrast{
-		setup: fmt.Sprintf("store %s, one Enqueue (one activity) per call, %d callers vs 1; queue not started", o.store, o.enqueuers),
+		setup: fmt.Sprintf("store %s, one Enqueue (one activity%s) per call, %d callers vs 1; queue not started", o.store, keys, o.enqueuers),
 		what:  fmt.Sprintf("%d callers", o.enqueuers), base: "1 caller", unit: "activities/s",
 	}
 	serial := *o

@@ -76,13 +76,30 @@
 // them), so both versions can run on one schema during a rolling upgrade.
 // Staged activities are numbered only by processes of this release.
 //
+// # Idempotency keys
+//
+// A key is claimed (idempotency_keys: key, activity ID, expiry) only by a
+// statement that holds the counter: an Append claims its batch's keys in
+// its own statement, and the sequencer claims a staged activity's key when
+// it numbers it, dropping the activity (its ID stays unused) when an
+// earlier one holds the key. Of any number of appends with one key, in any
+// processes, the first in ID order is kept. A caller's transaction claims
+// nothing: it does not stage an activity whose key is taken or staged
+// where it can see it, so a duplicate inside a transaction is not written,
+// and two open transactions with one key cost no lock; the later one's
+// activity is dropped when it is numbered. Prune deletes expired keys in
+// statements of at most 5,000 rows, under the lock timeout.
+//
 // # Leases
 //
 // A domain's lease is three columns of its row (owner, fencing token,
 // expiry) set with the database's clock; AcquireLeases uses FOR UPDATE SKIP
 // LOCKED, and every Checkpoint is fenced on owner and token. There are no
 // session-level locks, so leases survive connection loss and work through
-// pgBouncer.
+// pgBouncer. ForgetDomain deletes a domain's row; a row of the domain
+// registered again starts its tokens at the time in microseconds, above
+// every token the old row reached, so that an owner that has not yet
+// noticed the loss cannot pass the new row's fence.
 //
 // # Wake-ups and pgBouncer
 //

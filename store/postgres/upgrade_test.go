@@ -215,6 +215,16 @@ func TestUpgradeFromVersion3(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, dls, 1)
 	require.Equal(t, first, dls[0].ActivityID)
+
+	// The new release's idempotency keys work beside the old release.
+	k := newActivity("a.example")
+	k.IdempotencyKey, k.IdempotencyWindow = "after-upgrade", time.Hour
+	once, err := s.Append(ctx, []store.NewActivity{k})
+	require.NoError(t, err)
+	old.append(t, "v3-4", "a.example")
+	twice, err := s.Append(ctx, []store.NewActivity{k})
+	require.NoError(t, err)
+	require.Equal(t, store.Appended{ID: once[0].ID, Duplicate: true}, twice[0])
 }
 
 // TestMigrateGivesUpOnLocks holds a lock a migration needs, as a session
