@@ -121,3 +121,49 @@ func TestPruneDeletesInBatches(t *testing.T) {
 	require.Equal(t, int64(5+3*4+4), s.Stats().Statements-before)
 	require.Empty(t, readAll(t, s, 0))
 }
+
+// TestPruneDeletesExpiredKeysInBatches prunes more expired idempotency
+// keys than one batch holds, in statements of bounded size, and gives up
+// on a key whose row another session holds after Config.LockTimeout, as
+// every maintenance step does.
+func TestPruneDeletesExpiredKeysInBatches(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, &postgres.Config{LockTimeout: 100 * time.Millisecond})
+	ctx := t.Context()
+	keys := pgx.Identifier{db.Schema, "idempotency_keys"}.Sanitize()
+	const expired = 2*postgres.PruneBatch + 10
+	_, err := db.Pool.Exec(ctx, `INSERT INTO `+keys+` (key, activity_id, expires_at)
+		SELECT 'expired-' || g, g, now() - interval '1 minute' FROM generate_series(1, $1::int) AS g`, expired)
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(ctx, `INSERT INTO `+keys+` (key, activity_id, expires_at) VALUES ('live', 0, now() + interval '1 hour')`)
+	require.NoError(t, err)
+
+	before := s.Stats().Statements
+	res, err := s.Prune(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, expired, res.ExpiredKeys)
+	// The floor transaction (five statements), one deleting transaction for
+	// the empty log, then three for the keys, four statements each.
+	require.Equal(t, int64(5+4+3*4), s.Stats().Statements-before)
+	var left []string
+	rows, err := db.Pool.Query(ctx, `SELECT key FROM `+keys)
+	require.NoError(t, err)
+	left, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"live"}, left)
+
+	// A key row another session holds: Prune gives up on it in time.
+	_, err = db.Pool.Exec(ctx, `UPDATE `+keys+` SET expires_at = now() - interval '1 minute'`)
+	require.NoError(t, err)
+	holder, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer holder.Rollback(context.Background()) //nolint:errcheck // ends the test's transaction on failure
+	_, err = holder.Exec(ctx, `SELECT 1 FROM `+keys+` WHERE key = 'live' FOR UPDATE`)
+	require.NoError(t, err)
+	_, err = s.Prune(ctx)
+	require.ErrorIs(t, err, postgres.ErrLockTimeout)
+	require.NoError(t, holder.Rollback(ctx))
+	res, err = s.Prune(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, res.ExpiredKeys)
+}
