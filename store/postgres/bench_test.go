@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,6 +58,46 @@ func BenchmarkAppend(b *testing.B) {
 				} else {
 					for b.Loop() {
 						_, err := s.Append(b.Context(), batch)
+						require.NoError(b, err)
+					}
+				}
+				b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "activities/s")
+			})
+		}
+	}
+}
+
+// BenchmarkAppendKeyed is BenchmarkAppend with batches of 1 and 100 in
+// which every activity has an idempotency key of its own: the cost of
+// keys, to compare with BenchmarkAppend.
+func BenchmarkAppendKeyed(b *testing.B) {
+	for _, size := range []int{1, 100} {
+		for _, parallel := range []bool{false, true} {
+			b.Run(fmt.Sprintf("batch=%d/parallel=%v", size, parallel), func(b *testing.B) {
+				s, _ := newStoreWith(b, pgtest.Options{MaxConns: 8})
+				var seq atomic.Int64
+				keyed := func() []store.NewActivity {
+					batch := benchActivities(size)
+					for i := range batch {
+						batch[i].IdempotencyKey = "bench-" + strconv.FormatInt(seq.Add(1), 10)
+						batch[i].IdempotencyWindow = time.Hour
+					}
+					return batch
+				}
+				b.ResetTimer()
+				if parallel {
+					b.SetParallelism(2) // 2×GOMAXPROCS goroutines
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							if _, err := s.Append(b.Context(), keyed()); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				} else {
+					for b.Loop() {
+						_, err := s.Append(b.Context(), keyed())
 						require.NoError(b, err)
 					}
 				}

@@ -75,6 +75,10 @@
 // (pending_appends), which readers still honour (OpenTransactions reports
 // them), so both versions can run on one schema during a rolling upgrade.
 // Staged activities are numbered only by processes of this release.
+// Versions 7 and 8 (idempotency keys, forgettable domains) add a table, two
+// columns of the staging table and a column default, none of which version
+// 3 uses; a process of version 3 does not know the suspended status, so
+// finish the upgrade before suspending a domain.
 //
 // # Idempotency keys
 //
