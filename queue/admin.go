@@ -93,8 +93,10 @@ func (q *Queue) moveToHead(ctx context.Context, dom string, change store.DomainC
 // dead domain, and what it had not received yet never will be (its cursor
 // moves to the head, and the skip is logged). From then on, an activity
 // enqueued for it, by any process sharing the store, is not delivered
-// there and is reported to the Observer as EventSuspendedDropped; unlike a
-// paused domain, a suspended one holds back no retention. The process that
+// there and is reported to the Observer as EventSuspendedDropped (an
+// activity for all domains is not delivered there either, without an event
+// per suspended domain); unlike a paused domain, a suspended one holds back
+// no retention. The process that
 // works the domain takes the suspension in at once when it is this one,
 // and at its next lease renewal otherwise. It returns how many log IDs the
 // domain skipped.

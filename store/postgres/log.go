@@ -100,13 +100,12 @@ func suspendedAmong(param string) string {
 // most one activity per key: $8 are the positions in the batch of the
 // activities with a key, $9 their keys and $10 their windows in
 // microseconds; $11 the batch's domains. An activity whose key an
-// appended activity holds, or a
-// staged one that the caller's transaction sees (its own, or another's
-// committed and not numbered yet), is not staged. Two transactions open at
-// once with one key both stage their activity; the sequencer keeps the
-// first it numbers and drops the other (see sequenceKeyedCTEs). No key is
-// written here, so the caller's transaction holds none that another
-// enqueue would wait for.
+// appended activity holds, or a staged one that the caller's transaction
+// sees (its own, or another's committed and not numbered yet), is not
+// staged. Two transactions open at once with one key both stage their
+// activity; the sequencer keeps the first it numbers and drops the other
+// (see sequenceKeyedCTEs). No key is written here, so the caller's
+// transaction holds none that another enqueue would wait for.
 var stageKeyedTxSQL = `WITH y AS (
 	SELECT y.* FROM unnest($8::bigint[], $9::text[], $10::bigint[]) AS y(ord, key, win)
 	WHERE NOT EXISTS (SELECT 1 FROM {s}.idempotency_keys ko WHERE ko.key = y.key AND ko.expires_at > statement_timestamp())
@@ -257,10 +256,14 @@ func (s *Store) Append(ctx context.Context, activities []store.NewActivity) ([]s
 // resolveDuplicates marks as duplicates the keyed activities of b whose
 // keys the append did not claim (their IDs are not in claimed), with the
 // ID of the activity that holds the key.
-func (s *Store) resolveDuplicates(ctx context.Context, b *batch, out []store.Appended, claimed []int64) error {
+func (s *Store) resolveDuplicates(ctx context.Context, b *batch, out []store.Appended, claimedIDs []int64) error {
+	claimed := make(map[int64]bool, len(claimedIDs))
+	for _, id := range claimedIDs {
+		claimed[id] = true
+	}
 	var dups []string
 	for i, ord := range b.keyOrds {
-		if !slices.Contains(claimed, out[ord-1].ID) {
+		if !claimed[out[ord-1].ID] {
 			dups = append(dups, b.keyNames[i])
 		}
 	}
@@ -281,7 +284,7 @@ func (s *Store) resolveDuplicates(ctx context.Context, b *batch, out []store.App
 		return err
 	}
 	for i, ord := range b.keyOrds {
-		if slices.Contains(claimed, out[ord-1].ID) {
+		if claimed[out[ord-1].ID] {
 			continue
 		}
 		id, ok := held[b.keyNames[i]]
