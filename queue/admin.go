@@ -98,10 +98,19 @@ func (q *Queue) moveToHead(ctx context.Context, dom string, change store.DomainC
 // per suspended domain); unlike a paused domain, a suspended one holds back
 // no retention. The process that
 // works the domain takes the suspension in at once when it is this one,
-// and at its next lease renewal otherwise. It returns how many log IDs the
-// domain skipped.
+// and at its next lease renewal otherwise. A domain the queue has not seen
+// yet is registered, suspended, so that a block can be set before any
+// activity addresses the domain. It returns how many log IDs the domain
+// skipped.
 func (q *Queue) Suspend(ctx context.Context, dom string) (int64, error) {
-	return q.moveToHead(ctx, dom, store.DomainChange{Status: store.StatusSuspended}, "suspended")
+	n, err := domain.Normalize(dom, "")
+	if err != nil {
+		return 0, fmt.Errorf("queue: suspend: %w", err)
+	}
+	if err := q.store.RegisterDomains(ctx, []store.DomainRegistration{{Domain: n}}); err != nil {
+		return 0, fmt.Errorf("queue: suspend: %w", err)
+	}
+	return q.moveToHead(ctx, n, store.DomainChange{Status: store.StatusSuspended}, "suspended")
 }
 
 // Unsuspend ends a domain's suspension: it is delivered to again from the

@@ -206,7 +206,7 @@ func TestSuspendInProcess(t *testing.T) {
 	var dropped atomic.Int64
 	cfg := testConfig()
 	cfg.Observer = ObserverFunc(func(e Event) {
-		if e.Kind == EventSuspendedDropped && e.Domain == "a.example" {
+		if e.Kind == EventSuspendedDropped {
 			dropped.Store(e.ActivityID)
 		}
 	})
@@ -230,8 +230,14 @@ func TestSuspendInProcess(t *testing.T) {
 	later := enqueueAll(t, q, note(4, "https://a.example/inbox"))
 	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 2 }, "delivery resumes after Unsuspend")
 	require.Equal(t, []int64{1, later[0]}, fake.Delivered("https://a.example/inbox"), "what was enqueued while suspended was sent")
-	_, err = q.Suspend(ctx, "unknown.example")
-	require.ErrorIs(t, err, store.ErrNotFound)
+
+	// A domain never seen can be suspended before anything addresses it.
+	_, err = q.Suspend(ctx, "never-seen.example")
+	require.NoError(t, err)
+	require.Equal(t, store.StatusSuspended, domainState(t, st, "never-seen.example").Status)
+	first := enqueueAll(t, q, note(5, "https://never-seen.example/inbox"))
+	require.Equal(t, first[0], dropped.Load())
+	require.ErrorIs(t, q.Unsuspend(ctx, "unknown.example"), store.ErrNotFound)
 }
 
 // TestForgetInProcess forgets a domain this process works: its worker
