@@ -253,6 +253,33 @@ func TestNeverSeenDomainsAreDelivered(t *testing.T) {
 	require.Len(t, doms, 3, "registered with their activities")
 }
 
+// TestEnqueueTxIdempotent enqueues one activity with one key three times:
+// twice in one caller's transaction, once after it commits. It is
+// delivered once, and the plain enqueue gets its ID.
+func TestEnqueueTxIdempotent(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	fake := &sendertest.Fake{}
+	q := startQueue(t, s, fake, queueConfig("p"))
+	ctx := t.Context()
+	a := note(1, "https://a.example/inbox")
+	a.IdempotencyKey = "https://local.example/activities/1"
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, q.EnqueueTx(ctx, s.Tx(tx), a))
+	require.NoError(t, q.EnqueueTx(ctx, s.Tx(tx), a))
+	require.NoError(t, tx.Commit(ctx))
+	require.Eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 1 }, 10*time.Second, 5*time.Millisecond)
+	id, err := q.Enqueue(ctx, a)
+	require.NoError(t, err)
+	require.Equal(t, fake.Delivered("https://a.example/inbox"), []int64{id}, "the retry got another ID")
+	later := note(2, "https://a.example/inbox")
+	_, err = q.Enqueue(ctx, later)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 2 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, id, fake.Delivered("https://a.example/inbox")[0], "the keyed activity was delivered twice")
+}
+
 func TestAdminFromAnotherProcess(t *testing.T) {
 	t.Parallel()
 	queuetest.AdminFromAnotherProcess(t, func(t *testing.T) store.Store {
