@@ -1,6 +1,6 @@
 module github.com/apqueue/apqueue
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/jackc/pgx/v5 v5.12.0
@@ -8,6 +8,7 @@ require (
 	github.com/superseriousbusiness/httpsig v1.2.0-SSB
 	golang.org/x/net v0.62.0
 	golang.org/x/sync v0.24.0
+	modernc.org/sqlite v1.62.0
 )
 
 require (
@@ -26,5 +27,4 @@ require (
 	modernc.org/libc v1.80.1 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
-	modernc.org/sqlite v1.62.0 // indirect
 )
