@@ -94,8 +94,10 @@ type Config struct {
 	// MaxBodyBytes caps the size of an activity body. Default
 	// MaxBodyBytesDefault.
 	MaxBodyBytes int
-	// AllowHTTP accepts plain http inbox URLs (tests, local development).
-	// Default false: only https.
+	// AllowHTTP accepts plain http inbox URLs at enqueue, for a sender of
+	// the caller's own. With the default sender, set Config.HTTP.AllowHTTP
+	// instead, which lets that sender deliver them too; AllowHTTP without
+	// it is an error from New. Default false: only https.
 	AllowHTTP bool
 
 	// BackoffMin is the delay after the first failure; each further failure
@@ -186,13 +188,21 @@ type Config struct {
 	ResolverTTL time.Duration
 
 	// Keys provides the actors' signing keys for the HTTP sender that New
-	// builds when it is given no sender. Required then; ignored otherwise.
+	// builds when it is given no sender: the default sender signs with a
+	// signer.New(Keys, nil). Give Keys, or a Signer in HTTP, or set
+	// HTTP.Unsigned; more than one of them is an error, and so are Keys
+	// with a sender of the caller's own. Default: nil.
 	Keys signer.KeySource
-	// HTTP configures that HTTP sender (timeouts, User-Agent, addresses the
-	// SSRF guard allows, and the signature policy: SignaturePolicy,
-	// SchemeRecheckInterval, KnockOn400). Its Signer is set from Keys.
-	// Default: nil, the sender's defaults (draft-cavage first, the other
-	// scheme when refused, re-checked every 30 days).
+	// HTTP configures the default sender, the HTTP sender that New builds
+	// when it is given none, in one place: TLS roots (TLSClientConfig),
+	// name resolution (Resolver), loopback and private addresses
+	// (AllowLoopback, AllowPrefixes), plain http inboxes (AllowHTTP, which
+	// the queue then accepts at enqueue too), signing (Signer, or Unsigned
+	// for tests; or Config.Keys), timeouts, User-Agent and the signature
+	// policy. Stop closes that sender's idle connections. Giving HTTP
+	// together with a sender of the caller's own is an error. Default:
+	// nil, the sender's defaults (https only, public addresses only,
+	// draft-cavage first, the other scheme when refused).
 	HTTP *sender.HTTPConfig
 
 	// Observer receives delivery and domain events, for metrics. Default:

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/internal/inboxtest"
+	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/signer"
 )
 
@@ -39,7 +40,7 @@ func TestDefaultSenderRefusesLoopbackUnlessAllowed(t *testing.T) {
 	defer inbox.Close()
 	st := newMemory()
 	cfg := testConfig()
-	cfg.AllowHTTP = true
+	cfg.HTTP = &sender.HTTPConfig{AllowHTTP: true}
 	cfg.Keys = keys
 	q := startQueue(t, st, nil, cfg)
 	ids := enqueueAll(t, q, note(1, inbox.Inbox()))

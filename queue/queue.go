@@ -48,9 +48,9 @@ type Queue struct {
 }
 
 // New returns a queue that keeps its state in st and delivers with snd. A
-// nil snd means the HTTP sender of package sender, configured by cfg.HTTP and
-// signing with cfg.Keys. A nil cfg means all defaults; an invalid cfg is an
-// error.
+// nil snd means the default sender: the HTTP sender of package sender,
+// configured by cfg.HTTP and signing with cfg.Keys (see Config.HTTP). A
+// nil cfg means all defaults; an invalid or contradictory cfg is an error.
 func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 	if st == nil {
 		return nil, errors.New("queue: nil store")
@@ -66,6 +66,8 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 			return nil, err
 		}
 		snd = ownHTTP
+	} else if c.Keys != nil || c.HTTP != nil {
+		return nil, errors.New("queue: Config.Keys and Config.HTTP configure the default sender, but New was given a sender: configure that sender instead")
 	}
 	q := &Queue{
 		store:   st,
@@ -87,20 +89,34 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 	return q, nil
 }
 
-// defaultSender builds the HTTP sender that signs with c.Keys.
+// defaultSender builds the HTTP sender that c.HTTP configures, signing
+// with c.Keys or c.HTTP.Signer, or unsigned when c.HTTP.Unsigned says so;
+// contradictory settings are an error. It makes c accept plain http
+// inboxes at enqueue exactly when the sender delivers them.
 func defaultSender(c *Config) (*sender.HTTP, error) {
-	if c.Keys == nil {
-		return nil, errors.New("queue: no sender given and no Config.Keys to sign the HTTP sender's requests with")
-	}
-	sig, err := signer.New(c.Keys, nil)
-	if err != nil {
-		return nil, fmt.Errorf("queue: signer: %w", err)
-	}
 	var hc sender.HTTPConfig
 	if c.HTTP != nil {
 		hc = *c.HTTP
 	}
-	hc.Signer = sig
+	switch {
+	case c.Keys != nil && hc.Signer != nil:
+		return nil, errors.New("queue: both Config.Keys and Config.HTTP.Signer sign the default sender's requests: give one")
+	case c.Keys != nil && hc.Unsigned:
+		return nil, errors.New("queue: Config.HTTP.Unsigned contradicts Config.Keys: give one")
+	case c.Keys == nil && hc.Signer == nil && !hc.Unsigned:
+		return nil, errors.New("queue: no sender given and nothing to sign the default sender's requests with: set Config.Keys (or Config.HTTP.Signer), or Config.HTTP.Unsigned for unsigned requests")
+	}
+	if c.AllowHTTP && !hc.AllowHTTP {
+		return nil, errors.New("queue: Config.AllowHTTP accepts plain http inboxes that the default sender refuses: set Config.HTTP.AllowHTTP instead")
+	}
+	c.AllowHTTP = hc.AllowHTTP
+	if c.Keys != nil {
+		sig, err := signer.New(c.Keys, nil)
+		if err != nil {
+			return nil, fmt.Errorf("queue: signer: %w", err)
+		}
+		hc.Signer = sig
+	}
 	h, err := sender.NewHTTP(&hc)
 	if err != nil {
 		return nil, fmt.Errorf("queue: HTTP sender: %w", err)

@@ -23,8 +23,7 @@ func signingSetup(t *testing.T) (*Config, *inboxtest.Config) {
 	keys := &signer.StaticKeys{}
 	require.NoError(t, keys.Add(testActor, keyID, key))
 	cfg := testConfig()
-	cfg.AllowHTTP = true
 	cfg.Keys = keys
-	cfg.HTTP = &sender.HTTPConfig{AllowLoopback: true}
+	cfg.HTTP = &sender.HTTPConfig{AllowLoopback: true, AllowHTTP: true}
 	return cfg, &inboxtest.Config{Keys: map[string]*rsa.PublicKey{keyID: &key.PublicKey}}
 }

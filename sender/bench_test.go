@@ -30,7 +30,7 @@ func BenchmarkSignedDelivery(b *testing.B) {
 		signed bool
 	}{{"signed", true}, {"unsigned", false}} {
 		b.Run(bc.name, func(b *testing.B) {
-			cfg := &HTTPConfig{AllowLoopback: true}
+			cfg := &HTTPConfig{AllowLoopback: true, AllowHTTP: true}
 			if bc.signed {
 				cfg.Signer = newTestSigner(b)
 			}

@@ -36,6 +36,7 @@ func TestMixedAddressesFailAsTheAllowedOneDoes(t *testing.T) {
 	h, err := NewHTTP(&HTTPConfig{
 		Resolver:      fakeResolver(t, [4]byte{127, 0, 0, 1}, [4]byte{127, 0, 0, 2}),
 		AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, // a trusted relay, say
+		AllowHTTP:     true,
 	})
 	require.NoError(t, err)
 	defer h.Close()
@@ -58,6 +59,7 @@ func TestMixedAddressesDialTheAllowedOne(t *testing.T) {
 	h, err := NewHTTP(&HTTPConfig{
 		Resolver:      fakeResolver(t, [4]byte{127, 0, 0, 1}, [4]byte{127, 0, 0, 2}),
 		AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
+		AllowHTTP:     true,
 	})
 	require.NoError(t, err)
 	defer h.Close()

@@ -38,6 +38,7 @@ func ExampleNewHTTP() {
 		Signer:        sig,
 		UserAgent:     "example/1.0 (+https://local.example)",
 		AllowLoopback: true, // the test inbox listens on loopback
+		AllowHTTP:     true, // with plain http
 	})
 	if err != nil {
 		panic(err)

@@ -82,6 +82,17 @@ type HTTPConfig struct {
 	// which real servers reject: for tests and benchmarks only. Default:
 	// nil.
 	Signer Signer
+	// Unsigned says that unsigned requests are meant: there is no Signer
+	// on purpose. NewHTTP refuses it together with a Signer; the queue's
+	// default sender needs it (or a Signer, or queue.Config.Keys), so that
+	// a forgotten key source is an error at start rather than requests
+	// every server rejects. Default: false.
+	Unsigned bool
+	// AllowHTTP lets the sender deliver to plain http:// inboxes, for tests
+	// and local development; without it such a delivery fails for good
+	// without a request. The queue's default sender also accepts plain http
+	// inboxes at enqueue when it is set. Default: false, https only.
+	AllowHTTP bool
 	// SignaturePolicy chooses the signature scheme tried first for a domain
 	// whose scheme is unknown, and whether the other is tried when it is
 	// refused. Default: CavageFirst.
@@ -235,6 +246,9 @@ func (c *HTTPConfig) applyDefaults() error {
 	if c.UnauthorizedAttempts == 0 {
 		c.UnauthorizedAttempts = UnauthorizedAttemptsDefault
 	}
+	if c.Unsigned && c.Signer != nil {
+		return errors.New("sender: HTTPConfig.Unsigned contradicts HTTPConfig.Signer: give one")
+	}
 	if c.UserAgent == "" {
 		c.UserAgent = UserAgentDefault
 	}
@@ -294,6 +308,9 @@ func (h *HTTP) Send(ctx context.Context, d *Delivery) Result {
 	}
 	if _, err := domain.Normalize(u.Host, u.Scheme); err != nil {
 		return Result{Outcome: Permanent, Reason: oneLine("invalid inbox URL: " + err.Error())}
+	}
+	if u.Scheme == "http" && !h.cfg.AllowHTTP {
+		return Result{Outcome: Permanent, Reason: oneLine(fmt.Sprintf("plain http inbox %q refused: HTTPConfig.AllowHTTP is not set", d.Inbox))}
 	}
 	if _, ok := h.cfg.Signer.(SchemeSigner); !ok {
 		res, _, _ := h.attempt(ctx, d, inbox, "", nil)

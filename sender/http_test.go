@@ -51,7 +51,7 @@ func newTestSender(t testing.TB, cfg *HTTPConfig) *HTTP {
 	if cfg == nil {
 		cfg = &HTTPConfig{}
 	}
-	cfg.AllowLoopback = true
+	cfg.AllowLoopback, cfg.AllowHTTP = true, true
 	h, err := NewHTTP(cfg)
 	require.NoError(t, err)
 	t.Cleanup(h.Close)
@@ -494,7 +494,7 @@ func TestConnectionReuseAndNoLeaks(t *testing.T) {
 	t.Cleanup(srv.Close)
 	before := runtime.NumGoroutine()
 
-	h, err := NewHTTP(&HTTPConfig{AllowLoopback: true, Signer: newTestSigner(t)})
+	h, err := NewHTTP(&HTTPConfig{AllowLoopback: true, AllowHTTP: true, Signer: newTestSigner(t)})
 	require.NoError(t, err)
 	const sequential = 100
 	for i := range sequential {
@@ -555,6 +555,7 @@ func TestNewHTTPValidatesConfig(t *testing.T) {
 		"negative timeout":   {DialTimeout: -time.Second},
 		"negative cap":       {MaxResponseBytes: -1},
 		"user agent newline": {UserAgent: "a\r\nX-Evil: 1"},
+		"unsigned signer":    {Unsigned: true, Signer: newTestSigner(t)},
 	} {
 		_, err := NewHTTP(cfg)
 		require.Error(t, err, name)
@@ -592,4 +593,29 @@ func TestSignedDeliveryOverHTTP2(t *testing.T) {
 	res := h.Send(context.Background(), testDelivery(srv.URL+"/inbox"))
 	require.Equal(t, Delivered, res.Outcome, res.Reason)
 	require.NoError(t, <-got)
+}
+
+// A plain http inbox is refused without a request unless AllowHTTP says
+// plain http is meant, so that an https-only deployment cannot send an
+// activity in the clear.
+func TestPlainHTTPOnlyWhenAllowed(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int32
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(http.StatusAccepted)
+	})
+	h, err := NewHTTP(&HTTPConfig{AllowLoopback: true})
+	require.NoError(t, err)
+	defer h.Close()
+	res := h.Send(context.Background(), testDelivery(srv.URL+"/inbox"))
+	require.Equal(t, Permanent, res.Outcome)
+	require.Contains(t, res.Reason, "AllowHTTP")
+	require.Zero(t, res.Requests)
+	require.Zero(t, hits.Load())
+
+	allowed := newTestSender(t, &HTTPConfig{})
+	res = allowed.Send(context.Background(), testDelivery(srv.URL+"/inbox"))
+	require.Equal(t, Delivered, res.Outcome, res.Reason)
+	require.EqualValues(t, 1, hits.Load())
 }

@@ -98,7 +98,7 @@ func TestDialRefusesHostnameResolvingToLoopback(t *testing.T) {
 	_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
 	require.NoError(t, err)
 
-	h, err := NewHTTP(nil)
+	h, err := NewHTTP(&HTTPConfig{AllowHTTP: true}) // the guard, not the scheme, refuses
 	require.NoError(t, err)
 	t.Cleanup(h.Close)
 
@@ -130,8 +130,8 @@ func TestAllowListLetsLoopbackThrough(t *testing.T) {
 	require.NoError(t, err)
 
 	for name, cfg := range map[string]*HTTPConfig{
-		"AllowLoopback": {AllowLoopback: true},
-		"AllowPrefixes": {AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}},
+		"AllowLoopback": {AllowLoopback: true, AllowHTTP: true},
+		"AllowPrefixes": {AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, AllowHTTP: true},
 	} {
 		h, err := NewHTTP(cfg)
 		require.NoError(t, err)

@@ -60,7 +60,7 @@ func newKey() (*rsa.PrivateKey, []byte, error) {
 // per host are raised to MaxInFlight when that is above the default, so
 // that connections are reused rather than re-dialled.
 func newSender(s queueSettings, base sender.HTTPConfig) (*sender.HTTP, error) {
-	cfg := &sender.HTTPConfig{AllowLoopback: true, Resolver: base.Resolver, MaxIdleConns: base.MaxIdleConns}
+	cfg := &sender.HTTPConfig{AllowLoopback: true, AllowHTTP: true, Resolver: base.Resolver, MaxIdleConns: base.MaxIdleConns}
 	if s.MaxInFlight > sender.MaxIdleConnsPerHostDefault {
 		cfg.MaxIdleConnsPerHost = s.MaxInFlight
 	}

@@ -68,11 +68,10 @@ func run(addr string, duration time.Duration) error {
 
 	events := newEventCounters()
 	q, err := queue.New(memory.New(), nil, &queue.Config{
-		Keys:      keys,
-		HTTP:      &sender.HTTPConfig{AllowLoopback: true},
-		AllowHTTP: true,
-		Observer:  events,
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Keys:     keys,
+		HTTP:     &sender.HTTPConfig{AllowLoopback: true, AllowHTTP: true},
+		Observer: events,
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		return err

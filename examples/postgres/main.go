@@ -105,10 +105,9 @@ func run(ctx context.Context, url, schema string, keep bool, out io.Writer) (err
 	defer inbox.Close()
 
 	q, err := queue.New(st, nil, &queue.Config{
-		Keys:      keys,
-		HTTP:      &sender.HTTPConfig{AllowLoopback: true}, // the inbox listens on 127.0.0.1
-		AllowHTTP: true,
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Keys:   keys,
+		HTTP:   &sender.HTTPConfig{AllowLoopback: true, AllowHTTP: true}, // the inbox listens on http://127.0.0.1
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		return err

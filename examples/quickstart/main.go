@@ -120,8 +120,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	q, err := queue.New(st, nil, &queue.Config{
 		Keys:       keys,
-		HTTP:       &sender.HTTPConfig{AllowLoopback: true}, // the inboxes listen on 127.0.0.1
-		AllowHTTP:  true,
+		HTTP:       &sender.HTTPConfig{AllowLoopback: true, AllowHTTP: true}, // the inboxes listen on http://127.0.0.1
 		BackoffMin: 250 * time.Millisecond,
 		BackoffMax: 2 * time.Second,
 		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),

@@ -65,8 +65,7 @@ func TestWorkerDeliversAndStopsGracefully(t *testing.T) {
 			migrate:     true,
 			stopTimeout: 2 * time.Second,
 			queue: &queue.Config{
-				HTTP:      &sender.HTTPConfig{AllowLoopback: true},
-				AllowHTTP: true,
+				HTTP: &sender.HTTPConfig{AllowLoopback: true, AllowHTTP: true},
 			},
 		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()

@@ -207,11 +207,9 @@ func Child(t *testing.T, ctx context.Context, st store.Store, enqueueTx EnqueueT
 	count, _ := strconv.Atoi(os.Getenv(envCount))
 	inboxes := strings.Split(os.Getenv(envInboxes), ",")
 
-	snd, err := sender.NewHTTP(&sender.HTTPConfig{AllowLoopback: true})
-	require.NoError(t, err)
-	q, err := queue.New(st, snd, &queue.Config{
+	q, err := queue.New(st, nil, &queue.Config{
 		OwnerID:              fmt.Sprintf("child-%d", run),
-		AllowHTTP:            true,
+		HTTP:                 &sender.HTTPConfig{AllowLoopback: true, AllowHTTP: true, Unsigned: true},
 		MaxInFlightPerDomain: maxInFlight,
 		CheckpointDeliveries: checkpointDeliveries,
 		CheckpointInterval:   200 * time.Millisecond,

@@ -39,7 +39,7 @@ func newSender(t *testing.T, signed bool, cfg *sender.HTTPConfig) *sender.HTTP {
 	if cfg == nil {
 		cfg = &sender.HTTPConfig{}
 	}
-	cfg.AllowLoopback = true
+	cfg.AllowLoopback, cfg.AllowHTTP = true, true
 	if signed {
 		keys := &signer.StaticKeys{}
 		require.NoError(t, keys.Add(actor, keyID, key()))
