@@ -132,6 +132,7 @@ func (c *checkpointer) saveOnce(ctx context.Context) ([]string, error) {
 			delete(c.inSave, d)
 		}
 		c.mu.Unlock()
+		c.q.quiet.notify() // a Drain may wait for these to be saved
 	}()
 	if len(taken) == 0 {
 		return nil, nil

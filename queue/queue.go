@@ -42,6 +42,8 @@ type Queue struct {
 	releasing sync.Mutex     // held while domains are being handed back
 	releases  sync.WaitGroup // background releases, waited for by Stop
 
+	quiet quietSignal // wakes Drain calls
+
 	mu      sync.Mutex
 	workers map[string]*worker
 	noticed map[string]bool // domains seen in the log while not worked here
@@ -84,6 +86,7 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 	}
 	q.window = newWindow(st, c.ReadBatch, c.WindowSize, c.WindowBytes, c.Logger)
 	q.window.arrived = q.noticeDomains
+	q.window.moved = q.quiet.notify
 	q.checkpoints = newCheckpointer(q)
 	q.leases = newLeaseKeeper(q)
 	return q, nil

@@ -28,6 +28,8 @@ type window struct {
 	catchUp  *catchUp
 	// arrived, if set, is called with the activities each refresh adds.
 	arrived func([]store.Activity)
+	// moved, if set, is called once they are in the window.
+	moved func()
 
 	mu    sync.Mutex
 	idx   logIndex // every activity in (base, head]
@@ -141,6 +143,9 @@ func (w *window) refresh(ctx context.Context) error {
 			w.arrived(acts)
 		}
 		w.append(acts)
+		if w.moved != nil {
+			w.moved()
+		}
 		if len(acts) < w.batch {
 			return nil
 		}

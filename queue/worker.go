@@ -503,6 +503,9 @@ func (w *worker) publish() {
 	}
 	w.view.Store(s)
 	w.revision.Store(w.state.Revision)
+	if old == nil || old.Cursor != s.Cursor || old.Status != s.Status {
+		w.q.quiet.notify()
+	}
 }
 
 // nextWake returns when the worker must next look at the time: the end of a
