@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"time"
 
+	"github.com/apqueue/apqueue/examples/internal/promtext"
 	"github.com/apqueue/apqueue/internal/inboxtest"
 	"github.com/apqueue/apqueue/queue"
 	"github.com/apqueue/apqueue/sender"
@@ -66,7 +67,7 @@ func run(addr string, duration time.Duration) error {
 	failing := inboxtest.New(&inboxtest.Config{Failures: inboxtest.Failures{For: time.Hour, Status: 503}})
 	defer failing.Close()
 
-	events := newEventCounters()
+	events := promtext.NewCounters()
 	q, err := queue.New(memory.New(), nil, &queue.Config{
 		Keys:     keys,
 		HTTP:     &sender.HTTPConfig{AllowLoopback: true, AllowHTTP: true},
@@ -91,15 +92,7 @@ func run(addr string, duration time.Duration) error {
 	mux := http.NewServeMux()
 	mux.Handle("/status", q.StatusHandler()) // mount behind your own auth in production
 	mux.Handle("/debug/vars", expvar.Handler())
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-		st, err := q.Stats(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		writePrometheus(w, st, events)
-	})
+	mux.Handle("/metrics", promtext.Handler(q, events))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err

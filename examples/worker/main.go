@@ -21,17 +21,29 @@
 //		-key-sql 'SELECT key_id, private_key FROM accounts WHERE uri = $1' \
 //		-audience-sql 'SELECT DISTINCT coalesce(shared_inbox, inbox) FROM followers WHERE collection = $1'
 //
+// -tls-roots adds the root CAs of a PEM file to the system's, for inboxes
+// behind a private CA. -listen serves the status page (/status, JSON with
+// Accept: application/json) and Prometheus text (/metrics) on an address
+// for the operator; mount it behind your own access control.
+//
 // Behind pgBouncer in transaction pooling mode, add
 // ?default_query_exec_mode=exec to DATABASE_URL and either -poll-only or
 // -listen-url with a direct connection string for LISTEN.
+//
+// The README's "Running the standalone worker" section shows a systemd
+// unit.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -40,7 +52,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/apqueue/apqueue/examples/internal/promtext"
 	"github.com/apqueue/apqueue/queue"
+	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/signer"
 	"github.com/apqueue/apqueue/store/postgres"
 )
@@ -59,9 +73,13 @@ type options struct {
 	pollOnly    bool
 	migrate     bool
 	stopTimeout time.Duration
+	tlsRoots    string
+	listen      string
 	// queue, when set, is the base of the queue's configuration (tests use
 	// it to reach loopback inboxes).
 	queue *queue.Config
+	// listening, when set, is told the address -listen serves on.
+	listening func(net.Addr)
 }
 
 func main() {
@@ -77,6 +95,8 @@ func main() {
 	flag.BoolVar(&o.pollOnly, "poll-only", false, "do not LISTEN; poll for new activities")
 	flag.BoolVar(&o.migrate, "migrate", true, "create or upgrade the queue's tables at start")
 	flag.DurationVar(&o.stopTimeout, "stop-timeout", 10*time.Second, "how long a graceful stop waits for requests in flight")
+	flag.StringVar(&o.tlsRoots, "tls-roots", "", "PEM file of root CAs trusted for inboxes, in addition to the system's")
+	flag.StringVar(&o.listen, "listen", "", "address serving /status and /metrics (for example 127.0.0.1:9464; default: none)")
 	flag.Parse()
 	o.databaseURL = os.Getenv("DATABASE_URL")
 	if o.databaseURL == "" {
@@ -84,12 +104,17 @@ func main() {
 	}
 
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, o, logger); err != nil {
+	if err := runUntilSignal(o, logger); err != nil {
 		logger.Error("worker failed", "error", err)
 		os.Exit(1)
 	}
+}
+
+// runUntilSignal delivers until SIGINT or SIGTERM, then stops gracefully.
+func runUntilSignal(o options, logger *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, o, logger)
 }
 
 // run delivers until ctx ends, then stops gracefully.
@@ -142,11 +167,44 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	if o.owner != "" {
 		cfg.OwnerID = o.owner
 	}
+	if o.tlsRoots != "" {
+		roots, err := rootCAs(o.tlsRoots)
+		if err != nil {
+			return err
+		}
+		hc := sender.HTTPConfig{}
+		if cfg.HTTP != nil {
+			hc = *cfg.HTTP
+		}
+		hc.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		cfg.HTTP = &hc
+	}
+	counters := promtext.NewCounters()
+	if cfg.Observer == nil {
+		cfg.Observer = counters
+	}
 	cfg.StopTimeout = o.stopTimeout
 	cfg.Logger = logger
 	q, err := queue.New(st, nil, cfg)
 	if err != nil {
 		return err
+	}
+	var srv *http.Server
+	if o.listen != "" {
+		ln, err := net.Listen("tcp", o.listen)
+		if err != nil {
+			return fmt.Errorf("-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/status", q.StatusHandler())
+		mux.Handle("/metrics", promtext.Handler(q, counters))
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln) //nolint:errcheck // ends with Shutdown
+		defer srv.Close()
+		logger.InfoContext(ctx, "serving /status and /metrics", "addr", ln.Addr().String())
+		if o.listening != nil {
+			o.listening(ln.Addr())
+		}
 	}
 	if err := q.Start(ctx); err != nil {
 		return err
@@ -160,8 +218,30 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	if err := q.Stop(stopCtx); err != nil {
 		return err
 	}
+	if srv != nil {
+		// The status page answers until the queue has stopped.
+		if err := srv.Shutdown(stopCtx); err != nil {
+			return fmt.Errorf("closing -listen: %w", err)
+		}
+	}
 	logger.Info("stopped", "statements", st.Stats().Statements)
 	return nil
+}
+
+// rootCAs returns the system's root CAs with those of a PEM file added.
+func rootCAs(file string) (*x509.CertPool, error) {
+	pemCerts, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-roots: %w", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pemCerts) {
+		return nil, fmt.Errorf("-tls-roots: no PEM certificate in %s", file)
+	}
+	return roots, nil
 }
 
 // sqlResolver resolves an audience with a query taking its key as $1 and

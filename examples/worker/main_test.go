@@ -9,6 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,8 +35,10 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 const actor = "https://local.example/users/alice"
 
 // TestWorkerDeliversAndStopsGracefully runs the worker with keys looked up
-// by SQL, enqueues from another "process", and stops the worker as a signal
-// would: everything is delivered, signed, and the leases are released.
+// by SQL, root CAs from a PEM file and a listener for /status and
+// /metrics, enqueues from another "process" that drains the queue through
+// the store, checks the listener, and stops the worker with SIGTERM:
+// everything is delivered, signed, and the leases are released.
 func TestWorkerDeliversAndStopsGracefully(t *testing.T) {
 	db := pgtest.New(t, nil)
 	ctx := t.Context()
@@ -51,12 +60,20 @@ func TestWorkerDeliversAndStopsGracefully(t *testing.T) {
 	_, err = db.Pool.Exec(ctx, "INSERT INTO "+followersTable+" VALUES ($1, $2)", actor+"/followers", inbox.Inbox())
 	require.NoError(t, err)
 	audienceSQL := "SELECT inbox FROM " + followersTable + " WHERE collection = $1"
+	// An https inbox whose certificate only -tls-roots makes trusted.
+	var tlsReceived atomic.Int64
+	tlsInbox := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tlsReceived.Add(1)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer tlsInbox.Close()
+	roots := filepath.Join(t.TempDir(), "roots.pem")
+	require.NoError(t, os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsInbox.Certificate().Raw}), 0o600))
 
-	workerCtx, stop := context.WithCancel(ctx)
-	defer stop()
+	listening := make(chan net.Addr, 1)
 	result := make(chan error, 1)
 	go func() {
-		result <- run(workerCtx, options{
+		result <- runUntilSignal(options{
 			databaseURL: db.ConnString,
 			schema:      db.Schema,
 			owner:       "worker-1",
@@ -64,8 +81,15 @@ func TestWorkerDeliversAndStopsGracefully(t *testing.T) {
 			audienceSQL: audienceSQL,
 			migrate:     true,
 			stopTimeout: 2 * time.Second,
+			tlsRoots:    roots,
+			listen:      "127.0.0.1:0",
+			listening:   func(a net.Addr) { listening <- a },
 			queue: &queue.Config{
 				HTTP: &sender.HTTPConfig{AllowLoopback: true, AllowHTTP: true},
+				// A domain with nothing more to deliver saves its cursor
+				// at lease renewal, every third of the TTL: what Drain,
+				// reading the store, waits for.
+				LeaseTTL: 3 * time.Second,
 			},
 		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
@@ -86,21 +110,37 @@ func TestWorkerDeliversAndStopsGracefully(t *testing.T) {
 			Body: fmt.Appendf(nil, `{"id":"https://local.example/activities/%d","type":"Create","actor":%q,"object":"https://local.example/notes/%d"}`, i, actor, i),
 		}
 		if i%2 == 0 {
-			a.Inboxes = []string{inbox.Inbox()}
+			a.Inboxes = []string{inbox.Inbox(), tlsInbox.URL + "/inbox"}
 		} else {
 			a.Audiences = []string{actor + "/followers"}
 		}
 		last, err = app.Enqueue(ctx, a)
 		require.NoError(t, err)
 	}
-	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	var addr net.Addr
+	select {
+	case addr = <-listening:
+	case err := <-result:
+		t.Fatalf("the worker ended: %v", err)
+	}
+	// The enqueuing process waits, reading the store, until the worker
+	// has delivered and saved everything.
+	waitCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	require.NoError(t, inbox.Wait(waitCtx, 6), "inbox %+v, last rejection %q", inbox.Stats(), inbox.LastRejection())
+	require.NoError(t, app.Drain(waitCtx), "inbox %+v, last rejection %q", inbox.Stats(), inbox.LastRejection())
+	require.Len(t, inbox.Received(), 6)
 	for _, a := range inbox.Received() {
 		require.Equal(t, actor+"#main-key", a.KeyID)
 	}
+	require.EqualValues(t, 3, tlsReceived.Load(), "the https inbox trusted through -tls-roots")
 
-	stop() // as SIGTERM does
+	metrics := get(t, "http://"+addr.String()+"/metrics", "")
+	require.Contains(t, metrics, fmt.Sprintf("apqueue_head_id %d\n", last))
+	require.Contains(t, metrics, fmt.Sprintf(`apqueue_events_total{kind="delivered",domain=%q} 6`, inbox.Domain()))
+	status := get(t, "http://"+addr.String()+"/status", "application/json")
+	require.Contains(t, status, inbox.Domain())
+
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
 	select {
 	case err := <-result:
 		require.NoError(t, err)
@@ -109,9 +149,39 @@ func TestWorkerDeliversAndStopsGracefully(t *testing.T) {
 	}
 	doms, err := st.Domains(ctx, nil)
 	require.NoError(t, err)
-	require.Len(t, doms, 1)
-	require.Empty(t, doms[0].Owner, "the worker kept its lease")
-	require.Equal(t, last, doms[0].Cursor, "the worker did not save its cursor")
+	require.Len(t, doms, 2)
+	for _, d := range doms {
+		require.Empty(t, d.Owner, "the worker kept its lease on %s", d.Domain)
+		require.Equal(t, last, d.Cursor, "the worker did not save the cursor of %s", d.Domain)
+	}
+	_, err = http.Get("http://" + addr.String() + "/metrics")
+	require.Error(t, err, "the listener outlived the worker")
+}
+
+// get returns the body of a 200 answer to a GET of url.
+func get(t *testing.T, url, accept string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	require.NoError(t, err)
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", url, body)
+	return string(body)
+}
+
+func TestRootCAs(t *testing.T) {
+	_, err := rootCAs(filepath.Join(t.TempDir(), "missing.pem"))
+	require.ErrorContains(t, err, "-tls-roots")
+	empty := filepath.Join(t.TempDir(), "empty.pem")
+	require.NoError(t, os.WriteFile(empty, []byte("not a certificate"), 0o600))
+	_, err = rootCAs(empty)
+	require.ErrorContains(t, err, "no PEM certificate")
 }
 
 func TestKeySourceOptions(t *testing.T) {

@@ -1,29 +1,34 @@
-package main
+// Package promtext serves a queue's Stats and Observer events as
+// Prometheus text, for the example programs, without a metrics library: a
+// server with one would register the same figures as collectors.
+package promtext
 
 import (
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/apqueue/apqueue/queue"
 )
 
-// eventCounters is a queue.Observer that counts events per kind and domain
+// Counters is a queue.Observer that counts events per kind and domain
 // and sums delivery latencies: what a Prometheus counter or histogram would
 // record.
-type eventCounters struct {
+type Counters struct {
 	mu      sync.Mutex
 	counts  map[[2]string]int64 // kind, domain
 	latency map[string]time.Duration
 }
 
-func newEventCounters() *eventCounters {
-	return &eventCounters{counts: map[[2]string]int64{}, latency: map[string]time.Duration{}}
+// NewCounters returns empty counters.
+func NewCounters() *Counters {
+	return &Counters{counts: map[[2]string]int64{}, latency: map[string]time.Duration{}}
 }
 
 // Observe is called synchronously by the queue's workers: it only counts.
-func (c *eventCounters) Observe(e queue.Event) {
+func (c *Counters) Observe(e queue.Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.counts[[2]string{e.Kind.String(), e.Domain}]++
@@ -32,9 +37,9 @@ func (c *eventCounters) Observe(e queue.Event) {
 	}
 }
 
-// writePrometheus writes the stats and the event counters in the Prometheus
-// text exposition format.
-func writePrometheus(w io.Writer, st queue.Stats, c *eventCounters) {
+// Write writes the stats and the event counters in the Prometheus text
+// exposition format.
+func Write(w io.Writer, st queue.Stats, c *Counters) {
 	fmt.Fprintln(w, "# HELP apqueue_head_id Highest activity ID in the log.")
 	fmt.Fprintln(w, "# TYPE apqueue_head_id gauge")
 	fmt.Fprintf(w, "apqueue_head_id %d\n", st.Head)
@@ -62,4 +67,18 @@ func writePrometheus(w io.Writer, st queue.Stats, c *eventCounters) {
 	for d, l := range c.latency {
 		fmt.Fprintf(w, "apqueue_delivery_seconds_sum{domain=%q} %g\n", d, l.Seconds())
 	}
+}
+
+// Handler serves /metrics: q's Stats, read at each scrape, and the
+// counters c (the Observer given to q).
+func Handler(q *queue.Queue, c *Counters) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st, err := q.Stats(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		Write(w, st, c)
+	})
 }

@@ -1,4 +1,4 @@
-package main
+package promtext
 
 import (
 	"strings"
@@ -10,8 +10,8 @@ import (
 	"github.com/apqueue/apqueue/queue"
 )
 
-func TestWritePrometheus(t *testing.T) {
-	c := newEventCounters()
+func TestWrite(t *testing.T) {
+	c := NewCounters()
 	c.Observe(queue.Event{Kind: queue.EventDelivered, Domain: "a.example", Latency: 20 * time.Millisecond})
 	c.Observe(queue.Event{Kind: queue.EventDelivered, Domain: "a.example", Latency: 30 * time.Millisecond})
 	c.Observe(queue.Event{Kind: queue.EventRetry, Domain: "b.example"})
@@ -20,7 +20,7 @@ func TestWritePrometheus(t *testing.T) {
 		{Domain: "b.example", Cursor: 3, Pending: 4, FailCount: 2},
 	}}
 	var b strings.Builder
-	writePrometheus(&b, st, c)
+	Write(&b, st, c)
 	out := b.String()
 	for _, want := range []string{
 		"apqueue_head_id 7\n",
