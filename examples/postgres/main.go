@@ -163,7 +163,8 @@ func run(ctx context.Context, url, schema string, keep bool, out io.Writer) (err
 	if err != nil {
 		return err
 	}
-	if err := inbox.Wait(ctx, 2); err != nil {
+	// Everything enqueued so far is delivered (or dead-lettered) and saved.
+	if err := q.Drain(ctx); err != nil {
 		return fmt.Errorf("waiting for deliveries: %w", err)
 	}
 	fmt.Fprintf(out, "marker activity %d enqueued\n", marker)

@@ -171,22 +171,26 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	for _, in := range inboxes {
 		names[in.addr] = in.name
 	}
+	// Drain returns once every delivery is settled; meanwhile, progress.
+	drained := make(chan error, 1)
+	go func() { drained <- q.Drain(ctx) }()
 	ticker := time.NewTicker(500 * time.Millisecond)
 	defer ticker.Stop()
-	for {
+	for done := false; !done; {
+		var drainErr error
+		select {
+		case drainErr = <-drained:
+			done = true
+		case <-ticker.C:
+		}
+		if drainErr != nil {
+			return interrupted(ctx, out, fmt.Errorf("not every delivery settled in time: %w", drainErr))
+		}
 		st, err := q.Stats(ctx)
 		if err != nil {
 			return interrupted(ctx, out, err)
 		}
 		printProgress(out, st, names, time.Since(started))
-		if settled(st) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return interrupted(ctx, out, fmt.Errorf("not every delivery settled in time: %w", ctx.Err()))
-		case <-ticker.C:
-		}
 	}
 	final, err := q.Stats(ctx)
 	if err != nil {
@@ -299,16 +303,6 @@ func front(in *inbox, addrs *addrBook) (func(), error) {
 		srv.Close()
 		transport.CloseIdleConnections()
 	}, nil
-}
-
-// settled reports whether every domain's cursor reached the head.
-func settled(st queue.Stats) bool {
-	for _, d := range st.Domains {
-		if d.Cursor < st.Head {
-			return false
-		}
-	}
-	return len(st.Domains) > 0
 }
 
 func printProgress(out io.Writer, st queue.Stats, names map[string]string, elapsed time.Duration) {
