@@ -98,14 +98,17 @@ func drainWaitsFor(s store.DomainStatus) bool {
 func (q *Queue) settleLocal(left map[string]store.DomainStatus, target int64) []string {
 	var remote []string
 	saving := false
+	local := make(map[string]*worker)
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	for dom := range left {
-		w := q.workers[dom]
-		if w == nil {
+		if w := q.workers[dom]; w != nil {
+			local[dom] = w
+		} else {
 			remote = append(remote, dom)
-			continue
 		}
+	}
+	q.mu.Unlock()
+	for dom, w := range local {
 		v := w.view.Load()
 		left[dom] = v.Status
 		through, idle := q.window.settledThrough(w)
