@@ -22,9 +22,10 @@ import (
 // which settle once resumed: while one stays paused, Drain returns when
 // ctx ends, with an error that wraps ctx.Err() and names the domains not
 // settled. It skips dead domains, which only a revival probe or
-// retention's fast-forward settles, and any other status in which nothing
-// is delivered; a domain that becomes dead while Drain waits is skipped
-// from then on.
+// retention's fast-forward settles, suspended domains, to which nothing is
+// delivered, and any other status in which nothing is delivered; a domain
+// that becomes dead or suspended while Drain waits is skipped from then
+// on.
 //
 // Settled means saved: when Drain returns, the store's cursors and dead
 // letters say so. Drain works from any process sharing the store, started

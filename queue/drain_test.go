@@ -141,3 +141,30 @@ func TestDrainEmpty(t *testing.T) {
 	cancel()
 	require.True(t, errors.Is(q.Drain(canceled), context.Canceled))
 }
+
+// Drain does not wait for a domain suspended with deliveries pending:
+// nothing is delivered there (Suspend drops its backlog, and Drain skips
+// the status).
+func TestDrainSkipsASuspendedDomain(t *testing.T) {
+	t.Parallel()
+	hold := make(chan struct{})
+	defer close(hold)
+	snd := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Domain == "blocked.example" {
+			select {
+			case <-hold:
+			case <-ctx.Done():
+			}
+			return sender.Result{Outcome: sender.Retry, Reason: "held"}
+		}
+		return sender.Success(202)
+	}}
+	q := startQueue(t, newMemory(), snd, testConfig())
+	enqueueAll(t, q, note(1, "https://blocked.example/inbox"), note(2, "https://ok.example/inbox"))
+	eventually(t, func() bool { return q.workerCount() == 2 }, "both domains are worked")
+	_, err := q.Suspend(t.Context(), "blocked.example")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, q.Drain(ctx))
+}
