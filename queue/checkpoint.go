@@ -34,6 +34,7 @@ type offer struct {
 	w     *worker
 	state store.DomainState
 	dls   []store.DeadLetter
+	seq   int64 // the worker's settleSeq at the offer; see worker.saved
 }
 
 func newCheckpointer(q *Queue) *checkpointer {
@@ -50,7 +51,7 @@ func (c *checkpointer) kick() {
 
 // offer records st as the latest state of w's domain and appends its new
 // dead letters. Called by the worker's run goroutine.
-func (c *checkpointer) offer(w *worker, st store.DomainState, dls []store.DeadLetter) {
+func (c *checkpointer) offer(w *worker, st store.DomainState, dls []store.DeadLetter, seq int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	o := c.offers[w.domain]
@@ -66,6 +67,7 @@ func (c *checkpointer) offer(w *worker, st store.DomainState, dls []store.DeadLe
 	o.w = w
 	o.state = st
 	o.dls = append(o.dls, dls...)
+	o.seq = seq
 }
 
 // unsaved reports whether dom has an offer not yet saved: its dead letters
@@ -145,6 +147,9 @@ func (c *checkpointer) saveOnce(ctx context.Context) ([]string, error) {
 	}
 	err := c.q.store.Checkpoint(ctx, states, dls)
 	if err == nil {
+		for _, o := range taken {
+			o.w.saved(o.seq)
+		}
 		return nil, nil
 	}
 	var lost *store.LeaseLostError
@@ -165,6 +170,13 @@ func (c *checkpointer) saveOnce(ctx context.Context) ([]string, error) {
 	if errors.As(err, &staleErr) {
 		stale = staleErr.Domains
 		refusedOnly = true
+	}
+	if refusedOnly {
+		for d, o := range taken {
+			if !slices.Contains(stale, d) {
+				o.w.saved(o.seq) // saved: only the lost and the stale were refused
+			}
+		}
 	}
 	c.restore(taken, func(d string) bool { return !refusedOnly || slices.Contains(stale, d) })
 	if refusedOnly {

@@ -138,8 +138,10 @@ type Config struct {
 	// store call for all domains. Default CheckpointIntervalDefault.
 	CheckpointInterval time.Duration
 	// CheckpointDeliveries triggers an early checkpoint once a domain has
-	// settled this many deliveries since the last one. Default
-	// CheckpointDeliveriesDefault.
+	// settled this many deliveries since the last one, and bounds what a
+	// crash re-sends: a domain that has settled this many since its last
+	// saved checkpoint sends nothing more until that checkpoint is saved.
+	// Default CheckpointDeliveriesDefault.
 	CheckpointDeliveries int
 	// LeaseTTL is the lifetime of a domain lease; leases are renewed every
 	// third of it. Default LeaseTTLDefault.

@@ -28,7 +28,7 @@ func (w *worker) dispatch() {
 	// suspended domain's backlog is not skipped here but by the store
 	// (Prune, Unsuspend): until this owner has seen the end of a
 	// suspension, it cannot tell what must still be delivered.
-	if status == store.StatusPaused || status == store.StatusSuspended || now.Before(next) || !w.holdsLease() {
+	if status == store.StatusPaused || status == store.StatusSuspended || now.Before(next) || !w.holdsLease() || !w.savedEnough() {
 		return
 	}
 	limit := w.q.cfg.MaxInFlightPerDomain
@@ -299,4 +299,5 @@ func (w *worker) settle(d *delivery, dl *store.DeadLetter) {
 		w.q.logger.WarnContext(w.ctx, "apqueue: delivery failed for good", slog.String("domain", w.domain), slog.Int64("activity_id", dl.ActivityID), slog.String("inbox", dl.Inbox), slog.Int("status", dl.Status), slog.String("reason", dl.Reason))
 	}
 	w.settledSince++ // advanceCursor asks for a checkpoint when enough settled
+	w.settleSeq++
 }

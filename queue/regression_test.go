@@ -121,6 +121,61 @@ func TestCrashResendsAtMostWhatSettledSinceTheLastCheckpoint(t *testing.T) {
 		"after a crash, re-sends are bounded by what settled since the last checkpoint (plus what was in flight)")
 }
 
+// slowCheckpoints is a store whose checkpoints wait until let is closed.
+type slowCheckpoints struct {
+	store.Store
+	let chan struct{}
+}
+
+func (s *slowCheckpoints) Checkpoint(ctx context.Context, states []store.DomainState, dls []store.DeadLetter) error {
+	select {
+	case <-s.let:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Store.Checkpoint(ctx, states, dls)
+}
+
+// TestASlowCheckpointHoldsDeliveriesBack checks that the re-send bound after
+// a crash holds however slow the saves are: a domain that has settled
+// CheckpointDeliveries deliveries since its last saved state sends nothing
+// more until that state is saved.
+func TestASlowCheckpointHoldsDeliveriesBack(t *testing.T) {
+	t.Parallel()
+	st := &slowCheckpoints{Store: newMemory(), let: make(chan struct{})}
+	fake := &sendertest.Fake{}
+	cfg := testConfig()
+	cfg.CheckpointInterval = time.Hour
+	cfg.CheckpointDeliveries = 5
+	cfg.MaxInFlightPerDomain = 4
+	q, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	ctx := context.Background()
+	var acts []Activity
+	for i := range 50 {
+		acts = append(acts, note(i, "https://a.example/inbox"))
+	}
+	ids, err := q.EnqueueMany(ctx, acts)
+	require.NoError(t, err)
+	require.NoError(t, q.Start(ctx))
+	var letOnce sync.Once
+	let := func() { letOnce.Do(func() { close(st.let) }) }
+	t.Cleanup(func() {
+		let()
+		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = q.Stop(stopCtx)
+	})
+	eventually(t, func() bool {
+		ws := q.workerList()
+		return len(ws) == 1 && ws[0].saveWait.Load()
+	}, "the worker did not wait for its checkpoint")
+	require.LessOrEqual(t, fake.DeliveredCount(), cfg.CheckpointDeliveries+cfg.MaxInFlightPerDomain,
+		"deliveries went on while their checkpoint was not saved")
+	let()
+	eventually(t, func() bool { return domainState(t, st, "a.example").Cursor == ids[len(ids)-1] }, "the domain did not deliver everything once saves went through")
+}
+
 func TestNoDeadLetterWhileTheWholeDomainIsDown(t *testing.T) {
 	t.Parallel()
 	st := newMemory()

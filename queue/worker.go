@@ -45,6 +45,8 @@ type worker struct {
 	wantSkipTo atomic.Int64  // move past this ID (retention fast-forward)
 	leaseUntil atomic.Int64  // Unix nanoseconds the lease is known to hold until
 	leaseWait  atomic.Bool   // dispatching stopped for the lease: poke on renewal
+	savedSeq   atomic.Int64  // settleSeq of the latest offer the checkpointer saved
+	saveWait   atomic.Bool   // dispatching stopped for a save: poke when one is done
 	// emptyThrough is set by the window when it wakes the worker for an
 	// activity: nothing up to the ID before it addresses the domain, so the
 	// worker skips that part of the log instead of reading it again.
@@ -68,6 +70,8 @@ type worker struct {
 	blocked      string // why reading or resolving fails, "" when it does not
 	deadLetters  []store.DeadLetter
 	settledSince int
+	settleSeq    int64     // deliveries settled since the worker started
+	offeredSeq   int64     // settleSeq when the state was last offered
 	restored     *restored // saved progress fill has not reached yet
 	progressed   bool      // the progress above the cursor changed since the last offer
 	pendingBytes int       // footprint of the entries the pending deliveries hold
@@ -157,6 +161,35 @@ func (w *worker) holdsLease() bool {
 	}
 	w.leaseWait.Store(true)
 	return time.Now().UnixNano() < w.leaseUntil.Load() // renewed meanwhile
+}
+
+// savedEnough reports whether the worker may send more: fewer than
+// Config.CheckpointDeliveries of its deliveries settled since the last state
+// the checkpointer saved. That bounds what a crash re-sends, however slow
+// the saves are; a worker that must wait asked for the save already (offer)
+// and is woken when it is done (saved).
+func (w *worker) savedEnough() bool {
+	limit := int64(w.q.cfg.CheckpointDeliveries)
+	if w.settleSeq-w.savedSeq.Load() < limit {
+		return true
+	}
+	w.saveWait.Store(true)
+	return w.settleSeq-w.savedSeq.Load() < limit // saved meanwhile
+}
+
+// saved records that the checkpointer saved the state offered at settleSeq
+// seq, and lets the worker dispatch again if it waited for that. Called by
+// the checkpointer.
+func (w *worker) saved(seq int64) {
+	for {
+		old := w.savedSeq.Load()
+		if seq <= old || w.savedSeq.CompareAndSwap(old, seq) {
+			break
+		}
+	}
+	if w.saveWait.Swap(false) {
+		w.poke()
+	}
 }
 
 // stop asks the worker to finish its in-flight requests and exit.
@@ -465,11 +498,11 @@ func (w *worker) offer() {
 		w.progressed = false
 		w.state.Progress = w.progress()
 	}
-	if w.state == w.offered && len(w.deadLetters) == 0 {
+	if w.state == w.offered && len(w.deadLetters) == 0 && w.settleSeq == w.offeredSeq {
 		return
 	}
-	w.q.checkpoints.offer(w, w.state, w.deadLetters)
-	w.offered = w.state
+	w.q.checkpoints.offer(w, w.state, w.deadLetters, w.settleSeq)
+	w.offered, w.offeredSeq = w.state, w.settleSeq
 	w.deadLetters = nil
 	if w.settledSince >= w.q.cfg.CheckpointDeliveries {
 		// Once the state that counts them is offered, so that the early
