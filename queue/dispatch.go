@@ -167,7 +167,7 @@ func (w *worker) send(d *delivery) {
 	d.attempts++
 	w.progressed = true
 	w.touchedUpTo = max(w.touchedUpTo, d.entry.act.ID)
-	d.sentAt = time.Now()
+	d.sentAt, d.sentClock = time.Now(), w.clock().Now()
 	w.inflight++
 	d.sentSeq, d.sentInflight = w.limit.sending(), w.inflight
 	scheme, schemeChecked := signer.Scheme(w.state.SignatureScheme), w.state.SignatureCheckedAt
@@ -219,7 +219,7 @@ func (w *worker) handle(r result) {
 		w.settle(d, nil)
 		w.counts.Delivered++
 		w.latency.add(ev.Latency)
-		w.limit.onSuccess(now, answer{seq: d.sentSeq, sentInflight: d.sentInflight, inflight: w.inflight + 1, latency: ev.Latency})
+		w.limit.onSuccess(now, answer{seq: d.sentSeq, sentInflight: d.sentInflight, inflight: w.inflight + 1, latency: now.Sub(d.sentClock)})
 		if st.Status == store.StatusDead {
 			st.Status = store.StatusActive
 			w.q.logger.InfoContext(w.ctx, "apqueue: dead domain revived", slog.String("domain", w.domain))

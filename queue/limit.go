@@ -4,13 +4,14 @@ import (
 	"time"
 )
 
+// InitialInFlightLimit is where a domain's adaptive in-flight limit starts
+// when this process takes the domain (or its maximum, when that is lower).
+const InitialInFlightLimit = 4
+
 // The adaptive in-flight limit's tuning. They are not configuration: the
 // limit needs none beyond its bounds (Config.MaxInFlightPerDomain,
 // Config.DomainLimitFunc, Config.MaxInFlight).
 const (
-	// limitInitial is where a domain's limit starts (the fixed default
-	// before the limit adapted), below its maximum.
-	limitInitial = 4
 	// limitDecrease is the multiplicative decrease on a congestion signal:
 	// 4 becomes 3, 64 becomes 48.
 	limitDecrease = 0.75
@@ -77,7 +78,7 @@ func newInflightLimit(upper int, fixed bool) *inflightLimit {
 	upper = max(upper, 1)
 	l := &inflightLimit{max: upper, fixed: fixed, limit: upper}
 	if !fixed {
-		l.limit = min(limitInitial, upper)
+		l.limit = min(InitialInFlightLimit, upper)
 		l.slowStart = true
 	}
 	return l

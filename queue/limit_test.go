@@ -154,7 +154,7 @@ func TestLimitGrowsToWhatAFarDomainTakes(t *testing.T) {
 	t.Parallel()
 	s := newLimitSim(t, 64, &receiver{latency: 200 * time.Millisecond})
 	start := s.clk.Now()
-	require.Equal(t, limitInitial, s.l.current())
+	require.Equal(t, InitialInFlightLimit, s.l.current())
 	s.run(2 * time.Second)
 	// Slow start: the limit doubles each round trip, 4 → 64 in 4 of them.
 	require.Equal(t, 64, s.l.current(), "a domain that answers every request in time gets the maximum")
@@ -174,7 +174,7 @@ func TestLimitDoesNotGrowWhenNotReached(t *testing.T) {
 	s := newLimitSim(t, 64, &receiver{latency: 200 * time.Millisecond})
 	s.offered = 1
 	s.run(time.Minute)
-	require.Equal(t, limitInitial, s.l.current())
+	require.Equal(t, InitialInFlightLimit, s.l.current())
 	require.Empty(t, s.l.recent())
 	// Three at once: the limit grows while at least half of it is in
 	// flight, to 5, not further.
