@@ -24,7 +24,7 @@ const (
 	// than latencyTolerance × the domain's best latency plus latencySlack.
 	// A slow answer is a congestion signal, like a 503.
 	latencyTolerance = 2
-	latencySlack     = 10 * time.Millisecond
+	latencySlack     = 50 * time.Millisecond
 	// bestLatencyWindow is how many answers the best latency is renewed
 	// after (see observeLatency), so that a domain that moved further away
 	// is not judged by a best it can no longer reach.

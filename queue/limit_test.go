@@ -256,7 +256,7 @@ func TestLimitShrinksOnRisingLatency(t *testing.T) {
 	t.Parallel()
 	// A domain that works 4 requests at once and queues the rest: more
 	// in flight only makes the answers slower.
-	const capacity, latency = 4, 50 * time.Millisecond
+	const capacity, latency = 4, 100 * time.Millisecond
 	s := newLimitSim(t, 64, &receiver{latency: latency, capacity: capacity, queueing: true})
 	s.run(10 * time.Second)
 	s.reset()

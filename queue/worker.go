@@ -335,7 +335,9 @@ func (w *worker) fill() {
 	// activities in memory, however far behind it is, and runs further
 	// ahead (up to MaxPendingPerDomain) only past deliveries waiting for a
 	// retry.
-	lowWater := 2 * w.limit.current()
+	// The limit's starting value at least, so that a domain held to one
+	// request at a time still reads in batches.
+	lowWater := 2 * max(w.limit.current(), InitialInFlightLimit)
 	if w.untried >= lowWater {
 		return
 	}
