@@ -66,8 +66,7 @@ type inflightLimit struct {
 	loneMin time.Duration // lowest latency of a lone request this window
 	windowN int
 
-	changes [limitChangesKept]LimitChange
-	nChange int // changes recorded, saturating at len(changes)
+	changes []LimitChange // a ring of limitChangesKept, made at the first change
 	next    int
 	total   int // changes since the start, to tell when recent changed
 }
@@ -164,9 +163,13 @@ func (l *inflightLimit) set(now time.Time, to int, reason string) {
 	if to == l.limit {
 		return
 	}
-	l.changes[l.next] = LimitChange{At: now, From: l.limit, To: to, Reason: reason}
-	l.next = (l.next + 1) % len(l.changes)
-	l.nChange = min(l.nChange+1, len(l.changes))
+	c := LimitChange{At: now, From: l.limit, To: to, Reason: reason}
+	if len(l.changes) < limitChangesKept {
+		l.changes = append(l.changes, c)
+	} else {
+		l.changes[l.next] = c
+		l.next = (l.next + 1) % limitChangesKept
+	}
 	l.total++
 	l.limit = to
 }
@@ -201,13 +204,10 @@ func (l *inflightLimit) observeLatency(latency time.Duration, sentInflight int) 
 
 // recent returns the recorded changes, oldest first.
 func (l *inflightLimit) recent() []LimitChange {
-	if l.nChange == 0 {
+	if len(l.changes) == 0 {
 		return nil
 	}
-	out := make([]LimitChange, 0, l.nChange)
-	start := (l.next - l.nChange + len(l.changes)) % len(l.changes)
-	for i := range l.nChange {
-		out = append(out, l.changes[(start+i)%len(l.changes)])
-	}
-	return out
+	out := make([]LimitChange, 0, len(l.changes))
+	out = append(out, l.changes[l.next:]...)
+	return append(out, l.changes[:l.next]...)
 }

@@ -132,7 +132,7 @@ func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUnti
 // request that finds it full waits in its own goroutine until the run loop
 // takes a result, so the buffer only saves switches, and a domain allowed
 // 64 requests need not hold room for 64 results while idle.
-const maxResultsBuffer = 16
+const maxResultsBuffer = InitialInFlightLimit
 
 func (w *worker) clock() clock.Clock { return w.q.cfg.clock }
 
@@ -240,6 +240,7 @@ func (w *worker) run() {
 		// for its in-flight requests, like a stopping one.
 		stopping := w.isStopping() || w.ctx.Err() != nil
 		if stopping {
+			w.leaveSlots() // grants that came in meanwhile go to the others
 			if w.inflight == 0 {
 				w.advanceCursor()
 				w.offer()
