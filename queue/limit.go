@@ -110,7 +110,9 @@ func (l *inflightLimit) onSuccess(now time.Time, a answer) {
 		return
 	}
 	if slow {
-		l.onCongestion(now, a.seq, "slow: "+a.latency.Round(time.Millisecond).String()+", best "+l.best.Round(time.Millisecond).String())
+		if a.seq >= l.recover { // else not worth the reason's string
+			l.onCongestion(now, a.seq, "slow: "+a.latency.Round(time.Millisecond).String()+", best "+l.best.Round(time.Millisecond).String())
+		}
 		return
 	}
 	if 2*a.inflight < l.limit || l.limit >= l.max {
