@@ -60,7 +60,8 @@ type DomainStats struct {
 	LatencyP90 time.Duration `json:"latency_p90_ns"`
 	// InFlightLimit is how many requests the domain may have in flight
 	// now, as adapted to its answers (one at a time while it fails, as
-	// FailCount shows); InFlightMax is the most it may reach
+	// FailCount shows), for local domains; InFlightMax is the most it may
+	// reach
 	// (Config.MaxInFlightPerDomain or Config.DomainLimitFunc, within
 	// Config.MaxInFlight).
 	InFlightLimit int `json:"in_flight_limit"`
