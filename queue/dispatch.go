@@ -158,7 +158,8 @@ func (w *worker) leaveSlots() {
 }
 
 // send starts one attempt in its own goroutine; the result comes back on
-// w.results, which has room for every request in flight.
+// w.results (a goroutine that finds its buffer full waits there until the
+// run loop takes one).
 func (w *worker) send(d *delivery) {
 	d.inFlight = true
 	if d.attempts == 0 {

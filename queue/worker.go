@@ -23,6 +23,7 @@ import (
 //   - the lease keeper sets leaseUntil and asks for a reload when an admin
 //     changed the domain elsewhere;
 //   - admin operations and retention ask for a reload or a skip;
+//   - the global cap (slots) grants it a slot it waits for;
 //   - the checkpointer receives the state it offers and saves it.
 type worker struct {
 	q      *Queue
