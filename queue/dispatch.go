@@ -362,13 +362,16 @@ func congestionReason(res sender.Result) string {
 
 // shed reports whether a failed attempt was refused for being one too many
 // rather than because the domain fails: a 429 or 503 without Retry-After to
-// a request sent while others to the domain were in flight. The in-flight
+// a request that overlapped others to the domain (sent while others were in
+// flight, or answered while others are: a request sent first may reach the
+// domain last). The in-flight
 // limit shrinks on it (see congestion), and the delivery is retried without
 // backing the domain off: the domain took the others. Once the limit is
 // down to one request, or the answer says when to come back, the domain
 // backs off as a whole as before.
 func (w *worker) shed(d *delivery, res sender.Result) bool {
-	if w.q.cfg.FixedInFlight || d.sentInflight < 2 || res.RetryAfter > 0 || w.state.Status != store.StatusActive {
+	alone := d.sentInflight < 2 && w.inflight == 0 // w.inflight: the others, once handle took this one out
+	if w.q.cfg.FixedInFlight || alone || res.RetryAfter > 0 || w.state.Status != store.StatusActive {
 		return false
 	}
 	return res.Status == http.StatusTooManyRequests || res.Status == http.StatusServiceUnavailable

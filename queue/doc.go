@@ -58,8 +58,9 @@
 // slow answer and grow into the 503s. Latency is still a signal, with wide
 // tolerance, for receivers that queue rather than refuse.
 //
-// A 429 or 503 without Retry-After to a request sent while others to the
-// domain were in flight means one too many, not a failing domain: the
+// A 429 or 503 without Retry-After to a request that overlapped others to
+// the domain (in flight at the same time) means one too many, not a failing
+// domain: the
 // limit shrinks and the delivery is retried as soon as the limit allows,
 // without backing the domain off. A domain that fails as a whole (its
 // backoff set by a domain-level failure of a request sent alone, a
