@@ -60,10 +60,9 @@
 //
 // A 429 or 503 without Retry-After to a request that overlapped others to
 // the domain (in flight at the same time) means one too many, not a failing
-// domain: the
-// limit shrinks and the delivery is retried as soon as the limit allows,
-// without backing the domain off. A domain that fails as a whole (its
-// backoff set by a domain-level failure of a request sent alone, a
+// domain: the limit shrinks and the delivery is retried as soon as the
+// limit allows, without backing the domain off. A domain that fails as a
+// whole (its backoff set by a domain-level failure of a request alone, a
 // Retry-After, or Config.DomainBackoffAfter failures in a row) is sent one
 // request at a time until a success, whatever its limit; the failures that
 // led there shrank the limit, and after the success the domain resumes at
