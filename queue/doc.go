@@ -41,14 +41,17 @@
 // Config.MaxInFlightPerDomain (default 64; Config.DomainLimitFunc gives a
 // domain its own maximum, and Config.MaxInFlight caps all domains
 // together). It is AIMD, as TCP's congestion window: it starts at
-// InitialInFlightLimit, grows by one per success while at least half of it
-// is in use (slow start: until the domain first pushes back), then by one
-// per window of successes (as many as the limit), and shrinks by a
-// quarter, at most once per window, when the domain pushes back: a 408,
-// 429 or 502–504, a timeout, a connection error, or an answer slower than
-// twice the domain's best latency plus 50 ms. After a push-back it stays one
-// below the level that was refused, and tries that level again only after
-// 48 windows without one: a domain that takes three requests at once and
+// InitialInFlightLimit and, per window of successes (as many as the
+// limit) while at least half of it is in use, doubles (slow start, until
+// the domain first pushes back) or grows by one, as long as the window's
+// answers took on average at most twice the domain's best latency plus
+// 5 ms; beyond twice plus 15 ms it loses one (requests that only queue, at
+// the receiver or for this machine's CPU, are no reason for more); in
+// between it holds. It shrinks by a quarter, at most once per window, when
+// the domain pushes back: a 408, 429 or 502–504, a timeout, a connection
+// error, or an answer slower than twice the best plus 50 ms. After a
+// push-back it stays one below the level that was refused, and tries that
+// level again only after 48 windows without one: a domain that takes three requests at once and
 // answers 503 beyond settles at three, with one refused request in about
 // 150. AIMD rather than a gradient limiter (Netflix's concurrency-limits)
 // because fediverse servers say "too many" with 429 and 503 far more

@@ -25,6 +25,14 @@ const (
 	// A slow answer is a congestion signal, like a 503.
 	latencyTolerance = 2
 	latencySlack     = 50 * time.Millisecond
+	// growSlack: the limit grows only while a window's answers take, on
+	// average, at most latencyTolerance × the best latency plus growSlack:
+	// more requests in flight that only queue somewhere (at the receiver,
+	// or for this machine's CPU) and come back later each are no reason
+	// for more. Up to latencyTolerance × best plus lateSlack the limit
+	// holds; beyond, it loses one per window: requests that only queue.
+	growSlack = 5 * time.Millisecond
+	lateSlack = 15 * time.Millisecond
 	// bestLatencyWindow is how many answers the best latency is renewed
 	// after (see observeLatency), so that a domain that moved further away
 	// is not judged by a best it can no longer reach.
@@ -54,10 +62,11 @@ type inflightLimit struct {
 	max   int
 	fixed bool
 
-	slowStart bool // grow by one per success until the first congestion
-	ceiling   int  // the limit at the last congestion; 0 when none is known
-	successes int  // successes in the current window, since the last change
-	plateau   int  // windows spent one below the ceiling
+	slowStart bool          // double per window until a congestion or a late window
+	ceiling   int           // the limit at the last congestion; 0 when none is known
+	successes int           // successes in the current window, since the last change
+	latencies time.Duration // the sum of the current window's successes' latencies
+	plateau   int           // windows spent one below the ceiling
 
 	sent    uint64 // sequence number of the next request
 	recover uint64 // answers to requests sent before this do not decrease again
@@ -118,16 +127,24 @@ func (l *inflightLimit) onSuccess(now time.Time, a answer) {
 	if 2*a.inflight < l.limit || l.limit >= l.max {
 		return
 	}
-	if l.slowStart {
-		l.set(now, l.limit+1, "grow")
-		return
-	}
 	l.successes++
+	l.latencies += a.latency
 	if l.successes < l.limit {
 		return
 	}
-	// A full window of successes: one more.
+	// A full window of successes: twice as many in slow start, else one
+	// more, unless its answers came late.
+	mean := l.latencies / time.Duration(l.successes)
 	switch {
+	case mean > latencyTolerance*l.best+lateSlack:
+		l.slowStart = false
+		l.set(now, l.limit-1, "late: "+mean.Round(time.Millisecond).String()+" on average, best "+l.best.Round(time.Millisecond).String())
+		l.successes, l.latencies = 0, 0
+	case mean > latencyTolerance*l.best+growSlack:
+		l.successes, l.latencies = 0, 0
+		l.slowStart = false
+	case l.slowStart:
+		l.set(now, 2*l.limit, "grow")
 	case l.ceiling == 0 || l.limit+1 < l.ceiling:
 		l.set(now, l.limit+1, "grow")
 	case l.limit >= l.ceiling:
@@ -136,7 +153,7 @@ func (l *inflightLimit) onSuccess(now time.Time, a answer) {
 		l.ceiling = 0
 		l.set(now, l.limit+1, "grow")
 	default: // one below the ceiling
-		l.successes = 0
+		l.successes, l.latencies = 0, 0
 		l.plateau++
 		if l.plateau >= limitProbeWindows {
 			l.set(now, l.limit+1, "probe")
@@ -161,7 +178,7 @@ func (l *inflightLimit) onCongestion(now time.Time, seq uint64, reason string) {
 // set changes the limit within its bounds, starting a new window.
 func (l *inflightLimit) set(now time.Time, to int, reason string) {
 	to = min(max(to, 1), l.max)
-	l.successes, l.plateau = 0, 0
+	l.successes, l.latencies, l.plateau = 0, 0, 0
 	if to == l.limit {
 		return
 	}

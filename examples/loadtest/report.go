@@ -228,6 +228,11 @@ func (r *report) printLimits(p func(string, ...any), o *options) {
 	}
 	p("  in-flight      %s limit at the end: min %.0f, median %.0f, max %.0f over %d domains (maximum %d)",
 		mode, limits[0], median(limits), limits[len(limits)-1], len(limits), r.limits[0].InFlightMax)
+	best, p50 := make([]float64, len(r.limits)), make([]float64, len(r.limits))
+	for i, d := range r.limits {
+		best[i], p50[i] = float64(d.BestLatency)/1e6, float64(d.LatencyP50)/1e6
+	}
+	p("                 median over the domains: best latency %.2f ms, latency p50 %.2f ms (last deliveries)", median(best), median(p50))
 	if len(r.limits) == 1 {
 		d := r.limits[0]
 		p("                 best latency %s; last changes:", ms(d.BestLatency))
