@@ -45,7 +45,7 @@
 // limit) while at least half of it is in use, doubles (slow start, until
 // the domain first pushes back) or grows by one, as long as the window's
 // answers took on average at most twice the domain's best latency plus
-// 5 ms; beyond twice plus 15 ms it loses one (requests that only queue, at
+// 1 ms; beyond twice plus 5 ms it loses one (requests that only queue, at
 // the receiver or for this machine's CPU, are no reason for more); in
 // between it holds. It shrinks by a quarter, at most once per window, when
 // the domain pushes back: a 408, 429 or 502–504, a timeout, a connection

@@ -31,8 +31,8 @@ const (
 	// or for this machine's CPU) and come back later each are no reason
 	// for more. Up to latencyTolerance × best plus lateSlack the limit
 	// holds; beyond, it loses one per window: requests that only queue.
-	growSlack = 5 * time.Millisecond
-	lateSlack = 15 * time.Millisecond
+	growSlack = time.Millisecond
+	lateSlack = 5 * time.Millisecond
 	// bestLatencyWindow is how many answers the best latency is renewed
 	// after (see observeLatency), so that a domain that moved further away
 	// is not judged by a best it can no longer reach.
