@@ -45,9 +45,9 @@
 // limit) while at least half of it is in use, doubles (slow start, until
 // the domain first pushes back) or grows by one, as long as the window's
 // answers took on average at most twice the domain's best latency plus
-// 1 ms; beyond twice plus 5 ms it loses one (requests that only queue, at
-// the receiver or for this machine's CPU, are no reason for more); in
-// between it holds. It shrinks by a quarter, at most once per window, when
+// 1 ms; beyond twice plus 5 ms it loses one, down to where it started
+// (requests that only queue, at the receiver or for this machine's CPU,
+// are no reason for more); in between it holds. It shrinks by a quarter, at most once per window, when
 // the domain pushes back: a 408, 429 or 502–504, a timeout, a connection
 // error, or an answer slower than twice the best plus 50 ms. After a
 // push-back it stays one below the level that was refused, and tries that

@@ -30,7 +30,8 @@ const (
 	// more requests in flight that only queue somewhere (at the receiver,
 	// or for this machine's CPU) and come back later each are no reason
 	// for more. Up to latencyTolerance × best plus lateSlack the limit
-	// holds; beyond, it loses one per window: requests that only queue.
+	// holds; beyond, it loses one per window down to InitialInFlightLimit:
+	// requests that only queue.
 	growSlack = time.Millisecond
 	lateSlack = 5 * time.Millisecond
 	// bestLatencyWindow is how many answers the best latency is renewed
@@ -136,7 +137,9 @@ func (l *inflightLimit) onSuccess(now time.Time, a answer) {
 	// more, unless its answers came late.
 	mean := l.latencies / time.Duration(l.successes)
 	switch {
-	case mean > latencyTolerance*l.best+lateSlack:
+	case mean > latencyTolerance*l.best+lateSlack && l.limit > InitialInFlightLimit:
+		// Not below where it started: a domain whose answers vary widely
+		// (a long tail over a low best) keeps what a fixed limit gave it.
 		l.slowStart = false
 		l.set(now, l.limit-1, "late: "+mean.Round(time.Millisecond).String()+" on average, best "+l.best.Round(time.Millisecond).String())
 		l.successes, l.latencies = 0, 0
