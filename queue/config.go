@@ -15,9 +15,9 @@ import (
 
 // Defaults applied by New to zero fields of Config.
 const (
-	// MaxInFlightPerDomainDefault is the number of requests in flight to one
-	// domain while it is healthy.
-	MaxInFlightPerDomainDefault = 4
+	// MaxInFlightPerDomainDefault is the most requests in flight to one
+	// domain: the upper bound of its adaptive limit.
+	MaxInFlightPerDomainDefault = 64
 	// MaxBodyBytesDefault caps the size of an activity body (1 MiB).
 	MaxBodyBytesDefault = 1 << 20
 	// BackoffMinDefault is the delay after the first failure.
@@ -87,10 +87,30 @@ const (
 // Config configures a Queue. A nil *Config means all defaults; zero fields
 // take the default named in their documentation.
 type Config struct {
-	// MaxInFlightPerDomain is the number of requests in flight to one healthy
-	// domain; 1 means strictly serial. While a domain is failing it drops to
-	// one. Default MaxInFlightPerDomainDefault.
+	// MaxInFlightPerDomain is the most requests in flight to one domain.
+	// Each domain's limit adapts between 1 and it, from the domain's
+	// answers (see the package documentation); with FixedInFlight, it is
+	// the limit. 1 means strictly serial. While a domain is failing it
+	// drops to one. Default MaxInFlightPerDomainDefault.
 	MaxInFlightPerDomain int
+	// FixedInFlight turns the adaptive limit off: every healthy domain gets
+	// MaxInFlightPerDomain requests in flight (or what DomainLimitFunc
+	// gives it), as a 429 or 503 backs the whole domain off. Default
+	// false: the limit adapts.
+	FixedInFlight bool
+	// DomainLimitFunc, when set, gives a domain a maximum of its own in
+	// place of MaxInFlightPerDomain: more for a big server, 1 for a fragile
+	// one that takes one request at a time. It is called when this process
+	// takes the domain (so a change applies from the next lease); 0 or less
+	// means MaxInFlightPerDomain. It must be quick and must not call the
+	// Queue. Default: none.
+	DomainLimitFunc func(domain string) int
+	// MaxInFlight caps the requests in flight across all domains; 0 means
+	// no cap. No domain's limit exceeds it. A domain that finds the cap
+	// reached waits for a slot without holding up anything else, and the
+	// slots freed go to the waiting domains in turn, one each, so that one
+	// domain with a huge backlog cannot starve the others. Default 0.
+	MaxInFlight int
 	// MaxBodyBytes caps the size of an activity body. Default
 	// MaxBodyBytesDefault.
 	MaxBodyBytes int
@@ -299,6 +319,9 @@ func (c *Config) validate() error {
 	positive("MaxPendingPerDomain", c.MaxPendingPerDomain > 0)
 	positive("MaxPendingBytesPerDomain", c.MaxPendingBytesPerDomain > 0)
 	positive("IdempotencyWindow", c.IdempotencyWindow > 0)
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("MaxInFlight must not be negative (0 means no cap), got %d", c.MaxInFlight))
+	}
 	if c.BackoffMax < c.BackoffMin {
 		errs = append(errs, fmt.Errorf("BackoffMax (%v) must not be below BackoffMin (%v)", c.BackoffMax, c.BackoffMin))
 	}
@@ -315,6 +338,21 @@ func (c *Config) validate() error {
 		return fmt.Errorf("queue: invalid config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// domainLimit is the most requests in flight to dom: DomainLimitFunc's
+// answer or MaxInFlightPerDomain, within the global cap.
+func (q *Queue) domainLimit(dom string) int {
+	upper := q.cfg.MaxInFlightPerDomain
+	if f := q.cfg.DomainLimitFunc; f != nil {
+		if n := f(dom); n > 0 {
+			upper = n
+		}
+	}
+	if q.cfg.MaxInFlight > 0 {
+		upper = min(upper, q.cfg.MaxInFlight)
+	}
+	return upper
 }
 
 func setDefault[T int | time.Duration](v *T, def T) {

@@ -24,6 +24,12 @@ type delivery struct {
 	inFlight        bool
 	settled         bool
 	sentAt          time.Time // real time the current attempt started
+	sentClock       time.Time // the same on the queue's clock, for the in-flight limit
+	// sentSeq numbers the current attempt for the in-flight limit, and
+	// sentInflight is how many requests to the domain were in flight when
+	// it was sent, itself included.
+	sentSeq      uint64
+	sentInflight int
 }
 
 func (d *delivery) key() string { return d.entry.act.OrderingKey }

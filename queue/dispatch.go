@@ -2,6 +2,9 @@ package queue
 
 import (
 	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/apqueue/apqueue/sender"
@@ -21,6 +24,10 @@ const (
 // First attempts go out in ID order; a delivery never overtakes an earlier
 // unsettled one with the same ordering key.
 func (w *worker) dispatch() {
+	// Slots of the global cap granted since the last step are used now or
+	// handed on to the next domain waiting (see slots).
+	w.spareSlots += int(w.slotsGranted.Swap(0))
+	defer w.releaseSpareSlots()
 	now := w.clock().Now()
 	status, next, failing := w.state.Status, w.state.NextAttemptAt, w.domainFailing()
 	scheme, schemeChecked := w.state.SignatureScheme, w.state.SignatureCheckedAt
@@ -31,7 +38,7 @@ func (w *worker) dispatch() {
 	if status == store.StatusPaused || status == store.StatusSuspended || now.Before(next) || !w.holdsLease() || !w.savedEnough() {
 		return
 	}
-	limit := w.q.cfg.MaxInFlightPerDomain
+	limit := w.limit.current()
 	if failing || status == store.StatusDead || w.schemeCheckDue(scheme, schemeChecked, now) {
 		limit = 1 // one request at a time until a success, or until the signature scheme is known
 	}
@@ -72,7 +79,7 @@ func (w *worker) dispatch() {
 			block(key, blockedWaiting)
 			continue
 		}
-		if w.inflight >= limit {
+		if w.inflight >= limit || !w.takeSlot() {
 			return
 		}
 		w.send(d)
@@ -83,7 +90,8 @@ func (w *worker) dispatch() {
 // dispatchUntried sends, while the domain is failing, the first delivery not
 // tried yet, if one may go: its success proves the domain healthy, so that a
 // delivery that keeps failing on its own cannot monopolise the one request
-// allowed and hold the domain back. It reports whether it sent one.
+// allowed and hold the domain back. It reports whether it sent one, or
+// found one to send and waits for a slot of the global cap.
 func (w *worker) dispatchUntried(now time.Time) bool {
 	var keys map[string]bool // keys of earlier unsettled deliveries
 	for _, d := range w.pending {
@@ -92,7 +100,9 @@ func (w *worker) dispatchUntried(now time.Time) bool {
 		}
 		key := d.key()
 		if d.attempts == 0 && !d.inFlight && !d.nextAttempt.After(now) && (key == "" || !keys[key]) {
-			w.send(d)
+			if w.takeSlot() {
+				w.send(d)
+			}
 			return true
 		}
 		if key != "" {
@@ -114,8 +124,42 @@ func (w *worker) schemeCheckDue(scheme string, checkedAt, now time.Time) bool {
 	return ok && sc.SchemeCheckDue(signer.Scheme(scheme), checkedAt, now)
 }
 
+// takeSlot takes a slot of the global cap (Config.MaxInFlight) for one
+// request, and reports false when none is free: the worker is then queued
+// for one and nudged when it is granted, and goes on with its loop
+// meanwhile.
+func (w *worker) takeSlot() bool {
+	if w.q.slots == nil {
+		return true
+	}
+	if w.spareSlots > 0 {
+		w.spareSlots--
+		return true
+	}
+	return w.q.slots.tryAcquire(w)
+}
+
+// releaseSpareSlots hands back the slots granted that the worker did not
+// use, to the domains waiting for one.
+func (w *worker) releaseSpareSlots() {
+	if w.spareSlots > 0 {
+		w.q.slots.release(w.spareSlots)
+		w.spareSlots = 0
+	}
+}
+
+// leaveSlots gives back, as the worker exits, the slots granted to it, and
+// takes it out of the queue for one.
+func (w *worker) leaveSlots() {
+	if w.q.slots != nil {
+		w.releaseSpareSlots()
+		w.q.slots.leave(w)
+	}
+}
+
 // send starts one attempt in its own goroutine; the result comes back on
-// w.results, which has room for every request in flight.
+// w.results (a goroutine that finds its buffer full waits there until the
+// run loop takes one).
 func (w *worker) send(d *delivery) {
 	d.inFlight = true
 	if d.attempts == 0 {
@@ -124,8 +168,9 @@ func (w *worker) send(d *delivery) {
 	d.attempts++
 	w.progressed = true
 	w.touchedUpTo = max(w.touchedUpTo, d.entry.act.ID)
-	d.sentAt = time.Now()
+	d.sentAt, d.sentClock = time.Now(), w.clock().Now()
 	w.inflight++
+	d.sentSeq, d.sentInflight = w.limit.sending(), w.inflight
 	scheme, schemeChecked := signer.Scheme(w.state.SignatureScheme), w.state.SignatureCheckedAt
 	del := &sender.Delivery{
 		Activity:        d.entry.payload,
@@ -148,6 +193,9 @@ func (w *worker) handle(r result) {
 	d, res := r.d, r.res
 	d.inFlight = false
 	w.inflight--
+	if w.q.slots != nil {
+		w.q.slots.release(1)
+	}
 	w.progressed = true
 	if w.sendCtx.Err() != nil && res.Outcome != sender.Delivered && res.Outcome != sender.Permanent {
 		// Cancelled by a stop or a lost lease: not an answer from the
@@ -172,6 +220,7 @@ func (w *worker) handle(r result) {
 		w.settle(d, nil)
 		w.counts.Delivered++
 		w.latency.add(ev.Latency)
+		w.limit.onSuccess(now, answer{seq: d.sentSeq, sentInflight: d.sentInflight, inflight: w.inflight + 1, latency: now.Sub(d.sentClock)})
 		if st.Status == store.StatusDead {
 			st.Status = store.StatusActive
 			w.q.logger.InfoContext(w.ctx, "apqueue: dead domain revived", slog.String("domain", w.domain))
@@ -208,6 +257,9 @@ func (w *worker) handle(r result) {
 	default:
 		if res.Outcome != sender.Retry {
 			res.Reason = "sender returned no outcome: " + res.Reason
+		}
+		if congestion(res) {
+			w.limit.onCongestion(now, d.sentSeq, congestionReason(res))
 		}
 		if w.retry(d, res, now) {
 			ev.Kind, ev.Reason = EventDeadLetter, w.deadLetters[len(w.deadLetters)-1].Reason
@@ -271,7 +323,11 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 		return w.q.backoff.Delay(failures, 0)
 	}
 	d.nextAttempt = now.Add(wait(d.attempts))
-	if res.DomainLevel || st.FailCount >= cfg.DomainBackoffAfter || st.Status == store.StatusDead {
+	if w.shed(d, res) {
+		// Too many at once, not a failing domain: the limit has shrunk,
+		// and the delivery goes again as soon as it allows.
+		d.nextAttempt = now
+	} else if res.DomainLevel || st.FailCount >= cfg.DomainBackoffAfter || st.Status == store.StatusDead {
 		st.NextAttemptAt = now.Add(wait(st.FailCount))
 	}
 	switch {
@@ -286,6 +342,39 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 		d.nextAttempt = st.NextAttemptAt
 	}
 	return false
+}
+
+// congestion reports whether an answer says the domain takes fewer requests
+// than it was sent: 408, 429, 502–504, a timeout or a connection error.
+// The in-flight limit shrinks on it.
+func congestion(res sender.Result) bool {
+	return res.DomainLevel || res.Status == http.StatusRequestTimeout
+}
+
+// congestionReason is what a limit change says of the answer that caused it.
+func congestionReason(res sender.Result) string {
+	if res.Status != 0 {
+		return strconv.Itoa(res.Status)
+	}
+	reason, _, _ := strings.Cut(res.Reason, ":")
+	return reason
+}
+
+// shed reports whether a failed attempt was refused for being one too many
+// rather than because the domain fails: a 429 or 503 without Retry-After to
+// a request that overlapped others to the domain (sent while others were in
+// flight, or answered while others are: a request sent first may reach the
+// domain last). The in-flight
+// limit shrinks on it (see congestion), and the delivery is retried without
+// backing the domain off: the domain took the others. Once the limit is
+// down to one request, or the answer says when to come back, the domain
+// backs off as a whole as before.
+func (w *worker) shed(d *delivery, res sender.Result) bool {
+	alone := d.sentInflight < 2 && w.inflight == 0 // w.inflight: the others, once handle took this one out
+	if w.q.cfg.FixedInFlight || alone || res.RetryAfter > 0 || w.state.Status != store.StatusActive {
+		return false
+	}
+	return res.Status == http.StatusTooManyRequests || res.Status == http.StatusServiceUnavailable
 }
 
 // settle marks d as done, recording dl when it failed for good.

@@ -8,8 +8,8 @@
 // dead letter). A worker per domain reads the activities addressed to its
 // domain (from a window shared by every domain of the process, indexed by
 // domain, so an activity wakes only the workers of the domains it
-// addresses), sends them with up to Config.MaxInFlightPerDomain requests in
-// flight, and advances the cursor over contiguous settled IDs. Two
+// addresses), sends them with up to the domain's in-flight limit of requests
+// in flight, and advances the cursor over contiguous settled IDs. Two
 // activities with the same ordering key are never in flight to one domain
 // at once, so a Delete never overtakes its Create nor an Undo what it
 // undoes. By default the key is derived from the body so that an activity
@@ -34,6 +34,49 @@
 // processes can share one store, each domain worked by one of them at a
 // time, and a process's domains are taken over within Config.LeaseTTL after
 // it dies.
+//
+// # Requests in flight
+//
+// Each domain's in-flight limit adapts to the domain, between 1 and
+// Config.MaxInFlightPerDomain (default 64; Config.DomainLimitFunc gives a
+// domain its own maximum, and Config.MaxInFlight caps all domains
+// together). It is AIMD, as TCP's congestion window: it starts at
+// InitialInFlightLimit and, per window of successes (as many as the
+// limit) while at least half of it is in use, doubles (slow start, until
+// the domain first pushes back) or grows by one, as long as the window's
+// answers took on average at most twice the domain's best latency plus
+// 1 ms; beyond twice plus 5 ms it loses one, down to where it started
+// (requests that only queue, at the receiver or for this machine's CPU,
+// are no reason for more); in between it holds. It shrinks by a quarter, at most once per window, when
+// the domain pushes back: a 408, 429 or 502–504, a timeout, a connection
+// error, or an answer slower than twice the best plus 50 ms. After a
+// push-back it stays one below the level that was refused, and tries that
+// level again only after 48 windows without one: a domain that takes three requests at once and
+// answers 503 beyond settles at three, with one refused request in about
+// 150. AIMD rather than a gradient limiter (Netflix's concurrency-limits)
+// because fediverse servers say "too many" with 429 and 503 far more
+// reliably than with latency: their latency is dominated by the network
+// and by their own background jobs, not by a queue of our requests, so a
+// limiter steered by the latency gradient alone would shrink at every
+// slow answer and grow into the 503s. Latency is still a signal, with wide
+// tolerance, for receivers that queue rather than refuse.
+//
+// A 429 or 503 without Retry-After to a request that overlapped others to
+// the domain (in flight at the same time) means one too many, not a failing
+// domain: the limit shrinks and the delivery is retried as soon as the
+// limit allows, without backing the domain off. A domain that fails as a
+// whole (its backoff set by a domain-level failure of a request alone, a
+// Retry-After, or Config.DomainBackoffAfter failures in a row) is sent one
+// request at a time until a success, whatever its limit; the failures that
+// led there shrank the limit, and after the success the domain resumes at
+// the limit they left. Config.FixedInFlight turns adaptation off: each
+// domain gets its maximum, and a 429 or 503 backs it off as a whole.
+//
+// The global cap never blocks a worker: a domain that finds it reached
+// joins a queue of waiting domains, and each freed slot goes to the next
+// one in turn, so one domain with a huge backlog cannot starve the
+// others. Stats and the status page show each domain's limit, its last
+// changes and its best latency.
 //
 // Recipients are named three ways, combinable: explicit inbox URLs, audience
 // keys that a Resolver turns into inboxes (at enqueue, to learn the domains

@@ -151,3 +151,61 @@ func ExampleQueue_Forget() {
 	// known: true
 	// delivered from activity 2 on; new activity 2
 }
+
+// Limits of requests in flight for a server that delivers to a few big
+// servers and some fragile ones: each domain's limit adapts up to its
+// maximum, and all domains together never have more than MaxInFlight.
+func ExampleConfig_concurrencyLimits() {
+	fragile := map[string]bool{"tiny.example": true}
+	cfg := &queue.Config{
+		// Up to 128 requests at once to the big servers, one at a time to
+		// the fragile ones, 64 (the default) elsewhere.
+		DomainLimitFunc: func(domain string) int {
+			switch {
+			case fragile[domain]:
+				return 1
+			case domain == "mastodon.social":
+				return 128
+			}
+			return 0
+		},
+		// At most 500 requests in flight in all.
+		MaxInFlight: 500,
+	}
+	snd := sender.SenderFunc(func(ctx context.Context, d *sender.Delivery) sender.Result {
+		return sender.Success(202)
+	})
+	q, err := queue.New(memory.New(), snd, cfg)
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	if err := q.Start(ctx); err != nil {
+		panic(err)
+	}
+	defer q.Stop(ctx)
+	if _, err := q.Enqueue(ctx, queue.Activity{
+		Body:    []byte(`{"id":"https://example.social/activities/1","type":"Create","actor":"https://example.social/users/alice","object":"https://example.social/notes/1"}`),
+		Inboxes: []string{"https://tiny.example/inbox", "https://mastodon.social/inbox", "https://other.example/inbox"},
+	}); err != nil {
+		panic(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		st, err := q.Stats(ctx)
+		if err != nil {
+			panic(err)
+		}
+		if st.Delivered == 3 {
+			for _, d := range st.Domains {
+				fmt.Printf("%s: limit %d of %d\n", d.Domain, d.InFlightLimit, d.InFlightMax)
+			}
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	fmt.Println("not delivered")
+	// Output:
+	// mastodon.social: limit 4 of 128
+	// other.example: limit 4 of 64
+	// tiny.example: limit 1 of 1
+}

@@ -29,6 +29,7 @@ type Queue struct {
 	resolver *resolverCache
 
 	window      *window
+	slots       *slots // the global cap on requests in flight; nil when none
 	checkpoints *checkpointer
 	leases      *leaseKeeper
 
@@ -80,6 +81,9 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 		backoff: backoff.Policy{Min: c.BackoffMin, Max: c.BackoffMax, Jitter: c.BackoffJitter},
 		workers: make(map[string]*worker),
 		noticed: make(map[string]bool),
+	}
+	if c.MaxInFlight > 0 {
+		q.slots = &slots{cap: c.MaxInFlight}
 	}
 	if c.Resolver != nil {
 		q.resolver = newResolverCache(c.Resolver, c.ResolverTTL, c.clock, q.checkResolved)

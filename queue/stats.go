@@ -58,6 +58,19 @@ type DomainStats struct {
 	// LatencyP50 and LatencyP90 are over the last deliveries.
 	LatencyP50 time.Duration `json:"latency_p50_ns"`
 	LatencyP90 time.Duration `json:"latency_p90_ns"`
+	// InFlightLimit is how many requests the domain may have in flight
+	// now, as adapted to its answers (one at a time while it fails, as
+	// FailCount shows), for local domains; InFlightMax is the most it may
+	// reach
+	// (Config.MaxInFlightPerDomain or Config.DomainLimitFunc, within
+	// Config.MaxInFlight).
+	InFlightLimit int `json:"in_flight_limit"`
+	InFlightMax   int `json:"in_flight_max"`
+	// LimitChanges are the last changes of InFlightLimit, oldest first.
+	LimitChanges []LimitChange `json:"limit_changes,omitempty"`
+	// BestLatency is the domain's lowest latency over its recent
+	// deliveries, which the limit judges later answers against.
+	BestLatency time.Duration `json:"best_latency_ns"`
 }
 
 // Lag returns how long the oldest unsettled activity has waited, at now.
@@ -86,6 +99,9 @@ type Stats struct {
 	Dead         int   `json:"dead"`
 	Paused       int   `json:"paused"`
 	Suspended    int   `json:"suspended"`
+	// MaxInFlight is the cap on requests in flight across all domains
+	// (Config.MaxInFlight), 0 when none.
+	MaxInFlight int `json:"max_in_flight"`
 }
 
 // Stats returns the state of every known domain: live figures for the
@@ -104,7 +120,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		local[w.domain] = w
 	}
 	now := time.Now()
-	out := Stats{Head: head, Owner: q.cfg.OwnerID, Domains: make([]DomainStats, 0, len(states))}
+	out := Stats{Head: head, Owner: q.cfg.OwnerID, MaxInFlight: q.cfg.MaxInFlight, Domains: make([]DomainStats, 0, len(states))}
 	for _, s := range states {
 		if w, ok := local[s.Domain]; ok {
 			out.Domains = append(out.Domains, w.stats(head))

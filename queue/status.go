@@ -32,6 +32,9 @@ var statusPage = template.Must(template.New("status.html").Funcs(template.FuncMa
 		if d == 0 {
 			return ""
 		}
+		if d < time.Millisecond {
+			return d.Round(time.Microsecond).String() // a local receiver
+		}
 		return d.Round(time.Millisecond).String()
 	},
 }).ParseFS(statusFS, "status.html"))

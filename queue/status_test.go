@@ -75,6 +75,12 @@ func TestStatusHandlerJSON(t *testing.T) {
 			Lag       float64 `json:"lag_seconds"`
 			FailCount int     `json:"fail_count"`
 			LastError string  `json:"last_error"`
+			Limit     int     `json:"in_flight_limit"`
+			LimitMax  int     `json:"in_flight_max"`
+			Changes   []struct {
+				From, To int
+				Reason   string
+			} `json:"limit_changes"`
 		} `json:"domains"`
 	}
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
@@ -89,13 +95,32 @@ func TestStatusHandlerJSON(t *testing.T) {
 		if d.Domain == "broken.example" {
 			require.Equal(t, "503 Service Unavailable", d.LastError)
 			require.Positive(t, d.FailCount)
+			require.NotEmpty(t, d.Changes, "the limit's changes")
+			require.Equal(t, "congestion: 503", d.Changes[0].Reason)
+			require.Equal(t, d.Limit, d.Changes[len(d.Changes)-1].To)
 		}
+	}
+	for _, d := range body.Domains {
+		require.Equal(t, MaxInFlightPerDomainDefault, d.LimitMax, d.Domain)
+		require.Positive(t, d.Limit, d.Domain)
 	}
 
 	resp2, err := http.Post(srv.URL, "text/plain", nil)
 	require.NoError(t, err)
 	resp2.Body.Close()
 	require.Equal(t, http.StatusMethodNotAllowed, resp2.StatusCode)
+}
+
+func TestStatusPageShowsTheInFlightLimit(t *testing.T) {
+	t.Parallel()
+	q := statusQueue(t)
+	rec := httptest.NewRecorder()
+	q.StatusHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	page := rec.Body.String()
+	require.Contains(t, page, "<th>limit</th><th>limit changes</th><th>best</th>")
+	require.Regexp(t, `data-domain="broken.example">(?s:.*?)<td class="num limit">\d+ of 64</td>\s*<td class="changes"><span title="[^"]+">4→3 congestion: 503, \d+s ago</span>`, page)
+	require.Regexp(t, `data-domain="ok.example">(?s:.*?)<td class="num best">[0-9.]+(µs|ms)</td>`, page)
 }
 
 // chromium returns the path of a headless browser, or skips the test unless

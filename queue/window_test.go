@@ -68,6 +68,7 @@ func TestLaggingDomainHoldsABoundedBatch(t *testing.T) {
 	cfg.ReadBatch = 16
 	cfg.WindowSize = 32
 	cfg.MaxPendingPerDomain = 16
+	cfg.MaxInFlightPerDomain, cfg.FixedInFlight = 4, true
 	q, err := New(st, fake, cfg)
 	require.NoError(t, err)
 	var acts []Activity

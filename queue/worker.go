@@ -23,6 +23,7 @@ import (
 //   - the lease keeper sets leaseUntil and asks for a reload when an admin
 //     changed the domain elsewhere;
 //   - admin operations and retention ask for a reload or a skip;
+//   - the global cap (slots) grants it a slot it waits for;
 //   - the checkpointer receives the state it offers and saves it.
 type worker struct {
 	q      *Queue
@@ -47,6 +48,8 @@ type worker struct {
 	leaseWait  atomic.Bool   // dispatching stopped for the lease: poke on renewal
 	savedSeq   atomic.Int64  // settleSeq of the latest offer the checkpointer saved
 	saveWait   atomic.Bool   // dispatching stopped for a save: poke when one is done
+	// What the global cap (Config.MaxInFlight) granted; see slots.
+	slotGrants
 	// emptyThrough is set by the window when it wakes the worker for an
 	// activity: nothing up to the ID before it addresses the domain, so the
 	// worker skips that part of the log instead of reading it again.
@@ -85,6 +88,9 @@ type worker struct {
 	counts      counts
 	latency     latencyRing
 	latencyAt   time.Time // when the published percentiles were computed
+	limit       *inflightLimit
+	spareSlots  int // slots of the global cap granted and not used yet
+	limitShown  int // limit.total when the published changes were taken
 }
 
 // counts are a domain's delivery counters since this process took it.
@@ -100,6 +106,7 @@ type result struct {
 }
 
 func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUntil time.Time) *worker {
+	upper := q.domainLimit(st.Domain)
 	w := &worker{
 		q:        q,
 		domain:   st.Domain,
@@ -107,7 +114,8 @@ func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUnti
 		stopping: make(chan struct{}),
 		done:     make(chan struct{}),
 		nudge:    make(chan struct{}, 1),
-		results:  make(chan result, q.cfg.MaxInFlightPerDomain),
+		results:  make(chan result, min(upper, maxResultsBuffer)),
+		limit:    newInflightLimit(upper, q.cfg.FixedInFlight),
 		scanned:  st.Cursor,
 		state:    st,
 		offered:  st,
@@ -120,6 +128,12 @@ func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUnti
 	w.publish()
 	return w
 }
+
+// maxResultsBuffer bounds the buffer of a worker's results channel: a
+// request that finds it full waits in its own goroutine until the run loop
+// takes a result, so the buffer only saves switches, and a domain allowed
+// 64 requests need not hold room for 64 results while idle.
+const maxResultsBuffer = InitialInFlightLimit
 
 func (w *worker) clock() clock.Clock { return w.q.cfg.clock }
 
@@ -209,6 +223,7 @@ func (w *worker) isStopping() bool {
 func (w *worker) run() {
 	defer close(w.done)
 	defer w.cancel()
+	defer w.leaveSlots()
 	defer w.q.window.forget(w)
 	defer func() {
 		if w.leaseTimer != nil {
@@ -226,6 +241,7 @@ func (w *worker) run() {
 		// for its in-flight requests, like a stopping one.
 		stopping := w.isStopping() || w.ctx.Err() != nil
 		if stopping {
+			w.leaveSlots() // grants that came in meanwhile go to the others
 			if w.inflight == 0 {
 				w.advanceCursor()
 				w.offer()
@@ -321,7 +337,9 @@ func (w *worker) fill() {
 	// activities in memory, however far behind it is, and runs further
 	// ahead (up to MaxPendingPerDomain) only past deliveries waiting for a
 	// retry.
-	lowWater := 2 * w.q.cfg.MaxInFlightPerDomain
+	// The limit's starting value at least, so that a domain held to one
+	// request at a time still reads in batches.
+	lowWater := 2 * max(w.limit.current(), InitialInFlightLimit)
 	if w.untried >= lowWater {
 		return
 	}
@@ -521,12 +539,18 @@ func (w *worker) publish() {
 		FailCount: w.state.FailCount, FailingSince: w.state.FailingSince, NextAttemptAt: w.state.NextAttemptAt,
 		LastStatus: w.state.LastStatus, LastError: w.state.LastError, LastSuccessAt: w.state.LastSuccessAt,
 		Delivered: w.counts.Delivered, Retried: w.counts.Retried, DeadLettered: w.counts.DeadLettered,
+		InFlightLimit: w.limit.current(), InFlightMax: w.limit.max, BestLatency: w.limit.best,
 	}
 	if len(w.pending) > 0 {
 		s.OldestPending = w.pending[0].entry.act.EnqueuedAt
 		s.Pending = w.unsettled
 	}
 	old := w.view.Load()
+	if old != nil && w.limitShown == w.limit.total {
+		s.LimitChanges = old.LimitChanges
+	} else {
+		s.LimitChanges, w.limitShown = w.limit.recent(), w.limit.total
+	}
 	now := time.Now()
 	if old != nil && now.Sub(w.latencyAt) < 100*time.Millisecond {
 		s.LatencyP50, s.LatencyP90 = old.LatencyP50, old.LatencyP90

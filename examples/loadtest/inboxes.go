@@ -19,6 +19,7 @@ import (
 // inboxConfig is how the inboxes behave.
 type inboxConfig struct {
 	latency    time.Duration
+	capacity   int // requests worked at once per domain, 503 beyond; 0: no limit
 	failRate   float64
 	retryAfter string
 	// verify, when set, is the public key every request's signature must
@@ -42,6 +43,8 @@ type inboxes struct {
 	domains []string // "127.0.0.1:port"
 	servers []*http.Server
 	rec     *recorder
+	// active counts each domain's requests being worked, for capacity.
+	active []atomic.Int64
 	// byHost maps each domain's Host header to its index when the domains
 	// share servers (startVirtualInboxes); nil when each has its own.
 	byHost map[string]int
@@ -52,7 +55,7 @@ type inboxes struct {
 }
 
 func startInboxes(n int, cfg inboxConfig) (*inboxes, error) {
-	in := &inboxes{cfg: cfg, rec: newRecorder(n)}
+	in := &inboxes{cfg: cfg, rec: newRecorder(n), active: make([]atomic.Int64, n)}
 	if cfg.perDomain {
 		in.rec.perDomain = make([]domainLag, n)
 		in.rec.saturationFrom = cfg.saturationFrom
@@ -74,7 +77,7 @@ func startInboxes(n int, cfg inboxConfig) (*inboxes, error) {
 // internal/fakedns): a server that knows tens of thousands of domains,
 // without a listening socket for each.
 func startVirtualInboxes(n, servers int, cfg inboxConfig) (*inboxes, error) {
-	in := &inboxes{cfg: cfg, rec: newRecorder(n), byHost: make(map[string]int, n)}
+	in := &inboxes{cfg: cfg, rec: newRecorder(n), byHost: make(map[string]int, n), active: make([]atomic.Int64, n)}
 	ports := make([]int, 0, servers)
 	for i := range servers {
 		ln, err := in.listen(http.HandlerFunc(in.serveVirtual))
@@ -154,6 +157,17 @@ func (in *inboxes) serve(w http.ResponseWriter, r *http.Request, dom int) {
 	bare := enqueued == 0
 	if !bare {
 		in.rec.requests.Add(1)
+	}
+	if c := in.cfg.capacity; c > 0 {
+		n := in.active[dom].Add(1)
+		defer in.active[dom].Add(-1)
+		if n > int64(c) {
+			if !bare {
+				in.rec.failed.Add(1)
+			}
+			http.Error(w, "over capacity", http.StatusServiceUnavailable)
+			return
+		}
 	}
 	if d := in.cfg.latency; d > 0 {
 		t := time.NewTimer(d)

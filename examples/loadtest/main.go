@@ -26,6 +26,8 @@
 //	go run ./examples/loadtest -store postgres -domains 100 -activities 1000 -baseline=false \
 //		-db-latency 25ms -db-latency-alternate -rounds 4                      # 25 ms database vs 0 ms
 //	go run ./examples/loadtest -scenario postmortem                           # 1 s inbox, 3 activities/s: lag
+//	go run ./examples/loadtest -scenario far                                  # 200 ms inbox, 50 activities/s: lag, in-flight limit
+//	go run ./examples/loadtest -scenario capacity [-fixed-inflight -max-inflight 3]  # inbox working 3 at once, 503 beyond
 //	go run ./examples/loadtest -scenario fanout -store postgres               # Enqueue cost: audience to 1 vs 1,000 domains
 //	go run ./examples/loadtest -scenario enqueue -store postgres              # batch enqueue rate
 //	go run ./examples/loadtest -scenario enqueue -store sqlite -tx -batch 1 -activities 5000  # a transaction per activity

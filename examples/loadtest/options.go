@@ -25,6 +25,8 @@ type options struct {
 	fanout      string
 	recipients  int
 	maxInFlight int
+	fixedLimit  bool
+	globalCap   int
 	checkpoint  time.Duration
 	backoffMin  time.Duration
 	backoffMax  time.Duration
@@ -34,6 +36,9 @@ type options struct {
 	signScheme  string
 
 	inboxLatency time.Duration
+	// inboxCapacity, when positive, is how many requests each inbox works
+	// at once; it answers 503 at once beyond.
+	inboxCapacity int
 	// The faults scenario's inboxes.
 	faultRate       float64
 	faultSeed       uint64
@@ -101,6 +106,8 @@ const (
 	scenarioFaults     = "faults"
 	scenarioTxEnqueue  = "txenqueue"
 	scenarioAppend     = "append"
+	scenarioFar        = "far"
+	scenarioCapacity   = "capacity"
 )
 
 // Fan-out modes: how an activity names its recipients.
@@ -126,6 +133,14 @@ var scenarios = map[string]struct {
 	scenarioPostmortem: {
 		doc: "the post-mortem: one inbox answering in 1 s, 3 activities/s for it, default queue configuration; reports the lag",
 		set: map[string]string{"domains": "1", "inbox-latency": "1s", "rate": "3", "duration": "30s", "baseline": "false"},
+	},
+	scenarioFar: {
+		doc: "a receiver 200 ms away with no capacity limit, 50 activities/s for it for 30 s, default queue configuration; reports the lag and the in-flight limit",
+		set: map[string]string{"domains": "1", "inbox-latency": "200ms", "rate": "50", "duration": "30s", "baseline": "false"},
+	},
+	scenarioCapacity: {
+		doc: "a receiver answering in 100 ms that works 3 requests at once and answers 503 beyond, 1,500 activities at once; throughput, 503s and the in-flight limit (compare -fixed-inflight -max-inflight N)",
+		set: map[string]string{"domains": "1", "inbox-latency": "100ms", "inbox-capacity": "3", "activities": "1500", "baseline": "false"},
 	},
 	scenarioFanout: {
 		doc: "cost of one Enqueue with an audience reaching 1 domain and -domains domains (and explicit inboxes for comparison); nothing is delivered",
@@ -173,7 +188,7 @@ var scenarios = map[string]struct {
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
-	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, fanout, enqueue, idle, txenqueue, append, instance, backlog, restart or faults (flags given override it)")
+	fs.StringVar(&o.scenario, "scenario", scenarioThroughput, "preset: throughput, latency, postmortem, far, capacity, fanout, enqueue, idle, txenqueue, append, instance, backlog, restart or faults (flags given override it)")
 
 	fs.IntVar(&o.domains, "domains", 10, "number of remote domains, each a loopback inbox server on its own port")
 	fs.IntVar(&o.activities, "activities", 2000, "activities to enqueue")
@@ -184,6 +199,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.fanout, "fanout", fanoutInboxes, "how activities name recipients: inboxes (explicit inbox URLs), audience (one followers key resolved per domain to its shared inbox), all (AllDomains, shared inboxes)")
 	fs.IntVar(&o.recipients, "recipients", 0, "with -fanout inboxes: domains per activity, rotating over all domains; 0: every domain")
 	fs.IntVar(&o.maxInFlight, "max-inflight", 0, "queue.Config.MaxInFlightPerDomain; 0: the queue's default")
+	fs.BoolVar(&o.fixedLimit, "fixed-inflight", false, "queue.Config.FixedInFlight: every domain gets -max-inflight requests in flight, no adaptation")
+	fs.IntVar(&o.globalCap, "global-inflight", 0, "queue.Config.MaxInFlight: requests in flight across all domains; 0: no cap")
 	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 0, "queue.Config.CheckpointInterval; 0: the queue's default")
 	fs.DurationVar(&o.backoffMin, "backoff-min", 0, "queue.Config.BackoffMin; 0: the queue's default")
 	fs.DurationVar(&o.backoffMax, "backoff-max", 0, "queue.Config.BackoffMax; 0: the queue's default")
@@ -193,6 +210,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.signScheme, "sign-scheme", "cavage", "with -sign: cavage (draft-cavage) or rfc9421 (RFC 9421, rsa-v1_5-sha256), that scheme only")
 
 	fs.DurationVar(&o.inboxLatency, "inbox-latency", 0, "delay before every inbox answers")
+	fs.IntVar(&o.inboxCapacity, "inbox-capacity", 0, "requests each inbox works at once, answering 503 at once (no Retry-After) beyond; 0: no limit")
 	fs.Float64Var(&o.failRate, "fail-rate", 0, "fraction of requests the inboxes answer 503")
 	fs.Float64Var(&o.faultRate, "fault-rate", 0.2, "faults scenario: fraction of attempts the flaky domain answers 500 (no Retry-After)")
 	fs.Uint64Var(&o.faultSeed, "fault-seed", 1, "faults scenario: seed of the flaky domain's failures (the same seed fails the same attempts)")
@@ -242,7 +260,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintln(out, "usage: loadtest [flags]\n\nscenarios (-scenario):")
-		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioTxEnqueue, scenarioAppend, scenarioInstance, scenarioBacklog, scenarioRestart, scenarioFaults} {
+		for _, name := range []string{scenarioThroughput, scenarioLatency, scenarioPostmortem, scenarioFar, scenarioCapacity, scenarioFanout, scenarioEnqueue, scenarioIdle, scenarioTxEnqueue, scenarioAppend, scenarioInstance, scenarioBacklog, scenarioRestart, scenarioFaults} {
 			fmt.Fprintf(out, "  %-11s %s\n", name, scenarios[name].doc)
 		}
 		fmt.Fprintln(out, "\nflags:")
@@ -291,6 +309,10 @@ func (o *options) validate() error {
 		return errors.New("-rate must not be negative")
 	case o.duration > 0 && o.rate == 0:
 		return errors.New("-duration needs -rate")
+	case o.inboxCapacity < 0:
+		return errors.New("-inbox-capacity must not be negative")
+	case o.globalCap < 0:
+		return errors.New("-global-inflight must not be negative")
 	case o.failRate < 0 || o.failRate >= 1:
 		return errors.New("-fail-rate must be in [0, 1)")
 	case o.store != "memory" && o.store != "sqlite" && o.store != "postgres":
@@ -358,17 +380,19 @@ func (o *options) recipientsPerActivity() int {
 // queueSettings is the queue configuration the flags set.
 func (o *options) queueSettings() queueSettings {
 	return queueSettings{
-		MaxInFlight: o.maxInFlight, Checkpoint: o.checkpoint, BackoffMin: o.backoffMin, WindowBytes: o.windowBytes,
+		MaxInFlight: o.maxInFlight, FixedLimit: o.fixedLimit, GlobalCap: o.globalCap, Checkpoint: o.checkpoint, BackoffMin: o.backoffMin, WindowBytes: o.windowBytes,
 		BackoffMax: o.backoffMax, MaxAttempts: o.maxAttempts, LeaseTTL: o.leaseTTL, Verbose: o.verbose,
 	}
 }
 
-// inFlight is the queue's in-flight limit per domain that the flags give.
+// inFlight is the requests in flight per domain the bare loop is given to
+// match the queue: the fixed limit, or where an adaptive one starts.
 func (o *options) inFlight() int {
-	if o.maxInFlight == 0 {
-		return queue.MaxInFlightPerDomainDefault
+	upper := orDefault(o.maxInFlight, queue.MaxInFlightPerDomainDefault)
+	if o.fixedLimit {
+		return upper
 	}
-	return o.maxInFlight
+	return min(upper, queue.InitialInFlightLimit)
 }
 
 // validateFaults checks what the faults scenario needs: its six domains,

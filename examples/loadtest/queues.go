@@ -23,6 +23,8 @@ import (
 // is configured with.
 type queueSettings struct {
 	MaxInFlight int           `json:"max_inflight"`
+	FixedLimit  bool          `json:"fixed_inflight"`
+	GlobalCap   int           `json:"global_inflight"`
 	Checkpoint  time.Duration `json:"checkpoint"`
 	BackoffMin  time.Duration `json:"backoff_min"`
 	WindowBytes int           `json:"window_bytes"`
@@ -57,12 +59,13 @@ func newKey() (*rsa.PrivateKey, []byte, error) {
 // one queue.New would build (sender defaults, loopback allowed), signing
 // with the actor's key when s.Sign is set, in s.SignScheme only, and with
 // base's Resolver and MaxIdleConns (zero: the defaults). Idle connections
-// per host are raised to MaxInFlight when that is above the default, so
-// that connections are reused rather than re-dialled.
+// per host are raised to the queue's in-flight maximum per domain when that
+// is above the default, so that connections are reused rather than
+// re-dialled.
 func newSender(s queueSettings, base sender.HTTPConfig) (*sender.HTTP, error) {
 	cfg := &sender.HTTPConfig{AllowLoopback: true, AllowHTTP: true, Resolver: base.Resolver, MaxIdleConns: base.MaxIdleConns}
-	if s.MaxInFlight > sender.MaxIdleConnsPerHostDefault {
-		cfg.MaxIdleConnsPerHost = s.MaxInFlight
+	if m := orDefault(s.MaxInFlight, queue.MaxInFlightPerDomainDefault); m > sender.MaxIdleConnsPerHostDefault {
+		cfg.MaxIdleConnsPerHost = m
 	}
 	if s.Sign {
 		keys := &signer.StaticKeys{}
@@ -137,6 +140,8 @@ func queueConfig(s queueSettings, resolver queue.Resolver, obs queue.Observer) *
 	}
 	return &queue.Config{
 		MaxInFlightPerDomain: s.MaxInFlight,
+		FixedInFlight:        s.FixedLimit,
+		MaxInFlight:          s.GlobalCap,
 		CheckpointInterval:   s.Checkpoint,
 		BackoffMin:           s.BackoffMin,
 		WindowBytes:          s.WindowBytes,

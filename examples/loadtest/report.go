@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/apqueue/apqueue/queue"
 )
 
 // report is what a run measured.
@@ -30,6 +32,10 @@ type report struct {
 
 	peakHeap, peakSys           uint64
 	childPeakHeap, childPeakSys uint64
+
+	// limits are the domains' in-flight limits when the last round ended
+	// (queues in this process only).
+	limits []queue.DomainStats
 
 	concurrency int
 	// Baseline measurements, per second: before the first round and after
@@ -205,10 +211,49 @@ func (r *report) print(w io.Writer) {
 	}
 }
 
+// printLimits prints the domains' in-flight limits at the end of the run,
+// and with one domain its last changes.
+func (r *report) printLimits(p func(string, ...any), o *options) {
+	if len(r.limits) == 0 {
+		return
+	}
+	limits := make([]float64, len(r.limits))
+	for i, d := range r.limits {
+		limits[i] = float64(d.InFlightLimit)
+	}
+	slices.Sort(limits)
+	mode := "adaptive"
+	if o.fixedLimit {
+		mode = "fixed"
+	}
+	p("  in-flight      %s limit at the end: min %.0f, median %.0f, max %.0f over %d domains (maximum %d)",
+		mode, limits[0], median(limits), limits[len(limits)-1], len(limits), r.limits[0].InFlightMax)
+	best, p50 := make([]float64, len(r.limits)), make([]float64, len(r.limits))
+	for i, d := range r.limits {
+		best[i], p50[i] = float64(d.BestLatency)/1e6, float64(d.LatencyP50)/1e6
+	}
+	p("                 median over the domains: best latency %.2f ms, latency p50 %.2f ms (last deliveries)", median(best), median(p50))
+	if len(r.limits) == 1 {
+		d := r.limits[0]
+		p("                 best latency %s; last changes:", ms(d.BestLatency))
+		for _, c := range d.LimitChanges {
+			p("                 %s %d→%d %s", c.At.Format("15:04:05.000"), c.From, c.To, c.Reason)
+		}
+	}
+}
+
 func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	inflight := fmt.Sprint(o.maxInFlight)
 	if o.maxInFlight == 0 {
 		inflight = "default"
+	}
+	if o.fixedLimit {
+		inflight += " (fixed)"
+	} else {
+		inflight += " (adaptive)"
+	}
+	if o.globalCap > 0 {
+		inflight += fmt.Sprintf(", %d across all domains", o.globalCap)
 	}
 	store := o.store
 	if o.dbLatency > 0 {
@@ -220,7 +265,7 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	}
 	p("  setup          %d domains, %d activities a round, fan-out %s (%d domains each), store %s, signing %s, max in flight %s, %d worker(s) %s",
 		o.domains, r.activities, o.fanout, o.recipientsPerActivity(), store, signing, inflight, o.workers, o.workerMode)
-	p("  inboxes        latency %s, fail rate %g, Retry-After %q", o.inboxLatency, o.failRate, o.retryAfter)
+	p("  inboxes        latency %s, fail rate %g, Retry-After %q, capacity %d (0: none)", o.inboxLatency, o.failRate, o.retryAfter, o.inboxCapacity)
 	if o.newDomains {
 		p("  domains        introduced by the first activity addressed to them (-new-domains)")
 	} else {
@@ -249,6 +294,10 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 		p("  enqueue        %d activities a round, %.0f activities/s (EnqueueMany of %d, while delivering)", r.activities, r.enqueueRate(), o.batch)
 	}
 	p("  latency        enqueue to delivery p50 %s, p90 %s, p99 %s, max %s", ms(r.p50), ms(r.p90), ms(r.p99), ms(r.maxLatency))
+	if r.requests > 0 && o.inboxCapacity > 0 {
+		p("  capacity       each inbox works %d requests at once: %.2f%% of the requests answered 503", o.inboxCapacity, 100*float64(r.failed)/float64(r.requests))
+	}
+	r.printLimits(p, o)
 	if o.dbAlternate {
 		var without, with []float64
 		for i, rd := range r.rounds {

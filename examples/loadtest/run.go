@@ -21,7 +21,7 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	settings := settingsOf(o, keyPEM)
-	icfg := inboxConfig{latency: o.inboxLatency, failRate: o.failRate, retryAfter: o.retryAfter}
+	icfg := inboxConfig{latency: o.inboxLatency, capacity: o.inboxCapacity, failRate: o.failRate, retryAfter: o.retryAfter}
 	if o.sign {
 		icfg.verify = &key.PublicKey
 	}
@@ -169,6 +169,15 @@ func runDeliveries(ctx context.Context, o *options) (*report, error) {
 			rep.peakHeap, rep.peakSys = mem.finish()
 		}
 		baselines()
+	}
+	for _, q := range queues {
+		if st, err := q.Stats(ctx); err == nil {
+			for _, d := range st.Domains {
+				if d.Local {
+					rep.limits = append(rep.limits, d)
+				}
+			}
+		}
 	}
 	rep.expected = perRound * int64(len(rep.rounds))
 	rep.delivered = in.rec.unique.Load()
