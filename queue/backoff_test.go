@@ -93,7 +93,7 @@ func TestFailingDomainDropsToOneRequestInFlight(t *testing.T) {
 	cfg.MaxInFlightPerDomain = 8
 	cfg.BackoffMin = time.Millisecond
 	cfg.BackoffMax = 2 * time.Millisecond
-	cfg.Observer = ObserverFunc(func(e Event) {
+	cfg.Observer = ObserverFunc(func(_ context.Context, e Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch e.Kind {
@@ -121,6 +121,7 @@ func TestFailingDomainDropsToOneRequestInFlight(t *testing.T) {
 	eventually(t, func() bool { return len(fake.Calls()) >= 20 }, "several failed attempts")
 	failing.Store(false)
 	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 30 }, "all delivered after recovery")
+	require.NoError(t, q.Stop(context.Background()), "stop, so that the Observer has seen every event")
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, 1, maxWhileFailing, "one request at a time while failing, once the requests sent before the first failure are back")
@@ -136,7 +137,7 @@ func TestDeadLetterAfterBoundedAttemptsOnHealthyDomain(t *testing.T) {
 	// does not depend on which goroutine runs first.
 	firstFailure, laterAccepted := make(chan struct{}), make(chan struct{})
 	var delivered atomic.Int32
-	observer := ObserverFunc(func(e Event) {
+	observer := ObserverFunc(func(_ context.Context, e Event) {
 		switch {
 		case e.Kind == EventRetry && e.ActivityID == poison.Load() && e.Attempt == 1:
 			close(firstFailure)
@@ -217,7 +218,7 @@ func TestDomainFailingTooLongIsMarkedDeadThenRevived(t *testing.T) {
 	cfg.BackoffMax = 10 * time.Minute
 	cfg.DeadAfter = time.Hour
 	cfg.ProbeInterval = 6 * time.Hour
-	cfg.Observer = ObserverFunc(func(e Event) {
+	cfg.Observer = ObserverFunc(func(_ context.Context, e Event) {
 		if e.Kind == EventDomainStatus {
 			statusMu.Lock()
 			statuses = append(statuses, e.Status)
@@ -249,6 +250,7 @@ func TestDomainFailingTooLongIsMarkedDeadThenRevived(t *testing.T) {
 		s := domainState(t, st, "a.example")
 		return s.Status == store.StatusActive && s.Cursor == ids[1] && s.FailCount == 0 && s.LastError == ""
 	}, "the revived state is saved")
+	require.NoError(t, q.Stop(context.Background()), "stop, so that the Observer has seen every event")
 	statusMu.Lock()
 	require.Equal(t, []store.DomainStatus{store.StatusDead, store.StatusActive}, statuses)
 	statusMu.Unlock()
@@ -332,7 +334,7 @@ func TestFailuresOfSingleDeliveriesDoNotThrottleTheDomain(t *testing.T) {
 		return sender.Success(202)
 	}}
 	var once sync.Once
-	cfg.Observer = ObserverFunc(func(e Event) {
+	cfg.Observer = ObserverFunc(func(_ context.Context, e Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch e.Kind {

@@ -82,6 +82,9 @@ const (
 	// IdempotencyWindowDefault is how long an idempotency key is
 	// remembered.
 	IdempotencyWindowDefault = 24 * time.Hour
+	// ObserverBufferDefault is how many events wait for a slow Observer
+	// before further ones are dropped.
+	ObserverBufferDefault = 8192
 )
 
 // Config configures a Queue. A nil *Config means all defaults; zero fields
@@ -227,9 +230,13 @@ type Config struct {
 	// draft-cavage first, the other scheme when refused).
 	HTTP *sender.HTTPConfig
 
-	// Observer receives delivery and domain events, for metrics. Default:
-	// none.
+	// Observer receives delivery and domain events, for metrics, from a
+	// goroutine of the queue's own (see Observer). Default: none.
 	Observer Observer
+	// ObserverBuffer is how many events may wait for the Observer while it
+	// is slow or blocked; beyond it events are dropped and counted
+	// (Stats.ObserverDropped). Default ObserverBufferDefault.
+	ObserverBuffer int
 
 	// OwnerID names this process in leases. Default: host name, process ID
 	// and a random suffix.
@@ -282,6 +289,7 @@ func (c *Config) withDefaults() Config {
 	setDefault(&out.SummaryInterval, SummaryIntervalDefault)
 	setDefault(&out.ResolverTTL, ResolverTTLDefault)
 	setDefault(&out.IdempotencyWindow, IdempotencyWindowDefault)
+	setDefault(&out.ObserverBuffer, ObserverBufferDefault)
 	if out.OwnerID == "" {
 		out.OwnerID = defaultOwnerID()
 	}
@@ -322,6 +330,7 @@ func (c *Config) validate() error {
 	if c.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("MaxInFlight must not be negative (0 means no cap), got %d", c.MaxInFlight))
 	}
+	positive("ObserverBuffer", c.ObserverBuffer > 0)
 	if c.BackoffMax < c.BackoffMin {
 		errs = append(errs, fmt.Errorf("BackoffMax (%v) must not be below BackoffMin (%v)", c.BackoffMax, c.BackoffMin))
 	}

@@ -75,11 +75,12 @@ func ExampleActivity_idempotencyKey() {
 // sent there, and what is enqueued for it meanwhile is reported to the
 // Observer, from whichever process enqueues it.
 func ExampleQueue_Suspend() {
+	dropped := make(chan queue.Event, 3)
 	q, err := queue.New(memory.New(), sender.SenderFunc(func(ctx context.Context, d *sender.Delivery) sender.Result {
 		return sender.Success(202)
-	}), &queue.Config{Observer: queue.ObserverFunc(func(e queue.Event) {
+	}), &queue.Config{Observer: queue.ObserverFunc(func(ctx context.Context, e queue.Event) {
 		if e.Kind == queue.EventSuspendedDropped {
-			fmt.Printf("activity %d not delivered to %s\n", e.ActivityID, e.Domain)
+			dropped <- e // called from the queue's own goroutine
 		}
 	})})
 	if err != nil {
@@ -104,6 +105,12 @@ func ExampleQueue_Suspend() {
 		panic(err)
 	}
 	post(3)
+	select {
+	case e := <-dropped:
+		fmt.Printf("activity %d not delivered to %s\n", e.ActivityID, e.Domain)
+	case <-time.After(5 * time.Second):
+		fmt.Println("no event")
+	}
 	// Output: activity 2 not delivered to blocked.example
 }
 

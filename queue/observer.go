@@ -1,6 +1,10 @@
 package queue
 
 import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apqueue/apqueue/store"
@@ -25,7 +29,18 @@ const (
 	// Domain, which is suspended: it is not delivered there. Reported by
 	// the enqueuing process, once per activity and domain.
 	EventSuspendedDropped
+	// EventInboxGone: a personal inbox (not the domain's shared inbox)
+	// answered 404 Not Found or 410 Gone, so its recipient is gone: the
+	// server may drop that follower. Inbox, Domain and ActivityID name the
+	// delivery, which is dead-lettered with a reason starting with
+	// InboxGoneReason (an EventDeadLetter follows); the domain's health is
+	// not affected.
+	EventInboxGone
 )
+
+// InboxGoneReason starts the reason of a dead letter recorded because its
+// inbox is gone (see EventInboxGone).
+const InboxGoneReason = "inbox gone: "
 
 func (k EventKind) String() string {
 	switch k {
@@ -41,6 +56,8 @@ func (k EventKind) String() string {
 		return "domain_status"
 	case EventSuspendedDropped:
 		return "suspended_dropped"
+	case EventInboxGone:
+		return "inbox_gone"
 	}
 	return "unknown"
 }
@@ -66,22 +83,150 @@ type Event struct {
 }
 
 // Observer receives the queue's events, for metrics (Prometheus,
-// OpenTelemetry) without apqueue depending on them. Observe is called
-// synchronously from the domain's worker: it must be fast and must not
-// block.
+// OpenTelemetry) and for the server to act on (EventInboxGone), without
+// apqueue depending on them.
+//
+// The queue calls Observe from one goroutine of its own, never from a
+// worker: the events are queued (up to Config.ObserverBuffer of them) and
+// handed over one at a time, in the order they happened, so the events of
+// one domain arrive in the order its worker produced them. Observe may
+// block or be slow without delaying any delivery: while it does, the events
+// wait, and once the buffer is full further events are dropped and counted
+// (Stats.ObserverDropped, with a warning in the log). A panic in Observe is
+// recovered, logged and counted (Stats.ObserverPanics); the next event is
+// handed over as usual. Stop waits for the events emitted before it
+// returns to be observed, up to its deadline.
+//
+// ctx ends when Stop gives up waiting for the observer (its deadline
+// passed); an observer that does I/O should honour it.
 type Observer interface {
-	Observe(Event)
+	Observe(ctx context.Context, e Event)
 }
 
 // ObserverFunc adapts a function to the Observer interface.
-type ObserverFunc func(Event)
+type ObserverFunc func(ctx context.Context, e Event)
 
-// Observe calls f(e).
-func (f ObserverFunc) Observe(e Event) { f(e) }
+// Observe calls f(ctx, e).
+func (f ObserverFunc) Observe(ctx context.Context, e Event) { f(ctx, e) }
 
-// observe reports e if an Observer is configured.
+// observe reports e if an Observer is configured. It never blocks.
 func (q *Queue) observe(e Event) {
-	if q.cfg.Observer != nil {
-		q.cfg.Observer.Observe(e)
+	if q.events != nil {
+		q.events.push(e)
 	}
+}
+
+// notifier hands events to the Observer from its own goroutine, so that an
+// observer that blocks or panics cannot stall or crash a worker. Its buffer
+// is bounded; the goroutine runs only while there are events to hand over.
+type notifier struct {
+	obs    Observer
+	limit  int
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	queued   []queuedEvent
+	spare    []queuedEvent // the other half of the double buffer
+	running  bool
+	idle     chan struct{} // closed when the goroutine has exited
+	ctx      context.Context
+	cancel   context.CancelFunc
+	lastWarn time.Time // of the last drop warning
+
+	dropped atomic.Int64
+	panics  atomic.Int64
+}
+
+// queuedEvent is an event waiting for the Observer, with the context it
+// will be given: cancelled if Stop gives up before it is observed.
+type queuedEvent struct {
+	ctx context.Context
+	e   Event
+}
+
+func newNotifier(obs Observer, limit int, logger *slog.Logger) *notifier {
+	n := &notifier{obs: obs, limit: limit, logger: logger, idle: make(chan struct{})}
+	close(n.idle)
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	return n
+}
+
+// push queues e, or drops it when the buffer is full, and starts the
+// goroutine that hands events over if it is not running.
+func (n *notifier) push(e Event) {
+	n.mu.Lock()
+	if len(n.queued) >= n.limit {
+		total := n.dropped.Add(1)
+		warn := time.Since(n.lastWarn) >= time.Minute
+		if warn {
+			n.lastWarn = time.Now()
+		}
+		n.mu.Unlock()
+		if warn {
+			n.logger.Warn("apqueue: the Observer is not keeping up; events are dropped", slog.Int("buffer", n.limit), slog.Int64("dropped_total", total))
+		}
+		return
+	}
+	n.queued = append(n.queued, queuedEvent{ctx: n.ctx, e: e})
+	if !n.running {
+		n.running = true
+		n.idle = make(chan struct{})
+		go n.run(n.idle)
+	}
+	n.mu.Unlock()
+}
+
+// run hands the queued events over in order until none is left.
+func (n *notifier) run(idle chan struct{}) {
+	defer close(idle)
+	for {
+		n.mu.Lock()
+		batch := n.queued
+		if len(batch) == 0 {
+			n.running = false
+			n.mu.Unlock()
+			return
+		}
+		n.queued, n.spare = n.spare[:0], nil
+		n.mu.Unlock()
+		for i := range batch {
+			n.call(batch[i].ctx, batch[i].e)
+		}
+		clear(batch)
+		n.mu.Lock()
+		n.spare = batch[:0]
+		n.mu.Unlock()
+	}
+}
+
+// call hands one event over, recovering from a panic.
+func (n *notifier) call(ctx context.Context, e Event) {
+	defer func() {
+		if r := recover(); r != nil {
+			total := n.panics.Add(1)
+			n.logger.Error("apqueue: the Observer panicked; the event is skipped",
+				slog.Any("panic", r), slog.String("event", e.Kind.String()), slog.String("domain", e.Domain),
+				slog.Int64("activity_id", e.ActivityID), slog.Int64("panics_total", total))
+		}
+	}()
+	n.obs.Observe(ctx, e)
+}
+
+// flush waits until every event pushed so far was handed over, or until
+// ctx ends: then the observer's context is cancelled (a fresh one serves
+// the events that come later) and flush returns without waiting more.
+func (n *notifier) flush(ctx context.Context) {
+	n.mu.Lock()
+	idle := n.idle
+	n.mu.Unlock()
+	select {
+	case <-idle:
+		return
+	case <-ctx.Done():
+	}
+	n.mu.Lock()
+	n.cancel()
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.mu.Unlock()
+	n.logger.Warn("apqueue: the Observer did not take its events before the stop deadline; its context is cancelled", slog.Int64("dropped_total", n.dropped.Load()))
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // observe records the order in which the worker dispatches first attempts.
-func (k *keyTracker) observe(e Event) {
+func (k *keyTracker) observe(_ context.Context, e Event) {
 	if e.Kind == EventDispatched && e.Attempt == 1 {
 		k.mu.Lock()
 		k.firstSends = append(k.firstSends, e.ActivityID)
@@ -83,6 +83,7 @@ func TestOrderingPerDomainAndKeyWithManyInFlight(t *testing.T) {
 	ids := enqueueAll(t, q, acts...)
 
 	eventually(t, func() bool { return len(fake.Delivered(inbox)) == len(ids) }, "every activity delivered")
+	require.NoError(t, q.Stop(context.Background()), "stop, so that the Observer has seen every event")
 	tracker.mu.Lock()
 	defer tracker.mu.Unlock()
 	require.Empty(t, tracker.violations, "two activities with one ordering key in flight at once")

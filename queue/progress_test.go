@@ -117,7 +117,7 @@ func TestAttemptsCountAcrossOwners(t *testing.T) {
 	var attempts atomic.Int32
 	cfg := testConfig()
 	cfg.MaxAttempts = 5
-	cfg.Observer = ObserverFunc(func(e Event) {
+	cfg.Observer = ObserverFunc(func(_ context.Context, e Event) {
 		if e.Kind == EventDispatched && stuck.has(e.ActivityID) {
 			attempts.Add(1)
 		}
@@ -139,6 +139,7 @@ func TestAttemptsCountAcrossOwners(t *testing.T) {
 		eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == i-1 }, "delivered")
 		require.Less(t, i, 200, "never dead-lettered")
 	}
+	require.NoError(t, q2.Stop(context.Background()), "stop, so that the Observer has seen every event")
 	dls, err := st.DeadLetters(context.Background(), store.DeadLetterFilter{Domain: "a.example"})
 	require.NoError(t, err)
 	require.Len(t, dls, 1)

@@ -27,6 +27,7 @@ type Queue struct {
 	logger   *slog.Logger
 	backoff  backoff.Policy
 	resolver *resolverCache
+	events   *notifier // nil without an Observer
 
 	window      *window
 	slots       *slots // the global cap on requests in flight; nil when none
@@ -84,6 +85,9 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 	}
 	if c.MaxInFlight > 0 {
 		q.slots = &slots{cap: c.MaxInFlight}
+	}
+	if c.Observer != nil {
+		q.events = newNotifier(c.Observer, c.ObserverBuffer, c.Logger)
 	}
 	if c.Resolver != nil {
 		q.resolver = newResolverCache(c.Resolver, c.ResolverTTL, c.clock, q.checkResolved)
@@ -258,6 +262,11 @@ func (q *Queue) Stop(ctx context.Context) error {
 	q.mu.Unlock()
 	if q.ownHTTP != nil {
 		q.ownHTTP.Close() // idle connections; a restart opens new ones
+	}
+	if q.events != nil {
+		flushCtx, cancelFlush := q.stopContext(ctx)
+		q.events.flush(flushCtx) // the workers' last events
+		cancelFlush()
 	}
 	q.logger.InfoContext(ctx, "apqueue: queue stopped", slog.String("owner", q.cfg.OwnerID), slog.Int("domains", len(workers)))
 	if len(errs) > 0 {

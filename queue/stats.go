@@ -102,6 +102,11 @@ type Stats struct {
 	// MaxInFlight is the cap on requests in flight across all domains
 	// (Config.MaxInFlight), 0 when none.
 	MaxInFlight int `json:"max_in_flight"`
+	// ObserverDropped counts the events this queue dropped because the
+	// Observer did not keep up (see Config.ObserverBuffer), and
+	// ObserverPanics the calls of Observe that panicked, since New.
+	ObserverDropped int64 `json:"observer_dropped"`
+	ObserverPanics  int64 `json:"observer_panics"`
 }
 
 // Stats returns the state of every known domain: live figures for the
@@ -141,6 +146,9 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		out.Domains = append(out.Domains, w.stats(head))
 	}
 	sort.Slice(out.Domains, func(i, j int) bool { return out.Domains[i].Domain < out.Domains[j].Domain })
+	if q.events != nil {
+		out.ObserverDropped, out.ObserverPanics = q.events.dropped.Load(), q.events.panics.Load()
+	}
 	for _, d := range out.Domains {
 		out.Delivered += d.Delivered
 		out.Retried += d.Retried

@@ -130,8 +130,8 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 	ev := &events{}
 	var dlMu sync.Mutex
 	brokenDomain := in.domains[faultBroken]
-	obs := queue.ObserverFunc(func(e queue.Event) {
-		ev.Observe(e)
+	obs := queue.ObserverFunc(func(ctx context.Context, e queue.Event) {
+		ev.Observe(ctx, e)
 		if e.Kind == queue.EventDeadLetter && e.Domain == brokenDomain {
 			dlMu.Lock()
 			if fr.deadLetterAt.IsZero() {

@@ -94,7 +94,7 @@ type events struct {
 	reasons map[string]int64
 }
 
-func (e *events) Observe(ev queue.Event) {
+func (e *events) Observe(_ context.Context, ev queue.Event) {
 	switch ev.Kind {
 	case queue.EventRetry:
 		e.retries.Add(1)

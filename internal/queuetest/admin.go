@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -93,7 +94,7 @@ func newFixture(t *testing.T, st store.Store) *fixture {
 	})
 	// The admin's process holds no domain: it never starts.
 	f.admin, err = queue.New(st, &sendertest.Fake{}, &queue.Config{OwnerID: "admin", Logger: logger,
-		Observer: queue.ObserverFunc(func(e queue.Event) {
+		Observer: queue.ObserverFunc(func(_ context.Context, e queue.Event) {
 			f.adminMu.Lock()
 			defer f.adminMu.Unlock()
 			f.adminEvents = append(f.adminEvents, e)
@@ -240,7 +241,8 @@ func AdminFromAnotherProcess(t *testing.T, newStore func(t *testing.T) store.Sto
 		// Enqueued by a process that does not work the domain: dropped
 		// there, in plain sight, and never delivered.
 		ids := f.enqueueBy(f.admin, 3)
-		require.Equal(t, ids, f.dropped(), "the enqueuing process reports each drop")
+		// The Observer is called from the queue's own goroutine: wait for it.
+		require.Eventually(t, func() bool { return slices.Equal(ids, f.dropped()) }, waitFor, tick, "the enqueuing process reports each drop")
 		require.Never(t, func() bool { return f.delivered() > 2 || f.saved().Status != store.StatusSuspended }, holdFor, tick,
 			"the owner sent to a suspended domain or undid the suspension")
 		res, err := f.st.Prune(ctx)

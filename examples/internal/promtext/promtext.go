@@ -4,6 +4,7 @@
 package promtext
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,8 +28,9 @@ func NewCounters() *Counters {
 	return &Counters{counts: map[[2]string]int64{}, latency: map[string]time.Duration{}}
 }
 
-// Observe is called synchronously by the queue's workers: it only counts.
-func (c *Counters) Observe(e queue.Event) {
+// Observe is called by the queue's observer goroutine, one event at a time:
+// it only counts.
+func (c *Counters) Observe(_ context.Context, e queue.Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.counts[[2]string{e.Kind.String(), e.Domain}]++
@@ -43,6 +45,12 @@ func Write(w io.Writer, st queue.Stats, c *Counters) {
 	fmt.Fprintln(w, "# HELP apqueue_head_id Highest activity ID in the log.")
 	fmt.Fprintln(w, "# TYPE apqueue_head_id gauge")
 	fmt.Fprintf(w, "apqueue_head_id %d\n", st.Head)
+	fmt.Fprintln(w, "# HELP apqueue_observer_dropped_total Events dropped because the Observer did not keep up.")
+	fmt.Fprintln(w, "# TYPE apqueue_observer_dropped_total counter")
+	fmt.Fprintf(w, "apqueue_observer_dropped_total %d\n", st.ObserverDropped)
+	fmt.Fprintln(w, "# HELP apqueue_observer_panics_total Observer calls that panicked.")
+	fmt.Fprintln(w, "# TYPE apqueue_observer_panics_total counter")
+	fmt.Fprintf(w, "apqueue_observer_panics_total %d\n", st.ObserverPanics)
 	gauge := func(name, help string, value func(queue.DomainStats) float64) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name)
 		for _, d := range st.Domains {

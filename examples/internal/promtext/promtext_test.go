@@ -12,10 +12,10 @@ import (
 
 func TestWrite(t *testing.T) {
 	c := NewCounters()
-	c.Observe(queue.Event{Kind: queue.EventDelivered, Domain: "a.example", Latency: 20 * time.Millisecond})
-	c.Observe(queue.Event{Kind: queue.EventDelivered, Domain: "a.example", Latency: 30 * time.Millisecond})
-	c.Observe(queue.Event{Kind: queue.EventRetry, Domain: "b.example"})
-	st := queue.Stats{Head: 7, Domains: []queue.DomainStats{
+	c.Observe(t.Context(), queue.Event{Kind: queue.EventDelivered, Domain: "a.example", Latency: 20 * time.Millisecond})
+	c.Observe(t.Context(), queue.Event{Kind: queue.EventDelivered, Domain: "a.example", Latency: 30 * time.Millisecond})
+	c.Observe(t.Context(), queue.Event{Kind: queue.EventRetry, Domain: "b.example"})
+	st := queue.Stats{Head: 7, ObserverDropped: 3, Domains: []queue.DomainStats{
 		{Domain: "a.example", Cursor: 7},
 		{Domain: "b.example", Cursor: 3, Pending: 4, FailCount: 2},
 	}}
@@ -24,6 +24,7 @@ func TestWrite(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"apqueue_head_id 7\n",
+		"apqueue_observer_dropped_total 3\n",
 		`apqueue_domain_behind_ids{domain="b.example"} 4` + "\n",
 		`apqueue_domain_pending{domain="b.example"} 4` + "\n",
 		`apqueue_domain_fail_count{domain="b.example"} 2` + "\n",
