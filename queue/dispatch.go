@@ -197,7 +197,7 @@ func (w *worker) handle(r result) {
 		w.q.slots.release(1)
 	}
 	w.progressed = true
-	if w.sendCtx.Err() != nil && res.Outcome != sender.Delivered && res.Outcome != sender.Permanent {
+	if w.sendCtx.Err() != nil && res.Outcome != sender.Delivered && res.Outcome != sender.Permanent && res.Outcome != sender.InboxGone {
 		// Cancelled by a stop or a lost lease: not an answer from the
 		// domain. An answer that came in anyway is kept, so that it is
 		// saved rather than sent again.
@@ -212,7 +212,16 @@ func (w *worker) handle(r result) {
 	ev := Event{Domain: w.domain, Inbox: d.inbox, ActivityID: d.entry.act.ID, Attempt: d.attempts, HTTPStatus: res.Status, Reason: res.Reason, Latency: time.Since(d.sentAt)}
 	st := &w.state
 	statusBefore := st.Status
-	st.LastStatus = res.Status
+	if res.Outcome == sender.InboxGone && d.shared {
+		// The shared inbox is the domain's, not a recipient's: a sender
+		// that says it is gone without saying the domain is gone refused
+		// this activity there.
+		res.Outcome = sender.Permanent
+	}
+	if res.Outcome != sender.InboxGone {
+		st.LastStatus = res.Status
+	}
+	var gone *Event
 	switch res.Outcome {
 	case sender.Delivered:
 		ev.Kind = EventDelivered
@@ -242,6 +251,15 @@ func (w *worker) handle(r result) {
 		ev.Kind = EventDeadLetter
 		dl := d.deadLetter(w.domain, res.Status, res.Reason)
 		w.settle(d, &dl)
+	case sender.InboxGone:
+		// The recipient is gone, not the domain: the domain's failure
+		// count, backoff and last answer stay as they are.
+		ev.Kind, ev.Reason = EventDeadLetter, InboxGoneReason+res.Reason
+		dl := d.deadLetter(w.domain, res.Status, ev.Reason)
+		w.settle(d, &dl)
+		goneEv := ev
+		goneEv.Kind = EventInboxGone
+		gone = &goneEv
 	case sender.DomainGone:
 		if st.FailingSince.IsZero() {
 			st.FailingSince = now
@@ -269,6 +287,9 @@ func (w *worker) handle(r result) {
 	}
 	statusAfter, lastError := st.Status, st.LastError
 
+	if gone != nil {
+		w.q.observe(*gone) // before the dead letter, which settles the delivery
+	}
 	if ev.Kind != 0 {
 		w.q.observe(ev)
 	}

@@ -47,12 +47,12 @@ func classifyResponse(resp *http.Response, d *Delivery, snippet []byte, unauthor
 			r.Outcome = Permanent
 			status = fmt.Sprintf("%s after %d attempts", status, d.Attempt)
 		}
-	case code == http.StatusGone:
-		if d.SharedInbox {
-			r.Outcome = DomainGone
-		} else {
-			r.Outcome = Permanent
-		}
+	case code == http.StatusGone && d.SharedInbox:
+		r.Outcome = DomainGone
+	case code == http.StatusGone, code == http.StatusNotFound && !d.SharedInbox:
+		// A personal inbox that is not found, or gone: its actor was
+		// deleted or moved away, not the domain.
+		r.Outcome = InboxGone
 	case code == http.StatusRequestTimeout:
 		r.Outcome = Retry
 	case code == http.StatusTooManyRequests:

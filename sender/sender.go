@@ -94,12 +94,18 @@ const (
 	// Retry: the attempt failed in a way that may pass later (408, 429, 5xx,
 	// network errors, a 401 within its bounded retries).
 	Retry
-	// Permanent: the inbox refused this activity for good (other 4xx); the
-	// queue records a dead letter and moves on.
+	// Permanent: the inbox refused this activity for good (other 4xx, and
+	// a 404 from the shared inbox); the queue records a dead letter and
+	// moves on.
 	Permanent
 	// DomainGone: the domain answered that it is gone (410 from its shared
 	// inbox); the queue marks the domain dead.
 	DomainGone
+	// InboxGone: a personal inbox (not the domain's shared inbox) answered
+	// 404 Not Found or 410 Gone: that recipient is gone, not the domain.
+	// The queue records a dead letter, tells its Observer (so that the
+	// server can drop the follower) and leaves the domain's health alone.
+	InboxGone
 )
 
 func (o Outcome) String() string {
@@ -112,6 +118,8 @@ func (o Outcome) String() string {
 		return "permanent"
 	case DomainGone:
 		return "domain_gone"
+	case InboxGone:
+		return "inbox_gone"
 	}
 	return fmt.Sprintf("outcome(%d)", int(o))
 }
