@@ -283,6 +283,10 @@ type DeadLetterFilter struct {
 	Domain string
 	// IDs, when not nil, keeps only the dead letters with these IDs.
 	IDs []int64
+	// ActivityID, when not zero, keeps only the dead letters of this
+	// activity: a store reads them through an index, at a cost that
+	// follows the activity's dead letters, not the table's size.
+	ActivityID int64
 	// AfterID keeps only dead letters with an ID greater than this, for paging.
 	AfterID int64
 	// Limit caps the number returned; zero means 100.

@@ -124,6 +124,9 @@ func CheckBatchSize(limit int) error {
 // EffectiveLimit checks f and returns the number of dead letters to return
 // at most.
 func (f DeadLetterFilter) EffectiveLimit() (int, error) {
+	if f.ActivityID < 0 {
+		return 0, invalid("negative activity ID %d", f.ActivityID)
+	}
 	if err := CheckLimit(f.Limit); err != nil {
 		return 0, err
 	}

@@ -28,6 +28,7 @@ func (s *Store) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) 
 			break
 		}
 		if dl.ID <= filter.AfterID || (filter.Domain != "" && dl.Domain != filter.Domain) ||
+			(filter.ActivityID != 0 && dl.ActivityID != filter.ActivityID) ||
 			(filter.IDs != nil && !slices.Contains(filter.IDs, dl.ID)) {
 			continue
 		}

@@ -16,6 +16,15 @@ WHERE id > $1 AND ($2::text = '' OR domain = $2::text) AND ($4::bigint[] IS NULL
 ORDER BY id
 LIMIT $3`
 
+// deadLettersByActivitySQL is deadLettersSQL for one activity ($5), a
+// statement of its own so that every plan of it reads the activity's rows
+// through dead_letters_delivery_idx.
+const deadLettersByActivitySQL = `SELECT id, activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at
+FROM {s}.dead_letters
+WHERE activity_id = $5 AND id > $1 AND ($2::text = '' OR domain = $2::text) AND ($4::bigint[] IS NULL OR id = ANY($4::bigint[]))
+ORDER BY id
+LIMIT $3`
+
 const deleteDeadLettersSQL = `DELETE FROM {s}.dead_letters WHERE id = ANY($1::bigint[])`
 
 // expireDeadLettersSQL deletes up to $2 dead letters created before $1,
@@ -47,7 +56,11 @@ func (s *Store) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) 
 	s.count(1)
 	// A nil IDs filter is sent as NULL (no filter), an empty one as an empty
 	// array (nothing matches).
-	rows, err := s.pool.Query(ctx, s.sql.deadLetters, filter.AfterID, filter.Domain, limit, filter.IDs)
+	query, args := s.sql.deadLetters, []any{filter.AfterID, filter.Domain, limit, filter.IDs}
+	if filter.ActivityID != 0 {
+		query, args = s.sql.deadLettersByActivity, append(args, filter.ActivityID)
+	}
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}

@@ -188,6 +188,7 @@ type queries struct {
 	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
 	changeDomain, openTransactions, expireDeadLetters, capDeadLetters                       string
 	stageKeyedTx, knownKeys, pruneKeys, forgetDomain                                        string
+	deadLettersByActivity                                                                   string
 }
 
 func newQueries(schema string) queries {
@@ -219,6 +220,8 @@ func newQueries(schema string) queries {
 		knownKeys:         knownKeysSQL,
 		pruneKeys:         pruneKeysSQL,
 		forgetDomain:      forgetDomainSQL,
+
+		deadLettersByActivity: deadLettersByActivitySQL,
 	}
 	for _, p := range []*string{
 		&q.append, &q.stageTx, &q.stageOneTx, &q.activities, &q.head, &q.register, &q.domains,
@@ -226,6 +229,7 @@ func newQueries(schema string) queries {
 		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
 		&q.expireDeadLetters, &q.capDeadLetters,
 		&q.stageKeyedTx, &q.knownKeys, &q.pruneKeys, &q.forgetDomain,
+		&q.deadLettersByActivity,
 	} {
 		// Twice: {safe_head} itself names {s}.
 		*p = r.Replace(r.Replace(*p))

@@ -16,6 +16,15 @@ WHERE id > ? AND (? = '' OR domain = ?) AND (NOT ? OR id IN (SELECT value FROM j
 ORDER BY id
 LIMIT ?`
 
+// deadLettersByActivitySQL is deadLettersSQL for one activity (the last
+// argument), a statement of its own so that it reads the activity's rows
+// through apqueue_dead_letters_delivery_idx.
+const deadLettersByActivitySQL = `SELECT id, activity_id, domain, inbox, actor, ordering_key, body, status, reason, attempts, created_at
+FROM apqueue_dead_letters
+WHERE activity_id = ? AND id > ? AND (? = '' OR domain = ?) AND (NOT ? OR id IN (SELECT value FROM json_each(?)))
+ORDER BY id
+LIMIT ?`
+
 const deleteDeadLettersSQL = `DELETE FROM apqueue_dead_letters WHERE id IN (SELECT value FROM json_each(?))`
 
 // DeadLetters implements store.Store.
@@ -30,8 +39,11 @@ func (s *Store) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) 
 	}
 	// A nil IDs filter means no filter, an empty one matches nothing.
 	s.count(1)
-	rows, err := s.query(ctx, deadLettersSQL, filter.AfterID, filter.Domain, filter.Domain,
-		filter.IDs != nil, jsonInts(filter.IDs), limit)
+	query, args := deadLettersSQL, []any{filter.AfterID, filter.Domain, filter.Domain, filter.IDs != nil, jsonInts(filter.IDs), limit}
+	if filter.ActivityID != 0 {
+		query, args = deadLettersByActivitySQL, append([]any{filter.ActivityID}, args...)
+	}
+	rows, err := s.query(ctx, query, args...)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}

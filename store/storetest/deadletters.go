@@ -144,6 +144,49 @@ func testDeadLetters(t *testing.T, su suite) {
 		require.ErrorIs(t, err, store.ErrInvalid)
 	})
 
+	su.run(t, "ByActivity", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		var dls []store.DeadLetter
+		for i := range 12 {
+			dl := deadLetter([]string{"a.example", "b.example", "c.example"}[i%3], int64(i%4+1))
+			dl.Inbox = fmt.Sprintf("https://%s/users/%d/inbox", dl.Domain, i)
+			dls = append(dls, dl)
+		}
+		record(t, s, dls...)
+		all, err := s.DeadLetters(ctx, store.DeadLetterFilter{})
+		require.NoError(t, err)
+		require.Len(t, all, 12)
+		var want []int64 // of activity 2, oldest first
+		for _, dl := range all {
+			if dl.ActivityID == 2 {
+				want = append(want, dl.ID)
+			}
+		}
+		require.Len(t, want, 3)
+
+		got, err := s.DeadLetters(ctx, store.DeadLetterFilter{ActivityID: 2})
+		require.NoError(t, err)
+		require.Equal(t, want, deadIDs(got), "the activity's dead letters, oldest first")
+		for _, dl := range got {
+			require.Equal(t, int64(2), dl.ActivityID)
+		}
+		page, err := s.DeadLetters(ctx, store.DeadLetterFilter{ActivityID: 2, AfterID: want[0], Limit: 1})
+		require.NoError(t, err)
+		require.Equal(t, want[1:2], deadIDs(page), "pages by AfterID")
+		one, err := s.DeadLetters(ctx, store.DeadLetterFilter{ActivityID: 2, Domain: got[1].Domain})
+		require.NoError(t, err)
+		require.Equal(t, want[1:2], deadIDs(one), "combines with Domain")
+		byIDs, err := s.DeadLetters(ctx, store.DeadLetterFilter{ActivityID: 2, IDs: []int64{want[2], all[0].ID}})
+		require.NoError(t, err)
+		require.Equal(t, want[2:], deadIDs(byIDs), "combines with IDs")
+		none, err := s.DeadLetters(ctx, store.DeadLetterFilter{ActivityID: 99})
+		require.NoError(t, err)
+		require.Empty(t, none)
+
+		_, err = s.DeadLetters(ctx, store.DeadLetterFilter{ActivityID: -1})
+		require.ErrorIs(t, err, store.ErrInvalid)
+	})
+
 	su.run(t, "DefaultLimit", func(t *testing.T, s store.Store) {
 		dls := make([]store.DeadLetter, store.DeadLetterLimitDefault+5)
 		for i := range dls {
