@@ -26,7 +26,7 @@ type checkpointer struct {
 
 	mu     sync.Mutex
 	offers map[string]*offer // the latest unsaved state of each domain
-	inSave map[string]bool   // domains whose offer a save is writing now
+	inSave map[string]*offer // the offers a save is writing now
 }
 
 // offer is what a worker handed over for saving.
@@ -38,7 +38,7 @@ type offer struct {
 }
 
 func newCheckpointer(q *Queue) *checkpointer {
-	return &checkpointer{q: q, wants: make(chan struct{}, 1), offers: make(map[string]*offer), inSave: make(map[string]bool)}
+	return &checkpointer{q: q, wants: make(chan struct{}, 1), offers: make(map[string]*offer), inSave: make(map[string]*offer)}
 }
 
 // kick asks for a checkpoint soon, without blocking.
@@ -75,7 +75,7 @@ func (c *checkpointer) offer(w *worker, st store.DomainState, dls []store.DeadLe
 func (c *checkpointer) unsaved(dom string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.offers[dom] != nil || c.inSave[dom]
+	return c.offers[dom] != nil || c.inSave[dom] != nil
 }
 
 func (c *checkpointer) run(ctx context.Context) {
@@ -124,13 +124,15 @@ func (c *checkpointer) saveOnce(ctx context.Context) ([]string, error) {
 	c.mu.Lock()
 	taken := c.offers
 	c.offers = make(map[string]*offer)
-	for d := range taken {
-		c.inSave[d] = true
+	saving := make([]string, 0, len(taken)) // taken loses the lost domains below
+	for d, o := range taken {
+		c.inSave[d] = o
+		saving = append(saving, d)
 	}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		for d := range taken {
+		for _, d := range saving {
 			delete(c.inSave, d)
 		}
 		c.mu.Unlock()
