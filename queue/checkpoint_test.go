@@ -31,7 +31,7 @@ func TestLostDomainIsNotLeftBeingSaved(t *testing.T) {
 	st := store.DomainState{Domain: "a.example", Status: store.StatusActive, LeaseToken: 1}
 	w := newWorker(q, ctx, st, time.Now().Add(time.Minute))
 	st.Cursor = 5
-	q.checkpoints.offer(w, st, []store.DeadLetter{{ActivityID: 5, Domain: "a.example", Reason: "422"}})
+	q.checkpoints.offer(w, st, []store.DeadLetter{{ActivityID: 5, Domain: "a.example", Reason: "422"}}, 1)
 	require.True(t, q.checkpoints.unsaved("a.example"))
 	require.NoError(t, q.checkpoints.save(ctx), "a lost lease is no error of the save")
 	require.False(t, q.checkpoints.unsaved("a.example"), "nothing of the lost domain is left being saved")

@@ -21,6 +21,7 @@ type delivery struct {
 	// others since (see worker.retry).
 	successesBefore int64
 	nextAttempt     time.Time
+	lastError       string // the reason of the last failed attempt
 	inFlight        bool
 	settled         bool
 	sentAt          time.Time // real time the current attempt started

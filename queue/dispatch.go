@@ -314,6 +314,7 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 	cfg := &w.q.cfg
 	st := &w.state
 	w.counts.Retried++
+	d.lastError = res.Reason
 	if d.firstFailure.IsZero() {
 		d.firstFailure = now
 		d.successesBefore = w.successes

@@ -3,9 +3,12 @@ package queue
 import (
 	"embed"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,6 +54,11 @@ type statusView struct {
 	Stats
 	Now  time.Time
 	Rows []statusRow
+	// Lookup is the activity ID asked for, Activity its status, and
+	// LookupError why there is none.
+	Lookup      string
+	Activity    *ActivityStatus
+	LookupError string
 }
 
 // domainStatus is a domain in the JSON status.
@@ -63,12 +71,19 @@ type domainStatus struct {
 // StatusHandler serves the queue's stats for an admin: as JSON when the
 // request asks for it (Accept: application/json, or ?format=json), else as
 // a small HTML page with the domains sorted by lag and the failing ones
-// highlighted. It has no authentication of its own: mount it behind yours.
+// highlighted. With ?activity=ID it serves where that activity stands on
+// each domain it addresses instead (Queue.ActivityStatus; 404 for an
+// unknown ID, 400 for one that is not a number). It has no authentication
+// of its own: mount it behind yours.
 func (q *Queue) StatusHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		if r.URL.Query().Has("activity") {
+			q.serveActivityStatus(w, r)
 			return
 		}
 		st, err := q.Stats(r.Context())
@@ -97,6 +112,40 @@ func (q *Queue) StatusHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = statusPage.Execute(w, statusView{Stats: st, Now: now, Rows: rows})
 	})
+}
+
+// serveActivityStatus serves the status page's lookup of one activity.
+func (q *Queue) serveActivityStatus(w http.ResponseWriter, r *http.Request) {
+	lookup := strings.TrimSpace(r.URL.Query().Get("activity"))
+	view := statusView{Now: time.Now(), Lookup: lookup}
+	code := http.StatusOK
+	id, err := strconv.ParseInt(lookup, 10, 64)
+	if err != nil {
+		code, view.LookupError = http.StatusBadRequest, fmt.Sprintf("%q is not an activity ID", lookup)
+	} else if st, err := q.ActivityStatus(r.Context(), id); err == nil {
+		view.Activity = &st
+	} else if errors.Is(err, store.ErrNotFound) {
+		code, view.LookupError = http.StatusNotFound, fmt.Sprintf("no activity %d in the log", id)
+	} else {
+		code, view.LookupError = http.StatusServiceUnavailable, "apqueue: reading the activity's status failed"
+		q.logger.WarnContext(r.Context(), "apqueue: status page", "error", err, "activity_id", id)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if wantsJSON(r) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if view.Activity != nil {
+			_ = enc.Encode(view.Activity)
+		} else {
+			_ = enc.Encode(map[string]string{"error": view.LookupError})
+		}
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	_ = statusPage.Execute(w, view)
 }
 
 // statusRows orders the domains by lag, most behind first.

@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -170,4 +172,74 @@ func TestStatusPageInHeadlessChromium(t *testing.T) {
 	require.Contains(t, dom, "503 Service Unavailable", "the cause is on the page")
 	require.Regexp(t, `failing <b id="failing">1</b>`, dom)
 	require.True(t, strings.Contains(dom, `<b id="head">8</b>`))
+}
+
+func TestStatusHandlerLooksUpAnActivity(t *testing.T) {
+	t.Parallel()
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Domain == "refusing.example" {
+			return sender.Result{Outcome: sender.Permanent, Status: 422, Reason: "422 <b>Unprocessable</b>"}
+		}
+		return sender.Success(202)
+	}}
+	q := startQueue(t, newMemory(), fake, testConfig())
+	ctx := context.Background()
+	require.NoError(t, q.AddDomains(ctx, "paused.example"))
+	require.NoError(t, q.Pause(ctx, "paused.example"))
+	ids := enqueueAll(t, q, note(1, "https://ok.example/inbox", "https://refusing.example/inbox", "https://paused.example/inbox"))
+	eventually(t, func() bool {
+		s, err := q.ActivityStatus(ctx, ids[0])
+		require.NoError(t, err)
+		return s.Count(DeliveryDelivered) == 1 && s.Count(DeliveryDeadLettered) == 1
+	}, "settled where it can be")
+	srv := httptest.NewServer(q.StatusHandler())
+	defer srv.Close()
+	get := func(query, accept string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/?"+query, nil)
+		require.NoError(t, err)
+		req.Header.Set("Accept", accept)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var b strings.Builder
+		_, err = io.Copy(&b, resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, b.String()
+	}
+
+	code, body := get(fmt.Sprintf("activity=%d", ids[0]), "application/json")
+	require.Equal(t, http.StatusOK, code)
+	var got ActivityStatus
+	require.NoError(t, json.Unmarshal([]byte(body), &got))
+	require.Equal(t, ids[0], got.ID)
+	states := map[string]DeliveryState{}
+	for _, d := range got.Domains {
+		states[d.Domain] = d.State
+	}
+	require.Equal(t, map[string]DeliveryState{
+		"ok.example": DeliveryDelivered, "refusing.example": DeliveryDeadLettered, "paused.example": DeliveryPaused,
+	}, states)
+
+	code, page := get(fmt.Sprintf("activity=%d", ids[0]), "text/html")
+	require.Equal(t, http.StatusOK, code)
+	rows := regexp.MustCompile(`<tr class="(\w+)" data-domain="([^"]+)">`).FindAllStringSubmatch(page, -1)
+	require.Len(t, rows, 3, "one row per addressed domain, and no domain table")
+	require.Equal(t, []string{"delivered", "ok.example"}, rows[0][1:])
+	require.Equal(t, []string{"paused", "paused.example"}, rows[1][1:])
+	require.Equal(t, []string{"dead_lettered", "refusing.example"}, rows[2][1:])
+	require.Contains(t, page, "422 &lt;b&gt;Unprocessable&lt;/b&gt;", "the reason is shown, escaped")
+	require.Contains(t, page, fmt.Sprintf(`<span id="activity-id">%d</span>`, ids[0]))
+
+	code, page = get(fmt.Sprintf("activity=%d", ids[0]+1), "text/html")
+	require.Equal(t, http.StatusNotFound, code)
+	require.Contains(t, page, fmt.Sprintf("no activity %d in the log", ids[0]+1))
+	code, body = get("activity=abc", "application/json")
+	require.Equal(t, http.StatusBadRequest, code)
+	require.JSONEq(t, `{"error":"\"abc\" is not an activity ID"}`, body)
+
+	code, page = get("", "text/html")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, page, `<input name="activity"`, "the domains page has the lookup form")
+	require.Contains(t, page, `id="domains-table"`)
 }

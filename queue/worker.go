@@ -24,7 +24,8 @@ import (
 //     changed the domain elsewhere;
 //   - admin operations and retention ask for a reload or a skip;
 //   - the global cap (slots) grants it a slot it waits for;
-//   - the checkpointer receives the state it offers and saves it.
+//   - the checkpointer receives the state it offers and saves it;
+//   - ActivityStatus asks it what it knows of one activity.
 type worker struct {
 	q      *Queue
 	domain string
@@ -50,6 +51,8 @@ type worker struct {
 	saveWait   atomic.Bool   // dispatching stopped for a save: poke when one is done
 	// What the global cap (Config.MaxInFlight) granted; see slots.
 	slotGrants
+	// asks are questions about one activity (Queue.ActivityStatus).
+	asks chan activityAsk
 	// emptyThrough is set by the window when it wakes the worker for an
 	// activity: nothing up to the ID before it addresses the domain, so the
 	// worker skips that part of the log instead of reading it again.
@@ -114,6 +117,7 @@ func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUnti
 		stopping: make(chan struct{}),
 		done:     make(chan struct{}),
 		nudge:    make(chan struct{}, 1),
+		asks:     make(chan activityAsk),
 		results:  make(chan result, min(upper, maxResultsBuffer)),
 		limit:    newInflightLimit(upper, q.cfg.FixedInFlight),
 		scanned:  st.Cursor,
@@ -280,6 +284,8 @@ func (w *worker) run() {
 		case <-w.nudge:
 			w.wakes.Add(1)
 			w.caughtUp = false
+		case a := <-w.asks:
+			a.reply <- w.answer(a.id)
 		case <-timerC:
 		case <-stopC:
 		case <-ctxDone:
