@@ -83,5 +83,12 @@
 // they reach, which are registered with the activity), and all known
 // domains. A domain's shared inbox, once known (SetSharedInbox,
 // RegisterDomains), replaces its personal inboxes: one delivery per activity
-// and domain.
+// and domain. A 404 or 410 from a personal inbox means that recipient is
+// gone: the delivery is dead-lettered and the Observer gets EventInboxGone,
+// so the server can drop the follower.
+//
+// Queue.ActivityStatus tells where one activity stands on each domain it
+// addresses, from any process; Queue.Stats and Queue.StatusHandler show the
+// domains. An Observer receives every event from a goroutine of the queue's
+// own: it cannot stall or crash delivery.
 package queue
