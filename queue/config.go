@@ -82,8 +82,9 @@ const (
 	// IdempotencyWindowDefault is how long an idempotency key is
 	// remembered.
 	IdempotencyWindowDefault = 24 * time.Hour
-	// ObserverBufferDefault is how many events wait for a slow Observer
-	// before further ones are dropped.
+	// ObserverBufferDefault is how many events may wait for the Observer
+	// before the workers wait for room (or, while it is blocked, events
+	// are dropped).
 	ObserverBufferDefault = 8192
 )
 
@@ -233,9 +234,10 @@ type Config struct {
 	// Observer receives delivery and domain events, for metrics, from a
 	// goroutine of the queue's own (see Observer). Default: none.
 	Observer Observer
-	// ObserverBuffer is how many events may wait for the Observer while it
-	// is slow or blocked; beyond it events are dropped and counted
-	// (Stats.ObserverDropped). Default ObserverBufferDefault.
+	// ObserverBuffer is how many events may wait for the Observer. Beyond
+	// it a worker waits for room while the Observer makes progress, and
+	// events are dropped and counted (Stats.ObserverDropped) while it is
+	// blocked (see Observer). Default ObserverBufferDefault.
 	ObserverBuffer int
 
 	// OwnerID names this process in leases. Default: host name, process ID

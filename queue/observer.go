@@ -89,13 +89,20 @@ type Event struct {
 // The queue calls Observe from one goroutine of its own, never from a
 // worker: the events are queued (up to Config.ObserverBuffer of them) and
 // handed over one at a time, in the order they happened, so the events of
-// one domain arrive in the order its worker produced them. Observe may
-// block or be slow without delaying any delivery: while it does, the events
-// wait, and once the buffer is full further events are dropped and counted
-// (Stats.ObserverDropped, with a warning in the log). A panic in Observe is
-// recovered, logged and counted (Stats.ObserverPanics); the next event is
-// handed over as usual. Stop waits for the events emitted before it
-// returns to be observed, up to its deadline.
+// one domain arrive in the order its worker produced them. Observe may be
+// slow or block, and may call the queue's methods:
+//   - while the buffer has room, deliveries do not wait for it;
+//   - with the buffer full, a worker waits for room as long as the
+//     observer makes progress, so a slow observer slows delivery down to
+//     its own pace rather than lose events;
+//   - once it has taken no event for 250 ms with the buffer full, it is
+//     taken for blocked: events are dropped, counted (Stats.ObserverDropped)
+//     and warned about in the log, until it takes one again.
+//
+// A panic in Observe is recovered, logged and counted
+// (Stats.ObserverPanics); the next event is handed over as usual. Stop
+// waits for the events emitted before it returns to be observed, up to its
+// deadline.
 //
 // ctx ends when Stop gives up waiting for the observer (its deadline
 // passed); an observer that does I/O should honour it.
@@ -116,19 +123,33 @@ func (q *Queue) observe(e Event) {
 	}
 }
 
+// observerStall is how long the Observer may make no progress, with its
+// buffer full, before the queue takes it for blocked and drops events
+// rather than wait for room.
+const observerStall = 250 * time.Millisecond
+
 // notifier hands events to the Observer from its own goroutine, so that an
-// observer that blocks or panics cannot stall or crash a worker. Its buffer
-// is bounded; the goroutine runs only while there are events to hand over.
+// observer that blocks or panics cannot stall or crash a worker. Up to
+// limit events wait; when they are that many, an event waits for room
+// while the observer makes progress (a slow observer slows the workers a
+// little rather than lose events), and is dropped once the observer has
+// made none for n.stall (a blocked one). The goroutine runs only
+// while there are events to hand over.
 type notifier struct {
 	obs    Observer
 	limit  int
+	stall  time.Duration // observerStall; tests change it
 	logger *slog.Logger
 
 	mu       sync.Mutex
-	queued   []queuedEvent
-	spare    []queuedEvent // the other half of the double buffer
+	queued   []queuedEvent // from head on
+	head     int
 	running  bool
 	idle     chan struct{} // closed when the goroutine has exited
+	room     chan struct{} // closed when an event is taken, if someone waits
+	waiting  bool          // someone waits on room
+	taken    int64         // events taken so far
+	stalled  bool          // the observer took nothing for n.stall with the buffer full
 	ctx      context.Context
 	cancel   context.CancelFunc
 	lastWarn time.Time // of the last drop warning
@@ -145,27 +166,40 @@ type queuedEvent struct {
 }
 
 func newNotifier(obs Observer, limit int, logger *slog.Logger) *notifier {
-	n := &notifier{obs: obs, limit: limit, logger: logger, idle: make(chan struct{})}
+	n := &notifier{obs: obs, limit: limit, stall: observerStall, logger: logger, idle: make(chan struct{}), room: make(chan struct{})}
 	close(n.idle)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	return n
 }
 
-// push queues e, or drops it when the buffer is full, and starts the
-// goroutine that hands events over if it is not running.
+// push queues e. With the buffer full it waits for room while the observer
+// makes progress, and drops e once it has made none for n.stall.
 func (n *notifier) push(e Event) {
 	n.mu.Lock()
-	if len(n.queued) >= n.limit {
-		total := n.dropped.Add(1)
-		warn := time.Since(n.lastWarn) >= time.Minute
-		if warn {
-			n.lastWarn = time.Now()
+	for len(n.queued)-n.head >= n.limit {
+		if n.stalled {
+			n.drop()
+			return
 		}
+		room, taken := n.room, n.taken
+		n.waiting = true
 		n.mu.Unlock()
-		if warn {
-			n.logger.Warn("apqueue: the Observer is not keeping up; events are dropped", slog.Int("buffer", n.limit), slog.Int64("dropped_total", total))
+		t := time.NewTimer(n.stall)
+		select {
+		case <-room:
+		case <-t.C:
 		}
-		return
+		t.Stop()
+		n.mu.Lock()
+		if n.taken == taken && len(n.queued)-n.head >= n.limit {
+			n.stalled = true
+		}
+	}
+	if n.head > 0 && len(n.queued) == cap(n.queued) {
+		// Reuse the room of the events taken.
+		k := copy(n.queued, n.queued[n.head:])
+		clear(n.queued[k:])
+		n.queued, n.head = n.queued[:k], 0
 	}
 	n.queued = append(n.queued, queuedEvent{ctx: n.ctx, e: e})
 	if !n.running {
@@ -176,26 +210,43 @@ func (n *notifier) push(e Event) {
 	n.mu.Unlock()
 }
 
+// drop counts a dropped event and warns at most once a minute. Called with
+// n.mu held; it releases it.
+func (n *notifier) drop() {
+	total := n.dropped.Add(1)
+	warn := time.Since(n.lastWarn) >= time.Minute
+	if warn {
+		n.lastWarn = time.Now()
+	}
+	n.mu.Unlock()
+	if warn {
+		n.logger.Warn("apqueue: the Observer is blocked; events are dropped", slog.Int("buffer", n.limit), slog.Int64("dropped_total", total))
+	}
+}
+
 // run hands the queued events over in order until none is left.
 func (n *notifier) run(idle chan struct{}) {
 	defer close(idle)
 	for {
 		n.mu.Lock()
-		batch := n.queued
-		if len(batch) == 0 {
+		if n.head == len(n.queued) {
+			n.queued, n.head = n.queued[:0], 0
 			n.running = false
 			n.mu.Unlock()
 			return
 		}
-		n.queued, n.spare = n.spare[:0], nil
-		n.mu.Unlock()
-		for i := range batch {
-			n.call(batch[i].ctx, batch[i].e)
+		q := n.queued[n.head]
+		n.queued[n.head] = queuedEvent{}
+		n.head++
+		n.taken++
+		n.stalled = false
+		if n.waiting {
+			n.waiting = false
+			close(n.room)
+			n.room = make(chan struct{})
 		}
-		clear(batch)
-		n.mu.Lock()
-		n.spare = batch[:0]
 		n.mu.Unlock()
+		n.call(q.ctx, q.e)
 	}
 }
 

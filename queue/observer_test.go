@@ -71,6 +71,34 @@ func TestBlockingObserverDoesNotStallDeliveries(t *testing.T) {
 	eventually(t, cancelled.Load, "the Observer's context is cancelled once Stop gives up on it")
 }
 
+func TestSlowObserverLosesNoEvent(t *testing.T) {
+	t.Parallel()
+	log := &eventLog{}
+	cfg := testConfig()
+	cfg.ObserverBuffer = 2
+	cfg.Observer = ObserverFunc(func(ctx context.Context, e Event) {
+		time.Sleep(100 * time.Microsecond) // slower than the workers
+		log.Observe(ctx, e)
+	})
+	fake := &sendertest.Fake{}
+	q, err := New(newMemory(), fake, cfg)
+	require.NoError(t, err)
+	q.events.stall = time.Hour // slow, never blocked, however slow the machine
+	require.NoError(t, q.Start(context.Background()))
+	var acts []Activity
+	for i := range 50 {
+		acts = append(acts, note(i, "https://a.example/inbox", "https://b.example/inbox", "https://c.example/inbox"))
+	}
+	enqueueAll(t, q, acts...)
+	eventually(t, func() bool { return fake.DeliveredCount() == 150 }, "delivered")
+	require.NoError(t, q.Stop(context.Background()))
+	require.Len(t, log.of(EventDispatched), 150, "every event reaches a slow observer: the workers wait for room")
+	require.Len(t, log.of(EventDelivered), 150)
+	st, err := q.Stats(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, st.ObserverDropped)
+}
+
 func TestPanickingObserverDoesNotCrashTheQueue(t *testing.T) {
 	t.Parallel()
 	var delivered atomic.Int32
@@ -139,4 +167,18 @@ func TestInvalidObserverBuffer(t *testing.T) {
 	cfg.ObserverBuffer = -1
 	_, err := New(newMemory(), &sendertest.Fake{}, cfg)
 	require.ErrorContains(t, err, "ObserverBuffer must be positive")
+}
+
+// BenchmarkObserve measures what handing an event to the Observer costs a
+// worker, with an observer that only counts.
+func BenchmarkObserve(b *testing.B) {
+	var seen atomic.Int64
+	n := newNotifier(ObserverFunc(func(context.Context, Event) { seen.Add(1) }), ObserverBufferDefault, quietLogger())
+	e := Event{Kind: EventDelivered, Domain: "a.example", Inbox: "https://a.example/inbox", ActivityID: 1}
+	b.ReportAllocs()
+	for b.Loop() {
+		n.push(e)
+	}
+	n.flush(context.Background())
+	b.ReportMetric(float64(n.dropped.Load())/float64(b.N), "dropped/op")
 }
