@@ -250,9 +250,7 @@ func (q *Queue) prunedStatus(ctx context.Context, id int64) (ActivityStatus, err
 		return ActivityStatus{}, err
 	}
 	for n, v := range rows {
-		d := v.result(n, time.Time{})
-		d.DomainStatus = "" // not read: the domain's status now says nothing of the activity
-		out.Domains = append(out.Domains, d)
+		out.Domains = append(out.Domains, v.result(n, time.Time{}))
 	}
 	sort.Slice(out.Domains, func(i, j int) bool { return out.Domains[i].Domain < out.Domains[j].Domain })
 	return out, nil

@@ -12,3 +12,8 @@ func TestAdminFromAnotherProcess(t *testing.T) {
 	t.Parallel()
 	queuetest.AdminFromAnotherProcess(t, func(*testing.T) store.Store { return memory.New() })
 }
+
+func TestActivityStatusFromAnotherProcess(t *testing.T) {
+	t.Parallel()
+	queuetest.ActivityStatusFromAnotherProcess(t, func(*testing.T) store.Store { return memory.New() })
+}

@@ -287,3 +287,11 @@ func TestAdminFromAnotherProcess(t *testing.T) {
 		return s
 	})
 }
+
+func TestActivityStatusFromAnotherProcess(t *testing.T) {
+	t.Parallel()
+	queuetest.ActivityStatusFromAnotherProcess(t, func(t *testing.T) store.Store {
+		s, _ := newStore(t, 0, nil)
+		return s
+	})
+}

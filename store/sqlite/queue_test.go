@@ -255,3 +255,14 @@ func TestClearBackoffClearsProgressRetries(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, got.Progress, doms[0].Progress, "the cleared progress is not what is saved")
 }
+
+// TestActivityStatusFromAnotherProcess checks an activity's status read
+// from the store by a queue that works none of its domains (see
+// internal/queuetest).
+func TestActivityStatusFromAnotherProcess(t *testing.T) {
+	t.Parallel()
+	queuetest.ActivityStatusFromAnotherProcess(t, func(t *testing.T) store.Store {
+		s, _ := newStore(t, nil)
+		return s
+	})
+}
