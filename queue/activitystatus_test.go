@@ -314,3 +314,28 @@ func TestActivityStatusReadsFollowTheAddressedDomains(t *testing.T) {
 	require.Zero(t, many.calls["DeadLetters without ActivityID"])
 	require.Equal(t, map[string]int{"Activities": 1, "Domains": 1, "DeadLetters": 1}, many.calls)
 }
+
+func TestActivityStatusOfAnActivityForAllDomains(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	q := startQueue(t, st, &sendertest.Fake{}, testConfig())
+	ctx := context.Background()
+	require.NoError(t, q.SetSharedInbox(ctx, "https://a.example/inbox"))
+	require.NoError(t, q.SetSharedInbox(ctx, "https://b.example/inbox"))
+	require.NoError(t, q.AddDomains(ctx, "noshared.example"))
+	ids := enqueueAll(t, q, Activity{Body: note(1).Body, AllDomains: true})
+	eventually(t, func() bool {
+		s, err := q.ActivityStatus(ctx, ids[0])
+		require.NoError(t, err)
+		return s.Count(DeliveryPending) == 0
+	}, "settled everywhere")
+	s, err := q.ActivityStatus(ctx, ids[0])
+	require.NoError(t, err)
+	require.True(t, s.AllDomains)
+	got := byDomain(t, s)
+	require.Len(t, got, 3, "every known domain")
+	require.Equal(t, DeliveryDelivered, got["a.example"].State)
+	require.Equal(t, DeliveryDelivered, got["b.example"].State)
+	require.Equal(t, DeliveryDeadLettered, got["noshared.example"].State)
+	require.Contains(t, got["noshared.example"].Reason, "no shared inbox is known")
+}
