@@ -56,10 +56,13 @@ func TestActivityStatusReportsEveryAddressedDomain(t *testing.T) {
 	cfg := testConfig()
 	cfg.BackoffMin, cfg.BackoffMax = time.Hour, time.Hour // the failing delivery waits
 	ctx := context.Background()
-	q := startQueue(t, st, fake, cfg)
+	q, err := New(st, fake, cfg)
+	require.NoError(t, err)
 	require.NoError(t, q.SetSharedInbox(ctx, "https://dead.example/inbox"))
 	require.NoError(t, q.AddDomains(ctx, "paused.example", "other.example"))
-	require.NoError(t, q.Pause(ctx, "paused.example"))
+	require.NoError(t, q.Pause(ctx, "paused.example")) // before it has an owner
+	require.NoError(t, q.Start(ctx))
+	t.Cleanup(func() { _ = q.Stop(context.Background()) })
 	inboxes := []string{
 		"https://ok.example/users/a/inbox", "https://gone.example/users/b/inbox", "https://failing.example/users/c/inbox",
 		"https://paused.example/users/d/inbox", "https://dead.example/users/e/inbox",

@@ -182,10 +182,13 @@ func TestStatusHandlerLooksUpAnActivity(t *testing.T) {
 		}
 		return sender.Success(202)
 	}}
-	q := startQueue(t, newMemory(), fake, testConfig())
+	q, err := New(newMemory(), fake, testConfig())
+	require.NoError(t, err)
 	ctx := context.Background()
 	require.NoError(t, q.AddDomains(ctx, "paused.example"))
-	require.NoError(t, q.Pause(ctx, "paused.example"))
+	require.NoError(t, q.Pause(ctx, "paused.example")) // before it has an owner
+	require.NoError(t, q.Start(ctx))
+	t.Cleanup(func() { _ = q.Stop(context.Background()) })
 	ids := enqueueAll(t, q, note(1, "https://ok.example/inbox", "https://refusing.example/inbox", "https://paused.example/inbox"))
 	eventually(t, func() bool {
 		s, err := q.ActivityStatus(ctx, ids[0])

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/queue"
@@ -35,13 +36,15 @@ func ActivityStatusFromAnotherProcess(t *testing.T, newStore func(*testing.T) st
 	}}
 	cfg := Config("owner")
 	cfg.BackoffMin, cfg.BackoffMax = time.Hour, time.Hour // the failing delivery waits
-	owner := Start(t, st, fake, cfg)
-	other, err := queue.New(st, fake, Config("other")) // never started: it works no domain
+	other, err := queue.New(st, fake, Config("other"))    // never started: it works no domain
 	require.NoError(t, err)
 	ctx := t.Context()
-	require.NoError(t, owner.SetSharedInbox(ctx, "https://dead.example/inbox"))
-	require.NoError(t, owner.AddDomains(ctx, "paused.example"))
+	require.NoError(t, other.SetSharedInbox(ctx, "https://dead.example/inbox"))
+	require.NoError(t, other.AddDomains(ctx, "paused.example"))
+	// Paused before any owner works it: a pause from another process
+	// reaches the owner only at its next lease renewal.
 	require.NoError(t, other.Pause(ctx, "paused.example"))
+	owner := Start(t, st, fake, cfg)
 	id, err := owner.Enqueue(ctx, Note(1, "https://ok.example/inbox", "https://refusing.example/inbox",
 		"https://failing.example/inbox", "https://paused.example/inbox", "https://dead.example/inbox"))
 	require.NoError(t, err)
@@ -58,7 +61,7 @@ func ActivityStatusFromAnotherProcess(t *testing.T, newStore func(*testing.T) st
 		return out
 	}
 	var fromStore queue.ActivityStatus
-	require.Eventually(t, func() bool {
+	ok := assert.Eventually(t, func() bool {
 		fromStore, err = other.ActivityStatus(ctx, id)
 		require.NoError(t, err)
 		if !maps.Equal(want, states(fromStore)) {
@@ -67,6 +70,7 @@ func ActivityStatusFromAnotherProcess(t *testing.T, newStore func(*testing.T) st
 		failing := fromStore.Domains[1] // sorted: dead, failing, ok, paused, refusing
 		return failing.Attempts == 1 && len(fromStore.Domains[4].DeadLetters) == 1
 	}, waitFor, tick, "the other process reads every state from the store")
+	require.True(t, ok, "last read: %+v", fromStore)
 	live, err := owner.ActivityStatus(ctx, id)
 	require.NoError(t, err)
 	require.Equal(t, want, states(live), "the owner tells the same from its workers")
