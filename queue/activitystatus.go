@@ -34,8 +34,12 @@ const (
 	// was passed over for good (retention or an admin moved the dead
 	// domain's cursor past it).
 	DeliveryDomainDead DeliveryState = "domain_dead"
-	// DeliveryDomainUnknown: the store no longer knows the domain, so
-	// nothing more is sent to it.
+	// DeliverySuspended: the domain is suspended (Queue.Suspend): the
+	// activity is not sent to it, and was not if DomainDelivery.Reason says
+	// "never sent" (retention moved the suspended domain's cursor past it).
+	DeliverySuspended DeliveryState = "suspended"
+	// DeliveryDomainUnknown: the store no longer knows the domain (it was
+	// forgotten, Queue.Forget), so nothing more is sent to it.
 	DeliveryDomainUnknown DeliveryState = "domain_unknown"
 )
 
@@ -128,7 +132,7 @@ const deadLetterPage = 1000
 // ActivityStatus returns where the activity with the given ID stands on
 // every domain it addresses: delivered, pending (with its attempts, next
 // attempt and last error), dead-lettered (with the reasons), or held
-// because the domain is paused, dead or unknown. It works in any process
+// because the domain is paused, dead, suspended or unknown. It works in any process
 // that shares the store: domains this process works are answered from
 // their workers' live state, the others from the state last saved.
 //
@@ -353,6 +357,9 @@ func (v *domainView) result(dom string, enqueuedAt time.Time) DomainDelivery {
 		// accepted nothing since the activity was enqueued (a success
 		// would have revived it): its cursor was moved past it.
 		d.State, d.Reason = DeliveryDomainDead, "never sent: the domain is dead and its cursor was moved past the activity"
+	case v.settled && v.status == store.StatusSuspended && v.lastSuccess.Before(enqueuedAt.Add(-clockSkew)):
+		// Likewise for a suspended domain, which is sent nothing.
+		d.State, d.Reason = DeliverySuspended, "never sent: the domain is suspended"
 	case v.settled:
 		d.State = DeliveryDelivered
 	default:
@@ -366,6 +373,8 @@ func (v *domainView) result(dom string, enqueuedAt time.Time) DomainDelivery {
 			d.State, d.Reason = DeliveryDomainDead, "the domain is dead: the activity waits for a probe to revive it"
 		case store.StatusPaused:
 			d.State, d.Reason = DeliveryPaused, "the domain is paused: the activity is sent once it is resumed"
+		case store.StatusSuspended:
+			d.State, d.Reason = DeliverySuspended, "the domain is suspended: nothing is sent to it"
 		default:
 			d.State = DeliveryPending
 		}

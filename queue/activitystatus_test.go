@@ -342,3 +342,38 @@ func TestActivityStatusOfAnActivityForAllDomains(t *testing.T) {
 	require.Equal(t, DeliveryDeadLettered, got["noshared.example"].State)
 	require.Contains(t, got["noshared.example"].Reason, "no shared inbox is known")
 }
+
+func TestActivityStatusOnASuspendedDomain(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{}
+	q, err := New(st, fake, testConfig())
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = q.Suspend(ctx, "blocked.example")
+	require.NoError(t, err)
+	require.NoError(t, q.Start(ctx))
+	t.Cleanup(func() { _ = q.Stop(context.Background()) })
+	ids := enqueueAll(t, q, note(1, "https://ok.example/inbox", "https://blocked.example/inbox"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "delivered where it may be")
+	s, err := q.ActivityStatus(ctx, ids[0])
+	require.NoError(t, err)
+	got := byDomain(t, s)
+	require.Equal(t, DeliveryDelivered, got["ok.example"].State)
+	blocked := got["blocked.example"]
+	require.Equal(t, DeliverySuspended, blocked.State)
+	require.Equal(t, store.StatusSuspended, blocked.DomainStatus)
+	require.Equal(t, "the domain is suspended: nothing is sent to it", blocked.Reason)
+
+	// Suspended again, its cursor moves to the head: passed over for good.
+	_, err = q.Suspend(ctx, "blocked.example")
+	require.NoError(t, err)
+	eventually(t, func() bool {
+		s, err := q.ActivityStatus(ctx, ids[0])
+		require.NoError(t, err)
+		blocked = byDomain(t, s)["blocked.example"]
+		return blocked.Reason != "the domain is suspended: nothing is sent to it"
+	}, "the owner took the move in")
+	require.Equal(t, DeliverySuspended, blocked.State)
+	require.Equal(t, "never sent: the domain is suspended", blocked.Reason)
+}
