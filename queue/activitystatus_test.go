@@ -377,3 +377,26 @@ func TestActivityStatusOnASuspendedDomain(t *testing.T) {
 	require.Equal(t, DeliverySuspended, blocked.State)
 	require.Equal(t, "never sent: the domain is suspended", blocked.Reason)
 }
+
+func TestActivityStatusOnAForgottenDomain(t *testing.T) {
+	t.Parallel()
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Domain == "flaky.example" {
+			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+		}
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	cfg.BackoffMin, cfg.BackoffMax = time.Hour, time.Hour
+	q := startQueue(t, newMemory(), fake, cfg)
+	ctx := context.Background()
+	ids := enqueueAll(t, q, note(1, "https://ok.example/inbox", "https://flaky.example/inbox"))
+	eventually(t, func() bool { return len(fake.Calls()) == 2 }, "tried on both")
+	require.NoError(t, q.Forget(ctx, "flaky.example"))
+	s, err := q.ActivityStatus(ctx, ids[0])
+	require.NoError(t, err)
+	got := byDomain(t, s)
+	require.Equal(t, DeliveryDomainUnknown, got["flaky.example"].State)
+	require.False(t, got["flaky.example"].Live)
+	require.Equal(t, DeliveryDelivered, got["ok.example"].State)
+}
