@@ -31,12 +31,12 @@ const (
 	DeliveryPaused DeliveryState = "paused"
 	// DeliveryDomainDead: the domain is dead. The activity waits for a
 	// probe to revive the domain, or, when DomainDelivery.Reason says so,
-	// was passed over for good (retention or an admin moved the dead
-	// domain's cursor past it).
+	// was passed over for good (SkipToHead moved the dead domain's cursor
+	// past it).
 	DeliveryDomainDead DeliveryState = "domain_dead"
 	// DeliverySuspended: the domain is suspended (Queue.Suspend): the
 	// activity is not sent to it, and was not if DomainDelivery.Reason says
-	// "never sent" (retention moved the suspended domain's cursor past it).
+	// "never sent" (the suspension moved the domain's cursor past it).
 	DeliverySuspended DeliveryState = "suspended"
 	// DeliveryDomainUnknown: the store no longer knows the domain (it was
 	// forgotten, Queue.Forget), so nothing more is sent to it.
