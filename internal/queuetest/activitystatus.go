@@ -68,7 +68,7 @@ func ActivityStatusFromAnotherProcess(t *testing.T, newStore func(*testing.T) st
 			return false
 		}
 		failing := fromStore.Domains[1] // sorted: dead, failing, ok, paused, refusing
-		return failing.Attempts == 1 && len(fromStore.Domains[4].DeadLetters) == 1
+		return failing.Attempts == 1 && failing.LastError != "" && len(fromStore.Domains[4].DeadLetters) == 1
 	}, waitFor, tick, "the other process reads every state from the store")
 	require.True(t, ok, "last read: %+v", fromStore)
 	live, err := owner.ActivityStatus(ctx, id)
