@@ -364,3 +364,45 @@ func TestFailuresOfSingleDeliveriesDoNotThrottleTheDomain(t *testing.T) {
 	defer mu.Unlock()
 	require.Equal(t, cfg.MaxInFlightPerDomain, maxAfterFailure, "a failure of one delivery kept the domain from sending in parallel")
 }
+
+// steppingClock is a fake clock that moves on at every reading, as the real
+// one does while the worker runs a step: a time the step found not yet come
+// may have passed by the time the worker arms its timer.
+type steppingClock struct {
+	*clock.Fake
+	step time.Duration
+}
+
+func (c *steppingClock) Now() time.Time {
+	now := c.Fake.Now()
+	c.Advance(c.step)
+	return now
+}
+
+func TestRetryDueWhileTheWorkerStepsIsNotLost(t *testing.T) {
+	t.Parallel()
+	// Whatever the backoff, in whichever of the step's clock readings it
+	// ends, the worker wakes for the retry.
+	for backoff := time.Millisecond; backoff <= 12*time.Millisecond; backoff += time.Millisecond {
+		t.Run(backoff.String(), func(t *testing.T) {
+			t.Parallel()
+			var calls atomic.Int32
+			fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+				if calls.Add(1) <= 5 {
+					return sender.Result{Outcome: sender.Retry, Status: 502, DomainLevel: true, Reason: "502 Bad Gateway"}
+				}
+				return sender.Success(202)
+			}}
+			cfg := testConfig()
+			cfg.BackoffMin, cfg.BackoffMax = backoff, backoff
+			clk := &steppingClock{Fake: clock.NewFake(epoch), step: time.Millisecond}
+			cfg.clock = clk
+			q := startQueue(t, newMemory(), fake, cfg)
+			enqueueAll(t, q, note(1, "https://a.example/inbox"), note(2, "https://a.example/inbox"))
+			eventually(t, func() bool {
+				clk.Advance(time.Millisecond) // time goes on while the worker sleeps too
+				return len(fake.Delivered("https://a.example/inbox")) == 2
+			}, "delivered after five failures")
+		})
+	}
+}

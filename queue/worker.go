@@ -241,6 +241,11 @@ func (w *worker) run() {
 		}
 	}()
 	for {
+		// The time the step starts at, read before anything in it looks at
+		// the clock: whatever the step found not due yet is due after it,
+		// so nextWake(stepAt) arms a timer for it even when its time
+		// passed while the step ran.
+		stepAt := w.clock().Now()
 		// A worker whose lease is lost or whose queue stops hard only waits
 		// for its in-flight requests, like a stopping one.
 		stopping := w.isStopping() || w.ctx.Err() != nil
@@ -269,7 +274,7 @@ func (w *worker) run() {
 		var timerC <-chan time.Time
 		var stopC, ctxDone <-chan struct{}
 		if !stopping {
-			if at, ok := w.nextWake(); ok {
+			if at, ok := w.nextWake(stepAt); ok {
 				timer = w.clock().NewTimer(at.Sub(w.clock().Now()))
 				timerC = timer.C()
 			}
@@ -572,15 +577,18 @@ func (w *worker) publish() {
 }
 
 // nextWake returns when the worker must next look at the time: the end of a
-// backoff, a delivery's retry time, a read retry.
-func (w *worker) nextWake() (time.Time, bool) {
+// backoff, a delivery's retry time, a read retry, among those after now.
+// now must be read before the step that found them not due (see run): a
+// time that passed during the step is then still returned (the timer fires
+// at once), not taken for one already acted on, which would leave the
+// worker asleep with deliveries due.
+func (w *worker) nextWake(now time.Time) (time.Time, bool) {
 	var at time.Time
 	earliest := func(t time.Time) {
 		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
 			at = t
 		}
 	}
-	now := w.clock().Now()
 	if w.fillRetry.After(now) {
 		earliest(w.fillRetry)
 	}
