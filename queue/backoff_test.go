@@ -85,8 +85,10 @@ func TestFailingDomainDropsToOneRequestInFlight(t *testing.T) {
 		}
 		return sender.Success(202)
 	}}
-	// The observer is called by the worker itself, in order: it sees the
-	// queue's own count of requests in flight.
+	// The observer gets the worker's events in the order the worker
+	// pushed them (from its own goroutine, later): counted in that order,
+	// they give the queue's own count of requests in flight at each
+	// dispatch. Stop delivers the last of them before the verdict.
 	var mu sync.Mutex
 	inflight, failures, maxWhileFailing, maxHealthy := 0, 0, 0, 0
 	cfg := testConfig()
