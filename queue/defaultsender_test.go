@@ -151,3 +151,57 @@ func TestStopClosesTheDefaultSendersIdleConnections(t *testing.T) {
 	open, err := conns.waitOpen(ctx, 0)
 	require.NoError(t, err, "%d connections still open after Stop", open)
 }
+
+// The default sender keeps an idle connection for every request a domain
+// may have in flight: a domain sending 32 at a time, wave after wave,
+// dials 32 connections, not 32 more each wave beyond the sender's default
+// idle pool of 16.
+func TestDefaultSenderKeepsAConnectionPerRequestInFlight(t *testing.T) {
+	t.Parallel()
+	const perWave, waves = 32, 3
+	var (
+		mu      sync.Mutex
+		dials   int
+		waiting int
+		release = make(chan struct{})
+	)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		waiting++
+		wave := release
+		if waiting == perWave { // the whole wave is in flight: let it go
+			waiting = 0
+			close(release)
+			release = make(chan struct{})
+		}
+		mu.Unlock()
+		<-wave
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			dials++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+
+	cfg := testConfig()
+	cfg.HTTP = &sender.HTTPConfig{AllowLoopback: true, AllowHTTP: true, Unsigned: true}
+	cfg.MaxInFlightPerDomain, cfg.FixedInFlight = perWave, true
+	q := startQueue(t, newMemory(), nil, cfg)
+	var acts []Activity
+	for i := range perWave * waves {
+		acts = append(acts, note(i, srv.URL+"/inbox"))
+	}
+	ids := enqueueAll(t, q, acts...)
+	eventually(t, func() bool {
+		ws := q.workerList()
+		return len(ws) == 1 && ws[0].snapshot().Cursor == ids[len(ids)-1]
+	}, "not everything was delivered")
+	mu.Lock()
+	defer mu.Unlock()
+	require.LessOrEqual(t, dials, perWave, "connections were dialled again for every wave")
+}

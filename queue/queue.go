@@ -121,6 +121,12 @@ func defaultSender(c *Config) (*sender.HTTP, error) {
 		return nil, errors.New("queue: Config.AllowHTTP accepts plain http inboxes that the default sender refuses: set Config.HTTP.AllowHTTP instead")
 	}
 	c.AllowHTTP = hc.AllowHTTP
+	if hc.MaxIdleConnsPerHost == 0 {
+		// Keep a connection for every request a domain may have in flight,
+		// so that a domain whose limit grew past the sender's default does
+		// not dial and close connections on every request.
+		hc.MaxIdleConnsPerHost = max(c.MaxInFlightPerDomain, sender.MaxIdleConnsPerHostDefault)
+	}
 	if c.Keys != nil {
 		sig, err := signer.New(c.Keys, nil)
 		if err != nil {
