@@ -86,6 +86,10 @@ func TestAudiencesResolvedOncePerAudienceCachedAndInvalidated(t *testing.T) {
 	res.set(followers, "https://a.example/users/1/inbox", "https://a.example/users/2/inbox", "https://c.example/inbox")
 	enqueueAll(t, q, post(5))
 	eventually(t, func() bool { return len(fake.Delivered("https://b.example/inbox")) == 5 }, "cached answer used within the TTL")
+	// Every worker must be done with post(5) before the clock moves: a
+	// worker resolves its domain's inboxes when it sends, and one still
+	// holding post(5) would ask the Resolver again after the TTL.
+	eventually(t, func() bool { return fake.DeliveredCount() == 17 }, "post(5) delivered to all four inboxes")
 	clk.Advance(time.Minute)
 	enqueueAll(t, q, post(6))
 	eventually(t, func() bool { return len(fake.Delivered("https://c.example/inbox")) == 3 }, "delivered to the rest")
