@@ -30,7 +30,8 @@ type Queue struct {
 	events   *notifier // nil without an Observer
 
 	window      *window
-	slots       *slots // the global cap on requests in flight; nil when none
+	slots       *slots    // the global cap on requests in flight; nil when none
+	cpu         *cpuGauge // whether this process is short of CPU; nil with fixed limits
 	checkpoints *checkpointer
 	leases      *leaseKeeper
 
@@ -85,6 +86,9 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 	}
 	if c.MaxInFlight > 0 {
 		q.slots = &slots{cap: c.MaxInFlight}
+	}
+	if !c.FixedInFlight && c.cpuSaturated == nil {
+		q.cpu = newCPUGauge()
 	}
 	if c.Observer != nil {
 		q.events = newNotifier(c.Observer, c.ObserverBuffer, c.Logger)
@@ -166,6 +170,9 @@ func (q *Queue) Start(ctx context.Context) error {
 	q.goLoop(func() { q.checkpoints.run(loopCtx) })
 	q.goLoop(func() { q.leases.run(loopCtx) })
 	q.goLoop(func() { q.listen(loopCtx) })
+	if q.cpu != nil {
+		q.goLoop(func() { q.cpu.run(loopCtx) })
+	}
 	if q.resolver != nil {
 		q.goEvery(loopCtx, q.cfg.ResolverTTL, func(context.Context) { q.resolver.sweep() })
 	}
@@ -185,6 +192,16 @@ func (q *Queue) goLoop(f func()) {
 		defer q.loops.Done()
 		f()
 	}()
+}
+
+// cpuSaturated reports whether this process is short of CPU (see
+// cpuGauge): the adaptive limits then grow only on answers as fast as the
+// domain's best.
+func (q *Queue) cpuSaturated() bool {
+	if q.cfg.cpuSaturated != nil {
+		return q.cfg.cpuSaturated()
+	}
+	return q.cpu != nil && q.cpu.saturated()
 }
 
 // listen wakes the window whenever the store reports an append, by this
