@@ -97,6 +97,7 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 		q.resolver = newResolverCache(c.Resolver, c.ResolverTTL, c.clock, q.checkResolved)
 	}
 	q.window = newWindow(st, c.ReadBatch, c.WindowSize, c.WindowBytes, c.Logger)
+	q.window.catchUp.clock = c.clock
 	q.window.arrived = q.noticeDomains
 	q.window.moved = q.quiet.notify
 	q.checkpoints = newCheckpointer(q)
@@ -354,6 +355,7 @@ func (q *Queue) startWorker(st store.DomainState, leaseUntil time.Time) {
 		return
 	}
 	w := newWorker(q, q.workCtx, st, leaseUntil)
+	q.window.join(w)
 	w.leaseTimer = time.AfterFunc(time.Until(leaseUntil), func() { q.drop(w, "lease expired before it was renewed") })
 	q.workers[st.Domain] = w
 	q.workerWG.Add(1)

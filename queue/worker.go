@@ -73,6 +73,13 @@ type worker struct {
 	waitingIdle  bool // caught up with nothing pending (see window.settledThrough)
 	fillRetry    time.Time
 	fillErrors   int
+	// catchingUp says the domain reads behind the window, through the
+	// catch-up's sweep (kept by window.read and window.join); parked is
+	// what the catch-up was last told of a stop in reading, readAt when a
+	// read the catch-up had no room for is tried again.
+	catchingUp bool
+	parked     readerState
+	readAt     time.Time
 	blocked      string // why reading or resolving fails, "" when it does not
 	deadLetters  []store.DeadLetter
 	settledSince int
@@ -335,6 +342,16 @@ func (w *worker) ahead() int {
 // fill reads the activities addressed to the domain after the scanned
 // position and turns them into pending deliveries.
 func (w *worker) fill() {
+	// A domain behind the window tells the catch-up when it stops reading,
+	// so that the block it needs is kept for it only while it will read on
+	// soon (see catchUp). It reads on without saying so when it stops for a
+	// turn (maxReadsPerStep) or to wait for room in the catch-up.
+	readsOn := false
+	defer func() {
+		if w.catchingUp && !readsOn {
+			w.parkReading()
+		}
+	}()
 	if w.clock().Now().Before(w.fillRetry) {
 		return
 	}
@@ -362,18 +379,27 @@ func (w *worker) fill() {
 		}
 		if reads == maxReadsPerStep || w.isStopping() || w.ctx.Err() != nil {
 			// Let results, requests and a stop in before reading on.
+			readsOn = true
 			w.poke()
 			return
 		}
 		// Idle only once its dead letters are offered too: the renewal that
 		// moves an idle cursor must not pass a dead letter not yet saved.
 		idle := len(w.pending) == 0 && len(w.deadLetters) == 0
-		entries, scanned, caughtUp, err := w.q.window.read(w.ctx, w, w.scanned, room, idle)
+		res, err := w.q.window.read(w.ctx, w, w.scanned, room, idle)
+		w.parked = readerHungry
 		if err != nil {
 			w.fillFailed("reading the activity log", err)
 			return
 		}
-		for _, e := range entries {
+		if res.wait {
+			// No room in the catch-up yet: it pokes the worker when there
+			// may be.
+			readsOn = true
+			w.readAt = res.retryAt
+			return
+		}
+		for _, e := range res.entries {
 			inboxes, err := w.targets(e)
 			if err != nil {
 				w.fillFailed("resolving audiences", err)
@@ -402,18 +428,42 @@ func (w *worker) fill() {
 			w.scanned = e.act.ID
 			w.progressed = true
 		}
-		w.scanned = max(w.scanned, scanned)
+		w.scanned = max(w.scanned, res.scanned)
 		if w.restored != nil && w.scanned >= w.restored.last {
 			w.restored = nil
 		}
 		w.fillErrors = 0
 		w.blocked = ""
-		if caughtUp {
+		if res.caughtUp {
 			w.caughtUp = true
 			w.waitingIdle = idle
 			return
 		}
 	}
+}
+
+// parkReading tells the catch-up that the domain, behind the window, stopped
+// reading: stalled, or busy with enough to send (see catchUp).
+func (w *worker) parkReading() {
+	state := readerBusy
+	if w.readingStalled() {
+		state = readerStalled
+	}
+	if w.parked == state {
+		return
+	}
+	w.parked = state
+	w.q.window.catchUp.park(w, state == readerStalled)
+}
+
+// readingStalled reports whether the domain will not read the log for a
+// while: a read failed and is retried later, it is not delivered to
+// (paused, suspended, dead) or backs off, or it holds all the deliveries it
+// may.
+func (w *worker) readingStalled() bool {
+	now := w.clock().Now()
+	return now.Before(w.fillRetry) || w.state.Status != store.StatusActive ||
+		w.state.NextAttemptAt.After(now) || len(w.pending) >= w.ahead()
 }
 
 // maxReadsPerStep bounds the reads of one fill, so that a domain far behind
@@ -591,6 +641,9 @@ func (w *worker) nextWake(now time.Time) (time.Time, bool) {
 	}
 	if w.fillRetry.After(now) {
 		earliest(w.fillRetry)
+	}
+	if w.readAt.After(now) {
+		earliest(w.readAt)
 	}
 	if w.state.Status == store.StatusPaused || w.state.Status == store.StatusSuspended {
 		return at, !at.IsZero()
