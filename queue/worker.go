@@ -73,13 +73,6 @@ type worker struct {
 	waitingIdle  bool // caught up with nothing pending (see window.settledThrough)
 	fillRetry    time.Time
 	fillErrors   int
-	// catchingUp says the domain reads behind the window, through the
-	// catch-up's sweep (kept by window.read and window.join); parked is
-	// what the catch-up was last told of a stop in reading, readAt when a
-	// read the catch-up had no room for is tried again.
-	catchingUp bool
-	parked     readerState
-	readAt     time.Time
 	blocked      string // why reading or resolving fails, "" when it does not
 	deadLetters  []store.DeadLetter
 	settledSince int
@@ -101,6 +94,14 @@ type worker struct {
 	limit       *inflightLimit
 	spareSlots  int // slots of the global cap granted and not used yet
 	limitShown  int // limit.total when the published changes were taken
+
+	// catchingUp says the domain reads behind the window, through the
+	// catch-up's sweep (kept by window.read and window.join); parked is
+	// what the catch-up was last told of a stop in reading, readAt when a
+	// read the catch-up had no room for is tried again.
+	catchingUp bool
+	parked     readerState
+	readAt     time.Time
 }
 
 // counts are a domain's delivery counters since this process took it.
