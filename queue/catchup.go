@@ -297,7 +297,7 @@ func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit i
 		// Load the block, or the rest of a block loaded while the window's
 		// base was lower (it ends early: past its end, only what follows
 		// is read).
-		ok, retryAt := c.admitLocked(b)
+		ok, retryAt := c.admitLocked(lo, b)
 		if !ok {
 			c.waiters[r] = struct{}{}
 			c.mu.Unlock()
@@ -317,13 +317,24 @@ func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit i
 	}
 }
 
-// admitLocked makes room for a block to load, dropping the blocks nobody
-// holds, least recently used first; extending is the block being extended,
-// or nil. When there is no room, it reports when a busy reader's patience
-// ends (zero if none holds a block).
-func (c *catchUp) admitLocked(extending *block) (bool, time.Time) {
-	var now time.Time
-	var retryAt time.Time
+// admitLocked makes room for block lo to load (extending is the block
+// being extended, or nil), dropping blocks in this order:
+//  1. blocks that no reader is in and none behind them will reach (no
+//     hungry reader needs them or an earlier block), least recently used
+//     first;
+//  2. none while a reader is in a loaded block (hungry, or busy within its
+//     patience): it reads on and frees its block, or its patience ends (the
+//     time is returned), so waiting cannot last;
+//  3. otherwise every hungry reader is between blocks: the loaded block
+//     furthest ahead of lo goes, so that the readers furthest behind load
+//     theirs first and the others meet them at the blocks still loaded. A
+//     load for a block ahead of every loaded one waits, and the waiters
+//     behind are poked to go first.
+//
+// So a block is dropped before every reader that will reach it has read it
+// only in case 3, when the readers behind it have no block to read at all.
+func (c *catchUp) admitLocked(lo int64, extending *block) (bool, time.Time) {
+	var now, retryAt time.Time
 	for {
 		others := len(c.blocks)
 		if extending != nil {
@@ -332,12 +343,20 @@ func (c *catchUp) admitLocked(extending *block) (bool, time.Time) {
 		if others == 0 || c.size()+(c.loading+1)*c.estimate <= c.maxBytes {
 			return true, time.Time{}
 		}
-		var victim *block
+		behind := int64(-1) // the lowest block a hungry reader needs
+		for need := range c.hungry {
+			if behind < 0 || need < behind {
+				behind = need
+			}
+		}
+		var free, ahead *block
+		held := c.loading > 0
 		for _, b := range c.blocks {
 			if b == extending || !b.loaded() {
 				continue
 			}
 			if b.err == nil && c.hungry[b.lo] > 0 {
+				held = true
 				continue
 			}
 			if b.err == nil && c.busy[b.lo] > 0 {
@@ -348,17 +367,39 @@ func (c *catchUp) admitLocked(extending *block) (bool, time.Time) {
 					if retryAt.IsZero() || until.Before(retryAt) {
 						retryAt = until
 					}
+					held = true
 					continue
 				}
 			}
-			if victim == nil || b.used < victim.used {
-				victim = b
+			if b.err != nil || behind < 0 || behind > b.lo {
+				if free == nil || b.used < free.used {
+					free = b
+				}
+			} else if b.lo > lo && (ahead == nil || b.lo > ahead.lo) {
+				ahead = b
 			}
 		}
-		if victim == nil {
+		switch {
+		case free != nil:
+			c.dropLocked(free)
+		case held:
 			return false, retryAt
+		case ahead != nil:
+			c.dropLocked(ahead)
+		default:
+			c.pokeBehindLocked(lo)
+			return false, time.Time{}
 		}
-		c.dropLocked(victim)
+	}
+}
+
+// pokeBehindLocked wakes the waiters that need a block before lo.
+func (c *catchUp) pokeBehindLocked(lo int64) {
+	for r := range c.waiters {
+		if r.need < lo {
+			r.w.poke()
+			delete(c.waiters, r)
+		}
 	}
 }
 
