@@ -259,6 +259,12 @@ func (w *worker) run() {
 		stopping := w.isStopping() || w.ctx.Err() != nil
 		if stopping {
 			w.leaveSlots() // grants that came in meanwhile go to the others
+			if w.catchingUp {
+				// It reads no more: the block it needs is no longer kept
+				// for it while its last requests finish.
+				w.catchingUp = false
+				w.q.window.catchUp.leave(w)
+			}
 			if w.inflight == 0 {
 				w.advanceCursor()
 				w.offer()
