@@ -365,3 +365,82 @@ func entryIDs(entries []*entry) []int64 {
 	}
 	return ids
 }
+
+// twoBlockLog enqueues 20 activities to a.example and b.example and returns
+// their IDs and the ID before the first, a multiple of 10.
+func twoBlockLog(t *testing.T, st store.Store) ([]int64, int64) {
+	t.Helper()
+	q, err := New(st, &sendertest.Fake{}, testConfig())
+	require.NoError(t, err)
+	var acts []Activity
+	for i := range 20 {
+		acts = append(acts, note(i, "https://a.example/inbox", "https://b.example/inbox"))
+	}
+	ids, err := q.EnqueueMany(context.Background(), acts)
+	require.NoError(t, err)
+	require.Zero(t, (ids[0]-1)%10)
+	return ids, ids[0] - 1
+}
+
+func TestCatchUpReaderThatLeavesFreesItsBlock(t *testing.T) {
+	t.Parallel()
+	st := newRowCountingStore(newMemory())
+	ids, first := twoBlockLog(t, st)
+	ctx, base := context.Background(), ids[19]
+	c := newCatchUp(st, 10, 1)
+	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
+	c.join(a, first)
+	c.join(b, first)
+	res, err := c.read(ctx, a, first, 100, base)
+	require.NoError(t, err)
+	res, err = c.read(ctx, a, res.scanned, 100, base)
+	require.NoError(t, err)
+	require.True(t, res.wait, "b has not read the block yet")
+
+	c.leave(b) // its lease was lost, or it stops
+	require.True(t, poked(a), "the block b held is free")
+	res, err = c.read(ctx, a, ids[9], 100, base)
+	require.NoError(t, err)
+	require.Equal(t, ids[10:], entryIDs(res.entries))
+}
+
+func TestCatchUpBusyReaderHoldsItsBlockForItsPatienceOnly(t *testing.T) {
+	t.Parallel()
+	st := newRowCountingStore(newMemory())
+	ids, first := twoBlockLog(t, st)
+	ctx, base := context.Background(), ids[19]
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	c := newCatchUp(st, 10, 1)
+	c.clock = clk
+	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
+	c.join(a, first)
+	c.join(b, first)
+	res, err := c.read(ctx, b, first, 4, base)
+	require.NoError(t, err)
+	require.Len(t, res.entries, 4)
+	c.park(b, false) // busy: enough to send, inside the block
+
+	res, err = c.read(ctx, a, first, 100, base)
+	require.NoError(t, err)
+	res, err = c.read(ctx, a, res.scanned, 100, base)
+	require.NoError(t, err)
+	require.True(t, res.wait, "a busy reader keeps its block for a while")
+	require.Equal(t, clk.Now().Add(catchUpPatience), res.retryAt, "a reads again when the patience ends")
+
+	clk.Advance(catchUpPatience)
+	res, err = c.read(ctx, a, ids[9], 100, base)
+	require.NoError(t, err)
+	require.False(t, res.wait, "past its patience, b no longer holds the block")
+	require.Equal(t, ids[10:], entryIDs(res.entries))
+
+	// b reads on from where it stopped; dropped once, it holds nothing
+	// when busy again.
+	res, err = c.read(ctx, b, ids[3], 3, base)
+	require.NoError(t, err)
+	require.Equal(t, ids[4:7], entryIDs(res.entries))
+	c.park(b, false)
+	res, err = c.read(ctx, a, base, 100, base+100)
+	require.NoError(t, err)
+	require.False(t, res.wait, "b, dropped before, does not hold its block again")
+	require.Empty(t, res.entries)
+}
