@@ -17,17 +17,26 @@ import (
 // domain like the window.
 //
 // The blocks in memory are a sweep over the log that the domains behind
-// share, not a cache: a block stays loaded while a domain that is reading
-// still needs it, and a new block is loaded only when it fits in the memory
-// bound (maxBytes, with the loads under way counted at the size of the last
-// block loaded) once the blocks nobody needs have gone. A domain that finds
-// no room waits, and is poked when a block it may use comes free. So the
+// share, not a cache: a block stays loaded while a domain that reads on is
+// in it or behind it, and a new block is loaded only when it fits in the
+// memory bound (maxBytes, WindowBytes/2, with the loads under way counted
+// at the size of the last whole block) once the blocks that no such domain
+// will read again have gone (admitLocked has the order). A domain that
+// finds no room waits, and is poked when a block comes free. So the
 // domains behind in the same part of the log move through it together, and
 // each block is read once for all of them, whatever the pace of each: the
 // fast ones wait for the slow ones at the edge of the memory bound instead
-// of evicting what the slow ones still need, which would make them load it
-// again (what a least-recently-used cache did, reading a row dozens of
-// times after a restart with a thousand domains behind).
+// of evicting what the slow ones are about to read, which would make them
+// load it again (what a least-recently-used cache of blocks did, reading a
+// row up to 200 times after a restart with a thousand domains behind).
+//
+// The sweep is pulled, not pushed: each worker reads the blocks itself, as
+// it reads the window, when it has room, and the catch-up only decides
+// which blocks stay. A pushed sweep (one reader handing each domain its
+// entries) would need a buffer per domain and a rule for a domain whose
+// buffer is full; here what a domain has not taken yet stays in the block,
+// the memory is the blocks' alone, and the worker remains the only one to
+// change its state.
 //
 // A domain that cannot read on does not hold the others back:
 //   - a domain that stalls (backoff, paused, suspended or dead, a failing
@@ -39,11 +48,12 @@ import (
 //     domain answering at the pace of the others; past that, or once it was
 //     dropped that way, it no longer holds blocks for itself.
 //
-// So a row is read once by the sweep, and once more for a domain that left
-// it; it is read a third time only if domains drop out of the same part of
-// the log at different times. Domains start in the sweep when their worker
-// is created (join), so the first block is not dropped before the workers
-// started with it have read it.
+// So a row is read once by the sweep, and once more for the domains that
+// left it or joined it after it passed (a domain leased later, or one that
+// fell behind the window); a third time only if such domains come back to
+// the same part of the log at different times. Domains enter the sweep
+// when their worker is created (join), so that the workers a lease round
+// starts together share the first blocks.
 //
 // Each method is called by the worker it names, on its own goroutine; the
 // catch-up keeps what it knows of each worker (reader) under its mutex and
