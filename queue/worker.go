@@ -22,7 +22,8 @@ import (
 //   - the window nudges it when an activity addresses its domain;
 //   - the lease keeper sets leaseUntil and asks for a reload when an admin
 //     changed the domain elsewhere;
-//   - admin operations and retention ask for a reload or a skip;
+//   - admin operations ask for a reload and wait until it is applied
+//     (reloads); retention asks for a skip;
 //   - the global cap (slots) grants it a slot it waits for;
 //   - the checkpointer receives the state it offers and saves it;
 //   - ActivityStatus asks it what it knows of one activity.
@@ -53,6 +54,10 @@ type worker struct {
 	slotGrants
 	// asks are questions about one activity (Queue.ActivityStatus).
 	asks chan activityAsk
+	// reloads are admin operations of this process waiting for the worker
+	// to re-read its saved state; the worker closes the channel it
+	// receives once it has (see reloadNow).
+	reloads chan chan struct{}
 	// emptyThrough is set by the window when it wakes the worker for an
 	// activity: nothing up to the ID before it addresses the domain, so the
 	// worker skips that part of the log instead of reading it again.
@@ -126,6 +131,7 @@ func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUnti
 		done:     make(chan struct{}),
 		nudge:    make(chan struct{}, 1),
 		asks:     make(chan activityAsk),
+		reloads:  make(chan chan struct{}),
 		results:  make(chan result, min(upper, maxResultsBuffer)),
 		limit:    newInflightLimit(upper, q.cfg.FixedInFlight),
 		scanned:  st.Cursor,
@@ -161,6 +167,27 @@ func (w *worker) poke() {
 func (w *worker) reload() {
 	w.wantReload.Store(true)
 	w.poke()
+}
+
+// reloadNow is reload, returning once the worker has re-read its saved
+// state (or has exited, or ctx ended): an admin change made through this
+// process applies to everything the worker sends afterwards, such as an
+// activity enqueued right after Pause returns.
+func (w *worker) reloadNow(ctx context.Context) {
+	w.reload() // applied by the next step if the worker cannot answer now
+	done := make(chan struct{})
+	select {
+	case w.reloads <- done:
+	case <-w.done:
+		return
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-w.done:
+	case <-ctx.Done():
+	}
 }
 
 // skipTo asks the worker to move past the given ID.
@@ -305,6 +332,10 @@ func (w *worker) run() {
 			w.caughtUp = false
 		case a := <-w.asks:
 			a.reply <- w.answer(a.id)
+		case done := <-w.reloads:
+			w.reloadState()
+			w.publish() // Stats show the change once the admin call returns
+			close(done)
 		case <-timerC:
 		case <-stopC:
 		case <-ctxDone:
@@ -316,21 +347,27 @@ func (w *worker) run() {
 // of the saved state after an admin change, a skip.
 func (w *worker) takeRequests() {
 	if w.wantReload.Load() && !w.clock().Now().Before(w.fillRetry) {
-		w.wantReload.Store(false)
-		states, err := w.q.store.Domains(w.ctx, []string{w.domain})
-		if err == nil && len(states) == 0 {
-			err = store.ErrNotFound
-		}
-		if err != nil {
-			w.wantReload.Store(true)
-			w.fillFailed("reloading the domain after an admin change", err)
-		} else {
-			w.merge(states[0])
-		}
+		w.reloadState()
 	}
 	if to := w.wantSkipTo.Swap(0); to > 0 {
 		w.applySkip(to)
 	}
+}
+
+// reloadState re-reads the domain's saved state and merges the admin's part
+// of it; when the read fails, the reload is retried with the fill's backoff.
+func (w *worker) reloadState() {
+	w.wantReload.Store(false)
+	states, err := w.q.store.Domains(w.ctx, []string{w.domain})
+	if err == nil && len(states) == 0 {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		w.wantReload.Store(true)
+		w.fillFailed("reloading the domain after an admin change", err)
+		return
+	}
+	w.merge(states[0])
 }
 
 // ahead is how many deliveries the worker may hold pending: how far it runs
