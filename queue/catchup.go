@@ -212,18 +212,29 @@ func (c *catchUp) moveLocked(r *reader, need int64, state readerState) {
 		return
 	}
 	old := r.need
-	held := r.state == readerHungry || (r.state == readerBusy && !r.dropped)
+	wasHungry := r.state == readerHungry
+	held := wasHungry || (r.state == readerBusy && !r.dropped)
 	c.count(r, -1)
 	if state == readerBusy && r.state != readerBusy {
 		r.since = c.clock.Now()
 	}
 	r.need, r.state = need, state
 	c.count(r, +1)
-	if held && c.hungry[old] == 0 && c.busy[old] == 0 {
-		if b := c.blocks[old]; b != nil && b.loaded() {
-			c.pokeWaitersLocked()
-		}
+	if !held || c.hungry[old] > 0 {
+		return
 	}
+	b := c.blocks[old]
+	switch loaded := b != nil && b.loaded(); {
+	case loaded && c.busy[old] == 0:
+		// Nobody holds the block any more: it may go.
+	case !loaded && wasHungry:
+		// A reader behind stopped reading before it loaded its block: a
+		// load refused so that it would go first (admitLocked's last case)
+		// may go now, and nothing else would wake the one refused.
+	default:
+		return
+	}
+	c.pokeWaitersLocked()
 }
 
 // count adds d to the count r is in.

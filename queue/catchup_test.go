@@ -449,3 +449,66 @@ func TestCatchUpBusyReaderHoldsItsBlockForItsPatienceOnly(t *testing.T) {
 	require.False(t, res.wait, "b, dropped before, does not hold its block again")
 	require.Empty(t, res.entries)
 }
+
+// blockLog enqueues n activities, a multiple of 10, to a.example and
+// b.example, and returns their IDs and the ID before the first, a multiple
+// of 10: blocks of 10 IDs each hold 10 of them.
+func blockLog(t *testing.T, st store.Store, n int) ([]int64, int64) {
+	t.Helper()
+	q, err := New(st, &sendertest.Fake{}, testConfig())
+	require.NoError(t, err)
+	var acts []Activity
+	for i := range n {
+		acts = append(acts, note(i, "https://a.example/inbox", "https://b.example/inbox"))
+	}
+	ids, err := q.EnqueueMany(context.Background(), acts)
+	require.NoError(t, err)
+	require.Zero(t, (ids[0]-1)%10)
+	return ids, ids[0] - 1
+}
+
+func TestCatchUpReaderBehindThatStopsReadingWakesTheOneWaitingForIt(t *testing.T) {
+	t.Parallel()
+	for _, stops := range []string{"stalls", "leaves"} {
+		t.Run(stops, func(t *testing.T) {
+			st := newRowCountingStore(newMemory())
+			ids, first := blockLog(t, st, 30)
+			ctx, base := context.Background(), ids[29]
+			c := newCatchUp(st, 10, 1) // room for one block
+			a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
+			c.join(a, first)
+			c.join(b, first+10)
+			res, err := c.read(ctx, b, first+10, 3, base)
+			require.NoError(t, err)
+			require.Len(t, res.entries, 3)
+			res, err = c.read(ctx, a, first, 100, base)
+			require.NoError(t, err)
+			require.True(t, res.wait, "b is in the block in memory")
+
+			// b reads the rest of its block: a, behind, may load its own.
+			res, err = c.read(ctx, b, ids[12], 100, base)
+			require.NoError(t, err)
+			require.Len(t, res.entries, 7)
+			require.True(t, poked(a))
+			// Before a does, b wants the next block: a, behind, goes first.
+			res, err = c.read(ctx, b, ids[19], 100, base)
+			require.NoError(t, err)
+			require.True(t, res.wait, "the reader behind loads first")
+			require.True(t, res.retryAt.IsZero())
+
+			// a, poked, does not read after all: its domain was paused
+			// meanwhile, or its lease lost. Nobody is behind b any more, and
+			// nothing else will wake it: it must be told now.
+			if stops == "stalls" {
+				c.park(a, true)
+			} else {
+				c.leave(a)
+			}
+			require.True(t, poked(b), "b waits for a reader that will not read")
+			res, err = c.read(ctx, b, ids[19], 100, base)
+			require.NoError(t, err)
+			require.False(t, res.wait)
+			require.Equal(t, ids[20:], entryIDs(res.entries))
+		})
+	}
+}
