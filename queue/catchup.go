@@ -227,6 +227,10 @@ func (c *catchUp) moveLocked(r *reader, need int64, state readerState) {
 	switch loaded := b != nil && b.loaded(); {
 	case loaded && c.busy[old] == 0:
 		// Nobody holds the block any more: it may go.
+	case loaded && wasHungry:
+		// Only busy readers hold it now, each for its patience: the ones
+		// refused while a hungry reader held it learn when that ends by
+		// trying again (they were given no time to).
 	case !loaded && wasHungry:
 		// A reader behind stopped reading before it loaded its block: a
 		// load refused so that it would go first (admitLocked's last case)

@@ -512,3 +512,35 @@ func TestCatchUpReaderBehindThatStopsReadingWakesTheOneWaitingForIt(t *testing.T
 		})
 	}
 }
+
+func TestCatchUpReaderThatTurnsBusyGivesTheWaitersItsPatience(t *testing.T) {
+	t.Parallel()
+	st := newRowCountingStore(newMemory())
+	ids, first := blockLog(t, st, 20)
+	ctx, base := context.Background(), ids[19]
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	c := newCatchUp(st, 10, 1)
+	c.clock = clk
+	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
+	c.join(a, first)
+	c.join(b, first)
+	res, err := c.read(ctx, b, first, 4, base)
+	require.NoError(t, err)
+	require.Len(t, res.entries, 4)
+	res, err = c.read(ctx, a, first, 100, base)
+	require.NoError(t, err)
+	res, err = c.read(ctx, a, res.scanned, 100, base)
+	require.NoError(t, err)
+	require.True(t, res.wait, "b reads on in the block in memory")
+	require.True(t, res.retryAt.IsZero(), "b reads on at once: a is poked, not timed")
+
+	// b has enough to send and stops reading inside the block: from now on
+	// it holds the block for its patience only, so a must learn when that
+	// ends (however long b's requests take, nothing else wakes a).
+	c.park(b, false)
+	require.True(t, poked(a), "a is told that b holds the block for its patience only")
+	res, err = c.read(ctx, a, ids[9], 100, base)
+	require.NoError(t, err)
+	require.True(t, res.wait)
+	require.Equal(t, clk.Now().Add(catchUpPatience), res.retryAt)
+}
