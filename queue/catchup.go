@@ -20,8 +20,9 @@ import (
 // share, not a cache: a block stays loaded while a domain that reads on is
 // in it or behind it, and a new block is loaded only when it fits in the
 // memory bound (maxBytes, WindowBytes/2, with the loads under way counted
-// at the size of the last whole block) once the blocks that no such domain
-// will read again have gone (admitLocked has the order). A domain that
+// at the size of the last whole block, and one at a time until there is
+// one) once the blocks that no such domain will read again have gone
+// (admitLocked has the order). A domain that
 // finds no room waits, and is poked when a block comes free. So the
 // domains behind in the same part of the log move through it together, and
 // each block is read once for all of them, whatever the pace of each: the
@@ -70,8 +71,9 @@ type catchUp struct {
 	bytes   atomic.Int64     // loaded blocks' footprints
 	loading int              // blocks being loaded
 	// estimate is the footprint of the last whole block loaded: what a load
-	// under way is counted at.
+	// under way is counted at; sized says there was one.
 	estimate int
+	sized    bool
 	clock0   uint64 // for least-recently-used order among free blocks
 	readers  map[*worker]*reader
 	// hungry counts, by block, the readers that need it and read on at once;
@@ -365,7 +367,17 @@ func (c *catchUp) admitLocked(lo int64, extending *block) (bool, time.Time) {
 		if extending != nil {
 			others--
 		}
-		if others == 0 || c.size()+(c.loading+1)*c.estimate <= c.maxBytes {
+		if others == 0 {
+			return true, time.Time{}
+		}
+		if !c.sized && c.loading > 0 {
+			// A block's size is not known yet (the first loads after the
+			// queue starts): one load at a time, or the domains behind in
+			// different blocks would all load theirs at once, whatever the
+			// bound. The load's end pokes the waiters.
+			return false, time.Time{}
+		}
+		if c.size()+(c.loading+1)*c.estimate <= c.maxBytes {
 			return true, time.Time{}
 		}
 		behind := int64(-1) // the lowest block a hungry reader needs
@@ -504,7 +516,7 @@ func (c *catchUp) load(ctx context.Context, b, prev *block) {
 	b.idx, b.bytes = idx, bytes
 	c.bytes.Add(int64(bytes))
 	if b.hi-b.lo == c.span {
-		c.estimate = bytes
+		c.estimate, c.sized = bytes, true
 	}
 }
 

@@ -544,3 +544,50 @@ func TestCatchUpReaderThatTurnsBusyGivesTheWaitersItsPatience(t *testing.T) {
 	require.True(t, res.wait)
 	require.Equal(t, clk.Now().Add(catchUpPatience), res.retryAt)
 }
+
+func TestCatchUpLoadsWithinTheBoundBeforeABlockSizeIsKnown(t *testing.T) {
+	t.Parallel()
+	st := newRowCountingStore(newMemory())
+	ids, first := blockLog(t, st, 40)
+	ctx, base := context.Background(), ids[39]
+	c := newCatchUp(st, 10, 1) // room for one block
+	st.gate, st.gateBelow = make(chan struct{}), base
+	// Four domains behind, each in its own block, read at once, as when
+	// the workers start after a restart: none of the blocks was loaded
+	// yet, so their size is unknown.
+	type answer struct {
+		res logRead
+		err error
+	}
+	answers := make(chan answer, 4)
+	for i := range 4 {
+		w := catchUpWorker(fmt.Sprintf("d%d.example", i))
+		after := first + int64(10*i)
+		c.join(w, after)
+		go func() {
+			res, err := c.read(ctx, w, after, 100, base)
+			answers <- answer{res, err}
+		}()
+	}
+	var got []answer
+	calls := func() int {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.calls
+	}
+	eventually(t, func() bool {
+		for len(answers) > 0 {
+			got = append(got, <-answers)
+		}
+		return calls()+len(got) == 4
+	}, "every reader loads or waits")
+	loads := calls()
+	close(st.gate)
+	for len(got) < 4 {
+		got = append(got, <-answers)
+	}
+	for _, a := range got {
+		require.NoError(t, a.err)
+	}
+	require.Equal(t, 1, loads, "blocks loading at once, with room for one")
+}
