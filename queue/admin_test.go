@@ -286,3 +286,39 @@ func TestForgetInProcess(t *testing.T) {
 	require.Equal(t, []int64{1, ids[0]}, fake.Delivered("https://a.example/inbox"))
 	require.ErrorIs(t, q.Forget(ctx, "unknown.example"), store.ErrNotFound)
 }
+
+func TestObserverThatPausesADomainLosesNoEvent(t *testing.T) {
+	t.Parallel()
+	const dom = "a.example"
+	cfg := testConfig()
+	cfg.ObserverBuffer = 1
+	var q *Queue
+	var pauses atomic.Int32
+	paused := make(chan error, 1)
+	cfg.Observer = ObserverFunc(func(ctx context.Context, e Event) {
+		// A server that pauses a domain on its first event (say, one it
+		// just blocked): Observe may call the queue's methods.
+		if e.Domain == dom && pauses.Add(1) == 1 {
+			paused <- q.Pause(ctx, dom)
+		}
+	})
+	fake := &sendertest.Fake{}
+	var err error
+	q, err = New(newMemory(), fake, cfg)
+	require.NoError(t, err)
+	// Slow, never blocked, however slow the machine: an event is dropped
+	// only if the observer and a worker wait for each other.
+	q.events.stall = 2 * time.Second
+	// Enough for one step of the worker to emit several events.
+	var acts []Activity
+	for i := range 8 {
+		acts = append(acts, note(i, "https://"+dom+"/inbox"))
+	}
+	enqueueAll(t, q, acts...)
+	require.NoError(t, q.Start(context.Background()))
+	t.Cleanup(func() { _ = q.Stop(context.Background()) })
+	require.NoError(t, <-paused)
+	st, err := q.Stats(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, st.ObserverDropped, "Pause waited for the worker, which waited for room for its events, which only the observer in Pause makes")
+}

@@ -148,6 +148,7 @@ type notifier struct {
 	idle     chan struct{} // closed when the goroutine has exited
 	room     chan struct{} // closed when an event is taken, if someone waits
 	waiting  bool          // someone waits on room
+	full     chan struct{} // closed while someone waits on room (see waitedFor)
 	taken    int64         // events taken so far
 	stalled  bool          // the observer took nothing for n.stall with the buffer full
 	ctx      context.Context
@@ -166,7 +167,7 @@ type queuedEvent struct {
 }
 
 func newNotifier(obs Observer, limit int, logger *slog.Logger) *notifier {
-	n := &notifier{obs: obs, limit: limit, stall: observerStall, logger: logger, idle: make(chan struct{}), room: make(chan struct{})}
+	n := &notifier{obs: obs, limit: limit, stall: observerStall, logger: logger, idle: make(chan struct{}), room: make(chan struct{}), full: make(chan struct{})}
 	close(n.idle)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	return n
@@ -182,7 +183,10 @@ func (n *notifier) push(e Event) {
 			return
 		}
 		room, taken := n.room, n.taken
-		n.waiting = true
+		if !n.waiting {
+			n.waiting = true
+			close(n.full)
+		}
 		n.mu.Unlock()
 		t := time.NewTimer(n.stall)
 		select {
@@ -208,6 +212,15 @@ func (n *notifier) push(e Event) {
 		go n.run(n.idle)
 	}
 	n.mu.Unlock()
+}
+
+// waitedFor returns a channel closed while a worker waits for the observer
+// to take an event: an admin call that waits for a worker stops waiting
+// then, as the observer may be the one making it (see worker.reloadNow).
+func (n *notifier) waitedFor() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.full
 }
 
 // drop counts a dropped event and warns at most once a minute. Called with
@@ -244,6 +257,7 @@ func (n *notifier) run(idle chan struct{}) {
 			n.waiting = false
 			close(n.room)
 			n.room = make(chan struct{})
+			n.full = make(chan struct{})
 		}
 		n.mu.Unlock()
 		n.call(q.ctx, q.e)

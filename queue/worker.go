@@ -172,9 +172,16 @@ func (w *worker) reload() {
 // reloadNow is reload, returning once the worker has re-read its saved
 // state (or has exited, or ctx ended): an admin change made through this
 // process applies to everything the worker sends afterwards, such as an
-// activity enqueued right after Pause returns.
+// activity enqueued right after Pause returns. It does not wait while a
+// worker waits for the Observer to take its events: the call may come from
+// the Observer, which would then wait for a worker that waits for it; the
+// change is applied at the worker's next step, as by reload.
 func (w *worker) reloadNow(ctx context.Context) {
 	w.reload() // applied by the next step if the worker cannot answer now
+	var observerFull <-chan struct{}
+	if w.q.events != nil {
+		observerFull = w.q.events.waitedFor()
+	}
 	done := make(chan struct{})
 	select {
 	case w.reloads <- done:
@@ -182,11 +189,14 @@ func (w *worker) reloadNow(ctx context.Context) {
 		return
 	case <-ctx.Done():
 		return
+	case <-observerFull:
+		return
 	}
 	select {
 	case <-done:
 	case <-w.done:
 	case <-ctx.Done():
+	case <-observerFull:
 	}
 }
 
