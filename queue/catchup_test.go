@@ -591,3 +591,52 @@ func TestCatchUpLoadsWithinTheBoundBeforeABlockSizeIsKnown(t *testing.T) {
 	}
 	require.Equal(t, 1, loads, "blocks loading at once, with room for one")
 }
+
+func TestCatchUpDeliversEverythingOnceThroughPausesFailuresAndARestart(t *testing.T) {
+	t.Parallel()
+	st := newRowCountingStore(newMemory())
+	st.failCall = func(n int) bool { return n%9 == 4 }
+	// Domains drop out of the sweep and come back at different times: a
+	// delivery retried, a domain backing off.
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		switch {
+		case d.Attempt == 1 && d.Activity.ID%7 == 0:
+			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+		case d.Attempt == 1 && d.Activity.ID%11 == 0:
+			return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: "connection refused"}
+		}
+		return sender.Success(202)
+	}}
+	cfg := catchUpConfig()
+	cfg.WindowBytes = 60_000
+	q, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	ctx := context.Background()
+	ids, want := backlogBehind(t, q, 60, 900, 3)
+	for _, d := range []string{"d003.example", "d017.example", "d042.example"} {
+		require.NoError(t, q.Pause(ctx, d))
+	}
+	st.gate, st.gateBelow = make(chan struct{}), ids[len(ids)-1]
+	require.NoError(t, q.Start(ctx))
+	t.Cleanup(func() { _ = q.Stop(context.Background()) })
+	eventually(t, func() bool { return q.workerCount() == 60 }, "a worker per domain")
+	close(st.gate)
+	delivered := func(n int, msg string) {
+		t.Helper()
+		require.Eventually(t, func() bool { return fake.DeliveredCount() >= n }, 30*time.Second, 2*time.Millisecond, msg)
+	}
+	delivered(600, "a third delivered")
+	// Mid-sweep: one domain paused, one resumed, and a restart.
+	require.NoError(t, q.Pause(ctx, "d005.example"))
+	require.NoError(t, q.Resume(ctx, "d003.example"))
+	require.NoError(t, q.Stop(ctx))
+	require.NoError(t, q.Start(ctx))
+	delivered(1200, "two thirds delivered")
+	for _, d := range []string{"d005.example", "d017.example", "d042.example"} {
+		require.NoError(t, q.Resume(ctx, d))
+	}
+	delivered(2700, "everything delivered, no domain left waiting")
+	requireDeliveredOnce(t, fake, want)
+	most, total := st.mostReads(ids)
+	t.Logf("each row read at most %d times, %.2f on average; %d reads failed", most, float64(total)/float64(len(ids)), st.failed.Load())
+}
