@@ -351,7 +351,8 @@ func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit i
 //     first;
 //  2. none while a reader is in a loaded block (hungry, or busy within its
 //     patience): it reads on and frees its block, or its patience ends (the
-//     time is returned), so waiting cannot last;
+//     time is returned), so waiting cannot last; a reader that waits for
+//     the rest of a block it has read all of is not in it;
 //  3. otherwise every hungry reader is between blocks: the loaded block
 //     furthest ahead of lo goes, so that the readers furthest behind load
 //     theirs first and the others meet them at the blocks still loaded. A
@@ -386,13 +387,20 @@ func (c *catchUp) admitLocked(lo int64, extending *block) (bool, time.Time) {
 				behind = need
 			}
 		}
+		// A waiter in a loaded block has read all it holds and waits for
+		// the rest (see readOnce): it does not hold the block, or two such
+		// readers would wait for each other's block for ever.
+		past := make(map[int64]int)
+		for r := range c.waiters {
+			past[r.need]++
+		}
 		var free, ahead *block
 		held := c.loading > 0
 		for _, b := range c.blocks {
 			if b == extending || !b.loaded() {
 				continue
 			}
-			if b.err == nil && c.hungry[b.lo] > 0 {
+			if b.err == nil && c.hungry[b.lo] > past[b.lo] {
 				held = true
 				continue
 			}

@@ -640,3 +640,45 @@ func TestCatchUpDeliversEverythingOnceThroughPausesFailuresAndARestart(t *testin
 	most, total := st.mostReads(ids)
 	t.Logf("each row read at most %d times, %.2f on average; %d reads failed", most, float64(total)/float64(len(ids)), st.failed.Load())
 }
+
+func TestCatchUpReadersExtendingTheirBlocksDoNotWaitForEachOther(t *testing.T) {
+	t.Parallel()
+	st := newRowCountingStore(newMemory())
+	ids, first := blockLog(t, st, 30)
+	ctx := context.Background()
+	footprint := 0 // of one entry: the log's entries are alike
+	{
+		acts, err := st.Activities(ctx, first, 1)
+		require.NoError(t, err)
+		footprint = newEntry(acts[0]).footprint()
+	}
+	// Room for 16 entries; a whole block of 10 was seen before (the size
+	// outlives a restart).
+	c := newCatchUp(st, 10, 16*footprint)
+	c.estimate, c.sized = 10*footprint, true
+	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
+	c.join(a, first)
+	c.join(b, first+10)
+
+	// Each loads its block while the window's base is in it: both blocks
+	// end early.
+	res, err := c.read(ctx, a, first, 100, ids[4])
+	require.NoError(t, err)
+	require.Equal(t, ids[:5], entryIDs(res.entries))
+	res, err = c.read(ctx, b, first+10, 100, ids[14])
+	require.NoError(t, err)
+	require.Equal(t, ids[10:15], entryIDs(res.entries))
+
+	// The base moved on: each needs the rest of its block, which does not
+	// fit beside the other's. Neither needs what the other's block holds
+	// any more, nor what its own holds: one of them must go on.
+	base := ids[29]
+	resA, err := c.read(ctx, a, ids[4], 100, base)
+	require.NoError(t, err)
+	resB, err := c.read(ctx, b, ids[14], 100, base)
+	require.NoError(t, err)
+	if resA.wait && resB.wait {
+		require.False(t, resA.retryAt.IsZero() && resB.retryAt.IsZero() && !poked(a) && !poked(b),
+			"both wait, untimed and unpoked, each for the block the other holds")
+	}
+}
