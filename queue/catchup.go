@@ -273,15 +273,7 @@ func (c *catchUp) pokeWaitersLocked() {
 // activities above it come from the window, and every activity at or below
 // it has committed.
 func (c *catchUp) read(ctx context.Context, wk *worker, after int64, limit int, base int64) (logRead, error) {
-	for {
-		res, err := c.readOnce(ctx, wk, after, limit, base)
-		if err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
-			// The worker that loaded it was stopped, not this one: load it
-			// again rather than back off for another domain's reason.
-			continue
-		}
-		return res, err
-	}
+	return c.readOnce(ctx, wk, after, limit, base)
 }
 
 func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit int, base int64) (logRead, error) {
@@ -304,6 +296,14 @@ func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit i
 			case <-b.ready:
 			case <-ctx.Done():
 				return logRead{}, ctx.Err()
+			}
+			if b.err != nil && ctx.Err() == nil && (errors.Is(b.err, context.Canceled) || errors.Is(b.err, context.DeadlineExceeded)) {
+				// The worker that loaded it was stopped, not this one: load
+				// it again (the failed block is dropped below) rather than
+				// back off for another domain's reason. Only another's load:
+				// the store's own timeout on this one's goes to the worker,
+				// which backs off, instead of being tried again at once.
+				continue
 			}
 			if b.err != nil {
 				return logRead{}, b.err

@@ -27,6 +27,9 @@ type rowCountingStore struct {
 	// failCall, if set, says whether the call numbered n (from 1) fails.
 	failCall func(n int) bool
 	failed   atomic.Int64
+	// failWith, if set, is the error of the failing calls (errReadFailed
+	// otherwise).
+	failWith error
 	// gate, if set, holds reads of IDs up to gateBelow until closed.
 	gate      chan struct{}
 	gateBelow int64
@@ -52,6 +55,9 @@ func (s *rowCountingStore) Activities(ctx context.Context, after int64, limit in
 	}
 	if s.failCall != nil && s.failCall(n) {
 		s.failed.Add(1)
+		if s.failWith != nil {
+			return nil, s.failWith
+		}
 		return nil, errReadFailed
 	}
 	acts, err := s.Store.Activities(ctx, after, limit)
@@ -681,4 +687,20 @@ func TestCatchUpReadersExtendingTheirBlocksDoNotWaitForEachOther(t *testing.T) {
 		require.False(t, resA.retryAt.IsZero() && resB.retryAt.IsZero() && !poked(a) && !poked(b),
 			"both wait, untimed and unpoked, each for the block the other holds")
 	}
+}
+
+func TestCatchUpDoesNotRetryItsOwnReadThatTimedOutInTheStore(t *testing.T) {
+	t.Parallel()
+	st := newRowCountingStore(newMemory())
+	ids, first := blockLog(t, st, 10)
+	// The store's own timeout (a connection that could not be made in
+	// time), not the caller's context: the first 5 reads fail.
+	st.failWith = fmt.Errorf("failed to connect: %w", context.DeadlineExceeded)
+	st.failCall = func(n int) bool { return n <= 5 }
+	c := newCatchUp(st, 10, 1)
+	a := catchUpWorker("a.example")
+	c.join(a, first)
+	_, err := c.read(context.Background(), a, first, 100, ids[9])
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the failure goes to the worker, which backs off")
+	require.EqualValues(t, 1, st.failed.Load(), "reads of the log, at once, while the store fails")
 }
