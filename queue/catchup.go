@@ -229,10 +229,6 @@ func (c *catchUp) moveLocked(r *reader, need int64, state readerState) {
 	switch loaded := b != nil && b.loaded(); {
 	case loaded && c.busy[old] == 0:
 		// Nobody holds the block any more: it may go.
-	case loaded && wasHungry:
-		// Only busy readers hold it now, each for its patience: the ones
-		// refused while a hungry reader held it learn when that ends by
-		// trying again (they were given no time to).
 	case !loaded && wasHungry:
 		// A reader behind stopped reading before it loaded its block: a
 		// load refused so that it would go first (admitLocked's last case)
@@ -351,7 +347,8 @@ func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit i
 //     first;
 //  2. none while a reader is in a loaded block (hungry, or busy within its
 //     patience): it reads on and frees its block, or its patience ends (the
-//     time is returned), so waiting cannot last; a reader that waits for
+//     time is returned, at most the patience from now), so waiting cannot
+//     last; a reader that waits for
 //     the rest of a block it has read all of is not in it;
 //  3. otherwise every hungry reader is between blocks: the loaded block
 //     furthest ahead of lo goes, so that the readers furthest behind load
@@ -395,13 +392,13 @@ func (c *catchUp) admitLocked(lo int64, extending *block) (bool, time.Time) {
 			past[r.need]++
 		}
 		var free, ahead *block
-		held := c.loading > 0
+		held, hungryHeld := c.loading > 0, false
 		for _, b := range c.blocks {
 			if b == extending || !b.loaded() {
 				continue
 			}
 			if b.err == nil && c.hungry[b.lo] > past[b.lo] {
-				held = true
+				held, hungryHeld = true, true
 				continue
 			}
 			if b.err == nil && c.busy[b.lo] > 0 {
@@ -428,6 +425,14 @@ func (c *catchUp) admitLocked(lo int64, extending *block) (bool, time.Time) {
 		case free != nil:
 			c.dropLocked(free)
 		case held:
+			if retryAt.IsZero() && hungryHeld {
+				// A hungry reader frees its block when it reads on, and
+				// pokes the waiters; but it may turn busy instead, and
+				// hold the block for its patience: the waiters try again
+				// after that at the latest (a poke to every waiter each
+				// time a reader turns busy costs more than it saves).
+				retryAt = c.clock.Now().Add(c.patience)
+			}
 			return false, retryAt
 		case ahead != nil:
 			c.dropLocked(ahead)

@@ -293,10 +293,14 @@ func TestCatchUpLoadWaitsForTheReadersOfTheBlockInMemory(t *testing.T) {
 	res, err := c.read(ctx, a, first, 100, base)
 	require.NoError(t, err)
 	require.Len(t, res.entries, 10)
+	from := time.Now()
 	res, err = c.read(ctx, a, res.scanned, 100, base)
 	require.NoError(t, err)
 	require.True(t, res.wait, "b still needs the block in memory: a waits")
-	require.True(t, res.retryAt.IsZero(), "b reads on at once: a is poked, not timed")
+	// b reads on at once: a is poked, and tries again after b's patience
+	// at the latest, in case b turns busy.
+	require.False(t, res.retryAt.Before(from.Add(catchUpPatience)))
+	require.False(t, res.retryAt.After(time.Now().Add(catchUpPatience)))
 
 	res, err = c.read(ctx, b, first, 5, base)
 	require.NoError(t, err)
@@ -519,7 +523,7 @@ func TestCatchUpReaderBehindThatStopsReadingWakesTheOneWaitingForIt(t *testing.T
 	}
 }
 
-func TestCatchUpReaderThatTurnsBusyGivesTheWaitersItsPatience(t *testing.T) {
+func TestCatchUpWaiterRefusedForAHungryReaderIsBoundedByThePatience(t *testing.T) {
 	t.Parallel()
 	st := newRowCountingStore(newMemory())
 	ids, first := blockLog(t, st, 20)
@@ -538,17 +542,25 @@ func TestCatchUpReaderThatTurnsBusyGivesTheWaitersItsPatience(t *testing.T) {
 	res, err = c.read(ctx, a, res.scanned, 100, base)
 	require.NoError(t, err)
 	require.True(t, res.wait, "b reads on in the block in memory")
-	require.True(t, res.retryAt.IsZero(), "b reads on at once: a is poked, not timed")
+	require.Equal(t, clk.Now().Add(catchUpPatience), res.retryAt,
+		"a is poked when b leaves the block, and tries again after the patience at the latest")
 
-	// b has enough to send and stops reading inside the block: from now on
-	// it holds the block for its patience only, so a must learn when that
-	// ends (however long b's requests take, nothing else wakes a).
+	// b has enough to send and stops reading inside the block: nobody
+	// pokes a, which tries again at its retry time and learns when b's
+	// patience ends, however long b's requests take.
+	clk.Advance(time.Second)
 	c.park(b, false)
-	require.True(t, poked(a), "a is told that b holds the block for its patience only")
+	require.False(t, poked(a))
+	clk.Advance(catchUpPatience - time.Second)
 	res, err = c.read(ctx, a, ids[9], 100, base)
 	require.NoError(t, err)
 	require.True(t, res.wait)
-	require.Equal(t, clk.Now().Add(catchUpPatience), res.retryAt)
+	require.Equal(t, clk.Now().Add(time.Second), res.retryAt, "b's patience ends a second later")
+	clk.Advance(time.Second)
+	res, err = c.read(ctx, a, ids[9], 100, base)
+	require.NoError(t, err)
+	require.False(t, res.wait)
+	require.Equal(t, ids[10:], entryIDs(res.entries))
 }
 
 func TestCatchUpLoadsWithinTheBoundBeforeABlockSizeIsKnown(t *testing.T) {
