@@ -82,6 +82,10 @@ type catchUp struct {
 	busy   map[int64]int
 	// waiters are the readers refused a load for want of memory.
 	waiters map[*reader]struct{}
+	// extending are the waiters refused the rest of a block they have read
+	// all of, by block; an entry whose reader no longer waits there is
+	// stale, and dropped by admitLocked.
+	extending map[*reader]int64
 }
 
 // catchUpPatience is how long a busy domain behind keeps the block it needs
@@ -137,6 +141,7 @@ func newCatchUp(st store.Store, span, maxBytes int) *catchUp {
 		store: st, span: int64(span), maxBytes: maxBytes, clock: clock.Real{}, patience: catchUpPatience,
 		blocks: make(map[int64]*block), readers: make(map[*worker]*reader),
 		hungry: make(map[int64]int), busy: make(map[int64]int), waiters: make(map[*reader]struct{}),
+		extending: make(map[*reader]int64),
 	}
 }
 
@@ -152,6 +157,7 @@ func (c *catchUp) reset() {
 	clear(c.hungry)
 	clear(c.busy)
 	clear(c.waiters)
+	clear(c.extending)
 	c.loading = 0
 	c.bytes.Store(0)
 }
@@ -323,6 +329,11 @@ func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit i
 		ok, retryAt := c.admitLocked(lo, b)
 		if !ok {
 			c.waiters[r] = struct{}{}
+			if b != nil {
+				c.extending[r] = lo
+			} else {
+				delete(c.extending, r)
+			}
 			c.mu.Unlock()
 			return logRead{scanned: after, wait: true, retryAt: retryAt}, nil
 		}
@@ -384,12 +395,19 @@ func (c *catchUp) admitLocked(lo int64, extending *block) (bool, time.Time) {
 				behind = need
 			}
 		}
-		// A waiter in a loaded block has read all it holds and waits for
-		// the rest (see readOnce): it does not hold the block, or two such
-		// readers would wait for each other's block for ever.
-		past := make(map[int64]int)
-		for r := range c.waiters {
-			past[r.need]++
+		// A waiter for the rest of a block has read all it holds: it does
+		// not hold the block, or two such readers would wait for each
+		// other's block for ever.
+		var past map[int64]int
+		for r, at := range c.extending {
+			if _, waits := c.waiters[r]; !waits || r.need != at {
+				delete(c.extending, r)
+				continue
+			}
+			if past == nil {
+				past = make(map[int64]int)
+			}
+			past[at]++
 		}
 		var free, ahead *block
 		held, hungryHeld := c.loading > 0, false
