@@ -22,8 +22,8 @@ import (
 // memory bound (maxBytes, WindowBytes/2, with the loads under way counted
 // at the size of the last whole block, and one at a time until there is
 // one) once the blocks that no such domain will read again have gone
-// (admitLocked has the order). A domain that
-// finds no room waits, and is poked when a block comes free. So the
+// (admitLocked has the order). A domain that finds no room waits, and is
+// poked when a block comes free. So the
 // domains behind in the same part of the log move through it together, and
 // each block is read once for all of them, whatever the pace of each: the
 // fast ones wait for the slow ones at the edge of the memory bound instead
@@ -359,8 +359,8 @@ func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit i
 //  2. none while a reader is in a loaded block (hungry, or busy within its
 //     patience): it reads on and frees its block, or its patience ends (the
 //     time is returned, at most the patience from now), so waiting cannot
-//     last; a reader that waits for
-//     the rest of a block it has read all of is not in it;
+//     last; a reader that waits for the rest of a block it has read all
+//     of is not in it;
 //  3. otherwise every hungry reader is between blocks: the loaded block
 //     furthest ahead of lo goes, so that the readers furthest behind load
 //     theirs first and the others meet them at the blocks still loaded. A
