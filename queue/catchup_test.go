@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/internal/clock"
@@ -641,7 +643,19 @@ func TestCatchUpDeliversEverythingOnceThroughPausesFailuresAndARestart(t *testin
 	close(st.gate)
 	delivered := func(n int, msg string) {
 		t.Helper()
-		require.Eventually(t, func() bool { return fake.DeliveredCount() >= n }, 30*time.Second, 2*time.Millisecond, msg)
+		if assert.Eventually(t, func() bool { return fake.DeliveredCount() >= n }, 30*time.Second, 2*time.Millisecond, msg) {
+			return
+		}
+		// Say who waits for what.
+		t.Log(q.window.catchUp.describe())
+		for _, w := range q.workerList() {
+			inbox := "https://" + w.domain + "/inbox"
+			if s := w.snapshot(); len(fake.Delivered(inbox)) != len(want[inbox]) {
+				t.Logf("%s: %s, scanned %d, cursor %d, pending %d, in flight %d, blocked %q, caught up %v, next attempt %v",
+					w.domain, s.Status, s.Scanned, s.Cursor, s.Pending, s.InFlight, s.Blocked, s.CaughtUp, s.NextAttemptAt)
+			}
+		}
+		t.FailNow()
 	}
 	delivered(600, "a third delivered")
 	// Mid-sweep: one domain paused, one resumed, and a restart.
@@ -715,4 +729,21 @@ func TestCatchUpDoesNotRetryItsOwnReadThatTimedOutInTheStore(t *testing.T) {
 	_, err := c.read(context.Background(), a, first, 100, ids[9])
 	require.ErrorIs(t, err, context.DeadlineExceeded, "the failure goes to the worker, which backs off")
 	require.EqualValues(t, 1, st.failed.Load(), "reads of the log, at once, while the store fails")
+}
+
+// describe tells the catch-up's blocks and readers, for a test that failed.
+func (c *catchUp) describe() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "loading %d, sized %v, estimate %d, size %d of %d\n", c.loading, c.sized, c.estimate, c.size(), c.maxBytes)
+	for _, bl := range c.blocks {
+		fmt.Fprintf(&b, "block (%d, %d]: loaded %v, err %v, %d bytes, %d hungry, %d busy\n", bl.lo, bl.hi, bl.loaded(), bl.err, bl.bytes, c.hungry[bl.lo], c.busy[bl.lo])
+	}
+	for w, r := range c.readers {
+		_, waits := c.waiters[r]
+		at, extends := c.extending[r]
+		fmt.Fprintf(&b, "reader %s: needs %d, state %d, dropped %v, waits %v, extends %v (%d), since %v\n", w.domain, r.need, r.state, r.dropped, waits, extends, at, r.since)
+	}
+	return b.String()
 }
