@@ -65,6 +65,7 @@ type catchUp struct {
 	maxBytes int
 	clock    clock.Clock
 	patience time.Duration
+	retry    time.Duration // catchUpRetry; tests of the rules set it longer
 
 	mu      sync.Mutex
 	blocks  map[int64]*block // by first ID - 1 (a multiple of span)
@@ -93,6 +94,10 @@ type catchUp struct {
 // answered and read on, so that it stays in the sweep, but bounded, so that
 // a slow domain delays the others' catch-up by at most this once.
 const catchUpPatience = 5 * time.Second
+
+// catchUpRetry bounds how long a domain refused a load waits before it
+// asks again, poked or not.
+const catchUpRetry = time.Second
 
 // readerState is what a worker behind said of its reading.
 type readerState int
@@ -138,7 +143,7 @@ func (b *block) loaded() bool {
 
 func newCatchUp(st store.Store, span, maxBytes int) *catchUp {
 	return &catchUp{
-		store: st, span: int64(span), maxBytes: maxBytes, clock: clock.Real{}, patience: catchUpPatience,
+		store: st, span: int64(span), maxBytes: maxBytes, clock: clock.Real{}, patience: catchUpPatience, retry: catchUpRetry,
 		blocks: make(map[int64]*block), readers: make(map[*worker]*reader),
 		hungry: make(map[int64]int), busy: make(map[int64]int), waiters: make(map[*reader]struct{}),
 		extending: make(map[*reader]int64),
@@ -333,6 +338,13 @@ func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit i
 				c.extending[r] = lo
 			} else {
 				delete(c.extending, r)
+			}
+			// Pokes say when there may be room; a waiter tries again after
+			// catchUpRetry at the latest even so, so that a poke that never
+			// comes (a case the rules above missed) costs a delay, not a
+			// domain that never reads on.
+			if limit := c.clock.Now().Add(c.retry); retryAt.IsZero() || limit.Before(retryAt) {
+				retryAt = limit
 			}
 			c.mu.Unlock()
 			return logRead{scanned: after, wait: true, retryAt: retryAt}, nil

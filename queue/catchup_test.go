@@ -287,6 +287,7 @@ func TestCatchUpLoadWaitsForTheReadersOfTheBlockInMemory(t *testing.T) {
 	require.Zero(t, first%10)
 
 	c := newCatchUp(st, 10, 1) // room for one block only
+	c.retry = time.Hour        // the rules' own pokes and times, not the safety retry
 	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
 	c.join(a, first)
 	c.join(b, first)
@@ -352,6 +353,7 @@ func TestCatchUpStalledReaderHoldsNoBlock(t *testing.T) {
 	require.Zero(t, first%10)
 
 	c := newCatchUp(st, 10, 1)
+	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
 	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
 	c.join(a, first)
 	c.join(b, first)
@@ -405,6 +407,7 @@ func TestCatchUpReaderThatLeavesFreesItsBlock(t *testing.T) {
 	ids, first := twoBlockLog(t, st)
 	ctx, base := context.Background(), ids[19]
 	c := newCatchUp(st, 10, 1)
+	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
 	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
 	c.join(a, first)
 	c.join(b, first)
@@ -428,6 +431,7 @@ func TestCatchUpBusyReaderHoldsItsBlockForItsPatienceOnly(t *testing.T) {
 	ctx, base := context.Background(), ids[19]
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	c := newCatchUp(st, 10, 1)
+	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
 	c.clock = clk
 	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
 	c.join(a, first)
@@ -487,6 +491,7 @@ func TestCatchUpReaderBehindThatStopsReadingWakesTheOneWaitingForIt(t *testing.T
 			ids, first := blockLog(t, st, 30)
 			ctx, base := context.Background(), ids[29]
 			c := newCatchUp(st, 10, 1) // room for one block
+			c.retry = time.Hour        // the rules' own pokes and times, not the safety retry
 			a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
 			c.join(a, first)
 			c.join(b, first+10)
@@ -506,7 +511,7 @@ func TestCatchUpReaderBehindThatStopsReadingWakesTheOneWaitingForIt(t *testing.T
 			res, err = c.read(ctx, b, ids[19], 100, base)
 			require.NoError(t, err)
 			require.True(t, res.wait, "the reader behind loads first")
-			require.True(t, res.retryAt.IsZero())
+			require.WithinDuration(t, time.Now().Add(c.retry), res.retryAt, time.Minute, "no time of the rules' own: a poke is expected")
 
 			// a, poked, does not read after all: its domain was paused
 			// meanwhile, or its lease lost. Nobody is behind b any more, and
@@ -532,6 +537,7 @@ func TestCatchUpWaiterRefusedForAHungryReaderIsBoundedByThePatience(t *testing.T
 	ctx, base := context.Background(), ids[19]
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	c := newCatchUp(st, 10, 1)
+	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
 	c.clock = clk
 	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
 	c.join(a, first)
@@ -571,6 +577,7 @@ func TestCatchUpLoadsWithinTheBoundBeforeABlockSizeIsKnown(t *testing.T) {
 	ids, first := blockLog(t, st, 40)
 	ctx, base := context.Background(), ids[39]
 	c := newCatchUp(st, 10, 1) // room for one block
+	c.retry = time.Hour        // the rules' own pokes and times, not the safety retry
 	st.gate, st.gateBelow = make(chan struct{}), base
 	// Four domains behind, each in its own block, read at once, as when
 	// the workers start after a restart: none of the blocks was loaded
@@ -687,6 +694,7 @@ func TestCatchUpReadersExtendingTheirBlocksDoNotWaitForEachOther(t *testing.T) {
 	// Room for 16 entries; a whole block of 10 was seen before (the size
 	// outlives a restart).
 	c := newCatchUp(st, 10, 16*footprint)
+	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
 	c.estimate, c.sized = 10*footprint, true
 	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
 	c.join(a, first)
@@ -724,6 +732,7 @@ func TestCatchUpDoesNotRetryItsOwnReadThatTimedOutInTheStore(t *testing.T) {
 	st.failWith = fmt.Errorf("failed to connect: %w", context.DeadlineExceeded)
 	st.failCall = func(n int) bool { return n <= 5 }
 	c := newCatchUp(st, 10, 1)
+	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
 	a := catchUpWorker("a.example")
 	c.join(a, first)
 	_, err := c.read(context.Background(), a, first, 100, ids[9])
@@ -746,4 +755,27 @@ func (c *catchUp) describe() string {
 		fmt.Fprintf(&b, "reader %s: needs %d, state %d, dropped %v, waits %v, extends %v (%d), since %v\n", w.domain, r.need, r.state, r.dropped, waits, extends, at, r.since)
 	}
 	return b.String()
+}
+
+func TestCatchUpWaiterAlwaysTriesAgainWithinTheRetry(t *testing.T) {
+	t.Parallel()
+	st := newRowCountingStore(newMemory())
+	ids, first := blockLog(t, st, 20)
+	ctx, base := context.Background(), ids[19]
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	c := newCatchUp(st, 10, 1)
+	c.clock = clk
+	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
+	c.join(a, first)
+	c.join(b, first)
+	res, err := c.read(ctx, b, first, 4, base)
+	require.NoError(t, err)
+	require.Len(t, res.entries, 4)
+	res, err = c.read(ctx, a, first, 100, base)
+	require.NoError(t, err)
+	res, err = c.read(ctx, a, res.scanned, 100, base)
+	require.NoError(t, err)
+	require.True(t, res.wait, "b reads on in the block in memory")
+	require.Equal(t, clk.Now().Add(catchUpRetry), res.retryAt,
+		"whatever the rules expect to wake it, a asks again within catchUpRetry")
 }
