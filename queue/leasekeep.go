@@ -106,7 +106,7 @@ func (l *leaseKeeper) keep(ctx context.Context, k store.LeaseKeeper, workers []*
 				kept.followers--
 			}
 			w.keptLease = keptLease{}
-			l.q.dropWorker(w.domain, "lease lost")
+			l.q.drop(w, "lease lost")
 			continue
 		}
 		if !w.keptLease.follows {
