@@ -92,12 +92,14 @@ func (q *Queue) prepare(ctx context.Context, a Activity) (store.NewActivity, err
 		return store.NewActivity{}, fmt.Errorf("%w: %d bytes, limit %d", ErrBodyTooLarge, len(a.Body), q.cfg.MaxBodyBytes)
 	}
 	trimmed := bytes.TrimSpace(a.Body)
-	if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
+	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return store.NewActivity{}, fmt.Errorf("%w: not a JSON object", ErrInvalidBody)
 	}
 	var f bodyFields
+	// Unmarshal checks that the whole body is valid JSON before it decodes
+	// anything: one pass over it, not two.
 	if err := json.Unmarshal(trimmed, &f); err != nil {
-		return store.NewActivity{}, fmt.Errorf("%w: %v", ErrInvalidBody, err)
+		return store.NewActivity{}, fmt.Errorf("%w: not a JSON object: %v", ErrInvalidBody, err)
 	}
 	actor := a.Actor
 	if actor == "" {

@@ -23,9 +23,7 @@ func TestPauseAndResume(t *testing.T) {
 	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "delivered before the pause")
 
 	require.NoError(t, q.Pause(ctx, "A.Example"))
-	eventually(t, func() bool {
-		return q.workerList()[0].snapshot().Status == store.StatusPaused
-	}, "the worker took the pause in")
+	require.Equal(t, store.StatusPaused, q.workerList()[0].snapshot().Status, "the worker took the pause in before Pause returned")
 	ids := enqueueAll(t, q, note(2, "https://a.example/inbox"), note(3, "https://b.example/inbox"))
 	eventually(t, func() bool { return len(fake.Delivered("https://b.example/inbox")) == 1 }, "other domains go on")
 	require.Len(t, fake.Delivered("https://a.example/inbox"), 1, "nothing sent to a paused domain")
@@ -39,6 +37,32 @@ func TestPauseAndResume(t *testing.T) {
 
 	require.ErrorIs(t, q.Pause(ctx, "unknown.example"), store.ErrNotFound)
 	require.Error(t, q.Pause(ctx, "bad host"))
+}
+
+func TestNothingEnqueuedAfterPauseReturnsIsSent(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{}
+	q := startQueue(t, st, fake, testConfig())
+	ctx := context.Background()
+	const a, b = "https://a.example/inbox", "https://b.example/inbox"
+	enqueueAll(t, q, note(0, a))
+	eventually(t, func() bool { return len(fake.Delivered(a)) == 1 }, "a.example worked")
+	w := q.workerList()[0]
+	// The worker is busy delivering to a.example when Pause comes: what is
+	// enqueued once Pause has returned waits, every time.
+	for i := range 50 {
+		n := 1 + 2*i
+		enqueueAll(t, q, note(n, a))
+		require.NoError(t, q.Pause(ctx, "a.example"))
+		enqueueAll(t, q, note(n+1, a), note(n+1, b))
+		eventually(t, func() bool { return len(fake.Delivered(b)) == i+1 }, "b.example delivered")
+		eventually(t, func() bool { return w.snapshot().Scanned >= int64(3+3*i) }, "a.example read what followed the pause")
+		got := len(fake.Delivered(a))
+		require.LessOrEqual(t, got, n+1, "round %d: the activity enqueued after Pause returned was sent to the paused domain", i)
+		require.NoError(t, q.Resume(ctx, "a.example"))
+		eventually(t, func() bool { return len(fake.Delivered(a)) == n+2 }, "delivered after Resume")
+	}
 }
 
 func TestRetryNowClearsBackoff(t *testing.T) {

@@ -5,25 +5,110 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/apqueue/apqueue/internal/clock"
 	"github.com/apqueue/apqueue/store"
 )
 
 // catchUp serves the domains that are behind the shared window, for
 // example after a restart: it reads the log in blocks of fixed ID ranges,
 // each read once from the store however many domains need it, indexed by
-// domain like the window, and kept while memory allows (least recently used
-// blocks go first). Domains behind in the same part of the log, as after a
-// restart, share every read.
+// domain like the window.
+//
+// The blocks in memory are a sweep over the log that the domains behind
+// share, not a cache: a block stays loaded while a domain that reads on is
+// in it or behind it, and a new block is loaded only when it fits in the
+// memory bound (maxBytes, WindowBytes/2, with the loads under way counted
+// at the size of the last whole block) once the blocks that no such domain
+// will read again have gone (admitLocked has the order). A domain that
+// finds no room waits, and is poked when a block comes free. So the
+// domains behind in the same part of the log move through it together, and
+// each block is read once for all of them, whatever the pace of each: the
+// fast ones wait for the slow ones at the edge of the memory bound instead
+// of evicting what the slow ones are about to read, which would make them
+// load it again (what a least-recently-used cache of blocks did, reading a
+// row up to 200 times after a restart with a thousand domains behind).
+//
+// The sweep is pulled, not pushed: each worker reads the blocks itself, as
+// it reads the window, when it has room, and the catch-up only decides
+// which blocks stay. A pushed sweep (one reader handing each domain its
+// entries) would need a buffer per domain and a rule for a domain whose
+// buffer is full; here what a domain has not taken yet stays in the block,
+// the memory is the blocks' alone, and the worker remains the only one to
+// change its state.
+//
+// A domain that cannot read on does not hold the others back:
+//   - a domain that stalls (backoff, paused, suspended or dead, a failing
+//     read, its pending deliveries full: see worker.readingStalled) drops
+//     out at once; the block it needs may go, and it reads it again when it
+//     resumes;
+//   - a healthy domain that holds enough deliveries to send (busy) keeps its
+//     block for catchUpPatience after it stopped reading, which covers a
+//     domain answering at the pace of the others; past that, or once it was
+//     dropped that way, it no longer holds blocks for itself.
+//
+// So a row is read once by the sweep, and once more for the domains that
+// left it or joined it after it passed (a domain leased later, or one that
+// fell behind the window); a third time only if such domains come back to
+// the same part of the log at different times. Domains enter the sweep
+// when their worker is created (join), so that the workers a lease round
+// starts together share the first blocks.
+//
+// Each method is called by the worker it names, on its own goroutine; the
+// catch-up keeps what it knows of each worker (reader) under its mutex and
+// talks back only by poking.
 type catchUp struct {
 	store    store.Store
 	span     int64 // IDs per block
 	maxBytes int
+	clock    clock.Clock
+	patience time.Duration
 
-	mu     sync.Mutex
-	blocks map[int64]*block // by first ID - 1 (a multiple of span)
-	bytes  atomic.Int64     // loaded blocks' footprints
-	clock  uint64           // for least-recently-used eviction
+	mu      sync.Mutex
+	blocks  map[int64]*block // by first ID - 1 (a multiple of span)
+	bytes   atomic.Int64     // loaded blocks' footprints
+	loading int              // blocks being loaded
+	// estimate is the footprint of the last whole block loaded: what a load
+	// under way is counted at.
+	estimate int
+	clock0   uint64 // for least-recently-used order among free blocks
+	readers  map[*worker]*reader
+	// hungry counts, by block, the readers that need it and read on at once;
+	// busy those that are busy and not dropped.
+	hungry map[int64]int
+	busy   map[int64]int
+	// waiters are the readers refused a load for want of memory.
+	waiters map[*reader]struct{}
+}
+
+// catchUpPatience is how long a busy domain behind keeps the block it needs
+// loaded for itself: the time a healthy domain takes to have its requests
+// answered and read on, so that it stays in the sweep, but bounded, so that
+// a slow domain delays the others' catch-up by at most this once.
+const catchUpPatience = 5 * time.Second
+
+// readerState is what a worker behind said of its reading.
+type readerState int
+
+const (
+	// readerHungry reads on at once (or has not read yet).
+	readerHungry readerState = iota
+	// readerBusy has enough to send and reads on when its requests answer.
+	readerBusy
+	// readerStalled will not read for a while: it holds no block.
+	readerStalled
+)
+
+// reader is what the catch-up knows of one worker behind the window.
+type reader struct {
+	w     *worker
+	need  int64 // the block holding the worker's next ID
+	state readerState
+	since time.Time // when it became busy
+	// dropped says a block it needed as a busy reader was dropped after
+	// its patience ran out: it holds no block for itself any more.
+	dropped bool
 }
 
 // block holds every activity of the log in (lo, hi].
@@ -36,130 +121,381 @@ type block struct {
 	used   uint64
 }
 
+func (b *block) loaded() bool {
+	select {
+	case <-b.ready:
+		return true
+	default:
+		return false
+	}
+}
+
 func newCatchUp(st store.Store, span, maxBytes int) *catchUp {
-	return &catchUp{store: st, span: int64(span), maxBytes: maxBytes, blocks: make(map[int64]*block)}
+	return &catchUp{
+		store: st, span: int64(span), maxBytes: maxBytes, clock: clock.Real{}, patience: catchUpPatience,
+		blocks: make(map[int64]*block), readers: make(map[*worker]*reader),
+		hungry: make(map[int64]int), busy: make(map[int64]int), waiters: make(map[*reader]struct{}),
+	}
 }
 
 // size returns the memory the loaded blocks hold.
 func (c *catchUp) size() int { return int(c.bytes.Load()) }
 
-// reset drops every block.
+// reset drops every block and reader.
 func (c *catchUp) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.blocks)
+	clear(c.readers)
+	clear(c.hungry)
+	clear(c.busy)
+	clear(c.waiters)
+	c.loading = 0
 	c.bytes.Store(0)
 }
 
-// read returns up to limit activities addressed to dom after the given ID,
-// from the block that holds the next ID, and the ID up to which the log has
-// been scanned for dom. base is the window's base: activities above it come
-// from the window, and every activity at or below it has committed.
-func (c *catchUp) read(ctx context.Context, dom string, after int64, limit int, base int64) ([]*entry, int64, error) {
-	b, err := c.block(ctx, after, base)
-	if err != nil {
-		return nil, after, err
-	}
-	entries := b.idx.addressed(dom, after, limit)
-	if len(entries) == limit {
-		return entries, entries[limit-1].act.ID, nil
-	}
-	return entries, b.hi, nil
+// blockOf returns the block that holds the ID after after.
+func (c *catchUp) blockOf(after int64) int64 { return after - after%c.span }
+
+// join enters wk in the sweep at the block it reads first, before it has
+// read anything, so that block stays until it has.
+func (c *catchUp) join(wk *worker, after int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.moveLocked(c.readerLocked(wk, after), c.blockOf(after), readerHungry)
 }
 
-// block returns the loaded block that holds after+1, loading it (once,
-// whoever asks meanwhile) if needed.
-func (c *catchUp) block(ctx context.Context, after, base int64) (*block, error) {
+// park records that wk stopped reading for now: busy (healthy, with enough
+// to send) or, when stalled, for longer.
+func (c *catchUp) park(wk *worker, stalled bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.readers[wk]
+	if r == nil {
+		return
+	}
+	delete(c.waiters, r)
+	state := readerBusy
+	if stalled || r.dropped {
+		state = readerStalled
+	}
+	c.moveLocked(r, r.need, state)
+}
+
+// leave forgets wk: it reads from the window now, or it exits.
+func (c *catchUp) leave(wk *worker) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.readers[wk]
+	if r == nil {
+		return
+	}
+	c.moveLocked(r, r.need, readerStalled)
+	delete(c.waiters, r)
+	delete(c.readers, wk)
+}
+
+// readerLocked returns wk's reader, new at after if it has none.
+func (c *catchUp) readerLocked(wk *worker, after int64) *reader {
+	r := c.readers[wk]
+	if r == nil {
+		r = &reader{w: wk, need: c.blockOf(after), state: readerStalled}
+		c.readers[wk] = r
+	}
+	return r
+}
+
+// moveLocked sets r's block and state, keeping the counts, and pokes the
+// waiters when a loaded block no longer has anyone holding it.
+func (c *catchUp) moveLocked(r *reader, need int64, state readerState) {
+	if r.need == need && r.state == state {
+		return
+	}
+	old := r.need
+	held := r.state == readerHungry || (r.state == readerBusy && !r.dropped)
+	c.count(r, -1)
+	if state == readerBusy && r.state != readerBusy {
+		r.since = c.clock.Now()
+	}
+	r.need, r.state = need, state
+	c.count(r, +1)
+	if held && c.hungry[old] == 0 && c.busy[old] == 0 {
+		if b := c.blocks[old]; b != nil && b.loaded() {
+			c.pokeWaitersLocked()
+		}
+	}
+}
+
+// count adds d to the count r is in.
+func (c *catchUp) count(r *reader, d int) {
+	var m map[int64]int
+	switch {
+	case r.state == readerHungry:
+		m = c.hungry
+	case r.state == readerBusy && !r.dropped:
+		m = c.busy
+	default:
+		return
+	}
+	if m[r.need] += d; m[r.need] == 0 {
+		delete(m, r.need)
+	}
+}
+
+// pokeWaitersLocked wakes every reader refused a load, to try again.
+func (c *catchUp) pokeWaitersLocked() {
+	for r := range c.waiters {
+		r.w.poke()
+	}
+	clear(c.waiters)
+}
+
+// read returns up to limit activities addressed to wk's domain after the
+// given ID, from the block that holds the next ID, and the ID up to which
+// the log has been scanned for the domain. base is the window's base:
+// activities above it come from the window, and every activity at or below
+// it has committed.
+func (c *catchUp) read(ctx context.Context, wk *worker, after int64, limit int, base int64) (logRead, error) {
 	for {
-		b, err := c.blockOnce(ctx, after, base)
+		res, err := c.readOnce(ctx, wk, after, limit, base)
 		if err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 			// The worker that loaded it was stopped, not this one: load it
 			// again rather than back off for another domain's reason.
 			continue
 		}
-		return b, err
+		return res, err
 	}
 }
 
-func (c *catchUp) blockOnce(ctx context.Context, after, base int64) (*block, error) {
-	lo := after - after%c.span
-	c.mu.Lock()
-	b, ok := c.blocks[lo]
-	if ok {
-		select {
-		case <-b.ready:
-			// A block loaded while the window's base was lower ends early:
-			// past its end, load it again up to the new base.
-			if b.err != nil || b.hi <= after {
-				c.dropLocked(b)
-				ok = false
-			}
-		default:
-		}
-	}
-	if !ok {
-		b = &block{lo: lo, hi: min(lo+c.span, base), ready: make(chan struct{})}
-		c.blocks[lo] = b
-		c.mu.Unlock()
-		c.load(ctx, b)
+func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit int, base int64) (logRead, error) {
+	lo := c.blockOf(after)
+	for {
 		c.mu.Lock()
+		r := c.readerLocked(wk, after)
+		delete(c.waiters, r)
+		c.moveLocked(r, lo, readerHungry)
+		b := c.blocks[lo]
+		if b != nil && b.loaded() && b.err != nil {
+			// A failed load: the reader that finds it loads it again.
+			c.dropLocked(b)
+			b = nil
+		}
+		switch {
+		case b != nil && !b.loaded():
+			c.mu.Unlock()
+			select {
+			case <-b.ready:
+			case <-ctx.Done():
+				return logRead{}, ctx.Err()
+			}
+			if b.err != nil {
+				return logRead{}, b.err
+			}
+			continue
+		case b != nil && b.hi > after:
+			entries := b.idx.addressed(wk.domain, after, limit)
+			scanned := b.hi
+			if len(entries) == limit {
+				scanned = entries[limit-1].act.ID
+			}
+			c.clock0++
+			b.used = c.clock0
+			c.moveLocked(r, c.blockOf(scanned), readerHungry)
+			c.mu.Unlock()
+			return logRead{entries: entries, scanned: scanned}, nil
+		}
+		// Load the block, or the rest of a block loaded while the window's
+		// base was lower (it ends early: past its end, only what follows
+		// is read).
+		ok, retryAt := c.admitLocked(lo, b)
+		if !ok {
+			c.waiters[r] = struct{}{}
+			c.mu.Unlock()
+			return logRead{scanned: after, wait: true, retryAt: retryAt}, nil
+		}
+		nb := &block{lo: lo, hi: min(lo+c.span, base), ready: make(chan struct{})}
+		if b != nil {
+			c.dropLocked(b) // nb takes over its entries
+		}
+		c.blocks[lo] = nb
+		c.loading++
+		c.mu.Unlock()
+		c.load(ctx, nb, b)
+		if nb.err != nil {
+			return logRead{}, nb.err
+		}
 	}
-	c.clock++
-	b.used = c.clock
-	c.mu.Unlock()
-
-	select {
-	case <-b.ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	return b, b.err
 }
 
-// load reads b's activities from the store and evicts the least recently
-// used blocks beyond the memory bound.
-func (c *catchUp) load(ctx context.Context, b *block) {
-	defer close(b.ready)
-	acts, err := c.store.Activities(ctx, b.lo, int(c.span))
-	if err != nil {
-		b.err = err
-		return
-	}
-	b.idx = newLogIndex()
-	for _, a := range acts {
-		if a.ID > b.hi {
-			break
+// admitLocked makes room for block lo to load (extending is the block
+// being extended, or nil), dropping blocks in this order:
+//  1. blocks that no reader is in and none behind them will reach (no
+//     hungry reader needs them or an earlier block), least recently used
+//     first;
+//  2. none while a reader is in a loaded block (hungry, or busy within its
+//     patience): it reads on and frees its block, or its patience ends (the
+//     time is returned), so waiting cannot last;
+//  3. otherwise every hungry reader is between blocks: the loaded block
+//     furthest ahead of lo goes, so that the readers furthest behind load
+//     theirs first and the others meet them at the blocks still loaded. A
+//     load for a block ahead of every loaded one waits, and the waiters
+//     behind are poked to go first.
+//
+// So a block is dropped before every reader that will reach it has read it
+// only in case 3, when the readers behind it have no block to read at all.
+func (c *catchUp) admitLocked(lo int64, extending *block) (bool, time.Time) {
+	var now, retryAt time.Time
+	for {
+		others := len(c.blocks)
+		if extending != nil {
+			others--
 		}
-		e := newEntry(a)
-		b.idx.push(e)
-		b.bytes += e.footprint()
+		if others == 0 || c.size()+(c.loading+1)*c.estimate <= c.maxBytes {
+			return true, time.Time{}
+		}
+		behind := int64(-1) // the lowest block a hungry reader needs
+		for need := range c.hungry {
+			if behind < 0 || need < behind {
+				behind = need
+			}
+		}
+		var free, ahead *block
+		held := c.loading > 0
+		for _, b := range c.blocks {
+			if b == extending || !b.loaded() {
+				continue
+			}
+			if b.err == nil && c.hungry[b.lo] > 0 {
+				held = true
+				continue
+			}
+			if b.err == nil && c.busy[b.lo] > 0 {
+				if now.IsZero() {
+					now = c.clock.Now()
+				}
+				if until := c.heldUntilLocked(b.lo, now); !until.IsZero() {
+					if retryAt.IsZero() || until.Before(retryAt) {
+						retryAt = until
+					}
+					held = true
+					continue
+				}
+			}
+			if b.err != nil || behind < 0 || behind > b.lo {
+				if free == nil || b.used < free.used {
+					free = b
+				}
+			} else if b.lo > lo && (ahead == nil || b.lo > ahead.lo) {
+				ahead = b
+			}
+		}
+		switch {
+		case free != nil:
+			c.dropLocked(free)
+		case held:
+			return false, retryAt
+		case ahead != nil:
+			c.dropLocked(ahead)
+		default:
+			c.pokeBehindLocked(lo)
+			return false, time.Time{}
+		}
+	}
+}
+
+// pokeBehindLocked wakes the waiters that need a block before lo.
+func (c *catchUp) pokeBehindLocked(lo int64) {
+	for r := range c.waiters {
+		if r.need < lo {
+			r.w.poke()
+			delete(c.waiters, r)
+		}
+	}
+}
+
+// heldUntilLocked returns until when a busy reader holds block lo, or zero
+// when every busy reader's patience ran out; those are dropped.
+func (c *catchUp) heldUntilLocked(lo int64, now time.Time) time.Time {
+	var until time.Time
+	var expired []*reader
+	for _, r := range c.readers {
+		if r.need != lo || r.state != readerBusy || r.dropped {
+			continue
+		}
+		if end := r.since.Add(c.patience); end.After(now) {
+			if until.IsZero() || end.Before(until) {
+				until = end
+			}
+		} else {
+			expired = append(expired, r)
+		}
+	}
+	if !until.IsZero() {
+		return until
+	}
+	for _, r := range expired {
+		c.count(r, -1)
+		r.dropped = true
+		r.state = readerStalled
+	}
+	return time.Time{}
+}
+
+// load reads b's activities from the store (after prev's, whose entries it
+// takes over, if prev is set).
+func (c *catchUp) load(ctx context.Context, b, prev *block) {
+	from := b.lo
+	if prev != nil {
+		from = prev.hi
+	}
+	acts, err := c.store.Activities(ctx, from, int(b.hi-from))
+	idx := newLogIndex()
+	bytes := 0
+	if err == nil {
+		if prev != nil {
+			for _, e := range prev.idx.entries {
+				idx.push(e)
+			}
+			bytes = prev.bytes
+		}
+		for _, a := range acts {
+			if a.ID > b.hi {
+				break
+			}
+			e := newEntry(a)
+			idx.push(e)
+			bytes += e.footprint()
+		}
 	}
 	c.mu.Lock()
+	defer close(b.ready)
 	defer c.mu.Unlock()
 	if c.blocks[b.lo] != b {
+		b.err = errors.Join(err, errCatchUpReset)
 		return // reset meanwhile
 	}
-	c.bytes.Add(int64(b.bytes))
-	for c.size() > c.maxBytes {
-		var oldest *block
-		for _, o := range c.blocks {
-			select {
-			case <-o.ready:
-			default:
-				continue // still loading
-			}
-			if o != b && (oldest == nil || o.used < oldest.used) {
-				oldest = o
-			}
+	c.loading--
+	// Whoever was refused room may find some now, or wants this block.
+	defer c.pokeWaitersLocked()
+	if err != nil {
+		b.err = err
+		if prev != nil {
+			// Keep what was loaded: only the rest is read again.
+			c.blocks[b.lo] = prev
+			c.bytes.Add(int64(prev.bytes))
 		}
-		if oldest == nil {
-			break
-		}
-		c.dropLocked(oldest)
+		return
+	}
+	b.idx, b.bytes = idx, bytes
+	c.bytes.Add(int64(bytes))
+	if b.hi-b.lo == c.span {
+		c.estimate = bytes
 	}
 }
 
-// dropLocked forgets a loaded block. Caller holds c.mu.
+var errCatchUpReset = errors.New("the queue restarted while the block loaded")
+
+// dropLocked forgets a block. Caller holds c.mu.
 func (c *catchUp) dropLocked(b *block) {
 	if c.blocks[b.lo] == b {
 		delete(c.blocks, b.lo)

@@ -253,6 +253,10 @@ type Config struct {
 
 	// clock drives delivery scheduling; tests set a fake one.
 	clock clock.Clock
+	// cpuSaturated, when set, replaces the CPU gauge (Queue.cpuSaturated):
+	// tests set it so that the limits they watch do not depend on the
+	// machine's load.
+	cpuSaturated func() bool
 }
 
 // withDefaults returns a copy of c (or of the zero Config) with defaults

@@ -229,7 +229,7 @@ func (w *worker) handle(r result) {
 		w.settle(d, nil)
 		w.counts.Delivered++
 		w.latency.add(ev.Latency)
-		w.limit.onSuccess(now, answer{seq: d.sentSeq, sentInflight: d.sentInflight, inflight: w.inflight + 1, latency: now.Sub(d.sentClock)})
+		w.limit.onSuccess(now, answer{seq: d.sentSeq, sentInflight: d.sentInflight, inflight: w.inflight + 1, latency: now.Sub(d.sentClock), cpuBusy: w.q.cpuSaturated()})
 		if st.Status == store.StatusDead {
 			st.Status = store.StatusActive
 			w.q.logger.InfoContext(w.ctx, "apqueue: dead domain revived", slog.String("domain", w.domain))

@@ -61,6 +61,20 @@
 // slow answer and grow into the 503s. Latency is still a signal, with wide
 // tolerance, for receivers that queue rather than refuse.
 //
+// One bottleneck latency alone cannot see is this process's own CPU: when
+// many domains answer fast, every answer waits for the machine to run its
+// handler, each domain's latency grows with all domains' requests in flight
+// together, and one domain's extra request barely slows its own answers.
+// So the queue watches how long its goroutines wait to run (the runtime's
+// scheduler latencies, every 100 ms; Stats.CPUSaturated). While they wait,
+// a limit grows only by one at a time (no slow start), judged on a window
+// of answers to requests sent at it after a window of warm-up, and only if
+// they took at most 1.25 times the best latency plus 1 ms; a window that
+// took longer, or an answer slower than twice the best plus 50 ms, takes it
+// back to InitialInFlightLimit, not below. A domain far away still grows
+// (its answers stay near its best), a domain this machine is the
+// bottleneck for keeps what a fixed limit gave it.
+//
 // A 429 or 503 without Retry-After to a request that overlapped others to
 // the domain (in flight at the same time) means one too many, not a failing
 // domain: the limit shrinks and the delivery is retried as soon as the

@@ -34,6 +34,16 @@ const (
 	// requests that only queue.
 	growSlack = time.Millisecond
 	lateSlack = 5 * time.Millisecond
+	// busyTolerance: while this process is short of CPU (cpuGauge), the
+	// limit grows only on windows whose answers took at most busyTolerance
+	// × the best latency plus growSlack, and a window whose answers took
+	// longer takes it back to InitialInFlightLimit. Every domain's
+	// answers then wait for this machine, one domain's extra request
+	// barely slows its own answers, and all of them growing together only
+	// lengthens the queue for the CPU: a domain far away still grows (its
+	// answers stay near its best), one the machine is the bottleneck for
+	// returns to where it started.
+	busyTolerance = 1.25
 	// bestLatencyWindow is how many answers the best latency is renewed
 	// after (see observeLatency), so that a domain that moved further away
 	// is not judged by a best it can no longer reach.
@@ -68,6 +78,7 @@ type inflightLimit struct {
 	successes int           // successes in the current window, since the last change
 	latencies time.Duration // the sum of the current window's successes' latencies
 	plateau   int           // windows spent one below the ceiling
+	changedAt uint64        // the number of the last request sent before the last change
 
 	sent    uint64 // sequence number of the next request
 	recover uint64 // answers to requests sent before this do not decrease again
@@ -109,6 +120,8 @@ type answer struct {
 	// it was sent, itself included; inflight how many when it was answered.
 	sentInflight, inflight int
 	latency                time.Duration
+	// cpuBusy says this process was short of CPU when it was answered.
+	cpuBusy bool
 }
 
 // onSuccess records an accepted request. A success while the limit was far
@@ -117,6 +130,19 @@ type answer struct {
 func (l *inflightLimit) onSuccess(now time.Time, a answer) {
 	slow := l.observeLatency(a.latency, a.sentInflight)
 	if l.fixed {
+		return
+	}
+	if slow && a.cpuBusy {
+		// While this process is short of CPU, a slow answer may be this
+		// machine's doing, not the domain's: it takes the limit back to
+		// where it started, not below (a 503, a timeout or a
+		// refused connection still does), and says nothing of the
+		// domain's capacity (no ceiling).
+		if l.limit > InitialInFlightLimit && a.seq >= l.recover {
+			l.slowStart = false
+			l.recover = l.sent + 1
+			l.set(now, InitialInFlightLimit, "cpu busy: slow: "+a.latency.Round(time.Millisecond).String()+", best "+l.best.Round(time.Millisecond).String())
+		}
 		return
 	}
 	if slow {
@@ -128,6 +154,13 @@ func (l *inflightLimit) onSuccess(now time.Time, a answer) {
 	if 2*a.inflight < l.limit || l.limit >= l.max {
 		return
 	}
+	if a.cpuBusy && a.seq <= l.changedAt+uint64(l.limit) {
+		// Short of CPU, the limit is judged only on answers to requests
+		// sent at it, after a window of them: the answers of a lower
+		// limit came sooner, and the process's queue for the CPU builds up
+		// only after a while.
+		return
+	}
 	l.successes++
 	l.latencies += a.latency
 	if l.successes < l.limit {
@@ -137,6 +170,13 @@ func (l *inflightLimit) onSuccess(now time.Time, a answer) {
 	// more, unless its answers came late.
 	mean := l.latencies / time.Duration(l.successes)
 	switch {
+	case a.cpuBusy && mean > time.Duration(busyTolerance*float64(l.best))+growSlack:
+		l.slowStart = false
+		if l.limit > InitialInFlightLimit {
+			l.set(now, InitialInFlightLimit, "cpu busy: "+mean.Round(100*time.Microsecond).String()+" on average, best "+l.best.Round(100*time.Microsecond).String())
+		} else {
+			l.successes, l.latencies = 0, 0
+		}
 	case mean > latencyTolerance*l.best+lateSlack && l.limit > InitialInFlightLimit:
 		// Not below where it started: a domain whose answers vary widely
 		// (a long tail over a low best) keeps what a fixed limit gave it.
@@ -146,6 +186,10 @@ func (l *inflightLimit) onSuccess(now time.Time, a answer) {
 	case mean > latencyTolerance*l.best+growSlack:
 		l.successes, l.latencies = 0, 0
 		l.slowStart = false
+	case l.slowStart && a.cpuBusy:
+		// Short of CPU: one more at a time, each on its own evidence.
+		l.slowStart = false
+		l.set(now, l.limit+1, "grow")
 	case l.slowStart:
 		l.set(now, 2*l.limit, "grow")
 	case l.ceiling == 0 || l.limit+1 < l.ceiling:
@@ -194,6 +238,7 @@ func (l *inflightLimit) set(now time.Time, to int, reason string) {
 	}
 	l.total++
 	l.limit = to
+	l.changedAt = l.sent
 }
 
 // observeLatency keeps the best latency and reports whether latency is slow

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"container/heap"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,8 @@ type limitSim struct {
 	inflight, sent, accepted, refused int
 	maxInflight                       int
 	limits                            []int // the limit after every answer
+	// cpuBusy is what the answers say of this process's CPU (cpuGauge).
+	cpuBusy bool
 }
 
 type flight struct {
@@ -142,7 +145,7 @@ func (s *limitSim) answer(f *flight) {
 			heap.Push(&s.flights, next)
 		}
 		s.accepted++
-		s.l.onSuccess(now, answer{seq: f.seq, sentInflight: f.inflight, inflight: s.inflight + 1, latency: now.Sub(f.sentAt)})
+		s.l.onSuccess(now, answer{seq: f.seq, sentInflight: f.inflight, inflight: s.inflight + 1, latency: now.Sub(f.sentAt), cpuBusy: s.cpuBusy})
 	} else {
 		s.refused++
 		s.l.onCongestion(now, f.seq, "503")
@@ -304,4 +307,90 @@ func TestFixedLimitDoesNotChange(t *testing.T) {
 	require.Equal(t, 6, s.l.current())
 	require.Empty(t, s.l.recent())
 	require.Equal(t, 6, s.maxInflight)
+}
+
+func TestLimitStaysWhereItStartedWhenThisMachineIsTheBottleneck(t *testing.T) {
+	t.Parallel()
+	// A domain whose answers wait for this process's CPU: every request
+	// more in flight lengthens every answer in proportion (a queueing
+	// receiver that works InitialInFlightLimit at once), and throughput
+	// stays the same whatever the limit.
+	rcv := func() *receiver {
+		return &receiver{latency: 10 * time.Millisecond, capacity: InitialInFlightLimit, queueing: true}
+	}
+	idle := newLimitSim(t, 64, rcv())
+	idle.run(time.Minute)
+	idle.reset()
+	idle.run(time.Minute)
+	require.GreaterOrEqual(t, slices.Max(idle.limits), 2*InitialInFlightLimit,
+		"without the CPU gauge's word, latency within twice the best lets the limit double")
+
+	busy := newLimitSim(t, 64, rcv())
+	busy.cpuBusy = true
+	busy.run(time.Minute)
+	busy.reset()
+	busy.run(time.Minute)
+	require.Less(t, slices.Max(busy.limits), 2*InitialInFlightLimit,
+		"short of CPU, the limit grows only on answers as fast as the best: %v", busy.l.recent())
+	require.LessOrEqual(t, mean(busy.limits), float64(InitialInFlightLimit)+2, "it probes a few above, and comes back")
+	require.GreaterOrEqual(t, slices.Min(busy.limits), InitialInFlightLimit, "and slowness alone does not take it below where it started")
+	require.InDelta(t, idle.accepted, busy.accepted, float64(idle.accepted)/20, "the same throughput with fewer requests in flight")
+
+	// A limit that grew before the CPU ran short comes back down.
+	grown := newLimitSim(t, 64, rcv())
+	grown.run(time.Minute)
+	require.Greater(t, grown.l.current(), InitialInFlightLimit+1)
+	grown.cpuBusy = true
+	grown.reset()
+	grown.run(10 * time.Second)
+	require.Less(t, grown.l.current(), 2*InitialInFlightLimit, "changes: %v", grown.l.recent())
+	require.Contains(t, grown.l.recent()[len(grown.l.recent())-1].Reason+" "+reasons(grown.l.recent()), "cpu busy")
+}
+
+func TestLimitGrowsToAFarDomainWhileTheCPUIsShort(t *testing.T) {
+	t.Parallel()
+	// A domain 200 ms away answers as fast as its best however many
+	// requests are in flight: a busy CPU is no reason to hold it back, but
+	// the limit grows one at a time instead of doubling.
+	s := newLimitSim(t, 64, &receiver{latency: 200 * time.Millisecond})
+	s.cpuBusy = true
+	s.run(2 * time.Second)
+	require.Less(t, s.l.current(), 16, "no slow start while short of CPU")
+	s.run(time.Minute)
+	require.Equal(t, 64, s.l.current(), "changes: %v", s.l.recent())
+}
+
+func TestSlowAnswersWhileTheCPUIsShortKeepTheStartingLimit(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newInflightLimit(64, false)
+	for i := range 8 {
+		seq := l.sending()
+		latency := 10 * time.Millisecond
+		if i >= 4 {
+			latency = time.Second // far beyond twice the best
+		}
+		l.onSuccess(now, answer{seq: seq, sentInflight: 4, inflight: 4, latency: latency, cpuBusy: true})
+	}
+	require.Equal(t, InitialInFlightLimit, l.current(), "slow answers while this machine is short of CPU: %v", l.recent())
+	l.onCongestion(now, l.sending(), "503")
+	require.Equal(t, 3, l.current(), "a 503 still counts")
+}
+
+// reasons joins the changes' reasons.
+func reasons(changes []LimitChange) string {
+	var b strings.Builder
+	for _, c := range changes {
+		b.WriteString(c.Reason)
+		b.WriteString("; ")
+	}
+	return b.String()
+}
+
+func mean(xs []int) float64 {
+	sum := 0
+	for _, x := range xs {
+		sum += x
+	}
+	return float64(sum) / float64(len(xs))
 }

@@ -286,3 +286,40 @@ func TestDomainLimitFuncGivesDomainsTheirOwnMaximum(t *testing.T) {
 	require.Equal(t, 1, q2.domainLimit("fragile.example"))
 	require.Equal(t, 3, q2.domainLimit("other.example"))
 }
+
+func TestAdaptiveLimitGrowsOneAtATimeWhileTheCPUIsShort(t *testing.T) {
+	t.Parallel()
+	const dom = "far.example"
+	g := newGatedSender(nil)
+	cfg := testConfig()
+	cfg.clock = clock.NewFake(time.Now()) // answers as fast as the best
+	cfg.cpuSaturated = func() bool { return true }
+	q := startQueue(t, newMemory(), g.fake, cfg)
+	var acts []Activity
+	for i := range 300 {
+		acts = append(acts, note(i, "https://far.example/inbox"))
+	}
+	enqueueAll(t, q, acts...)
+	eventually(t, func() bool { return q.workerCount() == 1 }, "worker started")
+	w := q.workerList()[0]
+	limits := []int{}
+	released := 0
+	for range 6 {
+		var limit int
+		eventually(t, func() bool {
+			s := w.snapshot()
+			limit = s.InFlightLimit
+			return s.Delivered == int64(released) && s.InFlight == limit && g.inflight(dom) == limit
+		}, "the limit's requests in flight")
+		limits = append(limits, limit)
+		g.release(t, dom, limit)
+		released += limit
+	}
+	require.Equal(t, InitialInFlightLimit, limits[0])
+	for i := 1; i < len(limits); i++ {
+		require.Contains(t, []int{limits[i-1], limits[i-1] + 1}, limits[i], "no slow start while short of CPU: %v", limits)
+	}
+	require.Greater(t, limits[len(limits)-1], InitialInFlightLimit, "answers as fast as the best still grow it: %v", limits)
+	g.open(dom)
+	eventually(t, func() bool { return g.fake.DeliveredCount() == 300 }, "all delivered")
+}

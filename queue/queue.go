@@ -30,7 +30,8 @@ type Queue struct {
 	events   *notifier // nil without an Observer
 
 	window      *window
-	slots       *slots // the global cap on requests in flight; nil when none
+	slots       *slots    // the global cap on requests in flight; nil when none
+	cpu         *cpuGauge // whether this process is short of CPU; nil with fixed limits
 	checkpoints *checkpointer
 	leases      *leaseKeeper
 
@@ -86,6 +87,9 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 	if c.MaxInFlight > 0 {
 		q.slots = &slots{cap: c.MaxInFlight}
 	}
+	if !c.FixedInFlight && c.cpuSaturated == nil {
+		q.cpu = newCPUGauge()
+	}
 	if c.Observer != nil {
 		q.events = newNotifier(c.Observer, c.ObserverBuffer, c.Logger)
 	}
@@ -93,6 +97,7 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 		q.resolver = newResolverCache(c.Resolver, c.ResolverTTL, c.clock, q.checkResolved)
 	}
 	q.window = newWindow(st, c.ReadBatch, c.WindowSize, c.WindowBytes, c.Logger)
+	q.window.catchUp.clock = c.clock
 	q.window.arrived = q.noticeDomains
 	q.window.moved = q.quiet.notify
 	q.checkpoints = newCheckpointer(q)
@@ -166,6 +171,9 @@ func (q *Queue) Start(ctx context.Context) error {
 	q.goLoop(func() { q.checkpoints.run(loopCtx) })
 	q.goLoop(func() { q.leases.run(loopCtx) })
 	q.goLoop(func() { q.listen(loopCtx) })
+	if q.cpu != nil {
+		q.goLoop(func() { q.cpu.run(loopCtx) })
+	}
 	if q.resolver != nil {
 		q.goEvery(loopCtx, q.cfg.ResolverTTL, func(context.Context) { q.resolver.sweep() })
 	}
@@ -185,6 +193,16 @@ func (q *Queue) goLoop(f func()) {
 		defer q.loops.Done()
 		f()
 	}()
+}
+
+// cpuSaturated reports whether this process is short of CPU (see
+// cpuGauge): the adaptive limits then grow only on answers as fast as the
+// domain's best.
+func (q *Queue) cpuSaturated() bool {
+	if q.cfg.cpuSaturated != nil {
+		return q.cfg.cpuSaturated()
+	}
+	return q.cpu != nil && q.cpu.saturated()
 }
 
 // listen wakes the window whenever the store reports an append, by this
@@ -337,6 +355,7 @@ func (q *Queue) startWorker(st store.DomainState, leaseUntil time.Time) {
 		return
 	}
 	w := newWorker(q, q.workCtx, st, leaseUntil)
+	q.window.join(w)
 	w.leaseTimer = time.AfterFunc(time.Until(leaseUntil), func() { q.drop(w, "lease expired before it was renewed") })
 	q.workers[st.Domain] = w
 	q.workerWG.Add(1)

@@ -107,6 +107,12 @@ type Stats struct {
 	// ObserverPanics the calls of Observe that panicked, since New.
 	ObserverDropped int64 `json:"observer_dropped"`
 	ObserverPanics  int64 `json:"observer_panics"`
+	// CPUSaturated says this process's goroutines waited for the CPU over
+	// the last fraction of a second: the adaptive in-flight limits then
+	// grow only on answers as fast as each domain's best, and go back to
+	// InitialInFlightLimit on slower ones (their changes say "cpu busy").
+	// Always false with Config.FixedInFlight.
+	CPUSaturated bool `json:"cpu_saturated"`
 }
 
 // Stats returns the state of every known domain: live figures for the
@@ -149,6 +155,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	if q.events != nil {
 		out.ObserverDropped, out.ObserverPanics = q.events.dropped.Load(), q.events.panics.Load()
 	}
+	out.CPUSaturated = !q.cfg.FixedInFlight && q.cpuSaturated()
 	for _, d := range out.Domains {
 		out.Delivered += d.Delivered
 		out.Retried += d.Retried

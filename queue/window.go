@@ -192,42 +192,78 @@ func (w *window) append(acts []store.Activity) {
 	}
 }
 
+// logRead is the answer to a worker's read of the log.
+type logRead struct {
+	// entries are the activities addressed to the domain after the ID the
+	// read started from, in ID order.
+	entries []*entry
+	// scanned is the ID up to which the log has been scanned for the
+	// domain: every activity at or below it that addresses the domain was
+	// returned or is at or below the ID the read started from.
+	scanned int64
+	// caughtUp says there is nothing more up to the window's head: the
+	// worker is registered to be woken by the next activity for its domain.
+	caughtUp bool
+	// wait says the domain is behind the window and the catch-up has no
+	// room yet for the block it needs: the worker is poked when there may
+	// be, and reads again at retryAt at the latest, if that is set.
+	wait    bool
+	retryAt time.Time
+}
+
 // read returns up to limit activities addressed to wk's domain after the
-// given ID, and the ID up to which the log has been scanned for the domain
-// (every activity at or below it that addresses the domain was returned or
-// is at or below after). When there is nothing more up to the head, it
-// registers wk to be woken by the next activity for its domain and reports
-// caughtUp; idle says wk has nothing pending (see settledThrough).
-func (w *window) read(ctx context.Context, wk *worker, after int64, limit int, idle bool) (entries []*entry, scanned int64, caughtUp bool, err error) {
+// given ID (see logRead). When there is nothing more up to the head, it
+// registers wk to be woken by the next activity for its domain; idle says
+// wk has nothing pending (see settledThrough). It runs on wk's goroutine,
+// and keeps wk.catchingUp, which says whether wk reads behind the window.
+func (w *window) read(ctx context.Context, wk *worker, after int64, limit int, idle bool) (logRead, error) {
 	dom := wk.domain
 	w.mu.Lock()
 	if wt, ok := w.waiters[dom]; ok && wt.w == wk {
 		delete(w.waiters, dom)
 	}
 	if after >= w.base {
-		entries = w.idx.addressed(dom, after, limit)
-		if len(entries) == limit {
-			w.mu.Unlock()
-			return entries, entries[limit-1].act.ID, false, nil
-		}
-		scanned = w.head
-		if len(entries) == 0 {
-			w.waiters[dom] = waiter{w: wk, idle: idle}
-			caughtUp = true
+		var res logRead
+		res.entries = w.idx.addressed(dom, after, limit)
+		if len(res.entries) == limit {
+			res.scanned = res.entries[limit-1].act.ID
+		} else {
+			res.scanned = max(w.head, after)
+			if len(res.entries) == 0 {
+				w.waiters[dom] = waiter{w: wk, idle: idle}
+				res.caughtUp = true
+			}
 		}
 		w.mu.Unlock()
-		return entries, max(scanned, after), caughtUp, nil
+		if wk.catchingUp {
+			wk.catchingUp = false
+			w.catchUp.leave(wk)
+		}
+		return res, nil
 	}
 	base := w.base
 	w.mu.Unlock()
 
-	// Behind the window: the shared catch-up blocks serve every domain
-	// behind in the same part of the log with one store read.
-	entries, scanned, err = w.catchUp.read(ctx, dom, after, limit, base)
+	// Behind the window: the catch-up's blocks serve every domain behind
+	// in the same part of the log with one store read.
+	wk.catchingUp = true
+	res, err := w.catchUp.read(ctx, wk, after, limit, base)
 	if err != nil {
-		return nil, after, false, fmt.Errorf("reading activities after %d: %w", after, err)
+		return logRead{scanned: after}, fmt.Errorf("reading activities after %d: %w", after, err)
 	}
-	return entries, scanned, false, nil
+	return res, nil
+}
+
+// join enters a new worker in the catch-up's sweep when its cursor is
+// behind the window, before it runs: see catchUp.
+func (w *window) join(wk *worker) {
+	w.mu.Lock()
+	behind := wk.scanned < w.base
+	w.mu.Unlock()
+	if behind {
+		wk.catchingUp = true
+		w.catchUp.join(wk, wk.scanned)
+	}
 }
 
 // settledThrough returns the head of the window when the worker of dom
@@ -243,11 +279,12 @@ func (w *window) settledThrough(wk *worker) (int64, bool) {
 	return w.head, true
 }
 
-// forget removes an exiting worker from the waiters.
+// forget removes an exiting worker from the waiters and the catch-up.
 func (w *window) forget(wk *worker) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if wt, ok := w.waiters[wk.domain]; ok && wt.w == wk {
 		delete(w.waiters, wk.domain)
 	}
+	w.mu.Unlock()
+	w.catchUp.leave(wk)
 }

@@ -124,20 +124,21 @@ func TestReadBehindAnEmptiedWindowDoesNotSpin(t *testing.T) {
 	wk := &worker{domain: "a.example"}
 	after, reads := int64(0), 0
 	for after < ids[5] {
-		entries, scanned, caughtUp, err := w.read(ctx, wk, after, 4, true)
+		res, err := w.read(ctx, wk, after, 4, true)
 		require.NoError(t, err)
-		require.Empty(t, entries)
-		require.False(t, caughtUp)
-		require.Greater(t, scanned, after, "a read behind the window moves on")
-		after = scanned
+		require.Empty(t, res.entries)
+		require.False(t, res.caughtUp)
+		require.False(t, res.wait)
+		require.Greater(t, res.scanned, after, "a read behind the window moves on")
+		after = res.scanned
 		reads++
 	}
 	require.Equal(t, ids[5], after, "moves up to the window's base instead of reading the same empty range forever")
 	require.LessOrEqual(t, reads, 2, "one read per block of the pruned range")
-	entries, scanned, _, err := w.read(ctx, wk, after, 4, true)
+	res, err := w.read(ctx, wk, after, 4, true)
 	require.NoError(t, err)
-	require.Len(t, entries, 4, "the window serves the rest")
-	require.Equal(t, ids[9], scanned)
+	require.Len(t, res.entries, 4, "the window serves the rest")
+	require.Equal(t, ids[9], res.scanned)
 }
 
 func TestCatchingUpReadsTheStoreInBatches(t *testing.T) {
@@ -188,12 +189,13 @@ func TestWindowIsBoundedInBytes(t *testing.T) {
 	var got []int64
 	wk := &worker{domain: "a.example"}
 	for after := int64(0); after < ids[49]; {
-		entries, scanned, _, err := w.read(ctx, wk, after, 16, true)
+		res, err := w.read(ctx, wk, after, 16, true)
 		require.NoError(t, err)
-		for _, e := range entries {
+		require.False(t, res.wait)
+		for _, e := range res.entries {
 			got = append(got, e.act.ID)
 		}
-		after = scanned
+		after = res.scanned
 	}
 	require.Equal(t, ids, got)
 }

@@ -22,7 +22,8 @@ import (
 //   - the window nudges it when an activity addresses its domain;
 //   - the lease keeper sets leaseUntil and asks for a reload when an admin
 //     changed the domain elsewhere;
-//   - admin operations and retention ask for a reload or a skip;
+//   - admin operations ask for a reload and wait until it is applied
+//     (reloads); retention asks for a skip;
 //   - the global cap (slots) grants it a slot it waits for;
 //   - the checkpointer receives the state it offers and saves it;
 //   - ActivityStatus asks it what it knows of one activity.
@@ -53,6 +54,10 @@ type worker struct {
 	slotGrants
 	// asks are questions about one activity (Queue.ActivityStatus).
 	asks chan activityAsk
+	// reloads are admin operations of this process waiting for the worker
+	// to re-read its saved state; the worker closes the channel it
+	// receives once it has (see reloadNow).
+	reloads chan chan struct{}
 	// emptyThrough is set by the window when it wakes the worker for an
 	// activity: nothing up to the ID before it addresses the domain, so the
 	// worker skips that part of the log instead of reading it again.
@@ -97,6 +102,14 @@ type worker struct {
 	limit       *inflightLimit
 	spareSlots  int // slots of the global cap granted and not used yet
 	limitShown  int // limit.total when the published changes were taken
+
+	// catchingUp says the domain reads behind the window, through the
+	// catch-up's sweep (kept by window.read and window.join); parked is
+	// what the catch-up was last told of a stop in reading, readAt when a
+	// read the catch-up had no room for is tried again.
+	catchingUp bool
+	parked     readerState
+	readAt     time.Time
 }
 
 // counts are a domain's delivery counters since this process took it.
@@ -121,6 +134,7 @@ func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUnti
 		done:     make(chan struct{}),
 		nudge:    make(chan struct{}, 1),
 		asks:     make(chan activityAsk),
+		reloads:  make(chan chan struct{}),
 		results:  make(chan result, min(upper, maxResultsBuffer)),
 		limit:    newInflightLimit(upper, q.cfg.FixedInFlight),
 		scanned:  st.Cursor,
@@ -156,6 +170,27 @@ func (w *worker) poke() {
 func (w *worker) reload() {
 	w.wantReload.Store(true)
 	w.poke()
+}
+
+// reloadNow is reload, returning once the worker has re-read its saved
+// state (or has exited, or ctx ended): an admin change made through this
+// process applies to everything the worker sends afterwards, such as an
+// activity enqueued right after Pause returns.
+func (w *worker) reloadNow(ctx context.Context) {
+	w.reload() // applied by the next step if the worker cannot answer now
+	done := make(chan struct{})
+	select {
+	case w.reloads <- done:
+	case <-w.done:
+		return
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-w.done:
+	case <-ctx.Done():
+	}
 }
 
 // skipTo asks the worker to move past the given ID.
@@ -254,6 +289,12 @@ func (w *worker) run() {
 		stopping := w.isStopping() || w.ctx.Err() != nil
 		if stopping {
 			w.leaveSlots() // grants that came in meanwhile go to the others
+			if w.catchingUp {
+				// It reads no more: the block it needs is no longer kept
+				// for it while its last requests finish.
+				w.catchingUp = false
+				w.q.window.catchUp.leave(w)
+			}
 			if w.inflight == 0 {
 				w.advanceCursor()
 				w.offer()
@@ -294,6 +335,10 @@ func (w *worker) run() {
 			w.caughtUp = false
 		case a := <-w.asks:
 			a.reply <- w.answer(a.id)
+		case done := <-w.reloads:
+			w.reloadState()
+			w.publish() // Stats show the change once the admin call returns
+			close(done)
 		case <-timerC:
 		case <-stopC:
 		case <-ctxDone:
@@ -305,21 +350,27 @@ func (w *worker) run() {
 // of the saved state after an admin change, a skip.
 func (w *worker) takeRequests() {
 	if w.wantReload.Load() && !w.clock().Now().Before(w.fillRetry) {
-		w.wantReload.Store(false)
-		states, err := w.q.store.Domains(w.ctx, []string{w.domain})
-		if err == nil && len(states) == 0 {
-			err = store.ErrNotFound
-		}
-		if err != nil {
-			w.wantReload.Store(true)
-			w.fillFailed("reloading the domain after an admin change", err)
-		} else {
-			w.merge(states[0])
-		}
+		w.reloadState()
 	}
 	if to := w.wantSkipTo.Swap(0); to > 0 {
 		w.applySkip(to)
 	}
+}
+
+// reloadState re-reads the domain's saved state and merges the admin's part
+// of it; when the read fails, the reload is retried with the fill's backoff.
+func (w *worker) reloadState() {
+	w.wantReload.Store(false)
+	states, err := w.q.store.Domains(w.ctx, []string{w.domain})
+	if err == nil && len(states) == 0 {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		w.wantReload.Store(true)
+		w.fillFailed("reloading the domain after an admin change", err)
+		return
+	}
+	w.merge(states[0])
 }
 
 // ahead is how many deliveries the worker may hold pending: how far it runs
@@ -338,6 +389,16 @@ func (w *worker) ahead() int {
 // fill reads the activities addressed to the domain after the scanned
 // position and turns them into pending deliveries.
 func (w *worker) fill() {
+	// A domain behind the window tells the catch-up when it stops reading,
+	// so that the block it needs is kept for it only while it will read on
+	// soon (see catchUp). It reads on without saying so when it stops for a
+	// turn (maxReadsPerStep) or to wait for room in the catch-up.
+	readsOn := false
+	defer func() {
+		if w.catchingUp && !readsOn {
+			w.parkReading()
+		}
+	}()
 	if w.clock().Now().Before(w.fillRetry) {
 		return
 	}
@@ -365,18 +426,27 @@ func (w *worker) fill() {
 		}
 		if reads == maxReadsPerStep || w.isStopping() || w.ctx.Err() != nil {
 			// Let results, requests and a stop in before reading on.
+			readsOn = true
 			w.poke()
 			return
 		}
 		// Idle only once its dead letters are offered too: the renewal that
 		// moves an idle cursor must not pass a dead letter not yet saved.
 		idle := len(w.pending) == 0 && len(w.deadLetters) == 0
-		entries, scanned, caughtUp, err := w.q.window.read(w.ctx, w, w.scanned, room, idle)
+		res, err := w.q.window.read(w.ctx, w, w.scanned, room, idle)
+		w.parked = readerHungry
 		if err != nil {
 			w.fillFailed("reading the activity log", err)
 			return
 		}
-		for _, e := range entries {
+		if res.wait {
+			// No room in the catch-up yet: it pokes the worker when there
+			// may be.
+			readsOn = true
+			w.readAt = res.retryAt
+			return
+		}
+		for _, e := range res.entries {
 			inboxes, err := w.targets(e)
 			if err != nil {
 				w.fillFailed("resolving audiences", err)
@@ -405,18 +475,42 @@ func (w *worker) fill() {
 			w.scanned = e.act.ID
 			w.progressed = true
 		}
-		w.scanned = max(w.scanned, scanned)
+		w.scanned = max(w.scanned, res.scanned)
 		if w.restored != nil && w.scanned >= w.restored.last {
 			w.restored = nil
 		}
 		w.fillErrors = 0
 		w.blocked = ""
-		if caughtUp {
+		if res.caughtUp {
 			w.caughtUp = true
 			w.waitingIdle = idle
 			return
 		}
 	}
+}
+
+// parkReading tells the catch-up that the domain, behind the window, stopped
+// reading: stalled, or busy with enough to send (see catchUp).
+func (w *worker) parkReading() {
+	state := readerBusy
+	if w.readingStalled() {
+		state = readerStalled
+	}
+	if w.parked == state {
+		return
+	}
+	w.parked = state
+	w.q.window.catchUp.park(w, state == readerStalled)
+}
+
+// readingStalled reports whether the domain will not read the log for a
+// while: a read failed and is retried later, it is not delivered to
+// (paused, suspended, dead) or backs off, or it holds all the deliveries it
+// may.
+func (w *worker) readingStalled() bool {
+	now := w.clock().Now()
+	return now.Before(w.fillRetry) || w.state.Status != store.StatusActive ||
+		w.state.NextAttemptAt.After(now) || len(w.pending) >= w.ahead()
 }
 
 // maxReadsPerStep bounds the reads of one fill, so that a domain far behind
@@ -594,6 +688,9 @@ func (w *worker) nextWake(now time.Time) (time.Time, bool) {
 	}
 	if w.fillRetry.After(now) {
 		earliest(w.fillRetry)
+	}
+	if w.readAt.After(now) {
+		earliest(w.readAt)
 	}
 	if w.state.Status == store.StatusPaused || w.state.Status == store.StatusSuspended {
 		return at, !at.IsZero()
