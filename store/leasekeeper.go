@@ -26,12 +26,16 @@ type LeaseKeeper interface {
 	// most ttl later), and returns the owner's mark as of the leases it
 	// returns. Without keep.Full, keep.Leases lists only the leases that
 	// need something of the store (leases acquired since the last call,
-	// a SettledThrough that rose): it renews every lease owner holds,
-	// listed or not, raises the listed domains' cursors to their
-	// SettledThrough (never lowering one), and returns the listed leases
-	// still held. It reports Changed when the owner's mark is not
-	// keep.Since; the caller then calls again with Full to learn which
-	// leases it lost and which domains an admin changed.
+	// a SettledThrough that rose): it renews the listed leases and every
+	// lease that follows the owner, raises the listed domains' cursors to
+	// their SettledThrough (never lowering one), and returns the listed
+	// leases still held. A lease follows its owner once a KeepLeases call
+	// renewed it (a store may count RenewLeases calls too, as the
+	// PostgreSQL store does), until a Full call leaves it out or the lease
+	// ends; a lease never renewed keeps the expiry AcquireLeases gave it.
+	// It reports Changed when the owner's mark is not keep.Since; the
+	// caller then calls again with Full to learn which leases it lost and
+	// which domains an admin changed.
 	KeepLeases(ctx context.Context, owner string, keep LeaseKeep, ttl time.Duration) (LeaseKept, error)
 }
 
