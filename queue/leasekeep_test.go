@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/sender/sendertest"
 	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/memory"
@@ -171,4 +173,58 @@ func TestIdleDomainCursorFollowsTheLogThroughRenewals(t *testing.T) {
 		require.False(t, c.Full)
 		require.Empty(t, c.Leases, "a renewal listed a domain whose cursor had followed the head already")
 	}
+}
+
+// failKeepStore refuses every KeepLeases call once fail is set, as a
+// database out of reach would.
+type failKeepStore struct {
+	*memory.Store
+	fail chan struct{} // closed: refuse
+	kept *atomic.Int32 // calls that succeeded
+}
+
+func (s failKeepStore) KeepLeases(ctx context.Context, owner string, keep store.LeaseKeep, ttl time.Duration) (store.LeaseKept, error) {
+	select {
+	case <-s.fail:
+		return store.LeaseKept{}, errors.New("database unreachable")
+	default:
+		res, err := s.Store.KeepLeases(ctx, owner, keep, ttl)
+		if err == nil {
+			s.kept.Add(1)
+		}
+		return res, err
+	}
+}
+
+func TestRequestsEndWithALeaseKeptWithTheProcess(t *testing.T) {
+	// A lease that follows the process has no timer of its own: the
+	// keeper's must end the worker's requests when renewals fail, before
+	// another process may take the domain.
+	t.Parallel()
+	mem := newMemory()
+	st := failKeepStore{Store: mem, fail: make(chan struct{}), kept: new(atomic.Int32)}
+	first := make(chan struct{})
+	var once sync.Once
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Domain == "a.example" {
+			once.Do(func() { close(first) })
+			<-ctx.Done() // a slow inbox, until the request is cancelled
+			return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: ctx.Err().Error()}
+		}
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	cfg.LeaseTTL, cfg.MaxInFlightPerDomain, cfg.OwnerID = 300*time.Millisecond, 1, "p1"
+	q1 := startQueue(t, st, fake, cfg)
+	enqueueAll(t, q1, note(1, "https://a.example/inbox"))
+	<-first
+	w := workerOf(q1, "a.example")
+	require.NotNil(t, w)
+	// The worker's lease was listed right after its acquisition; one
+	// more renewal, and it is renewed with the process.
+	calls := st.kept.Load()
+	eventually(t, func() bool { return st.kept.Load() > calls }, "a renewal")
+	close(st.fail)
+	eventually(t, func() bool { return w.ctx.Err() != nil }, "the request ends with the lease")
+	require.Zero(t, q1.workerCount())
 }
