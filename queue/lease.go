@@ -18,6 +18,10 @@ type leaseKeeper struct {
 	// liveUntil is when the store stops counting this process as a live
 	// owner, absent further lease calls. Used by the run goroutine only.
 	liveUntil time.Time
+	// kept is what the store knows of this process's leases when it
+	// implements store.LeaseKeeper (see keep). Used by the run goroutine
+	// only.
+	kept keptLeases
 }
 
 func newLeaseKeeper(q *Queue) *leaseKeeper {
@@ -36,6 +40,8 @@ func (l *leaseKeeper) run(ctx context.Context) {
 	interval := l.q.cfg.LeaseTTL / 3
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	l.kept = keptLeases{}
+	defer l.kept.stop()
 	renew := true
 	for {
 		if err := l.round(ctx, renew); err != nil && ctx.Err() == nil {
@@ -62,37 +68,14 @@ func (l *leaseKeeper) round(ctx context.Context, renew bool) error {
 	ttl := q.cfg.LeaseTTL
 	workers := q.workerList()
 	if renew && len(workers) > 0 {
-		leases := make([]store.Lease, len(workers))
-		for i, w := range workers {
-			leases[i] = w.lease()
-			// An idle domain's cursor follows the log here, in the statement
-			// that renews its lease anyway, rather than in a checkpoint per
-			// domain for every activity. The window is asked first: a domain
-			// idle there has offered its dead letters already, and the
-			// cursor waits until they are saved.
-			if through, ok := q.window.settledThrough(w); ok && !q.checkpoints.unsaved(w.domain) {
-				leases[i].SettledThrough = through
-			}
+		var err error
+		if k, ok := q.store.(store.LeaseKeeper); ok {
+			err = l.keep(ctx, k, workers, true)
+		} else {
+			err = l.renew(ctx, workers)
 		}
-		asked := time.Now()
-		renewed, err := q.store.RenewLeases(ctx, q.cfg.OwnerID, leases, ttl)
 		if err != nil {
 			return err
-		}
-		l.liveUntil = asked.Add(ttl)
-		kept := make(map[string]store.Lease, len(renewed))
-		for _, r := range renewed {
-			kept[r.Domain] = r
-		}
-		for _, w := range workers {
-			if r, ok := kept[w.domain]; ok {
-				w.renewed(holdUntil(asked, ttl))
-				if r.Revision != w.revision.Load() {
-					w.reload() // an admin changed the domain
-				}
-			} else {
-				q.dropWorker(w.domain, "lease lost")
-			}
 		}
 	}
 
@@ -117,10 +100,69 @@ func (l *leaseKeeper) round(ctx context.Context, renew bool) error {
 		for _, st := range got {
 			q.startWorker(st, holdUntil(asked, ttl))
 		}
+		// A store that renews the leases together is told of the new
+		// ones at once, listing only them (the cursors of idle domains
+		// wait for the ticker, as their renewals do): each is made to
+		// follow the process when it is taken rather than at the next
+		// renewal, so the start-up's acquisitions cost nothing in the
+		// idle time after it.
+		if k, ok := q.store.(store.LeaseKeeper); ok && len(got) > 0 {
+			if err := l.keep(ctx, k, q.workerList(), false); err != nil {
+				return err
+			}
+		}
 	case held > share+1:
 		q.releaseExcess(held - share)
 	}
 	return nil
+}
+
+// renew renews the leases of workers, the process's whole list, with
+// RenewLeases: the way of stores that do not implement store.LeaseKeeper.
+func (l *leaseKeeper) renew(ctx context.Context, workers []*worker) error {
+	q := l.q
+	ttl := q.cfg.LeaseTTL
+	leases := make([]store.Lease, len(workers))
+	for i, w := range workers {
+		leases[i] = l.leaseOf(w)
+	}
+	asked := time.Now()
+	renewed, err := q.store.RenewLeases(ctx, q.cfg.OwnerID, leases, ttl)
+	if err != nil {
+		return err
+	}
+	l.liveUntil = asked.Add(ttl)
+	kept := make(map[string]store.Lease, len(renewed))
+	for _, r := range renewed {
+		kept[r.Domain] = r
+	}
+	for _, w := range workers {
+		if r, ok := kept[w.domain]; ok {
+			w.renewed(holdUntil(asked, ttl))
+			if r.Revision != w.revision.Load() {
+				w.reload() // an admin changed the domain
+			}
+		} else {
+			q.dropWorker(w.domain, "lease lost")
+		}
+	}
+	return nil
+}
+
+// leaseOf is w's lease as a renewal gives it, with the ID through which
+// the domain is settled when it is idle.
+func (l *leaseKeeper) leaseOf(w *worker) store.Lease {
+	q := l.q
+	lease := w.lease()
+	// An idle domain's cursor follows the log here, in the statement that
+	// renews its lease anyway, rather than in a checkpoint per domain for
+	// every activity. The window is asked first: a domain idle there has
+	// offered its dead letters already, and the cursor waits until they
+	// are saved.
+	if through, ok := q.window.settledThrough(w); ok && !q.checkpoints.unsaved(w.domain) {
+		lease.SettledThrough = through
+	}
+	return lease
 }
 
 // holdUntil is when a worker stops sending under a lease asked for at

@@ -63,6 +63,9 @@ type worker struct {
 	// worker skips that part of the log instead of reading it again.
 	emptyThrough atomic.Int64
 
+	// What the store knows of the lease; the lease keeper's (see keep).
+	keptLease keptLease
+
 	// What the run goroutine publishes for Stats and the lease keeper.
 	view     atomic.Pointer[DomainStats]
 	revision atomic.Int64

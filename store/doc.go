@@ -6,7 +6,10 @@
 // The queue is the only intended caller. A Store is designed so that a
 // database implementation needs few round trips: every method works on a
 // batch, and the queue calls the write methods (Checkpoint, RenewLeases) on an
-// interval rather than once per delivery.
+// interval rather than once per delivery. A store may implement optional
+// interfaces that make some of that cheaper, which the queue uses when
+// they are there: LeaseKeeper renews all of an owner's leases without
+// listing them, DeadLetterPruner deletes old dead letters in bulk.
 //
 // Two implementations ship with apqueue: store/memory, for tests and the quick
 // start, and store/postgres, for production. Any implementation must pass the

@@ -38,7 +38,8 @@ func (m *idleMemory) corePercent(d time.Duration) float64 {
 // runIdle registers o.domains domains with nothing to deliver, starts one
 // queue, waits until it holds every domain's lease (a worker per domain),
 // measures heap and stacks after a GC, then the CPU the process uses over
-// o.idleWindow with nothing enqueued (lease renewals, checkpoints, polls).
+// o.idleWindow with nothing enqueued (lease renewals, checkpoints, polls),
+// which -cpuprofile profiles.
 func runIdle(ctx context.Context, o *options) (*report, error) {
 	m := &idleMemory{domains: o.domains}
 	m.heapStart, _ = gcMemory()
@@ -95,13 +96,21 @@ func runIdle(ctx context.Context, o *options) (*report, error) {
 		if o.store == "postgres" {
 			db, m.dbCPUErr = startDBCPU(ctx, sa.be)
 		}
+		// -cpuprofile covers the idle window only: start-up (registering
+		// and leasing every domain) would hide what idleness costs.
+		stopProfile, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return nil, err
+		}
 		start, cpu := time.Now(), cpuTime()
 		select {
 		case <-time.After(o.idleWindow):
 		case <-ctx.Done():
+			stopProfile()
 			return nil, ctx.Err()
 		}
 		m.cpu, m.window = cpuTime()-cpu, time.Since(start)
+		stopProfile()
 		if db != nil {
 			m.dbCPU, m.dbCPUErr = db.since(ctx)
 		}

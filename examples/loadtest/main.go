@@ -62,7 +62,8 @@
 // runs them in this process, each with its own pool. Unless -new-domains,
 // the domains are registered and their leases split between the workers
 // before the first enqueue, so what is measured is a running server's
-// steady state. -cpuprofile and -memprofile profile the queue phase.
+// steady state. -cpuprofile and -memprofile profile the queue phase (the
+// idle scenario: -cpuprofile its idle window).
 //
 // -scenario faults measures how the queue copes with hostile receivers. Six
 // inboxes (answering in -inbox-latency) receive every activity: one answers

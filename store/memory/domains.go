@@ -26,6 +26,7 @@ func (s *Store) RegisterDomains(ctx context.Context, domains []store.DomainRegis
 		if r.SharedInbox != "" && r.SharedInbox != d.SharedInbox {
 			d.SharedInbox = r.SharedInbox
 			d.Revision++
+			s.touched(d)
 		}
 	}
 	return nil
@@ -172,6 +173,7 @@ func (s *Store) ChangeDomain(ctx context.Context, domain string, change store.Do
 	}
 	d.Cursor = max(d.Cursor, change.SkipTo)
 	d.Revision++
+	s.touched(d)
 	return copyState(d), nil
 }
 
@@ -194,6 +196,8 @@ func (s *Store) ForgetDomain(ctx context.Context, domain string) error {
 	// on from there: an owner that has not noticed the loss yet cannot
 	// pass the new state's fencing check.
 	s.forgottenTokens[domain] = d.LeaseToken
+	s.touched(d)
+	s.unfollow(d)
 	delete(s.domains, domain)
 	return nil
 }

@@ -44,6 +44,10 @@ func (s *Store) AcquireLeases(ctx context.Context, owner string, ttl time.Durati
 	free = free[:min(limit, len(free))]
 	out := make([]store.DomainState, len(free))
 	for i, d := range free {
+		// The previous owner, this one included, must learn that the
+		// lease it let expire is gone.
+		s.touched(d)
+		s.unfollow(d)
 		d.Owner = owner
 		d.LeaseToken++
 		d.LeaseExpiresAt = truncate(now.Add(ttl))
@@ -95,6 +99,7 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string, leases []store.
 		if !ok || d.Owner != owner || d.LeaseToken != l.Token {
 			continue
 		}
+		s.unfollow(d)
 		d.Owner = ""
 		d.LeaseExpiresAt = time.Time{}
 	}

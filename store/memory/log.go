@@ -119,6 +119,7 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 			}
 			d.Cursor = below
 			d.Revision++
+			s.touched(d)
 		}
 	}
 	sort.Slice(res.FastForwarded, func(i, j int) bool {

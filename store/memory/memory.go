@@ -33,6 +33,13 @@ type Store struct {
 	// forgottenTokens are the last lease tokens of forgotten domains, from
 	// which their tokens go on if they are registered again.
 	forgottenTokens map[string]int64
+	// marks are the owners' change marks (see store.LeaseKeeper), from
+	// markSeq, which only grows, so a mark is never given twice.
+	marks   map[string]int64
+	markSeq int64
+	// follows maps an owner to the leases that KeepLeases renews without
+	// their being listed, with their tokens.
+	follows map[string]map[string]int64
 }
 
 var (

@@ -78,7 +78,11 @@
 // Versions 7 and 8 (idempotency keys, forgettable domains) add a table, two
 // columns of the staging table and a column default, none of which version
 // 3 uses; a process of version 3 does not know the suspended status, so
-// finish the upgrade before suspending a domain.
+// finish the upgrade before suspending a domain. Version 9 (owners' change
+// marks, for KeepLeases) adds a table, a sequence and two triggers on the
+// domains table; processes of version 8 go on renewing with their whole
+// list, and their statements move the marks too. The triggers need
+// PostgreSQL 13 or later (pg_current_xact_id).
 //
 // # Idempotency keys
 //

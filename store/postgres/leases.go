@@ -32,6 +32,11 @@ import (
 // (heldSQL); DomainState.LeaseExpiresAt reads the owner's live_until for it
 // (leaseExpirySQL).
 //
+// KeepLeases (leasekeeper.go) goes further: a renewal that lists only the
+// leases new since the last one and the cursors that rose, with the owner's
+// change mark telling it when to look at its whole list again. An idle
+// process then neither reads nor sends one row per domain.
+//
 // Processes of schema version 6 and before (a rolling upgrade) see an
 // 'infinity' lease as held for ever: they never take over a domain from an
 // upgraded process, which the upgraded processes still do when it dies.
@@ -94,8 +99,17 @@ RETURNING d.domain, d.shared_inbox, d.cursor, d.status, d.fail_count, d.failing_
 // every statement that waits for domain row locks does (see checkpointSQL),
 // so that none deadlock; they are few, and updated through the primary key.
 var renewSQL = `WITH o AS (` + heartbeatSQL + `
-), j AS (
-	SELECT d.domain, d.lease_token, d.revision, l.token, l.settled,
+), j AS (` + renewScanSQL + `
+), lk AS (` + renewLockSQL + `
+), ch AS (` + renewChangeSQL + `
+)
+SELECT j.domain, j.lease_token, o.live_until, j.revision
+FROM j, o WHERE j.action IN ('keep', 'follow')`
+
+// renewScanSQL is renewSQL's j: the owner $1's domain rows joined with
+// the list ($3 domains, $4 tokens, $5 settled-through IDs), with what each
+// needs.
+const renewScanSQL = `SELECT d.domain, d.lease_token, d.revision, l.token, l.settled,
 		CASE
 			WHEN l.domain IS NULL THEN 'expire'
 			WHEN d.lease_token <> l.token THEN 'lost'
@@ -104,21 +118,23 @@ var renewSQL = `WITH o AS (` + heartbeatSQL + `
 		END AS action
 	FROM {s}.domains d
 	LEFT JOIN unnest($3::text[], $4::bigint[], $5::bigint[]) AS l(domain, token, settled) ON l.domain = d.domain
-	WHERE d.owner = $1 AND (l.domain IS NOT NULL OR d.lease_expires_at = ` + followsOwner + `)
-), lk AS (
-	SELECT d.domain, j.action, j.settled FROM j JOIN {s}.domains d ON d.domain = j.domain
+	WHERE d.owner = $1 AND (l.domain IS NOT NULL OR d.lease_expires_at = ` + followsOwner + `)`
+
+// renewLockSQL is the lk of the renewals: it locks, in domain order, the
+// rows of j that change.
+const renewLockSQL = `SELECT d.domain, j.action, j.settled FROM j JOIN {s}.domains d ON d.domain = j.domain
 	WHERE j.action IN ('follow', 'expire') AND d.owner = $1
 	ORDER BY d.domain COLLATE "C"
-	FOR UPDATE OF d
-), ch AS (
-	UPDATE {s}.domains d SET
+	FOR UPDATE OF d`
+
+// renewChangeSQL is the ch of the renewals: it makes the leases of lk
+// follow their owner (raising their cursors) or gives them their own
+// expiry ($2 microseconds from now).
+const renewChangeSQL = `UPDATE {s}.domains d SET
 		lease_expires_at = CASE WHEN lk.action = 'follow' THEN ` + followsOwner + `
 			ELSE now() + $2::bigint * interval '1 microsecond' END,
 		cursor = CASE WHEN lk.action = 'follow' THEN greatest(d.cursor, lk.settled) ELSE d.cursor END
-	FROM lk WHERE d.domain = lk.domain AND d.owner = $1
-)
-SELECT j.domain, j.lease_token, o.live_until, j.revision
-FROM j, o WHERE j.action IN ('keep', 'follow')`
+	FROM lk WHERE d.domain = lk.domain AND d.owner = $1`
 
 // releaseSQL ends the leases ($2 domains, $3 tokens) owner $1 still holds,
 // and the owner's liveness when it holds no other lease. The token is kept,

@@ -81,3 +81,74 @@ func leasesOf(states []store.DomainState) []store.Lease {
 	}
 	return out
 }
+
+// TestKeepLeasesAndAdminChangesDoNotDeadlock runs an owner's KeepLeases
+// calls (listing leases whose cursors rise, so they lock rows) at the same
+// time as admin changes and registrations that change many of its domains
+// at once, whose triggers move the owner's mark: the triggers lock the
+// owner's mark only after their statement's domain rows, and the lease
+// statements only read it, so nothing can wait in a circle.
+func TestKeepLeasesAndAdminChangesDoNotDeadlock(t *testing.T) {
+	t.Parallel()
+	s, _ := newStoreWith(t, pgtest.Options{MaxConns: 6})
+	ctx := t.Context()
+	var regs []store.DomainRegistration
+	for i := range 60 {
+		regs = append(regs, store.DomainRegistration{Domain: fmt.Sprintf("d%02d.example", i)})
+	}
+	require.NoError(t, s.RegisterDomains(ctx, regs))
+	held, err := s.AcquireLeases(ctx, "owner-a", time.Minute, len(regs))
+	require.NoError(t, err)
+	require.Len(t, held, len(regs))
+	var ids []int64
+	for range 20 {
+		ids = append(ids, appendOne(t, s, "d00.example"))
+	}
+
+	deadline := time.Now().Add(2 * time.Second)
+	var g errgroup.Group
+	g.Go(func() error {
+		var mark int64
+		for n := 0; time.Now().Before(deadline); n++ {
+			leases := leasesOf(held)
+			rand.Shuffle(len(leases), func(i, j int) { leases[i], leases[j] = leases[j], leases[i] })
+			for i := range leases {
+				leases[i].SettledThrough = ids[n%len(ids)]
+			}
+			full := n%3 == 0
+			if !full {
+				leases = leases[:len(leases)/2]
+			}
+			kept, err := s.KeepLeases(ctx, "owner-a", store.LeaseKeep{Full: full, Since: mark, Leases: leases}, time.Minute)
+			if err != nil {
+				return fmt.Errorf("keep: %w", err)
+			}
+			mark = kept.Mark
+		}
+		return nil
+	})
+	g.Go(func() error {
+		for time.Now().Before(deadline) {
+			d := held[rand.IntN(len(held))].Domain
+			if _, err := s.ChangeDomain(ctx, d, store.DomainChange{ClearBackoff: true}); err != nil {
+				return fmt.Errorf("change: %w", err)
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		for n := 0; time.Now().Before(deadline); n++ {
+			sub := append([]store.DomainRegistration(nil), regs...)
+			rand.Shuffle(len(sub), func(i, j int) { sub[i], sub[j] = sub[j], sub[i] })
+			sub = sub[:20]
+			for i := range sub {
+				sub[i].SharedInbox = fmt.Sprintf("https://%s/inbox/%d", sub[i].Domain, n)
+			}
+			if err := s.RegisterDomains(ctx, sub); err != nil {
+				return fmt.Errorf("register: %w", err)
+			}
+		}
+		return nil
+	})
+	require.NoError(t, g.Wait())
+}

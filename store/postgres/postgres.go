@@ -188,7 +188,7 @@ type queries struct {
 	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
 	changeDomain, openTransactions, expireDeadLetters, capDeadLetters                       string
 	stageKeyedTx, knownKeys, pruneKeys, forgetDomain                                        string
-	deadLettersByActivity                                                                   string
+	deadLettersByActivity, keepListed, keepFull                                             string
 }
 
 func newQueries(schema string) queries {
@@ -222,6 +222,8 @@ func newQueries(schema string) queries {
 		forgetDomain:      forgetDomainSQL,
 
 		deadLettersByActivity: deadLettersByActivitySQL,
+		keepListed:            keepSQL(false),
+		keepFull:              keepSQL(true),
 	}
 	for _, p := range []*string{
 		&q.append, &q.stageTx, &q.stageOneTx, &q.activities, &q.head, &q.register, &q.domains,
@@ -229,7 +231,7 @@ func newQueries(schema string) queries {
 		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
 		&q.expireDeadLetters, &q.capDeadLetters,
 		&q.stageKeyedTx, &q.knownKeys, &q.pruneKeys, &q.forgetDomain,
-		&q.deadLettersByActivity,
+		&q.deadLettersByActivity, &q.keepListed, &q.keepFull,
 	} {
 		// Twice: {safe_head} itself names {s}.
 		*p = r.Replace(r.Replace(*p))

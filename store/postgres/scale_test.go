@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/internal/pgtest"
@@ -26,7 +27,7 @@ const scaleDomains = 20000
 // only fails on that kind of plan.
 func TestStatementsStayLinearWithManyDomainsUnderGenericPlans(t *testing.T) {
 	t.Parallel()
-	s, _ := newStoreWith(t, pgtest.Options{Settings: map[string]string{"plan_cache_mode": "force_generic_plan"}})
+	s, db := newStoreWith(t, pgtest.Options{Settings: map[string]string{"plan_cache_mode": "force_generic_plan"}})
 	const bound = 30 * time.Second
 	step := func(name string, f func(ctx context.Context) error) {
 		t.Helper()
@@ -84,6 +85,18 @@ func TestStatementsStayLinearWithManyDomainsUnderGenericPlans(t *testing.T) {
 		return err
 	})
 	require.Len(t, renewed, scaleDomains/2)
+	var kept store.LeaseKept
+	step("KeepLeases, the whole list", func(ctx context.Context) (err error) {
+		kept, err = s.KeepLeases(ctx, "owner-a", store.LeaseKeep{Full: true, Leases: leases}, time.Hour)
+		return err
+	})
+	require.Len(t, kept.Leases, scaleDomains)
+	step("KeepLeases, nothing listed", func(ctx context.Context) (err error) {
+		kept, err = s.KeepLeases(ctx, "owner-a", store.LeaseKeep{Since: kept.Mark}, time.Hour)
+		return err
+	})
+	require.False(t, kept.Changed)
+	require.Empty(t, kept.Leases)
 	var states []store.DomainState
 	step("Domains", func(ctx context.Context) (err error) {
 		states, err = s.Domains(ctx, names)
@@ -94,6 +107,20 @@ func TestStatementsStayLinearWithManyDomainsUnderGenericPlans(t *testing.T) {
 		require.Equal(t, ids[2], st.Cursor, st.Domain)
 		require.Equal(t, 1, st.FailCount, st.Domain)
 	}
-	step("ReleaseLeases", func(ctx context.Context) error { return s.ReleaseLeases(ctx, "owner-a", leases) })
+	// owner-a dies: another owner takes its 20,000 domains over, which
+	// moves owner-a's change mark once, not once per domain.
+	_, err := db.Pool.Exec(t.Context(), `DELETE FROM `+pgx.Identifier{db.Schema, "owners"}.Sanitize()+` WHERE owner = 'owner-a'`)
+	require.NoError(t, err)
+	step("AcquireLeases of a dead owner's domains", func(ctx context.Context) (err error) {
+		held, err = s.AcquireLeases(ctx, "owner-b", time.Hour, scaleDomains)
+		return err
+	})
+	require.Len(t, held, scaleDomains)
+	step("KeepLeases of the dead owner, nothing listed", func(ctx context.Context) (err error) {
+		kept, err = s.KeepLeases(ctx, "owner-a", store.LeaseKeep{Since: kept.Mark}, time.Hour)
+		return err
+	})
+	require.True(t, kept.Changed, "owner-a was not told that its leases were taken")
+	step("ReleaseLeases", func(ctx context.Context) error { return s.ReleaseLeases(ctx, "owner-b", leasesOf(held)) })
 	step("Prune", func(ctx context.Context) error { _, err := s.Prune(ctx); return err })
 }

@@ -104,8 +104,10 @@ func TestNewLibraryOnOldSchema(t *testing.T) {
 	t.Parallel()
 	s, db := newStore(t, 0, nil)
 	ctx := t.Context()
-	// Undo migrations 2 and 3, as if only version 1 had been applied.
-	_, err := db.Pool.Exec(ctx, "ALTER TABLE "+db.Schema+".domains DROP COLUMN revision; "+
+	// Undo migrations 2 and 3 (and the trigger of 9 that reads the column
+	// of 2), as if only version 1 had been applied.
+	_, err := db.Pool.Exec(ctx, "DROP TRIGGER domains_move_owner_mark_on_update ON "+db.Schema+".domains; "+
+		"ALTER TABLE "+db.Schema+".domains DROP COLUMN revision; "+
 		"ALTER TABLE "+db.Schema+".pending_appends DROP COLUMN reserved_at; "+
 		"DELETE FROM "+db.Schema+".schema_migrations WHERE version > 1")
 	require.NoError(t, err)

@@ -40,6 +40,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RegisterDomains", testRegisterDomains},
 		{"Domains", testDomains},
 		{"Leases", testLeases},
+		{"LeaseKeeper", testLeaseKeeper},
 		{"Checkpoint", testCheckpoint},
 		{"ChangeDomain", testChangeDomain},
 		{"DeadLetters", testDeadLetters},
