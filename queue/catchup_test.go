@@ -552,6 +552,14 @@ func TestCatchUpWaiterRefusedForAHungryReaderIsBoundedByThePatience(t *testing.T
 	require.True(t, res.wait, "b reads on in the block in memory")
 	require.Equal(t, clk.Now().Add(catchUpPatience), res.retryAt,
 		"a is poked when b leaves the block, and tries again after the patience at the latest")
+	// Whatever the rules expect to wake a waiter, it asks again within the
+	// safety retry.
+	c.retry = catchUpRetry
+	res, err = c.read(ctx, a, ids[9], 100, base)
+	require.NoError(t, err)
+	require.True(t, res.wait)
+	require.Equal(t, clk.Now().Add(catchUpRetry), res.retryAt)
+	c.retry = time.Hour
 
 	// b has enough to send and stops reading inside the block: nobody
 	// pokes a, which tries again at its retry time and learns when b's
@@ -755,27 +763,4 @@ func (c *catchUp) describe() string {
 		fmt.Fprintf(&b, "reader %s: needs %d, state %d, dropped %v, waits %v, extends %v (%d), since %v\n", w.domain, r.need, r.state, r.dropped, waits, extends, at, r.since)
 	}
 	return b.String()
-}
-
-func TestCatchUpWaiterAlwaysTriesAgainWithinTheRetry(t *testing.T) {
-	t.Parallel()
-	st := newRowCountingStore(newMemory())
-	ids, first := blockLog(t, st, 20)
-	ctx, base := context.Background(), ids[19]
-	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	c := newCatchUp(st, 10, 1)
-	c.clock = clk
-	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
-	c.join(a, first)
-	c.join(b, first)
-	res, err := c.read(ctx, b, first, 4, base)
-	require.NoError(t, err)
-	require.Len(t, res.entries, 4)
-	res, err = c.read(ctx, a, first, 100, base)
-	require.NoError(t, err)
-	res, err = c.read(ctx, a, res.scanned, 100, base)
-	require.NoError(t, err)
-	require.True(t, res.wait, "b reads on in the block in memory")
-	require.Equal(t, clk.Now().Add(catchUpRetry), res.retryAt,
-		"whatever the rules expect to wake it, a asks again within catchUpRetry")
 }

@@ -119,19 +119,7 @@ func TestAdaptiveLimitGrowsWithTheLoad(t *testing.T) {
 	require.Equal(t, MaxInFlightPerDomainDefault, w.snapshot().InFlightMax)
 	// Each round, the domain answers every request in flight at once: a
 	// window without congestion, so the limit grows.
-	limits := []int{}
-	released := 0
-	for range 4 {
-		var limit int
-		eventually(t, func() bool {
-			s := w.snapshot()
-			limit = s.InFlightLimit
-			return s.Delivered == int64(released) && s.InFlight == limit && g.inflight(dom) == limit
-		}, "the limit's requests in flight")
-		limits = append(limits, limit)
-		g.release(t, dom, limit)
-		released += limit
-	}
+	limits := releaseRounds(t, g, w, dom, 4)
 	require.Equal(t, InitialInFlightLimit, limits[0], "the limit starts at %d", InitialInFlightLimit)
 	for i := 1; i < len(limits); i++ {
 		require.Greater(t, limits[i], limits[i-1], "the limit grows while the domain keeps up: %v", limits)
@@ -302,9 +290,24 @@ func TestAdaptiveLimitGrowsOneAtATimeWhileTheCPUIsShort(t *testing.T) {
 	enqueueAll(t, q, acts...)
 	eventually(t, func() bool { return q.workerCount() == 1 }, "worker started")
 	w := q.workerList()[0]
-	limits := []int{}
+	limits := releaseRounds(t, g, w, dom, 6)
+	require.Equal(t, InitialInFlightLimit, limits[0])
+	for i := 1; i < len(limits); i++ {
+		require.Contains(t, []int{limits[i-1], limits[i-1] + 1}, limits[i], "no slow start while short of CPU: %v", limits)
+	}
+	require.Greater(t, limits[len(limits)-1], InitialInFlightLimit, "answers as fast as the best still grow it: %v", limits)
+	g.open(dom)
+	eventually(t, func() bool { return g.fake.DeliveredCount() == 300 }, "all delivered")
+}
+
+// releaseRounds waits, rounds times, until w has as many requests in flight
+// as its limit, and answers them all at once; it returns the limit of each
+// round.
+func releaseRounds(t *testing.T, g *gatedSender, w *worker, dom string, rounds int) []int {
+	t.Helper()
+	var limits []int
 	released := 0
-	for range 6 {
+	for range rounds {
 		var limit int
 		eventually(t, func() bool {
 			s := w.snapshot()
@@ -315,11 +318,5 @@ func TestAdaptiveLimitGrowsOneAtATimeWhileTheCPUIsShort(t *testing.T) {
 		g.release(t, dom, limit)
 		released += limit
 	}
-	require.Equal(t, InitialInFlightLimit, limits[0])
-	for i := 1; i < len(limits); i++ {
-		require.Contains(t, []int{limits[i-1], limits[i-1] + 1}, limits[i], "no slow start while short of CPU: %v", limits)
-	}
-	require.Greater(t, limits[len(limits)-1], InitialInFlightLimit, "answers as fast as the best still grow it: %v", limits)
-	g.open(dom)
-	eventually(t, func() bool { return g.fake.DeliveredCount() == 300 }, "all delivered")
+	return limits
 }
