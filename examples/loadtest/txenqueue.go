@@ -22,7 +22,22 @@ type contrast struct {
 	what, base string // the measured variant and its baseline
 	unit       string
 	rates      [][2]float64 // per round: variant, baseline
-	note       string
+	// An optional reference measured in each round after the other two
+	// (refRates[i] in round i): what the variant is bounded by.
+	ref      string
+	refRates []float64
+	note     string
+}
+
+// refRatio is the median over the rounds of reference / baseline.
+func (c *contrast) refRatio() float64 {
+	var rs []float64
+	for i, r := range c.rates {
+		if i < len(c.refRates) && r[1] > 0 {
+			rs = append(rs, c.refRates[i]/r[1])
+		}
+	}
+	return median(rs)
 }
 
 // ratio is the median over the rounds of variant / baseline.
@@ -43,6 +58,13 @@ func (c *contrast) ratio() float64 {
 // proxy with -db-latency). The store numbers the committed activities as it
 // does in production (its commit watcher, on the same pool); the run checks
 // at the end that every committed activity was.
+//
+// Each round also measures a reference: the same transaction with, in
+// EnqueueTx's place, a plain INSERT of the same body into a table with
+// nothing but a serial key. No EnqueueTx that writes the body in the
+// caller's transaction can do better than it on this machine, so the
+// report shows how much of the gap is the statement's place in the
+// transaction and how much is the store's own work.
 func runTxEnqueue(ctx context.Context, o *options) (*report, error) {
 	sa, err := openStandalone(ctx, o, max(o.dbConns, o.enqueuers)) // the queue is not started
 	if err != nil {
@@ -54,6 +76,10 @@ func runTxEnqueue(ctx context.Context, o *options) (*report, error) {
 	pool := be.pools[0]
 	table := pgx.Identifier{be.schema, "posts"}.Sanitize()
 	if _, err := pool.Exec(ctx, "CREATE TABLE "+table+" (id bigserial PRIMARY KEY, body text NOT NULL)"); err != nil {
+		return nil, err
+	}
+	plain := pgx.Identifier{be.schema, "plain_bodies"}.Sanitize()
+	if _, err := pool.Exec(ctx, "CREATE TABLE "+plain+" (id bigserial PRIMARY KEY, body bytea NOT NULL)"); err != nil {
 		return nil, err
 	}
 	inbox := []string{"https://enqueue.example/inbox"}
@@ -81,8 +107,19 @@ func runTxEnqueue(ctx context.Context, o *options) (*report, error) {
 			o.enqueuers, be.conns, o.dbLatency, o.bodyBytes),
 		what: "BEGIN; INSERT; EnqueueTx; COMMIT", base: "BEGIN; INSERT; COMMIT", unit: "commits/s",
 	}
+	// The reference: a plain INSERT of the body where EnqueueTx was.
+	reference := func(ctx context.Context, n int) error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "INSERT INTO "+table+" (body) VALUES ($1)", fmt.Sprint("post ", n)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO "+plain+" (body) VALUES ($1)", activityBody(n, 0, o.bodyBytes))
+			return err
+		})
+	}
+	c.ref = "BEGIN; INSERT; INSERT of the body into a plain table; COMMIT"
 	stmtStart := be.statements()
-	if err := measureContrast(ctx, o, c, txn(true), txn(false)); err != nil {
+	if err := measureContrast(ctx, o, c, txn(true), txn(false), reference); err != nil {
 		return nil, err
 	}
 	storeStatements := be.statements() - stmtStart
@@ -141,9 +178,10 @@ func runAppendScaling(ctx context.Context, o *options) (*report, error) {
 	return &report{scenario: o.scenario, opts: o, contrast: c}, nil
 }
 
-// measureContrast runs variant and baseline alternately, o.rounds times,
-// each with o.enqueuers callers for o.baselineDuration.
-func measureContrast(ctx context.Context, o *options, c *contrast, variant, baseline func(context.Context, int) error) error {
+// measureContrast runs baseline, variant and, when given, reference
+// (c.ref) in turn, o.rounds times, each with o.enqueuers callers for
+// o.baselineDuration.
+func measureContrast(ctx context.Context, o *options, c *contrast, variant, baseline, reference func(context.Context, int) error) error {
 	for range o.rounds {
 		var r [2]float64
 		var err error
@@ -154,6 +192,13 @@ func measureContrast(ctx context.Context, o *options, c *contrast, variant, base
 			return err
 		}
 		c.rates = append(c.rates, r)
+		if reference != nil {
+			ref, err := rateFor(ctx, o, reference)
+			if err != nil {
+				return err
+			}
+			c.refRates = append(c.refRates, ref)
+		}
 	}
 	return nil
 }
@@ -201,8 +246,14 @@ func (r *report) printContrast(p func(string, ...any)) {
 	p("  setup          %s", c.setup)
 	for i, rt := range c.rates {
 		p("  round %d        %s %.0f %s, %s %.0f %s: ratio %.2f", i+1, c.what, rt[0], c.unit, c.base, rt[1], c.unit, rt[0]/rt[1])
+		if i < len(c.refRates) {
+			p("                 reference: %s %.0f %s: ratio %.2f", c.ref, c.refRates[i], c.unit, c.refRates[i]/rt[1])
+		}
 	}
 	p("  ratio          %s / %s = %.2f (median of %d rounds)", c.what, c.base, c.ratio(), len(c.rates))
+	if len(c.refRates) > 0 {
+		p("  reference      %s / %s = %.2f (median): the bound for a statement that writes the body in the caller's transaction", c.ref, c.base, c.refRatio())
+	}
 	if c.note != "" {
 		p("  check          %s", c.note)
 	}
