@@ -204,7 +204,7 @@ func (q *Queue) changeDomain(ctx context.Context, dom string, change store.Domai
 	w := q.workers[n]
 	q.mu.Unlock()
 	if w != nil {
-		w.reloadNow(ctx)
+		w.reloadNow(ctx, st)
 	}
 	return st, nil
 }

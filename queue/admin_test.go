@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,6 +64,105 @@ func TestNothingEnqueuedAfterPauseReturnsIsSent(t *testing.T) {
 		require.NoError(t, q.Resume(ctx, "a.example"))
 		eventually(t, func() bool { return len(fake.Delivered(a)) == n+2 }, "delivered after Resume")
 	}
+}
+
+// failAfterChangeStore, once armed, fails every Domains call that follows
+// a ChangeDomain, as a store that cannot be read right after an admin
+// change would.
+type failAfterChangeStore struct {
+	store.Store
+	armed, failing atomic.Bool
+}
+
+func (s *failAfterChangeStore) ChangeDomain(ctx context.Context, dom string, change store.DomainChange) (store.DomainState, error) {
+	st, err := s.Store.ChangeDomain(ctx, dom, change)
+	if s.armed.Load() {
+		s.failing.Store(true)
+	}
+	return st, err
+}
+
+func (s *failAfterChangeStore) Domains(ctx context.Context, domains []string) ([]store.DomainState, error) {
+	if s.failing.Load() {
+		return nil, errors.New("read refused")
+	}
+	return s.Store.Domains(ctx, domains)
+}
+
+func TestPauseTakesEffectWhenTheStoreCannotBeRead(t *testing.T) {
+	t.Parallel()
+	st := &failAfterChangeStore{Store: newMemory()}
+	fake := &sendertest.Fake{}
+	q := startQueue(t, st, fake, testConfig())
+	ctx := context.Background()
+	const a = "https://a.example/inbox"
+	enqueueAll(t, q, note(1, a))
+	eventually(t, func() bool { return len(fake.Delivered(a)) == 1 }, "a.example worked")
+	w := q.workerList()[0]
+
+	// The worker takes in the state the change returned: it need not read
+	// the store, so a read that would fail changes nothing.
+	st.armed.Store(true)
+	require.NoError(t, q.Pause(ctx, "a.example"))
+	require.Equal(t, store.StatusPaused, w.snapshot().Status, "the worker took the pause in before Pause returned")
+	st.armed.Store(false)
+	st.failing.Store(false)
+	enqueueAll(t, q, note(2, a))
+	require.NoError(t, q.Resume(ctx, "a.example"))
+	require.Equal(t, store.StatusActive, w.snapshot().Status, "the worker took the resume in before Resume returned")
+	eventually(t, func() bool { return len(fake.Delivered(a)) == 2 }, "delivered after Resume")
+}
+
+func TestAResolverMayChangeTheDomainItResolvesFor(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	// Enqueued by a web process; the delivering process's Resolver pauses
+	// the domain it is asked about, on the worker's own goroutine.
+	web := newCountingResolver()
+	web.set(followers, "https://a.example/users/1/inbox")
+	enqueuer, err := New(st, &sendertest.Fake{}, &Config{Resolver: web, Logger: quietLogger()})
+	require.NoError(t, err)
+	var q *Queue
+	paused := make(chan error, 1)
+	cfg := testConfig()
+	cfg.PollInterval = 20 * time.Millisecond // the enqueue is another queue's
+	cfg.Resolver = ResolverFunc(func(ctx context.Context, aud string) ([]string, error) {
+		select {
+		case paused <- q.Pause(ctx, "a.example"):
+		default:
+		}
+		return []string{"https://a.example/users/1/inbox"}, nil
+	})
+	fake := &sendertest.Fake{}
+	q = startQueue(t, st, fake, cfg)
+	enqueueAll(t, enqueuer, post(1))
+	select {
+	case err := <-paused:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Pause called from the Resolver did not return: it waits for the worker that waits for the Resolver")
+	}
+	eventually(t, func() bool { return domainState(t, st, "a.example").Status == store.StatusPaused }, "saved paused")
+	w := q.workerList()[0]
+	eventually(t, func() bool { return w.snapshot().Status == store.StatusPaused }, "the worker took the pause in")
+	require.NoError(t, q.Resume(context.Background(), "a.example"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "delivered after Resume")
+}
+
+func TestADomainLimitFuncMayCallTheQueue(t *testing.T) {
+	t.Parallel()
+	var q *Queue
+	cfg := testConfig()
+	cfg.DomainLimitFunc = func(dom string) int {
+		if _, err := q.Stats(context.Background()); err != nil {
+			panic(err)
+		}
+		return 2
+	}
+	fake := &sendertest.Fake{}
+	q = startQueue(t, newMemory(), fake, cfg)
+	enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "delivered: the worker started although its limit function read the queue's stats")
 }
 
 func TestRetryNowClearsBackoff(t *testing.T) {

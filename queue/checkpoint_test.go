@@ -29,7 +29,7 @@ func TestLostDomainIsNotLeftBeingSaved(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st := store.DomainState{Domain: "a.example", Status: store.StatusActive, LeaseToken: 1}
-	w := newWorker(q, ctx, st, time.Now().Add(time.Minute))
+	w := newWorker(q, ctx, st, time.Now().Add(time.Minute), q.domainLimit(st.Domain))
 	st.Cursor = 5
 	q.checkpoints.offer(w, st, []store.DeadLetter{{ActivityID: 5, Domain: "a.example", Reason: "422"}}, 1)
 	require.True(t, q.checkpoints.unsaved("a.example"))

@@ -69,7 +69,7 @@ func TestWorkerHoldsBackWhenItsLeaseMayHaveExpired(t *testing.T) {
 	require.NoError(t, err)
 	st := store.DomainState{Domain: "a.example", Cursor: ids[0] - 1, Status: store.StatusActive}
 	q.window.init(ctx)
-	w := newWorker(q, ctx, st, time.Now().Add(-time.Second)) // renewal overdue
+	w := newWorker(q, ctx, st, time.Now().Add(-time.Second), q.domainLimit(st.Domain)) // renewal overdue
 	w.scanned = 0
 	w.fill()
 	w.dispatch()

@@ -349,12 +349,13 @@ func (q *Queue) kill() {
 
 // startWorker starts a worker for a domain this process just leased.
 func (q *Queue) startWorker(st store.DomainState, leaseUntil time.Time) {
+	upper := q.domainLimit(st.Domain) // outside q.mu: DomainLimitFunc may call the queue
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if _, ok := q.workers[st.Domain]; ok || q.workCtx == nil || q.workCtx.Err() != nil {
 		return
 	}
-	w := newWorker(q, q.workCtx, st, leaseUntil)
+	w := newWorker(q, q.workCtx, st, leaseUntil, upper)
 	q.window.join(w)
 	w.leaseTimer = time.AfterFunc(time.Until(leaseUntil), func() { q.drop(w, "lease expired before it was renewed") })
 	q.workers[st.Domain] = w

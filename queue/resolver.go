@@ -21,6 +21,10 @@ import (
 // when an audience changes (a follow or unfollow) so that new activities use
 // the new answer at once. Every process that enqueues or delivers
 // activities with audiences needs the same Resolver.
+//
+// A delivering process calls it on the domain's worker; an admin change
+// to that domain made from it with the context it was given (Pause, say)
+// returns at once and applies at the worker's next step.
 type Resolver interface {
 	Inboxes(ctx context.Context, audience string) ([]string, error)
 }

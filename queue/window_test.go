@@ -239,7 +239,7 @@ func TestIdleOnlyOnceDeadLettersAreOffered(t *testing.T) {
 	require.NoError(t, q.window.refresh(ctx))
 	states, err := st.AcquireLeases(ctx, "o", time.Minute, 10)
 	require.NoError(t, err)
-	w := newWorker(q, ctx, states[0], time.Now().Add(time.Minute))
+	w := newWorker(q, ctx, states[0], time.Now().Add(time.Minute), q.domainLimit(states[0].Domain))
 	w.fill() // the activity has nowhere to go here: a dead letter, nothing pending
 	require.Len(t, w.deadLetters, 1)
 	_, ok := q.window.settledThrough(w)

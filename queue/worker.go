@@ -54,10 +54,9 @@ type worker struct {
 	slotGrants
 	// asks are questions about one activity (Queue.ActivityStatus).
 	asks chan activityAsk
-	// reloads are admin operations of this process waiting for the worker
-	// to re-read its saved state; the worker closes the channel it
-	// receives once it has (see reloadNow).
-	reloads chan chan struct{}
+	// reloads are admin changes made through this process, waiting for
+	// the worker to take them in (see reloadNow).
+	reloads chan adminChange
 	// emptyThrough is set by the window when it wakes the worker for an
 	// activity: nothing up to the ID before it addresses the domain, so the
 	// worker skips that part of the log instead of reading it again.
@@ -124,8 +123,22 @@ type result struct {
 	res sender.Result
 }
 
-func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUntil time.Time) *worker {
-	upper := q.domainLimit(st.Domain)
+// adminChange is a domain's state as an admin change made through this
+// process left it; the worker closes done once it has taken it in.
+type adminChange struct {
+	state store.DomainState
+	done  chan struct{}
+}
+
+// workerKey marks the context of a worker's own calls (its Resolver
+// calls), so that an admin change made from one does not wait for the
+// worker, which waits for the call (see reloadNow).
+type workerKey struct{}
+
+// newWorker returns the worker for a domain this process leased; upper is
+// its most requests in flight (Queue.domainLimit, asked before q.mu is
+// taken, as DomainLimitFunc may call the queue).
+func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUntil time.Time, upper int) *worker {
 	w := &worker{
 		q:        q,
 		domain:   st.Domain,
@@ -134,7 +147,7 @@ func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUnti
 		done:     make(chan struct{}),
 		nudge:    make(chan struct{}, 1),
 		asks:     make(chan activityAsk),
-		reloads:  make(chan chan struct{}),
+		reloads:  make(chan adminChange),
 		results:  make(chan result, min(upper, maxResultsBuffer)),
 		limit:    newInflightLimit(upper, q.cfg.FixedInFlight),
 		scanned:  st.Cursor,
@@ -144,7 +157,7 @@ func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUnti
 	}
 	w.leaseUntil.Store(leaseUntil.UnixNano())
 	w.revision.Store(st.Revision)
-	w.ctx, w.cancel = context.WithCancel(parent)
+	w.ctx, w.cancel = context.WithCancel(context.WithValue(parent, workerKey{}, w))
 	w.sendCtx, w.sendCancel = context.WithCancel(w.ctx)
 	w.publish()
 	return w
@@ -172,31 +185,42 @@ func (w *worker) reload() {
 	w.poke()
 }
 
-// reloadNow is reload, returning once the worker has re-read its saved
-// state (or has exited, or ctx ended): an admin change made through this
-// process applies to everything the worker sends afterwards, such as an
-// activity enqueued right after Pause returns. It does not wait while a
-// worker waits for the Observer to take its events: the call may come from
-// the Observer, which would then wait for a worker that waits for it; the
-// change is applied at the worker's next step, as by reload.
-func (w *worker) reloadNow(ctx context.Context) {
-	w.reload() // applied by the next step if the worker cannot answer now
+// reloadNow hands the worker st, the state an admin change made through
+// this process returned, and returns once the worker has taken it in (or
+// has exited, or ctx ended): the change applies to everything the worker
+// sends afterwards, such as an activity enqueued right after Pause
+// returns. The worker merges st as it would a re-read of the store, so
+// taking it in cannot fail; a state older than one it already has changes
+// nothing.
+//
+// It does not wait where the worker may be waiting for the caller: when
+// ctx is one the worker gave its own call (a Resolver changing the
+// domain it resolves for), or while the worker waits for the Observer to
+// take its events (the Observer may be the caller). The worker then
+// re-reads its state at its next step, as after reload.
+func (w *worker) reloadNow(ctx context.Context, st store.DomainState) {
+	if ctx.Value(workerKey{}) == w {
+		w.reload()
+		return
+	}
 	var observerFull <-chan struct{}
 	if w.q.events != nil {
 		observerFull = w.q.events.waitedFor()
 	}
-	done := make(chan struct{})
+	change := adminChange{state: st, done: make(chan struct{})}
 	select {
-	case w.reloads <- done:
+	case w.reloads <- change:
 	case <-w.done:
 		return
 	case <-ctx.Done():
+		w.reload()
 		return
 	case <-observerFull:
+		w.reload()
 		return
 	}
 	select {
-	case <-done:
+	case <-change.done:
 	case <-w.done:
 	case <-ctx.Done():
 	case <-observerFull:
@@ -345,10 +369,10 @@ func (w *worker) run() {
 			w.caughtUp = false
 		case a := <-w.asks:
 			a.reply <- w.answer(a.id)
-		case done := <-w.reloads:
-			w.reloadState()
+		case c := <-w.reloads:
+			w.takeChange(c.state)
 			w.publish() // Stats show the change once the admin call returns
-			close(done)
+			close(c.done)
 		case <-timerC:
 		case <-stopC:
 		case <-ctxDone:
@@ -381,6 +405,15 @@ func (w *worker) reloadState() {
 		return
 	}
 	w.merge(states[0])
+}
+
+// takeChange merges st, the state an admin change made through this
+// process returned, unless the worker already has that revision or a
+// later one (two changes made at once may arrive in either order).
+func (w *worker) takeChange(st store.DomainState) {
+	if st.Revision > w.state.Revision {
+		w.merge(st)
+	}
 }
 
 // ahead is how many deliveries the worker may hold pending: how far it runs
