@@ -118,10 +118,7 @@ func TestAResolverMayChangeTheDomainItResolvesFor(t *testing.T) {
 	st := newMemory()
 	// Enqueued by a web process; the delivering process's Resolver pauses
 	// the domain it is asked about, on the worker's own goroutine.
-	web := newCountingResolver()
-	web.set(followers, "https://a.example/users/1/inbox")
-	enqueuer, err := New(st, &sendertest.Fake{}, &Config{Resolver: web, Logger: quietLogger()})
-	require.NoError(t, err)
+	enqueuer := webEnqueuer(t, st, "https://a.example/users/1/inbox")
 	var q *Queue
 	paused := make(chan error, 1)
 	cfg := testConfig()

@@ -205,10 +205,7 @@ func TestStopKeepsItsDeadlineWhileAResolverHangs(t *testing.T) {
 	st := newMemory()
 	// The web process resolves the audience at enqueue; the delivering
 	// process's Resolver hangs when it looks for the inboxes.
-	web := newCountingResolver()
-	web.set(followers, "https://a.example/users/1/inbox")
-	enqueuer, err := New(st, &sendertest.Fake{}, &Config{Resolver: web, Logger: quietLogger()})
-	require.NoError(t, err)
+	enqueuer := webEnqueuer(t, st, "https://a.example/users/1/inbox")
 	called := make(chan struct{}, 1)
 	cfg := testConfig()
 	cfg.PollInterval = 20 * time.Millisecond // the enqueue is another queue's: no wake-up may reach this one before it listens
@@ -239,10 +236,7 @@ func TestQueueWithoutResolverRecordsAudiencesItCannotResolve(t *testing.T) {
 	ctx := context.Background()
 	// Enqueued by a process that has a Resolver: the audience reaches a
 	// domain with a known shared inbox and one without.
-	web := newCountingResolver()
-	web.set(followers, "https://shared.example/users/1/inbox", "https://personal.example/users/1/inbox")
-	enqueuer, err := New(st, &sendertest.Fake{}, &Config{Resolver: web, Logger: quietLogger()})
-	require.NoError(t, err)
+	enqueuer := webEnqueuer(t, st, "https://shared.example/users/1/inbox", "https://personal.example/users/1/inbox")
 	require.NoError(t, enqueuer.SetSharedInbox(ctx, "https://shared.example/inbox"))
 	ids := enqueueAll(t, enqueuer, post(1))
 

@@ -40,6 +40,17 @@ func (r *countingResolver) set(audience string, inboxes ...string) {
 	r.inboxes[audience] = inboxes
 }
 
+// webEnqueuer is a queue that stands for a web process: it enqueues, and
+// its Resolver answers followers with inboxes. It is never started.
+func webEnqueuer(t *testing.T, st store.Store, inboxes ...string) *Queue {
+	t.Helper()
+	web := newCountingResolver()
+	web.set(followers, inboxes...)
+	q, err := New(st, &sendertest.Fake{}, &Config{Resolver: web, Logger: quietLogger()})
+	require.NoError(t, err)
+	return q
+}
+
 func (r *countingResolver) callsFor(audience string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
