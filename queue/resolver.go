@@ -23,8 +23,8 @@ import (
 // activities with audiences needs the same Resolver.
 //
 // A delivering process calls it on the domain's worker; an admin change
-// to that domain made from it with the context it was given (Pause, say)
-// returns at once and applies at the worker's next step.
+// made from it with the context it was given (Pause, say) returns at once
+// and applies at the worker's next step.
 type Resolver interface {
 	Inboxes(ctx context.Context, audience string) ([]string, error)
 }

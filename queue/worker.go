@@ -131,8 +131,8 @@ type adminChange struct {
 }
 
 // workerKey marks the context of a worker's own calls (its Resolver
-// calls), so that an admin change made from one does not wait for the
-// worker, which waits for the call (see reloadNow).
+// calls), so that an admin change made from one does not wait for a
+// worker, which may be waiting for the call (see reloadNow).
 type workerKey struct{}
 
 // newWorker returns the worker for a domain this process leased; upper is
@@ -193,13 +193,14 @@ func (w *worker) reload() {
 // taking it in cannot fail; a state older than one it already has changes
 // nothing.
 //
-// It does not wait where the worker may be waiting for the caller: when
-// ctx is one the worker gave its own call (a Resolver changing the
-// domain it resolves for), or while the worker waits for the Observer to
-// take its events (the Observer may be the caller). The worker then
-// re-reads its state at its next step, as after reload.
+// It does not wait where a worker may be waiting for the caller: when ctx
+// is one a worker gave a call of its own (a Resolver changing the domain
+// it resolves for, or another: two such calls could wait for each other's
+// worker), or while the worker waits for the Observer to take its events
+// (the Observer may be the caller). The worker then re-reads its state at
+// its next step, as after reload.
 func (w *worker) reloadNow(ctx context.Context, st store.DomainState) {
-	if ctx.Value(workerKey{}) == w {
+	if _, fromWorker := ctx.Value(workerKey{}).(*worker); fromWorker {
 		w.reload()
 		return
 	}
