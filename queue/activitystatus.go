@@ -427,8 +427,13 @@ type activityAsk struct {
 }
 
 // ask returns what the worker knows of activity id, or false when the
-// worker has exited or ctx ended first.
+// worker has exited or ctx ended first, or when a Resolver asks (the
+// worker may be the one waiting for it): the status then says what the
+// store says.
 func (w *worker) ask(ctx context.Context, id int64) (liveActivity, bool) {
+	if fromResolver(ctx) {
+		return liveActivity{}, false // the worker may be waiting for the caller
+	}
 	a := activityAsk{id: id, reply: make(chan liveActivity, 1)}
 	select {
 	case w.asks <- a:

@@ -142,8 +142,37 @@ func TestAResolverMayChangeTheDomainItResolvesFor(t *testing.T) {
 	eventually(t, func() bool { return domainState(t, st, "a.example").Status == store.StatusPaused }, "saved paused")
 	w := q.workerList()[0]
 	eventually(t, func() bool { return w.snapshot().Status == store.StatusPaused }, "the worker took the pause in")
+	require.Zero(t, fake.DeliveredCount(), "the delivery being resolved was not sent to the domain its Resolver paused")
 	require.NoError(t, q.Resume(context.Background(), "a.example"))
 	eventually(t, func() bool { return fake.DeliveredCount() == 1 }, "delivered after Resume")
+}
+
+func TestASenderPausingItsDomainWaitsForTheWorker(t *testing.T) {
+	t.Parallel()
+	var (
+		q     *Queue
+		once  atomic.Bool
+		after = make(chan store.DomainStatus, 1)
+	)
+	// A Sender that pauses the domain it sends to (say, on an answer that
+	// asks it to) runs on its own goroutine: Pause may wait for the worker.
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if once.CompareAndSwap(false, true) {
+			if err := q.Pause(ctx, "a.example"); err != nil {
+				panic(err)
+			}
+			after <- q.workerList()[0].snapshot().Status
+		}
+		return sender.Success(202)
+	}}
+	q = startQueue(t, newMemory(), fake, testConfig())
+	enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	select {
+	case st := <-after:
+		require.Equal(t, store.StatusPaused, st, "the worker took the pause in before Pause returned")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Pause called from the Sender did not return")
+	}
 }
 
 func TestADomainLimitFuncMayCallTheQueue(t *testing.T) {

@@ -106,8 +106,9 @@ type Config struct {
 	// place of MaxInFlightPerDomain: more for a big server, 1 for a fragile
 	// one that takes one request at a time. It is called when this process
 	// takes the domain (so a change applies from the next lease); 0 or less
-	// means MaxInFlightPerDomain. It must be quick; it may call the Queue
-	// (it runs outside the queue's lock). Default: none.
+	// means MaxInFlightPerDomain. It must be quick. It runs outside the
+	// queue's lock, so it may read the Queue and change domains (Stats,
+	// Pause), but not Stop or Drain it. Default: none.
 	DomainLimitFunc func(domain string) int
 	// MaxInFlight caps the requests in flight across all domains; 0 means
 	// no cap. No domain's limit exceeds it. A domain that finds the cap

@@ -22,9 +22,10 @@ import (
 // the new answer at once. Every process that enqueues or delivers
 // activities with audiences needs the same Resolver.
 //
-// A delivering process calls it on the domain's worker; an admin change
-// made from it with the context it was given (Pause, say) returns at once
-// and applies at the worker's next step.
+// A delivering process calls it on the domain's worker. It may call the
+// queue with the context it was given: an admin change (Pause, say)
+// returns at once, and the worker takes it in before it sends anything
+// more, the delivery being resolved included.
 type Resolver interface {
 	Inboxes(ctx context.Context, audience string) ([]string, error)
 }

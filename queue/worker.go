@@ -54,9 +54,15 @@ type worker struct {
 	slotGrants
 	// asks are questions about one activity (Queue.ActivityStatus).
 	asks chan activityAsk
-	// reloads are admin changes made through this process, waiting for
-	// the worker to take them in (see reloadNow).
-	reloads chan adminChange
+	// changed holds the newest state an admin change made through this
+	// process returned, until the worker takes it in (see reloadNow);
+	// reloads are those changes' callers, waiting for the worker to have
+	// taken it: it closes the channel it receives once it has.
+	changed atomic.Pointer[store.DomainState]
+	reloads chan chan struct{}
+	// resolveCtx is the context of the worker's Resolver calls: w.ctx,
+	// marked (workerKey).
+	resolveCtx context.Context
 	// emptyThrough is set by the window when it wakes the worker for an
 	// activity: nothing up to the ID before it addresses the domain, so the
 	// worker skips that part of the log instead of reading it again.
@@ -123,17 +129,14 @@ type result struct {
 	res sender.Result
 }
 
-// adminChange is a domain's state as an admin change made through this
-// process left it; the worker closes done once it has taken it in.
-type adminChange struct {
-	state store.DomainState
-	done  chan struct{}
-}
-
-// workerKey marks the context of a worker's own calls (its Resolver
-// calls), so that an admin change made from one does not wait for a
-// worker, which may be waiting for the call (see reloadNow).
+// workerKey marks the context of a worker's Resolver calls, made on its
+// goroutine, so that what the Resolver asks of the queue does not wait
+// for a worker, which may be waiting for the Resolver (see reloadNow).
 type workerKey struct{}
+
+// fromResolver reports whether ctx is (derived from) a worker's Resolver
+// call.
+func fromResolver(ctx context.Context) bool { return ctx.Value(workerKey{}) != nil }
 
 // newWorker returns the worker for a domain this process leased; upper is
 // its most requests in flight (Queue.domainLimit, asked before q.mu is
@@ -147,7 +150,7 @@ func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUnti
 		done:     make(chan struct{}),
 		nudge:    make(chan struct{}, 1),
 		asks:     make(chan activityAsk),
-		reloads:  make(chan adminChange),
+		reloads:  make(chan chan struct{}),
 		results:  make(chan result, min(upper, maxResultsBuffer)),
 		limit:    newInflightLimit(upper, q.cfg.FixedInFlight),
 		scanned:  st.Cursor,
@@ -157,8 +160,9 @@ func newWorker(q *Queue, parent context.Context, st store.DomainState, leaseUnti
 	}
 	w.leaseUntil.Store(leaseUntil.UnixNano())
 	w.revision.Store(st.Revision)
-	w.ctx, w.cancel = context.WithCancel(context.WithValue(parent, workerKey{}, w))
+	w.ctx, w.cancel = context.WithCancel(parent)
 	w.sendCtx, w.sendCancel = context.WithCancel(w.ctx)
+	w.resolveCtx = context.WithValue(w.ctx, workerKey{}, struct{}{})
 	w.publish()
 	return w
 }
@@ -193,39 +197,53 @@ func (w *worker) reload() {
 // taking it in cannot fail; a state older than one it already has changes
 // nothing.
 //
-// It does not wait where a worker may be waiting for the caller: when ctx
-// is one a worker gave a call of its own (a Resolver changing the domain
-// it resolves for, or another: two such calls could wait for each other's
-// worker), or while the worker waits for the Observer to take its events
-// (the Observer may be the caller). The worker then re-reads its state at
-// its next step, as after reload.
+// It does not wait where the worker may be waiting for the caller: when
+// the call comes from a Resolver (ctx is one a worker gave it), or while
+// the worker waits for the Observer to take its events (the Observer may
+// be the caller). The worker then takes st in at its next step, and at
+// the latest before it sends anything more: a Resolver that pauses the
+// domain it resolves for stops the delivery it was asked about.
 func (w *worker) reloadNow(ctx context.Context, st store.DomainState) {
-	if _, fromWorker := ctx.Value(workerKey{}).(*worker); fromWorker {
-		w.reload()
+	w.offerChange(st)
+	if fromResolver(ctx) {
 		return
 	}
 	var observerFull <-chan struct{}
 	if w.q.events != nil {
 		observerFull = w.q.events.waitedFor()
 	}
-	change := adminChange{state: st, done: make(chan struct{})}
+	done := make(chan struct{})
 	select {
-	case w.reloads <- change:
+	case w.reloads <- done:
 	case <-w.done:
 		return
 	case <-ctx.Done():
-		w.reload()
 		return
 	case <-observerFull:
-		w.reload()
 		return
 	}
 	select {
-	case <-change.done:
+	case <-done:
 	case <-w.done:
 	case <-ctx.Done():
 	case <-observerFull:
 	}
+}
+
+// offerChange leaves st for the worker, unless a state of a later
+// revision waits already (two changes made at once may return in either
+// order), and pokes it.
+func (w *worker) offerChange(st store.DomainState) {
+	for {
+		old := w.changed.Load()
+		if old != nil && old.Revision >= st.Revision {
+			break
+		}
+		if w.changed.CompareAndSwap(old, &st) {
+			break
+		}
+	}
+	w.poke()
 }
 
 // skipTo asks the worker to move past the given ID.
@@ -340,6 +358,7 @@ func (w *worker) run() {
 			w.takeRequests()
 			w.advanceCursor() // drop what settled, so fill sees the room it has
 			w.fill()
+			w.takeChange() // one a Resolver made while fill asked it
 			w.dispatch()
 		}
 		w.advanceCursor()
@@ -370,10 +389,10 @@ func (w *worker) run() {
 			w.caughtUp = false
 		case a := <-w.asks:
 			a.reply <- w.answer(a.id)
-		case c := <-w.reloads:
-			w.takeChange(c.state)
+		case done := <-w.reloads:
+			w.takeChange()
 			w.publish() // Stats show the change once the admin call returns
-			close(c.done)
+			close(done)
 		case <-timerC:
 		case <-stopC:
 		case <-ctxDone:
@@ -381,9 +400,11 @@ func (w *worker) run() {
 	}
 }
 
-// takeRequests applies what others asked for since the last step: a reload
-// of the saved state after an admin change, a skip.
+// takeRequests applies what others asked for since the last step: an
+// admin change made through this process, a reload of the saved state
+// after one made elsewhere, a skip.
 func (w *worker) takeRequests() {
+	w.takeChange()
 	if w.wantReload.Load() && !w.clock().Now().Before(w.fillRetry) {
 		w.reloadState()
 	}
@@ -408,12 +429,19 @@ func (w *worker) reloadState() {
 	w.merge(states[0])
 }
 
-// takeChange merges st, the state an admin change made through this
-// process returned, unless the worker already has that revision or a
-// later one (two changes made at once may arrive in either order).
-func (w *worker) takeChange(st store.DomainState) {
-	if st.Revision > w.state.Revision {
-		w.merge(st)
+// takeChange merges the state an admin change made through this process
+// left for it (offerChange), unless the worker already has that revision
+// or a later one. A state of another lease on the domain (it was
+// forgotten and registered again meanwhile: revisions start over) is not
+// merged; the worker re-reads its state instead.
+func (w *worker) takeChange() {
+	st := w.changed.Swap(nil)
+	switch {
+	case st == nil:
+	case st.LeaseToken != w.token:
+		w.reload()
+	case st.Revision > w.state.Revision:
+		w.merge(*st)
 	}
 }
 
@@ -589,7 +617,7 @@ func (w *worker) targets(e *entry) ([]string, error) {
 				w.settleUndeliverable(e, errNoResolverHere.Error())
 				return dedupe(inboxes), nil
 			}
-			ans, err := w.q.resolver.answer(w.ctx, aud, w.domain, e.act.ID)
+			ans, err := w.q.resolver.answer(w.resolveCtx, aud, w.domain, e.act.ID)
 			if err != nil {
 				return nil, err
 			}
