@@ -378,7 +378,11 @@ func (w *worker) run() {
 			}
 			stopC = w.stopping
 		}
-		if w.ctx.Err() == nil {
+		// A worker that was not stopping when the step began waits for
+		// its context too, even if it ended during the step (a lost lease,
+		// Forget): left out, nothing might wake it again. Only one already
+		// stopping leaves an ended context out, not to spin on it.
+		if !stopping || w.ctx.Err() == nil {
 			ctxDone = w.ctx.Done()
 		}
 		select {
