@@ -45,9 +45,10 @@ import (
 //     out at once; the block it needs may go, and it reads it again when it
 //     resumes;
 //   - a healthy domain that holds enough deliveries to send (busy) keeps its
-//     block for catchUpPatience after it stopped reading, which covers a
-//     domain answering at the pace of the others; past that, or once it was
-//     dropped that way, it no longer holds blocks for itself.
+//     block, and the blocks after it, for catchUpPatience after it stopped
+//     reading, which covers a domain answering at the pace of the others;
+//     past that, or once it was dropped that way, it no longer holds blocks
+//     for itself.
 //
 // So a row is read once by the sweep, and once more for the domains that
 // left it or joined it after it passed (a domain leased later, or one that
@@ -366,8 +367,10 @@ func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit i
 // admitLocked makes room for block lo to load (extending is the block
 // being extended, or nil), dropping blocks in this order:
 //  1. blocks that no reader is in and none behind them will reach (no
-//     hungry reader needs them or an earlier block), least recently used
-//     first;
+//     hungry reader, nor busy one within its patience, needs them or an
+//     earlier block), least recently used first: the blocks a busy reader
+//     reads next stay as long as its own does, or it would read them
+//     again once it reads on;
 //  2. none while a reader is in a loaded block (hungry, or busy within its
 //     patience): it reads on and frees its block, or its patience ends (the
 //     time is returned, at most the patience from now), so waiting cannot
@@ -401,10 +404,17 @@ func (c *catchUp) admitLocked(lo int64, extending *block) (bool, time.Time) {
 		if c.size()+(c.loading+1)*c.estimate <= c.maxBytes {
 			return true, time.Time{}
 		}
-		behind := int64(-1) // the lowest block a hungry reader needs
-		for need := range c.hungry {
-			if behind < 0 || need < behind {
-				behind = need
+		if now.IsZero() {
+			now = c.clock.Now()
+		}
+		patienceEnds := c.expireBusyLocked(now)
+		// The lowest block a reader that holds blocks needs.
+		behind := int64(-1)
+		for _, m := range []map[int64]int{c.hungry, c.busy} {
+			for need := range m {
+				if behind < 0 || need < behind {
+					behind = need
+				}
 			}
 		}
 		// A waiter for the rest of a block has read all it holds: it does
@@ -432,16 +442,10 @@ func (c *catchUp) admitLocked(lo int64, extending *block) (bool, time.Time) {
 				continue
 			}
 			if b.err == nil && c.busy[b.lo] > 0 {
-				if now.IsZero() {
-					now = c.clock.Now()
-				}
-				if until := c.heldUntilLocked(b.lo, now); !until.IsZero() {
-					if retryAt.IsZero() || until.Before(retryAt) {
-						retryAt = until
-					}
-					held = true
-					continue
-				}
+				// Held until the first patience ends at the latest: a
+				// reader dropped then may free this block or those after.
+				retryAt, held = patienceEnds, true
+				continue
 			}
 			if b.err != nil || behind < 0 || behind > b.lo {
 				if free == nil || b.used < free.used {
@@ -483,32 +487,25 @@ func (c *catchUp) pokeBehindLocked(lo int64) {
 	}
 }
 
-// heldUntilLocked returns until when a busy reader holds block lo, or zero
-// when every busy reader's patience ran out; those are dropped.
-func (c *catchUp) heldUntilLocked(lo int64, now time.Time) time.Time {
-	var until time.Time
-	var expired []*reader
+// expireBusyLocked drops the busy readers whose patience ran out by now,
+// and returns when the first of the others' ends (zero if none is left).
+func (c *catchUp) expireBusyLocked(now time.Time) time.Time {
+	var first time.Time
 	for _, r := range c.readers {
-		if r.need != lo || r.state != readerBusy || r.dropped {
+		if r.state != readerBusy || r.dropped {
 			continue
 		}
 		if end := r.since.Add(c.patience); end.After(now) {
-			if until.IsZero() || end.Before(until) {
-				until = end
+			if first.IsZero() || end.Before(first) {
+				first = end
 			}
-		} else {
-			expired = append(expired, r)
+			continue
 		}
-	}
-	if !until.IsZero() {
-		return until
-	}
-	for _, r := range expired {
 		c.count(r, -1)
 		r.dropped = true
 		r.state = readerStalled
 	}
-	return time.Time{}
+	return first
 }
 
 // load reads b's activities from the store (after prev's, whose entries it

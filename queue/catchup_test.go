@@ -466,6 +466,63 @@ func TestCatchUpBusyReaderHoldsItsBlockForItsPatienceOnly(t *testing.T) {
 	require.Empty(t, res.entries)
 }
 
+func TestCatchUpKeepsTheBlocksABusyReaderReadsNext(t *testing.T) {
+	t.Parallel()
+	st := newRowCountingStore(newMemory())
+	ids, first := blockLog(t, st, 40)
+	ctx, base := context.Background(), ids[39]
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	c := newCatchUp(st, 10, 1)
+	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
+	c.clock = clk
+	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
+	c.join(a, first)
+	c.join(b, first)
+	res, err := c.read(ctx, a, first, 100, base)
+	require.NoError(t, err)
+	require.Len(t, res.entries, 10)
+	c.mu.Lock()
+	c.maxBytes = 5 * c.estimate / 2 // room for two blocks, not three
+	c.mu.Unlock()
+	res, err = c.read(ctx, b, first, 100, base)
+	require.NoError(t, err)
+	require.Len(t, res.entries, 10)
+	res, err = c.read(ctx, b, ids[9], 4, base)
+	require.NoError(t, err)
+	require.Len(t, res.entries, 4)
+	c.park(b, false) // busy: enough to send, inside the second block
+
+	// a reads the second block and the third, and wants the fourth: the
+	// third is still to be read by b, whose patience has not run out.
+	for _, after := range []int64{ids[9], ids[19]} {
+		res, err = c.read(ctx, a, after, 100, base)
+		require.NoError(t, err)
+		require.False(t, res.wait)
+		require.Len(t, res.entries, 10)
+	}
+	res, err = c.read(ctx, a, ids[29], 100, base)
+	require.NoError(t, err)
+	require.True(t, res.wait, "the block b reads next stays for it")
+	require.Equal(t, clk.Now().Add(catchUpPatience), res.retryAt, "until b's patience ends at the latest")
+
+	// b reads on: the second block is free once it has left it.
+	res, err = c.read(ctx, b, ids[13], 100, base)
+	require.NoError(t, err)
+	require.Equal(t, ids[14:20], entryIDs(res.entries))
+	require.True(t, poked(a))
+	res, err = c.read(ctx, a, ids[29], 100, base)
+	require.NoError(t, err)
+	require.False(t, res.wait)
+	require.Equal(t, ids[30:], entryIDs(res.entries))
+	for after := ids[19]; after < base; after = res.scanned {
+		res, err = c.read(ctx, b, after, 100, base)
+		require.NoError(t, err)
+		require.False(t, res.wait)
+	}
+	most, _ := st.mostReads(ids)
+	require.Equal(t, 1, most, "each block read once for both")
+}
+
 // blockLog enqueues n activities, a multiple of 10, to a.example and
 // b.example, and returns their IDs and the ID before the first, a multiple
 // of 10: blocks of 10 IDs each hold 10 of them.
