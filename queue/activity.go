@@ -3,7 +3,6 @@ package queue
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
@@ -75,15 +74,6 @@ type Activity struct {
 	IdempotencyKey string
 }
 
-// bodyFields are the parts of an activity body the queue reads.
-type bodyFields struct {
-	ID     json.RawMessage `json:"id"`
-	Type   json.RawMessage `json:"type"`
-	Actor  json.RawMessage `json:"actor"`
-	Object json.RawMessage `json:"object"`
-	Target json.RawMessage `json:"target"`
-}
-
 // prepare validates a and turns it into what the store appends: explicit
 // inboxes normalised, and the domains addressed by them and by the
 // audiences (asked of the Resolver, cached per audience).
@@ -95,11 +85,9 @@ func (q *Queue) prepare(ctx context.Context, a Activity) (store.NewActivity, err
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return store.NewActivity{}, fmt.Errorf("%w: not a JSON object", ErrInvalidBody)
 	}
-	var f bodyFields
-	// Unmarshal checks that the whole body is valid JSON before it decodes
-	// anything: one pass over it, not two.
-	if err := json.Unmarshal(trimmed, &f); err != nil {
-		return store.NewActivity{}, fmt.Errorf("%w: not a JSON object: %v", ErrInvalidBody, err)
+	f, err := parseBodyFields(trimmed)
+	if err != nil {
+		return store.NewActivity{}, fmt.Errorf("%w: %v", ErrInvalidBody, err)
 	}
 	actor := a.Actor
 	if actor == "" {
@@ -224,25 +212,6 @@ func (q *Queue) checkInbox(raw string) (inbox, dom string, err error) {
 	}
 	u.Host = dom
 	return u.String(), dom, nil
-}
-
-// iri returns a JSON-LD reference as a string: the string itself, or the
-// "id" of an object.
-func iri(raw json.RawMessage) string {
-	if len(raw) == 0 {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var obj struct {
-		ID string `json:"id"`
-	}
-	if json.Unmarshal(raw, &obj) == nil {
-		return obj.ID
-	}
-	return ""
 }
 
 // hostOf returns the domain of an inbox URL that checkInbox normalised

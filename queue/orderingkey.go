@@ -40,14 +40,14 @@ func orderingKeyAt(f bodyFields, depth int) string {
 			return relationshipKey(a, o)
 		}
 	case hasType(types, "Add", "Remove"):
-		if t, o := iri(f.Target), objectKey(f.Object, depth); t != "" && o != "" {
+		if t, o := iri(f.Target), objectKey(f, depth); t != "" && o != "" {
 			return collectionKeyPrefix + t + " " + o
 		}
 	}
 	// Create, Update, Delete, Like, Announce, EmojiReact, Move, ... and
 	// the activities that wrap or answer another (Undo, Accept, Reject):
 	// the key of the object, followed to the innermost one.
-	if k := objectKey(f.Object, depth); k != "" {
+	if k := objectKey(f, depth); k != "" {
 		return k
 	}
 	return iri(f.ID)
@@ -56,16 +56,26 @@ func orderingKeyAt(f bodyFields, depth int) string {
 // objectKey is the key of an activity's "object": the key of an embedded
 // object (its own object's key if it has one, else its id), or the IRI it
 // references.
-func objectKey(raw json.RawMessage, depth int) string {
-	if depth > 0 && isJSONObject(raw) {
-		var inner bodyFields
-		if json.Unmarshal(raw, &inner) == nil {
-			if k := orderingKeyAt(inner, depth-1); k != "" {
-				return k
-			}
+func objectKey(f bodyFields, depth int) string {
+	inner := f.embedded
+	if inner == nil && isJSONObject(f.Object) {
+		// Deeper than parseBodyFields followed.
+		parsed, err := parseBodyFields(f.Object)
+		if err != nil {
+			return ""
+		}
+		inner = &parsed
+	}
+	if inner == nil {
+		return iri(f.Object)
+	}
+	if depth > 0 {
+		if k := orderingKeyAt(*inner, depth-1); k != "" {
+			return k
 		}
 	}
-	return iri(raw)
+	id, _ := jsonString(inner.ID)
+	return id
 }
 
 // relationshipKey keys every Follow and Block between two actors, in either
@@ -84,8 +94,7 @@ func typeNames(raw json.RawMessage) []string {
 	if len(raw) == 0 {
 		return nil
 	}
-	var one string
-	if json.Unmarshal(raw, &one) == nil {
+	if one, ok := jsonString(raw); ok {
 		return []string{one}
 	}
 	var many []string
