@@ -82,6 +82,10 @@ type catchUp struct {
 	// busy those that are busy and not dropped.
 	hungry map[int64]int
 	busy   map[int64]int
+	// patienceEnds is at or before the end of the first patience among the
+	// busy readers (zero when there was none): before it, none has run
+	// out, and admitLocked need not look at each.
+	patienceEnds time.Time
 	// waiters are the readers refused a load for want of memory.
 	waiters map[*reader]struct{}
 	// extending are the waiters refused the rest of a block they have read
@@ -164,6 +168,7 @@ func (c *catchUp) reset() {
 	clear(c.busy)
 	clear(c.waiters)
 	clear(c.extending)
+	c.patienceEnds = time.Time{}
 	c.loading = 0
 	c.bytes.Store(0)
 }
@@ -231,6 +236,9 @@ func (c *catchUp) moveLocked(r *reader, need int64, state readerState) {
 	c.count(r, -1)
 	if state == readerBusy && r.state != readerBusy {
 		r.since = c.clock.Now()
+		if end := r.since.Add(c.patience); !r.dropped && (c.patienceEnds.IsZero() || end.Before(c.patienceEnds)) {
+			c.patienceEnds = end
+		}
 	}
 	r.need, r.state = need, state
 	c.count(r, +1)
@@ -488,8 +496,14 @@ func (c *catchUp) pokeBehindLocked(lo int64) {
 }
 
 // expireBusyLocked drops the busy readers whose patience ran out by now,
-// and returns when the first of the others' ends (zero if none is left).
+// and returns when the first of the others' ends at the earliest (zero if
+// none is left).
 func (c *catchUp) expireBusyLocked(now time.Time) time.Time {
+	if c.patienceEnds.IsZero() || c.patienceEnds.After(now) {
+		// Nobody's patience ran out: no need to look at every reader
+		// (admitLocked runs each time a waiter is refused).
+		return c.patienceEnds
+	}
 	var first time.Time
 	for _, r := range c.readers {
 		if r.state != readerBusy || r.dropped {
@@ -505,6 +519,7 @@ func (c *catchUp) expireBusyLocked(now time.Time) time.Time {
 		r.dropped = true
 		r.state = readerStalled
 	}
+	c.patienceEnds = first
 	return first
 }
 
