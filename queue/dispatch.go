@@ -26,7 +26,10 @@ const (
 func (w *worker) dispatch() {
 	// Slots of the global cap granted since the last step are used now or
 	// handed on to the next domain waiting (see slots).
-	w.spareSlots += int(w.slotsGranted.Swap(0))
+	if granted := int(w.slotsGranted.Swap(0)); granted > 0 {
+		w.spareSlots += granted
+		w.waitsForSlot = false // out of the queue for a slot
+	}
 	defer w.releaseSpareSlots()
 	now := w.clock().Now()
 	status, next, failing := w.state.Status, w.state.NextAttemptAt, w.domainFailing()
@@ -136,7 +139,18 @@ func (w *worker) takeSlot() bool {
 		w.spareSlots--
 		return true
 	}
-	return w.q.slots.tryAcquire(w)
+	w.waitsForSlot = !w.q.slots.tryAcquire(w)
+	return !w.waitsForSlot
+}
+
+// slotScarce reports whether the domain's next request would wait for a
+// slot of the global cap: it is queued for one, or holds none and none is
+// free.
+func (w *worker) slotScarce() bool {
+	if w.q.slots == nil || w.spareSlots > 0 || w.slotsGranted.Load() > 0 {
+		return false
+	}
+	return w.waitsForSlot || w.q.slots.scarce()
 }
 
 // releaseSpareSlots hands back the slots granted that the worker did not

@@ -222,6 +222,46 @@ func TestGlobalCapServesEveryDomainInTurn(t *testing.T) {
 	eventually(t, func() bool { return q.slots.inUse() == 0 }, "every slot given back")
 }
 
+func TestADomainWaitingForTheGlobalCapReadsLittleAhead(t *testing.T) {
+	t.Parallel()
+	g := newGatedSender(nil)
+	cfg := testConfig()
+	cfg.MaxInFlight = 1
+	cfg.clock = clock.NewFake(time.Now()) // no answer is judged slow
+	q := startQueue(t, newMemory(), g.fake, cfg)
+	enqueueAll(t, q, note(0, "https://big.example/inbox"))
+	eventually(t, func() bool { return g.inflight("big.example") == 1 }, "the big domain takes the whole cap")
+
+	var acts []Activity
+	for i := range 40 {
+		acts = append(acts, note(i+1, "https://waiting.example/inbox"))
+	}
+	enqueueAll(t, q, acts...)
+	eventually(t, func() bool {
+		q.slots.mu.Lock()
+		defer q.slots.mu.Unlock()
+		return len(q.slots.waiting) == 1
+	}, "the other domain waits for a slot")
+	pending := func() int {
+		st, err := q.Stats(context.Background())
+		require.NoError(t, err)
+		for _, d := range st.Domains {
+			if d.Domain == "waiting.example" {
+				return d.Pending
+			}
+		}
+		return -1
+	}
+	// One ready to go is enough for a turn of the cap: the rest stays in
+	// the log, not in memory, however long the wait (a domain that may
+	// send reads up to 2 × InitialInFlightLimit ahead).
+	require.LessOrEqual(t, pending(), 2)
+
+	g.open("big.example")
+	g.open("waiting.example")
+	eventually(t, func() bool { return g.fake.DeliveredCount() == 41 }, "all delivered")
+}
+
 func TestDomainLimitFuncGivesDomainsTheirOwnMaximum(t *testing.T) {
 	t.Parallel()
 	g := newGatedSender(nil)

@@ -82,6 +82,13 @@ func (s *slots) leave(w *worker) {
 	s.handOut()
 }
 
+// scarce reports whether a domain asking for a slot now would wait for one.
+func (s *slots) scarce() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.used >= s.cap || len(s.waiting) > 0
+}
+
 // inUse returns the slots held, for tests and Stats.
 func (s *slots) inUse() int {
 	s.mu.Lock()

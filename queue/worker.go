@@ -106,7 +106,10 @@ type worker struct {
 	latencyAt   time.Time // when the published percentiles were computed
 	limit       *inflightLimit
 	spareSlots  int // slots of the global cap granted and not used yet
-	limitShown  int // limit.total when the published changes were taken
+	// waitsForSlot says the domain had a delivery to send and the global
+	// cap had no slot for it: it is queued for one (see fill).
+	waitsForSlot bool
+	limitShown   int // limit.total when the published changes were taken
 
 	// catchingUp says the domain reads behind the window, through the
 	// catch-up's sweep (kept by window.read and window.join); parked is
@@ -491,6 +494,13 @@ func (w *worker) fill() {
 	// The limit's starting value at least, so that a domain held to one
 	// request at a time still reads in batches.
 	lowWater := 2 * max(w.limit.current(), InitialInFlightLimit)
+	if w.slotScarce() {
+		// Its next request waits for a turn of the global cap, which gives
+		// it one slot a turn: a delivery ready to go is enough, and what the
+		// thousands of domains waiting with it would read ahead would stay
+		// in memory until their turn.
+		lowWater = 1
+	}
 	if w.untried >= lowWater {
 		return
 	}
