@@ -52,6 +52,9 @@ type inboxes struct {
 	// are told apart by an enqueue time of zero.
 	bareAccepted atomic.Int64
 	wg           sync.WaitGroup
+	// stop, when set, stops the process that serves the domains (see
+	// startInboxProcess).
+	stop func()
 }
 
 func startInboxes(n int, cfg inboxConfig) (*inboxes, error) {
@@ -131,6 +134,9 @@ func (in *inboxes) inbox(i int) string       { return "http://" + in.domains[i] 
 func (in *inboxes) sharedInbox(i int) string { return "http://" + in.domains[i] + "/inbox" }
 
 func (in *inboxes) close() {
+	if in.stop != nil {
+		in.stop()
+	}
 	for _, s := range in.servers {
 		_ = s.Close()
 	}

@@ -106,9 +106,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if o.child {
+	switch {
+	case o.child:
 		err = runChild(ctx)
-	} else {
+	case o.inboxChild:
+		err = runInboxChild(ctx)
+	default:
 		var rep *report
 		if rep, err = run(ctx, o); err == nil {
 			rep.print(os.Stdout)

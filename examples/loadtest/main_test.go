@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -14,8 +16,40 @@ import (
 )
 
 // TestMain fails the run if a load test leaves goroutines behind: every run
-// stops its queues, inboxes, proxy and samplers.
-func TestMain(m *testing.M) { leakcheck.Main(m) }
+// stops its queues, inboxes, proxy and samplers. Run as the inbox process
+// of a test (see startInboxProcess), it serves the inboxes instead.
+func TestMain(m *testing.M) {
+	if os.Getenv(inboxChildEnv) != "" {
+		if err := runInboxChild(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, "loadtest inbox process:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	leakcheck.Main(m)
+}
+
+// TestRestartScenarioSmoke drains a small backlog after a restart, with the
+// inboxes in their own process, and checks the report: everything
+// delivered once, each log row read at most twice, the heap measured.
+func TestRestartScenarioSmoke(t *testing.T) {
+	o, err := parseOptions([]string{"-scenario", "restart", "-domains", "30", "-activities", "300", "-global-inflight", "16", "-timeout", "30s"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := run(ctx, o)
+	require.NoError(t, err)
+	require.Equal(t, int64(300*o.recipientsPerActivity()), rep.expected)
+	require.Equal(t, rep.expected, rep.delivered, "every delivery arrives, as the inbox process reports")
+	require.Zero(t, rep.duplicates)
+	require.NotNil(t, rep.restart)
+	require.LessOrEqual(t, rep.restart.reads.maxReads, int32(2))
+	require.Positive(t, rep.restart.elapsed)
+	require.Positive(t, rep.restart.peakLive)
+	var out bytes.Buffer
+	rep.print(&out)
+	require.Contains(t, out.String(), "the inboxes run in another process")
+}
 
 // TestSmoke runs tiny loads through the whole program (memory store, a few
 // loopback inboxes, about a second each) and checks the report's invariants:

@@ -90,6 +90,9 @@ type options struct {
 	// child, set by the hidden -child flag, makes the program a worker
 	// process of another load generator (see child.go).
 	child bool
+	// inboxChild, set by the hidden -inbox-child flag, makes the program
+	// the inbox process of another load generator (see inboxprocess.go).
+	inboxChild bool
 }
 
 // Scenario names.
@@ -243,7 +246,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.knownDomains, "known-domains", 20000, "instance scenario: remote domains the server knows, registered with their shared inboxes at start")
 	fs.IntVar(&o.compareDomains, "compare-domains", 100, "instance scenario: the comparison workload draws from this many most followed domains and runs with -known-domains and with this many known; 0: no comparison")
 	fs.IntVar(&o.inboxServers, "inbox-servers", 8, "instance and restart scenarios: loopback servers the domains are spread over (domain names resolve to 127.0.0.1 through a DNS server in this program)")
-	fs.IntVar(&o.maxConns, "max-conns", 2000, "instance and restart scenarios: requests in flight across all domains, and idle connections kept, at most: the inboxes share this process, and a connection to each of 20,000 domains at once would exceed a common open-file limit")
+	fs.IntVar(&o.maxConns, "max-conns", 2000, "instance and restart scenarios: requests in flight across all domains, and idle connections kept, at most: a connection to each of 20,000 domains at once would exceed a common open-file limit (the instance scenario's inboxes share this process; the restart scenario's run in another)")
 	fs.IntVar(&o.audiences, "audiences", 1000, "instance scenario: followers collections (audiences) the activities come from")
 	fs.IntVar(&o.bigEvery, "big-every", 200, "instance scenario: every this many activities, one from a big account followed on 2,000 domains; 0: none")
 	fs.IntVar(&o.allEvery, "all-every", 1500, "instance scenario: every this many activities, one to AllDomains; 0: none")
@@ -256,6 +259,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the queue phase (baselines excluded; idle scenario: the idle window) to this file")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile, taken when every delivery has arrived (restart scenario: half of them), to this file")
 	fs.BoolVar(&o.child, "child", false, "internal: run as a worker process of another load generator")
+	fs.BoolVar(&o.inboxChild, "inbox-child", false, "internal: serve the inboxes of another load generator")
 
 	fs.Usage = func() {
 		out := fs.Output()
@@ -293,7 +297,7 @@ func parseOptions(args []string) (*options, error) {
 
 func (o *options) validate() error {
 	switch {
-	case o.child:
+	case o.child, o.inboxChild:
 		return nil
 	case o.domains < 1:
 		return errors.New("-domains must be at least 1")

@@ -37,7 +37,7 @@ func runRestart(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	defer dns.Close()
-	in, err := startVirtualInboxes(o.domains, o.inboxServers, inboxConfig{})
+	in, err := startInboxProcess(ctx, o.domains, o.inboxServers)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +153,7 @@ func (r *restartReport) print(p func(string, ...any), o *options) {
 	}
 	p("  heap           %s in use before the start; while draining, peak live heap %s (+%s), peak in use %s; growth %s the bound WindowBytes + 20 KiB a domain = %s",
 		mib(r.heapBefore), mib(r.peakLive), mib(growth), mib(r.peakHeap), verdict, mib(r.heapBound()))
-	p("                 the growth includes both ends of the connections (up to -max-conns %d, bufio buffers of about 8 KiB a direction an end) and, with the memory store, its copies of the rows it returns; -memprofile shows the split", o.maxConns)
+	p("                 the inboxes run in another process: the growth includes the client ends of the connections (up to -max-conns %d, bufio buffers of 4 KiB a direction) and, with the memory store, its copies of the rows it returns; -memprofile shows the split", o.maxConns)
 }
 
 // profileAtHalf writes the heap profile to path ("" for none) once half of
