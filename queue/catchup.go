@@ -212,6 +212,15 @@ func (c *catchUp) leave(wk *worker) {
 	c.moveLocked(r, r.need, readerStalled)
 	delete(c.waiters, r)
 	delete(c.readers, wk)
+	if len(c.readers) == 0 {
+		// Nobody is behind the window any more: the blocks would only take
+		// room from it (see window.append) until the next one.
+		for _, b := range c.blocks {
+			if b.loaded() {
+				c.dropLocked(b)
+			}
+		}
+	}
 }
 
 // readerLocked returns wk's reader, new at after if it has none.

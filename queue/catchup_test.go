@@ -157,6 +157,7 @@ func TestRestartWithDomainsBehindReadsEachRowAtMostTwice(t *testing.T) {
 	c.mu.Unlock()
 	require.Positive(t, estimate)
 	require.LessOrEqual(t, peak, 50_000+estimate, "the blocks stay within WindowBytes/2, give or take a block's size")
+	eventually(t, func() bool { return c.size() == 0 }, "the blocks go once no domain is behind, and leave the window its room")
 }
 
 func TestCatchUpPausedDomainDropsOutAndResumesFromItsCursor(t *testing.T) {
