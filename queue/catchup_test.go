@@ -258,6 +258,22 @@ func TestCatchUpDoesNotWaitLongForABusyDomain(t *testing.T) {
 	requireDeliveredOnce(t, fake, want)
 }
 
+// twoReaders returns a catch-up over st with blocks of 10 IDs and room for
+// one, that tries again only when its rules say so (no safety retry), and
+// two bare workers, of a.example and b.example, joined at first. clk, if
+// set, is the catch-up's clock.
+func twoReaders(st store.Store, first int64, clk clock.Clock) (*catchUp, *worker, *worker) {
+	c := newCatchUp(st, 10, 1)
+	c.retry = time.Hour
+	if clk != nil {
+		c.clock = clk
+	}
+	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
+	c.join(a, first)
+	c.join(b, first)
+	return c, a, b
+}
+
 // catchUpWorker is a bare worker for tests of the catch-up alone.
 func catchUpWorker(dom string) *worker {
 	return &worker{domain: dom, nudge: make(chan struct{}, 1)}
@@ -353,11 +369,7 @@ func TestCatchUpStalledReaderHoldsNoBlock(t *testing.T) {
 	first, base := ids[0]-1, ids[19]
 	require.Zero(t, first%10)
 
-	c := newCatchUp(st, 10, 1)
-	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
-	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
-	c.join(a, first)
-	c.join(b, first)
+	c, a, b := twoReaders(st, first, nil)
 	res, err := c.read(ctx, b, first, 3, base)
 	require.NoError(t, err)
 	require.Len(t, res.entries, 3)
@@ -407,11 +419,7 @@ func TestCatchUpReaderThatLeavesFreesItsBlock(t *testing.T) {
 	st := newRowCountingStore(newMemory())
 	ids, first := twoBlockLog(t, st)
 	ctx, base := context.Background(), ids[19]
-	c := newCatchUp(st, 10, 1)
-	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
-	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
-	c.join(a, first)
-	c.join(b, first)
+	c, a, b := twoReaders(st, first, nil)
 	res, err := c.read(ctx, a, first, 100, base)
 	require.NoError(t, err)
 	res, err = c.read(ctx, a, res.scanned, 100, base)
@@ -431,12 +439,7 @@ func TestCatchUpBusyReaderHoldsItsBlockForItsPatienceOnly(t *testing.T) {
 	ids, first := twoBlockLog(t, st)
 	ctx, base := context.Background(), ids[19]
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	c := newCatchUp(st, 10, 1)
-	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
-	c.clock = clk
-	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
-	c.join(a, first)
-	c.join(b, first)
+	c, a, b := twoReaders(st, first, clk)
 	res, err := c.read(ctx, b, first, 4, base)
 	require.NoError(t, err)
 	require.Len(t, res.entries, 4)
@@ -473,12 +476,7 @@ func TestCatchUpKeepsTheBlocksABusyReaderReadsNext(t *testing.T) {
 	ids, first := blockLog(t, st, 40)
 	ctx, base := context.Background(), ids[39]
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	c := newCatchUp(st, 10, 1)
-	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
-	c.clock = clk
-	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
-	c.join(a, first)
-	c.join(b, first)
+	c, a, b := twoReaders(st, first, clk)
 	res, err := c.read(ctx, a, first, 100, base)
 	require.NoError(t, err)
 	require.Len(t, res.entries, 10)
@@ -594,12 +592,7 @@ func TestCatchUpWaiterRefusedForAHungryReaderIsBoundedByThePatience(t *testing.T
 	ids, first := blockLog(t, st, 20)
 	ctx, base := context.Background(), ids[19]
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	c := newCatchUp(st, 10, 1)
-	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
-	c.clock = clk
-	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
-	c.join(a, first)
-	c.join(b, first)
+	c, a, b := twoReaders(st, first, clk)
 	res, err := c.read(ctx, b, first, 4, base)
 	require.NoError(t, err)
 	require.Len(t, res.entries, 4)
