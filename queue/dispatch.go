@@ -143,14 +143,23 @@ func (w *worker) takeSlot() bool {
 	return !w.waitsForSlot
 }
 
-// slotScarce reports whether the domain's next request would wait for a
-// slot of the global cap: it is queued for one, or holds none and none is
-// free.
-func (w *worker) slotScarce() bool {
-	if w.q.slots == nil || w.spareSlots > 0 || w.slotsGranted.Load() > 0 {
-		return false
+// slotsToCome reports whether the domain's next requests wait for slots
+// of the global cap, and how many it may send at its next turn: the slots
+// granted since its last step, or one while it is queued for a slot, or,
+// with nothing to send yet, one when no slot is free. A domain whose
+// deliveries wait for something else (an earlier one with the same key,
+// its retry time) is not queued, and reads as usual.
+func (w *worker) slotsToCome() (int, bool) {
+	if w.q.slots == nil {
+		return 0, false
 	}
-	return w.waitsForSlot || w.q.slots.scarce()
+	if n := w.slotsGranted.Load(); n > 0 {
+		return int(n), true
+	}
+	if w.waitsForSlot || (w.untried == 0 && w.q.slots.scarce()) {
+		return 1, true
+	}
+	return 0, false
 }
 
 // releaseSpareSlots hands back the slots granted that the worker did not

@@ -494,12 +494,12 @@ func (w *worker) fill() {
 	// The limit's starting value at least, so that a domain held to one
 	// request at a time still reads in batches.
 	lowWater := 2 * max(w.limit.current(), InitialInFlightLimit)
-	if w.slotScarce() {
-		// Its next request waits for a turn of the global cap, which gives
-		// it one slot a turn: a delivery ready to go is enough, and what the
-		// thousands of domains waiting with it would read ahead would stay
-		// in memory until their turn.
-		lowWater = 1
+	if n, scarce := w.slotsToCome(); scarce {
+		// Its next requests wait for turns of the global cap, which gives
+		// it one slot a turn: what it can send at its next turn is enough,
+		// and what the thousands of domains waiting with it would read
+		// ahead would stay in memory until their turn.
+		lowWater = n
 	}
 	if w.untried >= lowWater {
 		return
