@@ -258,10 +258,11 @@ func (c *catchUp) moveLocked(r *reader, need int64, state readerState) {
 	switch loaded := b != nil && b.loaded(); {
 	case loaded && c.busy[old] == 0:
 		// Nobody holds the block any more: it may go.
-	case !loaded && wasHungry:
+	case !loaded && (wasHungry || c.busy[old] == 0):
 		// A reader behind stopped reading before it loaded its block: a
 		// load refused so that it would go first (admitLocked's last case)
-		// may go now, and nothing else would wake the one refused.
+		// may go now, or the blocks kept for it, and nothing else would
+		// wake the one refused.
 	default:
 		return
 	}
@@ -489,7 +490,9 @@ func (c *catchUp) admitLocked(lo int64, extending *block) (bool, time.Time) {
 			c.dropLocked(ahead)
 		default:
 			c.pokeBehindLocked(lo)
-			return false, time.Time{}
+			// Blocks kept for a busy reader behind them come free when it
+			// reads on or leaves (it pokes), or when its patience ends.
+			return false, patienceEnds
 		}
 	}
 }

@@ -522,6 +522,43 @@ func TestCatchUpKeepsTheBlocksABusyReaderReadsNext(t *testing.T) {
 	require.Equal(t, 1, most, "each block read once for both")
 }
 
+func TestCatchUpWaiterForTheBlocksOfABusyReaderBehindIsWokenWhenTheyComeFree(t *testing.T) {
+	t.Parallel()
+	st := newRowCountingStore(newMemory())
+	ids, first := blockLog(t, st, 50)
+	ctx, base := context.Background(), ids[49]
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	c := newCatchUp(st, 10, 1)
+	c.retry = time.Hour // the rules' own pokes and times, not the safety retry
+	c.clock = clk
+	a, b := catchUpWorker("a.example"), catchUpWorker("b.example")
+	c.join(b, first)
+	c.join(a, first+20)
+	res, err := c.read(ctx, b, first, 100, base)
+	require.NoError(t, err)
+	require.Len(t, res.entries, 10)
+	c.park(b, false) // busy before the block it reads next is loaded
+	c.mu.Lock()
+	c.maxBytes = 5 * c.estimate / 2 // room for two blocks, not three
+	c.mu.Unlock()
+	for _, after := range []int64{ids[19], ids[29]} {
+		res, err = c.read(ctx, a, after, 100, base)
+		require.NoError(t, err)
+		require.False(t, res.wait)
+	}
+	res, err = c.read(ctx, a, ids[39], 100, base)
+	require.NoError(t, err)
+	require.True(t, res.wait, "the blocks a read are kept for b, behind them")
+	require.Equal(t, clk.Now().Add(catchUpPatience), res.retryAt, "until b's patience ends at the latest")
+
+	c.leave(b)
+	require.True(t, poked(a), "b left: the blocks kept for it are free")
+	res, err = c.read(ctx, a, ids[39], 100, base)
+	require.NoError(t, err)
+	require.False(t, res.wait)
+	require.Equal(t, ids[40:], entryIDs(res.entries))
+}
+
 // blockLog enqueues n activities, a multiple of 10, to a.example and
 // b.example, and returns their IDs and the ID before the first, a multiple
 // of 10: blocks of 10 IDs each hold 10 of them.
