@@ -227,10 +227,17 @@ func (p *bodyParser) object(f *bodyFields, follow int) error {
 	}
 }
 
+// maxEscapedName is the longest a member name the queue reads can be when
+// escaped: "object", every letter written \uXXXX.
+const maxEscapedName = 6 * len(`\u0000`)
+
 // field returns where the member whose name, quoted as in the body, is
 // quoted goes, or nil if the queue does not read it.
 func (f *bodyFields) field(quoted []byte, escaped bool) *json.RawMessage {
 	bare := quoted[1 : len(quoted)-1]
+	if escaped && len(bare) > maxEscapedName {
+		return nil // none of the names read, however escaped
+	}
 	if escaped {
 		var name string
 		if json.Unmarshal(quoted, &name) != nil {

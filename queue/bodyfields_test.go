@@ -89,3 +89,12 @@ func FuzzParseBodyFields(f *testing.F) {
 		}
 	})
 }
+
+func TestParseBodyFieldsReadsEscapedNames(t *testing.T) {
+	t.Parallel()
+	f, err := parseBodyFields([]byte(`{"\u006f\u0062\u006a\u0065\u0063\u0074":"o","\u0074ype":"T","\u0069\u0064\u0069\u0064\u0069\u0064\u0069":"x"}`))
+	require.NoError(t, err)
+	require.Equal(t, `"o"`, string(f.Object), "every letter escaped")
+	require.Equal(t, `"T"`, string(f.Type))
+	require.Nil(t, f.ID, "a longer name is none of them")
+}

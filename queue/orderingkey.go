@@ -36,12 +36,17 @@ func orderingKeyAt(f bodyFields, depth int) string {
 	case hasType(types, "Follow", "Block"):
 		// The wrapping Undo, Accept or Reject embeds the Follow or Block,
 		// actor and object included, and so gets the same key.
-		if a, o := iri(f.Actor), iri(f.Object); a != "" && o != "" {
+		if a, o := iri(f.Actor), objectIRI(f); a != "" && o != "" {
 			return relationshipKey(a, o)
 		}
 	case hasType(types, "Add", "Remove"):
-		if t, o := iri(f.Target), objectKey(f, depth); t != "" && o != "" {
-			return collectionKeyPrefix + t + " " + o
+		if t := iri(f.Target); t != "" {
+			// The object's key once: at each level of a hostile body of
+			// nested Adds, asking twice would double the work.
+			if o := objectKey(f, depth); o != "" {
+				return collectionKeyPrefix + t + " " + o
+			}
+			return iri(f.ID)
 		}
 	}
 	// Create, Update, Delete, Like, Announce, EmojiReact, Move, ... and
@@ -76,6 +81,15 @@ func objectKey(f bodyFields, depth int) string {
 	}
 	id, _ := jsonString(inner.ID)
 	return id
+}
+
+// objectIRI is iri(f.Object), without parsing an embedded object again.
+func objectIRI(f bodyFields) string {
+	if f.embedded != nil {
+		id, _ := jsonString(f.embedded.ID)
+		return id
+	}
+	return iri(f.Object)
 }
 
 // relationshipKey keys every Follow and Block between two actors, in either
