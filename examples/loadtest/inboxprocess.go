@@ -60,9 +60,11 @@ func startInboxProcess(ctx context.Context, n, servers int) (*inboxes, error) {
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
+		_ = stdin.Close()
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
+		_ = stdin.Close()
 		return nil, fmt.Errorf("start the inbox process: %w", err)
 	}
 	in := &inboxes{rec: newRecorder(0)}
@@ -141,19 +143,29 @@ func runInboxChild(ctx context.Context) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	var last inboxChildReport
-	for {
+	report := func() error {
 		r := inboxChildReport{Unique: in.rec.unique.Load(), Duplicates: in.rec.duplicates.Load(), Rejected: in.rec.rejected.Load(), FirstNS: in.rec.firstNS.Load(), LastNS: in.rec.lastNS.Load()}
-		if r != last {
-			line, _ := json.Marshal(r)
-			if _, err := fmt.Fprintln(os.Stdout, string(line)); err != nil {
-				return err
-			}
-			last = r
+		if r == last {
+			return nil
+		}
+		last = r
+		line, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(os.Stdout, string(line))
+		return err
+	}
+	for {
+		if err := report(); err != nil {
+			return err
 		}
 		select {
 		case <-tick.C:
 		case <-eof:
-			return nil
+			// The parent stops reading soon after; what arrived since
+			// the last tick may still count.
+			return report()
 		case <-ctx.Done():
 			return nil
 		}
