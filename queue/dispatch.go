@@ -28,7 +28,7 @@ func (w *worker) dispatch() {
 	// handed on to the next domain waiting (see slots).
 	if granted := int(w.slotsGranted.Swap(0)); granted > 0 {
 		w.spareSlots += granted
-		w.waitsForSlot = false // out of the queue for a slot
+		w.slotQueue = false // out of the queue for a slot
 	}
 	defer w.releaseSpareSlots()
 	now := w.clock().Now()
@@ -45,9 +45,15 @@ func (w *worker) dispatch() {
 	if failing || status == store.StatusDead || w.schemeCheckDue(scheme, schemeChecked, now) {
 		limit = 1 // one request at a time until a success, or until the signature scheme is known
 	}
+	// heldBack is kept as it was when nothing is looked at above (a wait
+	// for a save, a lost lease), and set below.
 	if w.inflight >= limit {
+		// Whether an untried delivery could go is not looked at: it is
+		// looked at again when a request in flight answers.
+		w.heldBack = w.untried > 0
 		return
 	}
+	w.heldBack = false
 	if failing && w.dispatchUntried(now) {
 		return
 	}
@@ -83,6 +89,7 @@ func (w *worker) dispatch() {
 			continue
 		}
 		if w.inflight >= limit || !w.takeSlot() {
+			w.heldBack = true
 			return
 		}
 		w.send(d)
@@ -105,6 +112,8 @@ func (w *worker) dispatchUntried(now time.Time) bool {
 		if d.attempts == 0 && !d.inFlight && !d.nextAttempt.After(now) && (key == "" || !keys[key]) {
 			if w.takeSlot() {
 				w.send(d)
+			} else {
+				w.heldBack = true
 			}
 			return true
 		}
@@ -139,27 +148,26 @@ func (w *worker) takeSlot() bool {
 		w.spareSlots--
 		return true
 	}
-	w.waitsForSlot = !w.q.slots.tryAcquire(w)
-	return !w.waitsForSlot
+	if !w.q.slots.tryAcquire(w) {
+		w.slotQueue = true
+		return false
+	}
+	return true
 }
 
-// slotsToCome reports whether the domain's next requests wait for slots
-// of the global cap, and how many it may send at its next turn: the slots
-// granted since its last step, or one while it is queued for a slot, or,
-// with nothing to send yet, one when no slot is free. A domain whose
-// deliveries wait for something else (an earlier one with the same key,
-// its retry time) is not queued, and reads as usual.
-func (w *worker) slotsToCome() (int, bool) {
-	if w.q.slots == nil {
-		return 0, false
+// waitsForSlots reports whether the domain's next request waits for a
+// slot of the global cap: it is queued for one (until its next turn, even
+// if slots come free meanwhile: they go to the domains queued), or no slot
+// is free and it holds a delivery ready to go (held back by its limit) or
+// nothing untried at all. A domain whose untried deliveries wait for
+// something else (an earlier one with the same key, a retry time) is not
+// waiting for a slot, nor is one granted slots since its last step: both
+// read as usual, the first to find the deliveries it can send.
+func (w *worker) waitsForSlots() bool {
+	if w.q.slots == nil || w.slotsGranted.Load() > 0 {
+		return false
 	}
-	if n := w.slotsGranted.Load(); n > 0 {
-		return int(n), true
-	}
-	if w.waitsForSlot || (w.untried == 0 && w.q.slots.scarce()) {
-		return 1, true
-	}
-	return 0, false
+	return w.slotQueue || ((w.heldBack || w.untried == 0) && w.q.slots.scarce())
 }
 
 // releaseSpareSlots hands back the slots granted that the worker did not

@@ -106,10 +106,14 @@ type worker struct {
 	latencyAt   time.Time // when the published percentiles were computed
 	limit       *inflightLimit
 	spareSlots  int // slots of the global cap granted and not used yet
-	// waitsForSlot says the domain had a delivery to send and the global
-	// cap had no slot for it: it is queued for one (see fill).
-	waitsForSlot bool
-	limitShown   int // limit.total when the published changes were taken
+	// heldBack says dispatch last stopped with a delivery ready to send
+	// and no room for it: the domain's limit was reached, or the global
+	// cap had no slot (see waitsForSlots).
+	heldBack bool
+	// slotQueue says the global cap refused the domain a slot and has not
+	// granted it one since: it is queued for one.
+	slotQueue  bool
+	limitShown int // limit.total when the published changes were taken
 
 	// catchingUp says the domain reads behind the window, through the
 	// catch-up's sweep (kept by window.read and window.join); parked is
@@ -494,12 +498,14 @@ func (w *worker) fill() {
 	// The limit's starting value at least, so that a domain held to one
 	// request at a time still reads in batches.
 	lowWater := 2 * max(w.limit.current(), InitialInFlightLimit)
-	if n, scarce := w.slotsToCome(); scarce {
-		// Its next requests wait for turns of the global cap, which gives
-		// it one slot a turn: what it can send at its next turn is enough,
-		// and what the thousands of domains waiting with it would read
-		// ahead would stay in memory until their turn.
-		lowWater = n
+	if w.waitsForSlots() {
+		// Its next request waits for a turn of the global cap: a delivery
+		// ready to go is enough until then, and what the thousands of
+		// domains waiting with it would read ahead would stay in memory
+		// until their turn. At its turn it reads as usual (reading only
+		// what the turn lets it send made the restart drain's heap grow
+		// by 5 MiB more).
+		lowWater = 1
 	}
 	if w.untried >= lowWater {
 		return
