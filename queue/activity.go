@@ -81,11 +81,7 @@ func (q *Queue) prepare(ctx context.Context, a Activity) (store.NewActivity, err
 	if len(a.Body) > q.cfg.MaxBodyBytes {
 		return store.NewActivity{}, fmt.Errorf("%w: %d bytes, limit %d", ErrBodyTooLarge, len(a.Body), q.cfg.MaxBodyBytes)
 	}
-	trimmed := bytes.TrimSpace(a.Body)
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return store.NewActivity{}, fmt.Errorf("%w: not a JSON object", ErrInvalidBody)
-	}
-	f, err := parseBodyFields(trimmed)
+	f, err := parseBodyFields(bytes.TrimSpace(a.Body))
 	if err != nil {
 		return store.NewActivity{}, fmt.Errorf("%w: %v", ErrInvalidBody, err)
 	}
