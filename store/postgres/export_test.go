@@ -50,3 +50,6 @@ func MigrationCount() int {
 	ms, _ := migrations()
 	return len(ms)
 }
+
+// SweepLimit is how many staged activities one sequencer statement numbers.
+const SweepLimit = sweepLimit

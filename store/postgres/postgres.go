@@ -188,7 +188,7 @@ type queries struct {
 	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
 	changeDomain, openTransactions, expireDeadLetters, capDeadLetters                       string
 	stageKeyedTx, knownKeys, pruneKeys, forgetDomain                                        string
-	deadLettersByActivity, keepListed, keepFull                                             string
+	deadLettersByActivity, keepListed, keepFull, watch                                      string
 }
 
 func newQueries(schema string) queries {
@@ -199,6 +199,7 @@ func newQueries(schema string) queries {
 		stageOneTx:        stageOneTxSQL,
 		activities:        activitiesSQL,
 		head:              headSQL,
+		watch:             watchSQL,
 		register:          registerSQL,
 		domains:           domainsSQL,
 		checkpoint:        checkpointSQL,
@@ -231,7 +232,7 @@ func newQueries(schema string) queries {
 		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
 		&q.expireDeadLetters, &q.capDeadLetters,
 		&q.stageKeyedTx, &q.knownKeys, &q.pruneKeys, &q.forgetDomain,
-		&q.deadLettersByActivity, &q.keepListed, &q.keepFull,
+		&q.deadLettersByActivity, &q.keepListed, &q.keepFull, &q.watch,
 	} {
 		// Twice: {safe_head} itself names {s}.
 		*p = r.Replace(r.Replace(*p))

@@ -91,6 +91,50 @@ func TestCommitIsNumberedAndNotified(t *testing.T) {
 	require.Equal(t, "sentinel", next(), "a read that numbered nothing notified")
 }
 
+// TestCommitWatcherRetriesWhileTheCounterIsHeld commits a caller's
+// transaction while another transaction holds the counter, as an Append in
+// progress does: the watcher does not wait for it, numbers nothing, and
+// keeps watching; once the counter is free it numbers the activity and
+// notifies, with no read in between.
+func TestCommitWatcherRetriesWhileTheCounterIsHeld(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	next := listen(t, ctx, db)
+
+	holder, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer holder.Rollback(context.Background()) //nolint:errcheck // ends the test's transaction on failure
+	_, err = holder.Exec(ctx, "SELECT last_id FROM "+pgx.Identifier{db.Schema}.Sanitize()+".id_counter FOR UPDATE")
+	require.NoError(t, err)
+	stage(t, s, db.Pool, keyed("committed"))
+	polled := s.Stats().Statements
+	require.Eventually(t, func() bool { return s.Stats().Statements >= polled+3 }, 5*time.Second, time.Millisecond,
+		"the watcher stopped polling while the counter was held")
+	require.Zero(t, counter(t, db))
+
+	require.NoError(t, holder.Rollback(ctx))
+	require.Empty(t, next(), "the activity was numbered")
+	require.Equal(t, int64(1), counter(t, db))
+}
+
+// TestCommitWatcherNumbersMoreThanOneSweep commits more activities in one
+// transaction than one sequencer statement numbers: the watcher numbers
+// them all, with no read in between.
+func TestCommitWatcherNumbersMoreThanOneSweep(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	n := postgres.SweepLimit + 1
+	acts := make([]store.NewActivity, n)
+	for i := range acts {
+		acts[i] = keyed("bulk")
+	}
+	stage(t, s, db.Pool, acts...)
+	require.Eventually(t, func() bool { return counter(t, db) == int64(n) }, 10*time.Second, 5*time.Millisecond,
+		"the watcher did not number all %d activities", n)
+}
+
 // TestReaderNumbersWhatNoWatcherSaw stages activities through a store
 // whose commit watcher is stopped, as if its process had stopped before
 // the commit: the next reader numbers them and notifies the others.

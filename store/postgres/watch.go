@@ -34,12 +34,17 @@ const watchGiveUp = time.Minute
 // from before the commit record until after its flush), so a NOTIFY in every
 // enqueueing transaction would make them commit one at a time. Instead
 // AppendTx returns the transaction's ID, and the watcher, a goroutine of the
-// store that runs only while such transactions are open, asks the database
-// for their status (pg_xact_status, one statement for all of them, on the
-// caller's pool, never inside a caller's transaction). When any has
-// committed it runs the sequencer, waiting for the counter, so that a
-// statement that started after the commit numbers the committed rows; that
-// statement notifies every listening process once for all of them.
+// store that runs only while such transactions are open, polls them: one
+// statement (watchSQL), on the caller's pool and never inside a caller's
+// transaction, numbers the committed staged rows as a reader does and
+// reads the status of every watched transaction. A transaction has ended
+// when it rolled back, or when it committed before the statement's
+// snapshot and the statement either swept the staged rows (locked the
+// counter and numbered all it saw) or saw none left: then its rows are
+// numbered. When another statement holds the counter (an Append, which
+// numbers staged rows too, or a reader), the watcher polls again. A
+// statement that numbered anything notifies every listening process once
+// for all of them.
 //
 // If the process stops before its watcher sees a commit, the rows wait for
 // the next reader (readers number staged rows too) or Append: the queue's
@@ -93,8 +98,6 @@ func (s *Store) closeWatcher() {
 	w.mu.Unlock()
 	w.done.Wait()
 }
-
-const xactStatusSQL = `SELECT x, coalesce(pg_xact_status(x::xid8), 'aborted') FROM unnest($1::text[]) AS x`
 
 // watchLoop polls the pending transactions until none is left.
 func (s *Store) watchLoop() {
@@ -161,9 +164,26 @@ func (s *Store) watchLoop() {
 	}
 }
 
-// pollCommits reads the status of xids and, when any has committed, numbers
-// the staged activities. It returns the transactions that have ended
-// (committed and numbered, or rolled back).
+// watchSQL numbers the committed staged rows as a reader does (see
+// readerSequence), notifying channel $2 if it numbered any, and returns,
+// for each transaction in $1 (xid8 as text), its status, whether the
+// statement swept the staged rows its snapshot saw (it numbered them, or
+// there were none), and how many it numbered. A transaction that committed
+// after the statement's snapshot is reported in progress: its rows were
+// invisible to the sweep.
+var watchSQL = readerSequence("$2") + `
+SELECT x.x,
+	CASE WHEN st.status = 'committed' AND NOT pg_visible_in_snapshot(x.x::xid8, pg_current_snapshot())
+		THEN 'in progress' ELSE coalesce(st.status, 'aborted') END,
+	EXISTS (SELECT 1 FROM lk) OR NOT EXISTS (SELECT 1 FROM {s}.staged_activities),
+	k.k
+FROM unnest($1::text[]) AS x(x), LATERAL (SELECT pg_xact_status(x.x::xid8) AS status) AS st, k`
+
+// pollCommits numbers the committed staged activities, as a reader does,
+// and reads the status of xids, in one statement (watchSQL); it repeats
+// the statement at once while a bounded sweep left committed rows behind.
+// It returns the transactions that have ended: rolled back, or committed
+// with their activities numbered.
 func (s *Store) pollCommits(xids []string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), watchTimeout)
 	defer cancel()
@@ -174,46 +194,35 @@ func (s *Store) pollCommits(xids []string) ([]string, error) {
 		case <-ctx.Done():
 		}
 	}()
-	s.count(1)
-	rows, err := s.pool.Query(ctx, xactStatusSQL, xids)
-	if err != nil {
-		return nil, err
-	}
-	var ended []string
-	committed := false
-	for rows.Next() {
-		var x, status string
-		if err := rows.Scan(&x, &status); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		switch status {
-		case "committed":
-			committed = true
-			ended = append(ended, x)
-		case "aborted":
-			ended = append(ended, x)
+	for {
+		ended, more, err := s.watchStatement(ctx, xids)
+		if err != nil || !more {
+			return ended, err
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if committed {
-		if err := s.sequenceAll(ctx); err != nil {
-			return nil, err
-		}
-	}
-	return ended, nil
 }
 
-// sequenceAll numbers every committed staged activity, waiting for the
-// counter (through the group commit of Append, whose statement numbers the
-// staged rows before its own), bounded batch after bounded batch.
-func (s *Store) sequenceAll(ctx context.Context) error {
-	for {
-		res, err := s.appends.append(ctx, &batch{}, s.appendBatch)
-		if err != nil || res.numbered < sweepLimit {
-			return err
+// watchStatement runs watchSQL once for xids. It returns the transactions
+// that have ended, and whether the sweep stopped at sweepLimit with more
+// committed rows staged.
+func (s *Store) watchStatement(ctx context.Context, xids []string) (ended []string, more bool, err error) {
+	s.count(1)
+	rows, err := s.pool.Query(ctx, s.sql.watch, xids, s.channel)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var x, status string
+		var swept bool
+		var numbered int64
+		if err := rows.Scan(&x, &status, &swept, &numbered); err != nil {
+			return nil, false, err
+		}
+		more = numbered >= sweepLimit
+		if status == "aborted" || status == "committed" && swept && !more {
+			ended = append(ended, x)
 		}
 	}
+	return ended, more, rows.Err()
 }
