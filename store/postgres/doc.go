@@ -50,10 +50,11 @@
 //
 // Who sequences: every Append; every reader (Activities, Head) that finds
 // staged rows and the counter free (it never waits for it); and the
-// store's commit watcher, which polls the status of the transactions that
-// called AppendTx (pg_xact_status) on the pool and, once one has
-// committed, runs the sequencer, whose NOTIFY wakes every listening
-// process. The caller's transaction sends no NOTIFY itself: PostgreSQL
+// store's commit watcher, which polls the transactions that called
+// AppendTx on the pool, in one statement that numbers what has committed
+// as a reader does and reads their status (pg_xact_status), until each
+// has rolled back or has its activities numbered; the NOTIFY of a
+// statement that numbered anything wakes every listening process. The caller's transaction sends no NOTIFY itself: PostgreSQL
 // holds a database-wide lock from a notifying transaction's pre-commit
 // until after its commit is flushed, which made enqueueing transactions
 // commit one at a time.
