@@ -67,11 +67,19 @@ func (l *leaseKeeper) round(ctx context.Context, renew bool) error {
 	q := l.q
 	ttl := q.cfg.LeaseTTL
 	workers := q.workerList()
-	if renew && len(workers) > 0 {
+	if renew {
 		var err error
-		if k, ok := q.store.(store.LeaseKeeper); ok {
+		k, keeper := q.store.(store.LeaseKeeper)
+		switch {
+		case keeper && (len(workers) > 0 || l.kept.followers > 0):
+			// With no worker left, leases may still follow the process in
+			// the store (its workers ended when renewals failed): a store
+			// that renews them with the process's other calls, as the
+			// PostgreSQL store's heartbeat does, would hold them for it
+			// for as long as it lives, and nobody would work them. The
+			// keep lets them go.
 			err = l.keep(ctx, k, workers, true)
-		} else {
+		case !keeper && len(workers) > 0:
 			err = l.renew(ctx, workers)
 		}
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -227,4 +228,62 @@ func TestRequestsEndWithALeaseKeptWithTheProcess(t *testing.T) {
 	close(st.fail)
 	eventually(t, func() bool { return w.ctx.Err() != nil }, "the request ends with the lease")
 	require.Zero(t, q1.workerCount())
+}
+
+// followingStore fails KeepLeases while failing is set, and renews the
+// leases that follow an owner on each of its AcquireLeases calls too, as
+// the PostgreSQL store's heartbeat does.
+type followingStore struct {
+	*memory.Store
+	failing atomic.Bool
+	kept    atomic.Int32 // KeepLeases calls that succeeded
+}
+
+func (s *followingStore) KeepLeases(ctx context.Context, owner string, keep store.LeaseKeep, ttl time.Duration) (store.LeaseKept, error) {
+	if s.failing.Load() {
+		return store.LeaseKept{}, errors.New("database unreachable")
+	}
+	res, err := s.Store.KeepLeases(ctx, owner, keep, ttl)
+	if err == nil {
+		s.kept.Add(1)
+	}
+	return res, err
+}
+
+func (s *followingStore) AcquireLeases(ctx context.Context, owner string, ttl time.Duration, limit int) ([]store.DomainState, error) {
+	if _, err := s.Store.KeepLeases(ctx, owner, store.LeaseKeep{}, ttl); err != nil {
+		return nil, err
+	}
+	return s.Store.AcquireLeases(ctx, owner, ttl, limit)
+}
+
+// TestDomainsReturnAfterEveryLeaseExpired fails the renewals until the
+// process has dropped every worker: once the store answers again, the
+// process must let the leases that follow it go and take its domains
+// again. With no worker left, no renewal was made, and the process's own
+// acquisitions kept the leases alive for it in the store: it never worked
+// the domains again.
+func TestDomainsReturnAfterEveryLeaseExpired(t *testing.T) {
+	t.Parallel()
+	st := &followingStore{Store: newMemory()}
+	fake := &sendertest.Fake{}
+	cfg := testConfig()
+	cfg.LeaseTTL, cfg.OwnerID = 300*time.Millisecond, "p1"
+	q := startQueue(t, st, fake, cfg)
+	ids := enqueueAll(t, q, note(1, "https://a.example/inbox"), note(2, "https://b.example/inbox"))
+	eventually(t, func() bool { return fake.DeliveredCount() == 2 }, "delivered before the outage")
+	// Two renewals after the deliveries (the first lists the leases): they
+	// follow the process.
+	calls := st.kept.Load()
+	eventually(t, func() bool { return st.kept.Load() >= calls+2 }, "two renewals")
+
+	st.failing.Store(true)
+	eventually(t, func() bool { return q.workerCount() == 0 }, "the workers end with their leases")
+	st.failing.Store(false)
+
+	ids = append(ids, enqueueAll(t, q, note(3, "https://a.example/inbox"), note(4, "https://b.example/inbox"))...)
+	eventually(t, func() bool {
+		return slices.Contains(fake.Delivered("https://a.example/inbox"), ids[2]) &&
+			slices.Contains(fake.Delivered("https://b.example/inbox"), ids[3])
+	}, "the domains were not worked again after the outage")
 }
