@@ -205,18 +205,28 @@ func (q *Queue) cpuSaturated() bool {
 	return q.cpu != nil && q.cpu.saturated()
 }
 
+// listenHealthy is how long a call of the store's Listen must have lasted
+// for the next failure to count as the first one again.
+const listenHealthy = 30 * time.Second
+
 // listen wakes the window whenever the store reports an append, by this
 // process or another; it retries after errors and gives up only when the
-// store cannot notify, leaving polling to the window.
+// store cannot notify, leaving polling to the window. The wait before a
+// retry follows the delivery backoff, capped at readRetryMax and at the
+// poll interval: while nobody listens, appends are seen only by polling.
 func (q *Queue) listen(ctx context.Context) {
 	failures := 0
 	for {
+		started := time.Now()
 		err := q.store.Listen(ctx, q.window.wake)
 		if ctx.Err() != nil || errors.Is(err, store.ErrNotifyUnsupported) {
 			return
 		}
+		if time.Since(started) > listenHealthy {
+			failures = 0
+		}
 		failures++
-		delay := q.backoff.Delay(failures, 0)
+		delay := min(q.backoff.Delay(failures, 0), readRetryMax, q.cfg.PollInterval)
 		q.logger.WarnContext(ctx, "apqueue: listening for new activities failed; polling meanwhile", slog.Any("error", err), slog.Duration("retry_in", delay))
 		t := time.NewTimer(delay)
 		select {
@@ -225,6 +235,8 @@ func (q *Queue) listen(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		// Appends made while nobody listened were not notified.
+		q.window.wake()
 	}
 }
 

@@ -98,11 +98,24 @@ func (w *window) wake() {
 	}
 }
 
+// A failed refresh is retried after readRetryMin, doubling up to
+// readRetryMax (or the poll interval, if shorter), until one succeeds: a
+// read that fails (a connection ended with the database's restart) must
+// not leave the activities it would have read waiting for the next
+// wake-up, which may never come, or for the poll interval.
+const (
+	readRetryMin = 20 * time.Millisecond
+	readRetryMax = 5 * time.Second
+)
+
 // run refreshes the window whenever woken and at least every poll interval,
 // until ctx ends.
 func (w *window) run(ctx context.Context, poll time.Duration) {
 	ticker := time.NewTicker(poll)
 	defer ticker.Stop()
+	retry := time.NewTimer(0)
+	retry.Stop()
+	defer retry.Stop()
 	failures := 0
 	for {
 		select {
@@ -110,17 +123,21 @@ func (w *window) run(ctx context.Context, poll time.Duration) {
 			return
 		case <-w.kick:
 		case <-ticker.C:
+		case <-retry.C:
 		}
 		if err := w.refresh(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			failures++
-			w.logger.WarnContext(ctx, "apqueue: reading the activity log failed", slog.Any("error", err), slog.Int("attempt", failures))
-			// Retry on the next tick or wake-up; the ticker bounds the rate.
+			wait := min(readRetryMin<<min(failures-1, 16), readRetryMax, poll)
+			w.logger.WarnContext(ctx, "apqueue: reading the activity log failed; retrying",
+				slog.Any("error", err), slog.Int("attempt", failures), slog.Duration("retry_in", wait))
+			retry.Reset(wait)
 			continue
 		}
 		failures = 0
+		retry.Stop()
 	}
 }
 

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -249,4 +250,60 @@ func TestIdleOnlyOnceDeadLettersAreOffered(t *testing.T) {
 	_, ok = q.window.settledThrough(w)
 	require.True(t, ok, "idle once offered")
 	require.True(t, q.checkpoints.unsaved("a.example"), "the lease keeper waits for the save")
+}
+
+// failingReads fails the next `fail` reads of the activity log.
+type failingReads struct {
+	store.Store
+	fail atomic.Int64
+}
+
+func (s *failingReads) Activities(ctx context.Context, after int64, limit int) ([]store.Activity, error) {
+	if s.fail.Add(-1) >= 0 {
+		return nil, errors.New("connection reset")
+	}
+	return s.Store.Activities(ctx, after, limit)
+}
+
+// TestAFailedLogReadIsRetried fails the refresh that an enqueue's wake-up
+// starts: the window must read again by itself, since no other wake-up
+// comes and the poll interval is an hour (a store whose connection was just
+// ended fails the first read after the notification).
+func TestAFailedLogReadIsRetried(t *testing.T) {
+	t.Parallel()
+	st := &failingReads{Store: newMemory()}
+	fake := &sendertest.Fake{}
+	q := startQueue(t, st, fake, testConfig())
+	require.NoError(t, q.AddDomains(t.Context(), "a.example"))
+	eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
+
+	st.fail.Store(3)
+	ids := enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return slices.Contains(fake.Delivered("https://a.example/inbox"), ids[0]) },
+		"the activity was not delivered after three failed reads")
+	require.Negative(t, st.fail.Load(), "the reads did not fail")
+}
+
+// failingListen fails every Listen call at once, counting them.
+type failingListen struct {
+	store.Store
+	calls atomic.Int64
+}
+
+func (s *failingListen) Listen(context.Context, func()) error {
+	s.calls.Add(1)
+	return errors.New("database is locked")
+}
+
+// TestListenIsRetriedWithinThePollInterval fails every Listen with a
+// delivery backoff of an hour: the queue tries again within the poll
+// interval, not after the backoff.
+func TestListenIsRetriedWithinThePollInterval(t *testing.T) {
+	t.Parallel()
+	st := &failingListen{Store: newMemory()}
+	cfg := testConfig()
+	cfg.BackoffMin, cfg.BackoffMax = time.Hour, time.Hour
+	cfg.PollInterval = 50 * time.Millisecond
+	startQueue(t, st, &sendertest.Fake{}, cfg)
+	eventually(t, func() bool { return st.calls.Load() >= 4 }, "Listen was not retried")
 }
