@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -851,4 +852,50 @@ func (c *catchUp) describe() string {
 		fmt.Fprintf(&b, "reader %s: needs %d, state %d, dropped %v, waits %v, extends %v (%d), since %v\n", w.domain, r.need, r.state, r.dropped, waits, extends, at, r.since)
 	}
 	return b.String()
+}
+
+// TestAFailedCatchUpReadIsRetriedWithinBounds fails every read of the log
+// for twenty minutes of a domain behind the window, with the default
+// backoff: each retry comes within fillRetryMax, however long the outage,
+// and the domain delivers within fillRetryMax of the store's return. With
+// the delivery backoff (up to an hour) it waited about as long again.
+func TestAFailedCatchUpReadIsRetriedWithinBounds(t *testing.T) {
+	t.Parallel()
+	st := &failingReads{Store: newMemory()}
+	fake := &sendertest.Fake{}
+	// Enqueued while no queue runs: the window starts above it, so the
+	// domain reads it through the catch-up.
+	q0, err := New(st, fake, testConfig())
+	require.NoError(t, err)
+	ids := enqueueAll(t, q0, note(1, "https://a.example/inbox"))
+
+	st.fail.Store(1 << 40) // down
+	clk := clock.NewFake(epoch)
+	cfg := testConfig()
+	cfg.BackoffMin, cfg.BackoffMax = BackoffMinDefault, BackoffMaxDefault
+	cfg.PollInterval = PollIntervalDefault
+	cfg.clock = clk
+	startQueue(t, st, fake, cfg)
+
+	// The earliest timer of the fake clock: the worker's retry, or an
+	// earlier one.
+	next := func() time.Duration {
+		var in time.Duration
+		eventually(t, func() bool {
+			at, ok := clk.NextDeadline()
+			in = at.Sub(clk.Now())
+			return ok && in > 0
+		}, "no timer armed")
+		return in
+	}
+	for outage := time.Duration(0); outage < 20*time.Minute; {
+		d := next()
+		require.LessOrEqual(t, d, fillRetryMax, "%v into the outage", outage)
+		clk.Advance(d)
+		outage += d
+	}
+	st.fail.Store(0) // back
+	clk.Advance(fillRetryMax)
+	eventually(t, func() bool { return slices.Contains(fake.Delivered("https://a.example/inbox"), ids[0]) },
+		"not delivered within %v of the store's return", fillRetryMax)
 }

@@ -437,6 +437,7 @@ func (w *worker) reloadState() {
 		w.fillFailed("reloading the domain after an admin change", err)
 		return
 	}
+	w.fillErrors = 0
 	w.merge(states[0])
 }
 
@@ -609,6 +610,11 @@ func (w *worker) readingStalled() bool {
 // still takes its results, admin requests and a stop in between.
 const maxReadsPerStep = 8
 
+// fillRetryMax caps the wait before a failed read of the log, reload or
+// resolution is retried: the delivery backoff (up to an hour) would leave a
+// domain idle for as long as the outage lasted, after it ended.
+const fillRetryMax = 10 * time.Second
+
 // fillFailed backs off reading after an error, and says why the domain is
 // blocked in Stats.
 func (w *worker) fillFailed(what string, err error) {
@@ -616,7 +622,7 @@ func (w *worker) fillFailed(what string, err error) {
 		return
 	}
 	w.fillErrors++
-	delay := w.q.backoff.Delay(w.fillErrors, 0)
+	delay := min(w.q.backoff.Delay(w.fillErrors, 0), fillRetryMax)
 	w.fillRetry = w.clock().Now().Add(delay)
 	w.blocked = what + ": " + err.Error()
 	w.q.logger.ErrorContext(w.ctx, "apqueue: "+what+" failed", slog.String("domain", w.domain), slog.Any("error", err), slog.Duration("retry_in", delay))
