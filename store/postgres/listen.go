@@ -36,8 +36,9 @@ const (
 // one of the pool's), made from Config.ListenConnString or else from the
 // pool's configuration. When the connection is lost (the server restarted,
 // the network dropped, the backend was terminated) Listen logs it,
-// reconnects with capped exponential backoff and jitter, and calls notify
-// once it listens again, since appends made in between were not notified.
+// reconnects with capped exponential backoff and jitter. It calls notify
+// each time it starts listening, the first time included, since appends
+// made before were not notified.
 // A connection quiet for 30 s is pinged, so one that died silently is
 // replaced within seconds rather than when TCP gives up.
 // It returns ctx.Err() when ctx ends, or store.ErrNotifyUnsupported at once
@@ -75,8 +76,7 @@ func (s *Store) Listen(ctx context.Context, notify func()) error {
 }
 
 // listenOnce connects, listens and forwards notifications until the
-// connection fails or ctx ends. After a reconnection it calls notify once
-// it listens.
+// connection fails or ctx ends. It calls notify once it listens.
 func (s *Store) listenOnce(ctx context.Context, notify func(), reconnected bool) error {
 	conn, err := pgx.ConnectConfig(ctx, s.listenConf.Copy())
 	if err != nil {
@@ -93,8 +93,11 @@ func (s *Store) listenOnce(ctx context.Context, notify func(), reconnected bool)
 	}
 	if reconnected {
 		s.logger.InfoContext(ctx, "apqueue: postgres listener reconnected", "schema", s.schema)
-		notify()
 	}
+	// Appends committed before LISTEN took effect were not notified to
+	// this connection: those made while it reconnected, and at the first
+	// connection those made since the caller last read the log's head.
+	notify()
 	for {
 		waitCtx, cancel := context.WithTimeout(ctx, s.pingInterval)
 		_, err := conn.WaitForNotification(waitCtx)

@@ -189,9 +189,14 @@ func TestListenReconnects(t *testing.T) {
 	}
 	var pid int32
 	require.Eventually(t, func() bool { pid = listenerPID(); return pid != 0 }, 5*time.Second, 10*time.Millisecond)
+	// Once it listens, Listen wakes the caller without an append: one made
+	// between the caller's last read and LISTEN was not notified.
+	require.Eventually(t, func() bool { return calls.Load() > 0 }, 5*time.Second, 10*time.Millisecond,
+		"no wake-up once listening")
+	started := calls.Load()
 	require.Eventually(t, func() bool {
 		appendOne(t, s)
-		return calls.Load() > 0
+		return calls.Load() > started
 	}, 5*time.Second, 10*time.Millisecond, "no notification before the disconnection")
 
 	var ok bool
