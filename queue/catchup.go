@@ -67,6 +67,7 @@ type catchUp struct {
 	clock    clock.Clock
 	patience time.Duration
 	retry    time.Duration // catchUpRetry; tests of the rules set it longer
+	timeout  time.Duration // bounds each load (Config.StoreTimeout); 0: none
 
 	mu      sync.Mutex
 	blocks  map[int64]*block // by first ID - 1 (a multiple of span)
@@ -542,7 +543,9 @@ func (c *catchUp) load(ctx context.Context, b, prev *block) {
 	if prev != nil {
 		from = prev.hi
 	}
-	acts, err := c.store.Activities(ctx, from, int(b.hi-from))
+	callCtx, cancel := storeCall(ctx, c.timeout)
+	acts, err := c.store.Activities(callCtx, from, int(b.hi-from))
+	cancel()
 	idx := newLogIndex()
 	bytes := 0
 	if err == nil {

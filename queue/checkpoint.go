@@ -147,7 +147,9 @@ func (c *checkpointer) saveOnce(ctx context.Context) ([]string, error) {
 		states = append(states, o.state)
 		dls = append(dls, o.dls...)
 	}
-	err := c.q.store.Checkpoint(ctx, states, dls)
+	callCtx, cancel := storeCall(ctx, c.q.cfg.StoreTimeout)
+	err := c.q.store.Checkpoint(callCtx, states, dls)
+	cancel()
 	if err == nil {
 		for _, o := range taken {
 			o.w.saved(o.seq)
@@ -208,7 +210,9 @@ func (c *checkpointer) restore(taken map[string]*offer, keep func(string) bool) 
 // into their offered states, so that they can be saved again, and asks
 // their workers to reload.
 func (c *checkpointer) mergeAdminChanges(ctx context.Context, domains []string) error {
-	rows, err := c.q.store.Domains(ctx, domains)
+	callCtx, cancel := storeCall(ctx, c.q.cfg.StoreTimeout)
+	defer cancel()
+	rows, err := c.q.store.Domains(callCtx, domains)
 	if err != nil {
 		return fmt.Errorf("reloading domains changed by an admin: %w", err)
 	}

@@ -79,6 +79,9 @@ const (
 	// StopTimeoutDefault is how long Stop waits for in-flight requests when
 	// its context has no deadline.
 	StopTimeoutDefault = 10 * time.Second
+	// StoreTimeoutDefault bounds each call the queue makes to the store in
+	// the background.
+	StoreTimeoutDefault = 30 * time.Second
 	// IdempotencyWindowDefault is how long an idempotency key is
 	// remembered.
 	IdempotencyWindowDefault = 24 * time.Hour
@@ -206,6 +209,15 @@ type Config struct {
 	// StopTimeout bounds how long Stop waits for in-flight requests when its
 	// context has no deadline. Default StopTimeoutDefault.
 	StopTimeout time.Duration
+	// StoreTimeout bounds each call the queue makes to the store in the
+	// background (a read of the log, a checkpoint, a lease round, a
+	// worker's reload of its domain; a lease round within LeaseTTL too):
+	// one that does not answer is abandoned and retried, as a failed call
+	// is. A connection that died without a word (a failover that sends no
+	// reset) would otherwise hold the call until TCP gives up, many
+	// minutes later. It must exceed the slowest such call the store makes
+	// when healthy. Default StoreTimeoutDefault.
+	StoreTimeout time.Duration
 
 	// Resolver turns audience keys into inboxes. Required only for activities
 	// with Audiences.
@@ -288,6 +300,7 @@ func (c *Config) withDefaults() Config {
 	setDefault(&out.WindowSize, WindowSizeDefault)
 	setDefault(&out.WindowBytes, WindowBytesDefault)
 	setDefault(&out.StopTimeout, StopTimeoutDefault)
+	setDefault(&out.StoreTimeout, StoreTimeoutDefault)
 	setDefault(&out.MaxPendingPerDomain, MaxPendingPerDomainDefault)
 	setDefault(&out.MaxPendingBytesPerDomain, MaxPendingBytesPerDomainDefault)
 	setDefault(&out.PruneInterval, PruneIntervalDefault)
@@ -329,6 +342,7 @@ func (c *Config) validate() error {
 	positive("PollInterval", c.PollInterval > 0)
 	positive("ReadBatch", c.ReadBatch > 0)
 	positive("StopTimeout", c.StopTimeout > 0)
+	positive("StoreTimeout", c.StoreTimeout > 0)
 	positive("WindowBytes", c.WindowBytes > 0)
 	positive("ResolverTTL", c.ResolverTTL > 0)
 	positive("MaxPendingPerDomain", c.MaxPendingPerDomain > 0)

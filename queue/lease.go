@@ -44,7 +44,12 @@ func (l *leaseKeeper) run(ctx context.Context) {
 	defer l.kept.stop()
 	renew := true
 	for {
-		if err := l.round(ctx, renew); err != nil && ctx.Err() == nil {
+		// A round that does not answer within the lease is of no use: the
+		// leases it would renew have ended.
+		roundCtx, cancel := storeCall(ctx, min(l.q.cfg.StoreTimeout, l.q.cfg.LeaseTTL))
+		err := l.round(roundCtx, renew)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			l.q.logger.WarnContext(ctx, "apqueue: lease round failed, will retry", slog.Any("error", err))
 		}
 		select {

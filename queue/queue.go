@@ -96,7 +96,7 @@ func New(st store.Store, snd sender.Sender, cfg *Config) (*Queue, error) {
 	if c.Resolver != nil {
 		q.resolver = newResolverCache(c.Resolver, c.ResolverTTL, c.clock, q.checkResolved)
 	}
-	q.window = newWindow(st, c.ReadBatch, c.WindowSize, c.WindowBytes, c.Logger)
+	q.window = newWindow(st, c.ReadBatch, c.WindowSize, c.WindowBytes, c.StoreTimeout, c.Logger)
 	q.window.catchUp.clock = c.clock
 	q.window.arrived = q.noticeDomains
 	q.window.moved = q.quiet.notify

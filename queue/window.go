@@ -25,6 +25,7 @@ type window struct {
 	size     int // entries kept at most
 	maxBytes int // approximate bytes kept at most, catch-up blocks included
 	logger   *slog.Logger
+	timeout  time.Duration // bounds each read (Config.StoreTimeout); 0: none
 	catchUp  *catchUp
 	// arrived, if set, is called with the activities each refresh adds.
 	arrived func([]store.Activity)
@@ -64,12 +65,16 @@ func (wt waiter) wake(id int64) {
 	wt.w.poke()
 }
 
-func newWindow(st store.Store, batch, size, maxBytes int, logger *slog.Logger) *window {
-	return &window{
-		store: st, batch: batch, size: size, maxBytes: maxBytes, logger: logger,
+// newWindow returns a window on st's log; timeout bounds each of its reads
+// and its catch-up's (none when zero).
+func newWindow(st store.Store, batch, size, maxBytes int, timeout time.Duration, logger *slog.Logger) *window {
+	w := &window{
+		store: st, batch: batch, size: size, maxBytes: maxBytes, timeout: timeout, logger: logger,
 		catchUp: newCatchUp(st, batch, maxBytes/2),
 		idx:     newLogIndex(), waiters: make(map[string]waiter), kick: make(chan struct{}, 1),
 	}
+	w.catchUp.timeout = timeout
+	return w
 }
 
 // init places the window at the log's current head.
@@ -147,7 +152,9 @@ func (w *window) refresh(ctx context.Context) error {
 		w.mu.Lock()
 		head := w.head
 		w.mu.Unlock()
-		acts, err := w.store.Activities(ctx, head, w.batch)
+		callCtx, cancel := storeCall(ctx, w.timeout)
+		acts, err := w.store.Activities(callCtx, head, w.batch)
+		cancel()
 		if err != nil {
 			return err
 		}

@@ -112,7 +112,7 @@ func TestReadBehindAnEmptiedWindowDoesNotSpin(t *testing.T) {
 	}
 	ids, err := q.EnqueueMany(ctx, acts)
 	require.NoError(t, err)
-	w := newWindow(st, 4, 4, 1<<20, quietLogger())
+	w := newWindow(st, 4, 4, 1<<20, 0, quietLogger())
 	require.NoError(t, w.refresh(ctx))
 	// Everything is settled and pruned, as for a dead domain left behind.
 	leased, err := st.AcquireLeases(ctx, "o", time.Minute, 1)
@@ -177,7 +177,7 @@ func TestWindowIsBoundedInBytes(t *testing.T) {
 	ids, err := q.EnqueueMany(ctx, acts)
 	require.NoError(t, err)
 
-	w := newWindow(st, 100, 1000, 100_000, quietLogger()) // about ten of these bodies
+	w := newWindow(st, 100, 1000, 100_000, 0, quietLogger()) // about ten of these bodies
 	require.NoError(t, w.refresh(ctx))
 	w.mu.Lock()
 	held, bytes, base := len(w.idx.entries), w.bytes, w.base
@@ -252,13 +252,18 @@ func TestIdleOnlyOnceDeadLettersAreOffered(t *testing.T) {
 	require.True(t, q.checkpoints.unsaved("a.example"), "the lease keeper waits for the save")
 }
 
-// failingReads fails the next `fail` reads of the activity log.
+// failingReads fails the next `fail` reads of the activity log, and makes
+// the next `hang` ones wait until their context ends.
 type failingReads struct {
 	store.Store
-	fail atomic.Int64
+	fail, hang atomic.Int64
 }
 
 func (s *failingReads) Activities(ctx context.Context, after int64, limit int) ([]store.Activity, error) {
+	if s.hang.Add(-1) >= 0 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	if s.fail.Add(-1) >= 0 {
 		return nil, errors.New("connection reset")
 	}
@@ -306,4 +311,25 @@ func TestListenIsRetriedWithinThePollInterval(t *testing.T) {
 	cfg.PollInterval = 50 * time.Millisecond
 	startQueue(t, st, &sendertest.Fake{}, cfg)
 	eventually(t, func() bool { return st.calls.Load() >= 4 }, "Listen was not retried")
+}
+
+// TestAReadThatNeverAnswersEnds makes the refresh that an enqueue's
+// wake-up starts wait forever, as a call on a connection that died without
+// a word does: it must end with Config.StoreTimeout, and the window read
+// again.
+func TestAReadThatNeverAnswersEnds(t *testing.T) {
+	t.Parallel()
+	st := &failingReads{Store: newMemory()}
+	fake := &sendertest.Fake{}
+	cfg := testConfig()
+	cfg.StoreTimeout = 100 * time.Millisecond
+	q := startQueue(t, st, fake, cfg)
+	require.NoError(t, q.AddDomains(t.Context(), "a.example"))
+	eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
+
+	st.hang.Store(1)
+	ids := enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return slices.Contains(fake.Delivered("https://a.example/inbox"), ids[0]) },
+		"the activity was not delivered after a read that never answered")
+	require.Negative(t, st.hang.Load(), "no read hung")
 }

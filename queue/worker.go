@@ -428,7 +428,9 @@ func (w *worker) takeRequests() {
 // of it; when the read fails, the reload is retried with the fill's backoff.
 func (w *worker) reloadState() {
 	w.wantReload.Store(false)
-	states, err := w.q.store.Domains(w.ctx, []string{w.domain})
+	ctx, cancel := storeCall(w.ctx, w.q.cfg.StoreTimeout)
+	states, err := w.q.store.Domains(ctx, []string{w.domain})
+	cancel()
 	if err == nil && len(states) == 0 {
 		err = store.ErrNotFound
 	}

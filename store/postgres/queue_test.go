@@ -210,6 +210,59 @@ func TestQueueSurvivesDatabaseRestart(t *testing.T) {
 	t.Logf("enqueue to delivery after the restarts: %v", time.Since(start).Round(time.Millisecond))
 }
 
+// TestQueueSurvivesSilentlyDeadConnections freezes every connection of the
+// queue's pool, as a failover that sends no reset does: the statements on
+// them never answer, while new connections work. The queue's background
+// calls to the store (reads of the log, checkpoints, lease rounds) must
+// give up within Config.StoreTimeout and go on over new connections,
+// rather than wait until TCP gives up, many minutes later. Wake-ups come
+// through a listener that is not frozen.
+func TestQueueSurvivesSilentlyDeadConnections(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	setup, _ := newStoreOn(t, db, &postgres.Config{Logger: quietLogger()})
+	px := newProxy(t, net.JoinHostPort(db.Pool.Config().ConnConfig.Host, strconv.Itoa(int(db.Pool.Config().ConnConfig.Port))), 0)
+	pool := poolVia(t, db, px.Addr())
+	st, err := postgres.New(pool, &postgres.Config{
+		Schema: db.Schema, Logger: quietLogger(), ListenConnString: db.ConnString,
+	})
+	require.NoError(t, err)
+	t.Cleanup(st.Close)
+	fake := &sendertest.Fake{}
+	cfg := queueConfig("p")
+	cfg.StoreTimeout = 300 * time.Millisecond
+	q := startQueue(t, st, fake, cfg)
+	// Before the queue stops: closing frozen connections would wait for
+	// each one's timeout.
+	t.Cleanup(px.Cut)
+
+	const inbox = "https://a.example/inbox"
+	first, err := q.Enqueue(t.Context(), note(1, inbox))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return slices.Contains(fake.Delivered(inbox), first) }, 10*time.Second, 10*time.Millisecond)
+
+	// Every connection the pool may hand out is one that freezes.
+	var conns []*pgxpool.Conn
+	for range pool.Config().MaxConns {
+		c, err := pool.Acquire(t.Context())
+		require.NoError(t, err)
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Release()
+	}
+	px.Freeze()
+	// Appended by another process, on connections that work.
+	start := time.Now()
+	second := appendOne(t, setup, "a.example")
+	// pgxpool keeps a connection whose call timed out in its slot while it
+	// closes it, which takes 15 s on a frozen one: the queue resumes after
+	// that (about 18 s here), not after TCP gives up.
+	require.Eventually(t, func() bool { return slices.Contains(fake.Delivered(inbox), second) }, time.Minute, 10*time.Millisecond,
+		"the queue did not deliver over new connections")
+	t.Logf("delivered %v after the freeze", time.Since(start).Round(time.Millisecond))
+}
+
 // TestStatementsPerDelivery measures what the design promises: at steady
 // state a delivery costs a small fraction of a statement, because the queue
 // reads the log in batches shared by every caught-up domain and saves all
