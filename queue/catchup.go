@@ -133,9 +133,12 @@ type block struct {
 	lo, hi int64
 	ready  chan struct{} // closed once loaded (or failed)
 	err    error
-	idx    logIndex
-	bytes  int
-	used   uint64
+	// stopped says the load failed because its loader's context ended
+	// (its worker stopped), not because the store failed.
+	stopped bool
+	idx     logIndex
+	bytes   int
+	used    uint64
 }
 
 func (b *block) loaded() bool {
@@ -324,12 +327,13 @@ func (c *catchUp) readOnce(ctx context.Context, wk *worker, after int64, limit i
 			case <-ctx.Done():
 				return logRead{}, ctx.Err()
 			}
-			if b.err != nil && ctx.Err() == nil && (errors.Is(b.err, context.Canceled) || errors.Is(b.err, context.DeadlineExceeded)) {
+			if b.err != nil && b.stopped && ctx.Err() == nil {
 				// The worker that loaded it was stopped, not this one: load
 				// it again (the failed block is dropped below) rather than
-				// back off for another domain's reason. Only another's load:
-				// the store's own timeout on this one's goes to the worker,
-				// which backs off, instead of being tried again at once.
+				// back off for another domain's reason. A load the store
+				// failed, or that ran out of Config.StoreTimeout, fails
+				// every reader waiting for it, and each backs off, instead
+				// of trying again at once one after another.
 				continue
 			}
 			if b.err != nil {
@@ -567,6 +571,7 @@ func (c *catchUp) load(ctx context.Context, b, prev *block) {
 	c.mu.Lock()
 	defer close(b.ready)
 	defer c.mu.Unlock()
+	b.stopped = err != nil && ctx.Err() != nil
 	if c.blocks[b.lo] != b {
 		b.err = errors.Join(err, errCatchUpReset)
 		return // reset meanwhile

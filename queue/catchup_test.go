@@ -837,6 +837,43 @@ func TestCatchUpDoesNotRetryItsOwnReadThatTimedOutInTheStore(t *testing.T) {
 	require.EqualValues(t, 1, st.failed.Load(), "reads of the log, at once, while the store fails")
 }
 
+// hangingLog is a store whose reads of the log never answer (a connection
+// that died without a word), until their context ends.
+type hangingLog struct {
+	store.Store
+	calls atomic.Int64
+}
+
+func (s *hangingLog) Activities(ctx context.Context, _ int64, _ int) ([]store.Activity, error) {
+	s.calls.Add(1)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestCatchUpWaitersDoNotReloadABlockWhoseLoadTimedOut has two domains
+// read one block from a store that never answers: the load ends with the
+// store timeout and fails both readers, which back off. The one waiting
+// for it used to take the timeout for its loader's having stopped, and
+// load the block again at once, for another whole timeout: with N domains
+// behind, N timeouts in a row.
+func TestCatchUpWaitersDoNotReloadABlockWhoseLoadTimedOut(t *testing.T) {
+	t.Parallel()
+	st := &hangingLog{Store: newMemory()}
+	ids, first := blockLog(t, st, 10)
+	c, a, b := twoReaders(st, first, nil)
+	c.timeout = 200 * time.Millisecond
+	aErr := make(chan error, 1)
+	go func() {
+		_, err := c.read(context.Background(), a, first, 100, ids[9])
+		aErr <- err
+	}()
+	eventually(t, func() bool { return st.calls.Load() == 1 }, "a's load did not start")
+	_, err := c.read(context.Background(), b, first, 100, ids[9])
+	require.ErrorIs(t, err, context.DeadlineExceeded, "b waits for a's load and gets its failure")
+	require.ErrorIs(t, <-aErr, context.DeadlineExceeded)
+	require.EqualValues(t, 1, st.calls.Load(), "reads of the log, one after another, while the store does not answer")
+}
+
 // describe tells the catch-up's blocks and readers, for a test that failed.
 func (c *catchUp) describe() string {
 	c.mu.Lock()
