@@ -210,13 +210,15 @@ type Config struct {
 	// context has no deadline. Default StopTimeoutDefault.
 	StopTimeout time.Duration
 	// StoreTimeout bounds each call the queue makes to the store in the
-	// background (a read of the log, a checkpoint, a lease round, a
-	// worker's reload of its domain; a lease round within LeaseTTL too):
-	// one that does not answer is abandoned and retried, as a failed call
-	// is. A connection that died without a word (a failover that sends no
-	// reset) would otherwise hold the call until TCP gives up, many
-	// minutes later. It must exceed the slowest such call the store makes
-	// when healthy. Default StoreTimeoutDefault.
+	// background to deliver: reads of the log (the window's and the
+	// catch-up's), checkpoints, lease calls (a renewal within a third of
+	// LeaseTTL too, at least a second), a worker's reload of its domain.
+	// One that does not answer is abandoned and retried, as a failed call
+	// is: a connection that died without a word (a failover that sends no
+	// reset) would otherwise hold it until TCP gives up, many minutes
+	// later. It must exceed the slowest such call the store makes when
+	// healthy. Pruning and Stop's own calls are not bounded by it.
+	// Default StoreTimeoutDefault.
 	StoreTimeout time.Duration
 
 	// Resolver turns audience keys into inboxes. Required only for activities

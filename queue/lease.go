@@ -44,12 +44,7 @@ func (l *leaseKeeper) run(ctx context.Context) {
 	defer l.kept.stop()
 	renew := true
 	for {
-		// A round that does not answer within the lease is of no use: the
-		// leases it would renew have ended.
-		roundCtx, cancel := storeCall(ctx, min(l.q.cfg.StoreTimeout, l.q.cfg.LeaseTTL))
-		err := l.round(roundCtx, renew)
-		cancel()
-		if err != nil && ctx.Err() == nil {
+		if err := l.round(ctx, renew); err != nil && ctx.Err() == nil {
 			l.q.logger.WarnContext(ctx, "apqueue: lease round failed, will retry", slog.Any("error", err))
 		}
 		select {
@@ -92,7 +87,9 @@ func (l *leaseKeeper) round(ctx context.Context, renew bool) error {
 		}
 	}
 
-	stats, err := q.store.LeaseStats(ctx)
+	callCtx, cancel := storeCall(ctx, q.cfg.StoreTimeout)
+	stats, err := q.store.LeaseStats(callCtx)
+	cancel()
 	if err != nil {
 		return err
 	}
@@ -105,7 +102,9 @@ func (l *leaseKeeper) round(ctx context.Context, renew bool) error {
 	switch {
 	case held < share:
 		asked := time.Now()
-		got, err := q.store.AcquireLeases(ctx, q.cfg.OwnerID, ttl, share-held)
+		callCtx, cancel := storeCall(ctx, q.cfg.StoreTimeout)
+		got, err := q.store.AcquireLeases(callCtx, q.cfg.OwnerID, ttl, share-held)
+		cancel()
 		if err != nil {
 			return err
 		}
@@ -140,7 +139,9 @@ func (l *leaseKeeper) renew(ctx context.Context, workers []*worker) error {
 		leases[i] = l.leaseOf(w)
 	}
 	asked := time.Now()
-	renewed, err := q.store.RenewLeases(ctx, q.cfg.OwnerID, leases, ttl)
+	callCtx, cancel := storeCall(ctx, l.renewTimeout())
+	renewed, err := q.store.RenewLeases(callCtx, q.cfg.OwnerID, leases, ttl)
+	cancel()
 	if err != nil {
 		return err
 	}
@@ -160,6 +161,14 @@ func (l *leaseKeeper) renew(ctx context.Context, workers []*worker) error {
 		}
 	}
 	return nil
+}
+
+// renewTimeout bounds one renewal call: Config.StoreTimeout, and a third
+// of the lease (the interval between renewals; at least a second), so that
+// a call that does not answer leaves time for another before the workers
+// stop sending.
+func (l *leaseKeeper) renewTimeout() time.Duration {
+	return min(l.q.cfg.StoreTimeout, max(l.q.cfg.LeaseTTL/3, time.Second))
 }
 
 // leaseOf is w's lease as a renewal gives it, with the ID through which

@@ -155,7 +155,9 @@ func (l *leaseKeeper) keepCall(ctx context.Context, k store.LeaseKeeper, full, s
 			keep.Leases = append(keep.Leases, lease)
 		}
 	}
-	res, err := k.KeepLeases(ctx, l.q.cfg.OwnerID, keep, l.q.cfg.LeaseTTL)
+	callCtx, cancel := storeCall(ctx, l.renewTimeout())
+	defer cancel()
+	res, err := k.KeepLeases(callCtx, l.q.cfg.OwnerID, keep, l.q.cfg.LeaseTTL)
 	return listed, res, err
 }
 

@@ -333,3 +333,41 @@ func TestAReadThatNeverAnswersEnds(t *testing.T) {
 		"the activity was not delivered after a read that never answered")
 	require.Negative(t, st.hang.Load(), "no read hung")
 }
+
+// silentFirstListen's first Listen call hears nothing: it returns an
+// error once the test has appended (an append nobody was notified of).
+type silentFirstListen struct {
+	store.Store
+	calls    atomic.Int64
+	appended chan struct{}
+}
+
+func (s *silentFirstListen) Listen(ctx context.Context, notify func()) error {
+	if s.calls.Add(1) == 1 {
+		<-s.appended
+		return errors.New("connection lost")
+	}
+	return s.Store.Listen(ctx, notify)
+}
+
+// TestAnAppendMissedWhileNotListeningIsRead appends while the store's
+// Listen is failing, with the poll interval an hour: the queue reads the
+// log as it listens again.
+func TestAnAppendMissedWhileNotListeningIsRead(t *testing.T) {
+	t.Parallel()
+	st := &silentFirstListen{Store: newMemory(), appended: make(chan struct{})}
+	fake := &sendertest.Fake{}
+	q := startQueue(t, st, fake, testConfig())
+	require.NoError(t, q.AddDomains(t.Context(), "a.example"))
+	eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
+
+	// Appended by another process: this one's window is not woken.
+	res, err := st.Append(t.Context(), []store.NewActivity{{
+		Actor: "https://local.example/users/alice", Body: []byte(`{"type":"Create"}`),
+		Inboxes: []string{"https://a.example/inbox"}, Domains: []string{"a.example"},
+	}})
+	require.NoError(t, err)
+	close(st.appended)
+	eventually(t, func() bool { return slices.Contains(fake.Delivered("https://a.example/inbox"), res[0].ID) },
+		"an append made while nobody listened was not read")
+}

@@ -439,7 +439,7 @@ func (w *worker) reloadState() {
 		w.fillFailed("reloading the domain after an admin change", err)
 		return
 	}
-	w.fillErrors = 0
+	w.fillErrors, w.blocked = 0, ""
 	w.merge(states[0])
 }
 

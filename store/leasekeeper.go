@@ -33,7 +33,8 @@ type LeaseKeeper interface {
 	// renewed it (a store may count the owner's RenewLeases and
 	// AcquireLeases calls too, as the PostgreSQL store does, so an owner
 	// that stopped working its domains makes a Full call even when it
-	// works none), until a Full call leaves it out or the lease ends; a lease never renewed keeps the expiry AcquireLeases gave it.
+	// works none), until a Full call leaves it out or the lease ends; a
+	// lease never renewed keeps the expiry AcquireLeases gave it.
 	// It reports Changed when the owner's mark is not keep.Since; the
 	// caller then calls again with Full to learn which leases it lost and
 	// which domains an admin changed.
