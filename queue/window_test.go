@@ -270,23 +270,38 @@ func (s *failingReads) Activities(ctx context.Context, after int64, limit int) (
 	return s.Store.Activities(ctx, after, limit)
 }
 
-// TestAFailedLogReadIsRetried fails the refresh that an enqueue's wake-up
-// starts: the window must read again by itself, since no other wake-up
-// comes and the poll interval is an hour (a store whose connection was just
-// ended fails the first read after the notification).
+// TestAFailedLogReadIsRetried makes the refresh that an enqueue's wake-up
+// starts fail three times (a store whose connection was just ended fails
+// the first read after the notification), or wait forever (a connection
+// that died without a word), which must end with Config.StoreTimeout: the
+// window must read again by itself, since no other wake-up comes and the
+// poll interval is an hour.
 func TestAFailedLogReadIsRetried(t *testing.T) {
 	t.Parallel()
-	st := &failingReads{Store: newMemory()}
-	fake := &sendertest.Fake{}
-	q := startQueue(t, st, fake, testConfig())
-	require.NoError(t, q.AddDomains(t.Context(), "a.example"))
-	eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
+	for _, tc := range []struct {
+		name  string
+		fault func(*failingReads) *atomic.Int64
+	}{
+		{"three failed reads", func(st *failingReads) *atomic.Int64 { st.fail.Store(3); return &st.fail }},
+		{"a read that never answers", func(st *failingReads) *atomic.Int64 { st.hang.Store(1); return &st.hang }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := &failingReads{Store: newMemory()}
+			fake := &sendertest.Fake{}
+			cfg := testConfig()
+			cfg.StoreTimeout = 100 * time.Millisecond
+			q := startQueue(t, st, fake, cfg)
+			require.NoError(t, q.AddDomains(t.Context(), "a.example"))
+			eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
 
-	st.fail.Store(3)
-	ids := enqueueAll(t, q, note(1, "https://a.example/inbox"))
-	eventually(t, func() bool { return slices.Contains(fake.Delivered("https://a.example/inbox"), ids[0]) },
-		"the activity was not delivered after three failed reads")
-	require.Negative(t, st.fail.Load(), "the reads did not fail")
+			left := tc.fault(st)
+			ids := enqueueAll(t, q, note(1, "https://a.example/inbox"))
+			eventually(t, func() bool { return slices.Contains(fake.Delivered("https://a.example/inbox"), ids[0]) },
+				"the activity was not delivered after %s", tc.name)
+			require.Negative(t, left.Load(), "the fault did not happen")
+		})
+	}
 }
 
 // failingListen fails every Listen call at once, counting them.
@@ -311,27 +326,6 @@ func TestListenIsRetriedWithinThePollInterval(t *testing.T) {
 	cfg.PollInterval = 50 * time.Millisecond
 	startQueue(t, st, &sendertest.Fake{}, cfg)
 	eventually(t, func() bool { return st.calls.Load() >= 4 }, "Listen was not retried")
-}
-
-// TestAReadThatNeverAnswersEnds makes the refresh that an enqueue's
-// wake-up starts wait forever, as a call on a connection that died without
-// a word does: it must end with Config.StoreTimeout, and the window read
-// again.
-func TestAReadThatNeverAnswersEnds(t *testing.T) {
-	t.Parallel()
-	st := &failingReads{Store: newMemory()}
-	fake := &sendertest.Fake{}
-	cfg := testConfig()
-	cfg.StoreTimeout = 100 * time.Millisecond
-	q := startQueue(t, st, fake, cfg)
-	require.NoError(t, q.AddDomains(t.Context(), "a.example"))
-	eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
-
-	st.hang.Store(1)
-	ids := enqueueAll(t, q, note(1, "https://a.example/inbox"))
-	eventually(t, func() bool { return slices.Contains(fake.Delivered("https://a.example/inbox"), ids[0]) },
-		"the activity was not delivered after a read that never answered")
-	require.Negative(t, st.hang.Load(), "no read hung")
 }
 
 // silentFirstListen's first Listen call hears nothing: it returns an
