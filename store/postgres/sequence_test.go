@@ -49,6 +49,17 @@ func listen(t *testing.T, ctx context.Context, db *pgtest.DB) func() string {
 	}
 }
 
+// newWatched returns a migrated store with its commit watcher, its
+// database, a context that ends with the test or within 10 s, and the
+// notifications of its channel (see listen).
+func newWatched(t *testing.T) (*postgres.Store, *pgtest.DB, context.Context, func() string) {
+	t.Helper()
+	s, db := newStore(t, 0, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return s, db, ctx, listen(t, ctx, db)
+}
+
 // counter reads the ID counter directly, without a store call (a store's
 // reads number staged activities themselves).
 func counter(t *testing.T, db *pgtest.DB) int64 {
@@ -63,10 +74,7 @@ func counter(t *testing.T, db *pgtest.DB) int64 {
 // listeners, once they have IDs. A rolled-back transaction is forgotten.
 func TestCommitIsNumberedAndNotified(t *testing.T) {
 	t.Parallel()
-	s, db := newStore(t, 0, nil)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	next := listen(t, ctx, db)
+	s, db, ctx, next := newWatched(t)
 
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
@@ -98,10 +106,7 @@ func TestCommitIsNumberedAndNotified(t *testing.T) {
 // notifies, with no read in between.
 func TestCommitWatcherRetriesWhileTheCounterIsHeld(t *testing.T) {
 	t.Parallel()
-	s, db := newStore(t, 0, nil)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	next := listen(t, ctx, db)
+	s, db, ctx, next := newWatched(t)
 
 	holder, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
@@ -140,10 +145,7 @@ func TestCommitWatcherNumbersMoreThanOneSweep(t *testing.T) {
 // the commit: the next reader numbers them and notifies the others.
 func TestReaderNumbersWhatNoWatcherSaw(t *testing.T) {
 	t.Parallel()
-	s, db := newStore(t, 0, nil)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	next := listen(t, ctx, db)
+	s, db, ctx, next := newWatched(t)
 	s.Close()
 	stage(t, s, db.Pool, keyed("staged"))
 	require.Zero(t, counter(t, db), "a closed store's watcher numbered")
