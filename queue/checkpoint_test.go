@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,4 +38,39 @@ func TestLostDomainIsNotLeftBeingSaved(t *testing.T) {
 	require.False(t, q.checkpoints.unsaved("a.example"), "nothing of the lost domain is left being saved")
 	require.Empty(t, q.checkpoints.unsavedDeadLetters(5, nil, true))
 	require.Error(t, w.ctx.Err(), "its worker was dropped")
+}
+
+// hangingCheckpoints makes the next `hang` checkpoints wait until their
+// context ends (a connection that died without a word).
+type hangingCheckpoints struct {
+	store.Store
+	hang atomic.Int64
+}
+
+func (s *hangingCheckpoints) Checkpoint(ctx context.Context, states []store.DomainState, dls []store.DeadLetter) error {
+	if s.hang.Add(-1) >= 0 {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.Store.Checkpoint(ctx, states, dls)
+}
+
+// TestACheckpointThatNeverAnswersEnds makes the first checkpoint after a
+// delivery wait forever: it must end with Config.StoreTimeout, and a
+// later one save the domain's cursor.
+func TestACheckpointThatNeverAnswersEnds(t *testing.T) {
+	t.Parallel()
+	st := &hangingCheckpoints{Store: newMemory()}
+	fake := &sendertest.Fake{}
+	cfg := testConfig()
+	cfg.StoreTimeout = 100 * time.Millisecond
+	q := startQueue(t, st, fake, cfg)
+	require.NoError(t, q.AddDomains(t.Context(), "a.example"))
+	eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
+
+	st.hang.Store(1)
+	ids := enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return domainState(t, st, "a.example").Cursor == ids[0] },
+		"the cursor was not saved after a checkpoint that never answered")
+	require.Negative(t, st.hang.Load(), "no checkpoint hung")
 }
