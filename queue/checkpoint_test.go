@@ -61,12 +61,7 @@ func (s *hangingCheckpoints) Checkpoint(ctx context.Context, states []store.Doma
 func TestACheckpointThatNeverAnswersEnds(t *testing.T) {
 	t.Parallel()
 	st := &hangingCheckpoints{Store: newMemory()}
-	fake := &sendertest.Fake{}
-	cfg := testConfig()
-	cfg.StoreTimeout = 100 * time.Millisecond
-	q := startQueue(t, st, fake, cfg)
-	require.NoError(t, q.AddDomains(t.Context(), "a.example"))
-	eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
+	q, _ := startWithADomain(t, st)
 
 	st.hang.Store(1)
 	ids := enqueueAll(t, q, note(1, "https://a.example/inbox"))

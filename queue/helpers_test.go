@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/sender"
+	"github.com/apqueue/apqueue/sender/sendertest"
 	"github.com/apqueue/apqueue/store"
 	"github.com/apqueue/apqueue/store/memory"
 )
@@ -67,6 +68,19 @@ func startQueue(t *testing.T, st store.Store, snd sender.Sender, cfg *Config) *Q
 		}
 	})
 	return q
+}
+
+// startWithADomain starts a queue on st with a fake sender and
+// Config.StoreTimeout at 100 ms, adds a.example, and waits for its worker.
+func startWithADomain(t *testing.T, st store.Store) (*Queue, *sendertest.Fake) {
+	t.Helper()
+	fake := &sendertest.Fake{}
+	cfg := testConfig()
+	cfg.StoreTimeout = 100 * time.Millisecond
+	q := startQueue(t, st, fake, cfg)
+	require.NoError(t, q.AddDomains(t.Context(), "a.example"))
+	eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
+	return q, fake
 }
 
 func enqueueAll(t *testing.T, q *Queue, acts ...Activity) []int64 {

@@ -288,12 +288,7 @@ func TestAFailedLogReadIsRetried(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			st := &failingReads{Store: newMemory()}
-			fake := &sendertest.Fake{}
-			cfg := testConfig()
-			cfg.StoreTimeout = 100 * time.Millisecond
-			q := startQueue(t, st, fake, cfg)
-			require.NoError(t, q.AddDomains(t.Context(), "a.example"))
-			eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
+			q, fake := startWithADomain(t, st)
 
 			left := tc.fault(st)
 			ids := enqueueAll(t, q, note(1, "https://a.example/inbox"))
@@ -350,10 +345,7 @@ func (s *silentFirstListen) Listen(ctx context.Context, notify func()) error {
 func TestAnAppendMissedWhileNotListeningIsRead(t *testing.T) {
 	t.Parallel()
 	st := &silentFirstListen{Store: newMemory(), appended: make(chan struct{})}
-	fake := &sendertest.Fake{}
-	q := startQueue(t, st, fake, testConfig())
-	require.NoError(t, q.AddDomains(t.Context(), "a.example"))
-	eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
+	_, fake := startWithADomain(t, st)
 
 	// Appended by another process: this one's window is not woken.
 	res, err := st.Append(t.Context(), []store.NewActivity{{
