@@ -54,10 +54,11 @@
 // AppendTx on the pool, in one statement that numbers what has committed
 // as a reader does and reads their status (pg_xact_status), until each
 // has rolled back or has its activities numbered; the NOTIFY of a
-// statement that numbered anything wakes every listening process. The caller's transaction sends no NOTIFY itself: PostgreSQL
-// holds a database-wide lock from a notifying transaction's pre-commit
-// until after its commit is flushed, which made enqueueing transactions
-// commit one at a time.
+// statement that numbered anything wakes every listening process. The
+// caller's transaction sends no NOTIFY itself: PostgreSQL holds a
+// database-wide lock from a notifying transaction's pre-commit until after
+// its commit is flushed, which made enqueueing transactions commit one at
+// a time.
 //
 // Why this design and not PgQ's: PgQ's ticker (Skytools) writes events with
 // a plain INSERT too and cuts the log into batches between two transaction
