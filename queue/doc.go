@@ -39,8 +39,8 @@
 //
 // Each domain's in-flight limit adapts to the domain, between 1 and
 // Config.MaxInFlightPerDomain (default 64; Config.DomainLimitFunc gives a
-// domain its own maximum, and Config.MaxInFlight caps all domains
-// together). It is AIMD, as TCP's congestion window: it starts at
+// domain its own maximum, and Config.MaxInFlight, default 256, caps all
+// domains together). It is AIMD, as TCP's congestion window: it starts at
 // InitialInFlightLimit and, per window of successes (as many as the
 // limit) while at least half of it is in use, doubles (slow start, until
 // the domain first pushes back) or grows by one, as long as the window's

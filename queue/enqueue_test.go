@@ -127,7 +127,6 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 	t.Parallel()
 	bad := []*Config{
 		{MaxInFlightPerDomain: -1},
-		{MaxInFlight: -1},
 		{BackoffMin: time.Hour, BackoffMax: time.Minute},
 		{BackoffJitter: 1.5},
 		{MaxAttempts: -2},

@@ -182,6 +182,35 @@ func TestTooManyRequestsShrinkTheLimitWithoutBackingOff(t *testing.T) {
 	}
 }
 
+func TestTheGlobalCapIsOnByDefault(t *testing.T) {
+	t.Parallel()
+	big := func(string) int { return 1000 }
+	for _, tc := range []struct {
+		name   string
+		cap    int
+		want   int // Stats.MaxInFlight
+		bigMax int // a domain's limit when DomainLimitFunc asks for 1,000
+	}{
+		{"default", 0, MaxInFlightDefault, MaxInFlightDefault},
+		{"set", 10, 10, 10},
+		{"none", -1, 0, 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig()
+			cfg.MaxInFlight = tc.cap
+			cfg.DomainLimitFunc = big
+			q, err := New(newMemory(), &sendertest.Fake{}, cfg)
+			require.NoError(t, err)
+			st, err := q.Stats(context.Background())
+			require.NoError(t, err)
+			require.Equal(t, tc.want, st.MaxInFlight)
+			require.Equal(t, tc.want > 0, q.slots != nil, "a cap is kept only when there is one")
+			require.Equal(t, tc.bigMax, q.domainLimit("big.example"))
+		})
+	}
+}
+
 func TestGlobalCapServesEveryDomainInTurn(t *testing.T) {
 	t.Parallel()
 	g := newGatedSender(nil)

@@ -100,7 +100,7 @@ type Stats struct {
 	Paused       int   `json:"paused"`
 	Suspended    int   `json:"suspended"`
 	// MaxInFlight is the cap on requests in flight across all domains
-	// (Config.MaxInFlight), 0 when none.
+	// (Config.MaxInFlight), 0 when there is none.
 	MaxInFlight int `json:"max_in_flight"`
 	// ObserverDropped counts the events this queue dropped because the
 	// Observer did not keep up (see Config.ObserverBuffer), and
@@ -131,7 +131,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		local[w.domain] = w
 	}
 	now := time.Now()
-	out := Stats{Head: head, Owner: q.cfg.OwnerID, MaxInFlight: q.cfg.MaxInFlight, Domains: make([]DomainStats, 0, len(states))}
+	out := Stats{Head: head, Owner: q.cfg.OwnerID, MaxInFlight: max(q.cfg.MaxInFlight, 0), Domains: make([]DomainStats, 0, len(states))}
 	for _, s := range states {
 		if w, ok := local[s.Domain]; ok {
 			out.Domains = append(out.Domains, w.stats(head))

@@ -127,8 +127,8 @@ type HTTPConfig struct {
 	// Default: MaxIdleConnsPerHostDefault (16).
 	MaxIdleConnsPerHost int
 	// MaxIdleConns limits idle connections across all hosts; 0 means no
-	// limit. Keep it at or above the requests in flight (domains ×
-	// MaxInFlightPerDomain). Default: MaxIdleConnsDefault (no limit).
+	// limit. Keep it at or above the requests in flight (the queue's
+	// Config.MaxInFlight). Default: MaxIdleConnsDefault (no limit).
 	MaxIdleConns int
 	// IdleConnTimeout is how long an idle connection is kept.
 	// Default: IdleConnTimeoutDefault (90 s).

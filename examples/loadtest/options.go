@@ -203,7 +203,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.recipients, "recipients", 0, "with -fanout inboxes: domains per activity, rotating over all domains; 0: every domain")
 	fs.IntVar(&o.maxInFlight, "max-inflight", 0, "queue.Config.MaxInFlightPerDomain; 0: the queue's default")
 	fs.BoolVar(&o.fixedLimit, "fixed-inflight", false, "queue.Config.FixedInFlight: every domain gets -max-inflight requests in flight, no adaptation")
-	fs.IntVar(&o.globalCap, "global-inflight", 0, "queue.Config.MaxInFlight: requests in flight across all domains; 0: no cap")
+	fs.IntVar(&o.globalCap, "global-inflight", 0, "queue.Config.MaxInFlight: requests in flight across all domains; 0: the queue's default (256), -1: no cap")
 	fs.DurationVar(&o.checkpoint, "checkpoint-interval", 0, "queue.Config.CheckpointInterval; 0: the queue's default")
 	fs.DurationVar(&o.backoffMin, "backoff-min", 0, "queue.Config.BackoffMin; 0: the queue's default")
 	fs.DurationVar(&o.backoffMax, "backoff-max", 0, "queue.Config.BackoffMax; 0: the queue's default")
@@ -315,8 +315,8 @@ func (o *options) validate() error {
 		return errors.New("-duration needs -rate")
 	case o.inboxCapacity < 0:
 		return errors.New("-inbox-capacity must not be negative")
-	case o.globalCap < 0:
-		return errors.New("-global-inflight must not be negative")
+	case o.globalCap < -1:
+		return errors.New("-global-inflight must be -1 (no cap), 0 (the default) or positive")
 	case o.failRate < 0 || o.failRate >= 1:
 		return errors.New("-fail-rate must be in [0, 1)")
 	case o.store != "memory" && o.store != "sqlite" && o.store != "postgres":

@@ -252,8 +252,13 @@ func (r *report) printDeliveries(p func(string, ...any), o *options) {
 	} else {
 		inflight += " (adaptive)"
 	}
-	if o.globalCap > 0 {
+	switch {
+	case o.globalCap > 0:
 		inflight += fmt.Sprintf(", %d across all domains", o.globalCap)
+	case o.globalCap == 0:
+		inflight += fmt.Sprintf(", %d across all domains (default)", queue.MaxInFlightDefault)
+	default:
+		inflight += ", no cap across domains"
 	}
 	store := o.store
 	if o.dbLatency > 0 {
