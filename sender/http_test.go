@@ -269,6 +269,26 @@ func TestReasonIsShortSingleLine(t *testing.T) {
 	require.True(t, strings.HasSuffix(res.Reason, "…"))
 }
 
+func TestAnswersLongerThanTheReadBufferAreRead(t *testing.T) {
+	t.Parallel()
+	// Headers several times the connection's read buffer, one line of
+	// them longer than it, before the one the result depends on.
+	policy := strings.Repeat("default-src 'none'; ", 3*responseBufferBytes/20)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", policy)
+		for i := range 20 {
+			w.Header().Set(fmt.Sprintf("X-Filler-%d", i), strings.Repeat("x", 200))
+		}
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(http.StatusTooManyRequests)
+	})
+	h := newTestSender(t, nil)
+	res := h.Send(context.Background(), testDelivery(srv.URL+"/inbox"))
+	require.Equal(t, Retry, res.Outcome, res.Reason)
+	require.Equal(t, http.StatusTooManyRequests, res.Status)
+	require.Equal(t, 7*time.Second, res.RetryAfter)
+}
+
 func TestInvalidInboxIsPermanent(t *testing.T) {
 	t.Parallel()
 	h := newTestSender(t, nil)
