@@ -184,7 +184,8 @@ func (e *ResolveError) Error() string {
 func (e *ResolveError) Unwrap() error { return e.Err }
 
 // checkInbox validates an inbox URL and returns it in normal form with its
-// domain.
+// domain. An absolute URL refused for its scheme, user info or fragment
+// still has its domain returned with the error.
 func (q *Queue) checkInbox(raw string) (inbox, dom string, err error) {
 	// Escape raw non-ASCII first: net/url re-escapes a path that mixes
 	// them with %2F into another path.
@@ -192,19 +193,20 @@ func (q *Queue) checkInbox(raw string) (inbox, dom string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("%w: %q: %v", ErrInvalidInbox, raw, err)
 	}
-	switch {
-	case !u.IsAbs() || u.Host == "":
+	if !u.IsAbs() || u.Host == "" {
 		return "", "", fmt.Errorf("%w: %q is not an absolute URL", ErrInvalidInbox, raw)
-	case u.Scheme != "https" && !(u.Scheme == "http" && q.cfg.AllowHTTP):
-		return "", "", fmt.Errorf("%w: %q: scheme %q not allowed", ErrInvalidInbox, raw, u.Scheme)
-	case u.User != nil:
-		return "", "", fmt.Errorf("%w: %q has user info", ErrInvalidInbox, raw)
-	case u.Fragment != "" || u.RawFragment != "" || bytes.ContainsRune([]byte(raw), '#'):
-		return "", "", fmt.Errorf("%w: %q has a fragment", ErrInvalidInbox, raw)
 	}
 	dom, err = domain.FromURL(u)
 	if err != nil {
 		return "", "", fmt.Errorf("%w: %q: %v", ErrInvalidInbox, raw, err)
+	}
+	switch {
+	case u.Scheme != "https" && !(u.Scheme == "http" && q.cfg.AllowHTTP):
+		return "", dom, fmt.Errorf("%w: %q: scheme %q not allowed", ErrInvalidInbox, raw, u.Scheme)
+	case u.User != nil:
+		return "", dom, fmt.Errorf("%w: %q has user info", ErrInvalidInbox, raw)
+	case u.Fragment != "" || u.RawFragment != "" || bytes.ContainsRune([]byte(raw), '#'):
+		return "", dom, fmt.Errorf("%w: %q has a fragment", ErrInvalidInbox, raw)
 	}
 	u.Host = dom
 	return u.String(), dom, nil

@@ -466,14 +466,15 @@ func (q *Queue) workerCount() int {
 }
 
 // checkResolved validates an inbox from the Resolver and returns it in
-// normal form with its domain; unusable ones are logged and dropped.
-func (q *Queue) checkResolved(raw string) (string, string, bool) {
-	inbox, dom, err := q.checkInbox(raw)
+// normal form with its domain. An unusable one is logged; when it names a
+// domain, that domain's worker records a dead letter for it (see
+// audienceAnswer.refused).
+func (q *Queue) checkResolved(raw string) (inbox, dom string, err error) {
+	inbox, dom, err = q.checkInbox(raw)
 	if err != nil {
 		q.logger.Warn("apqueue: resolver returned an unusable inbox", slog.String("inbox", raw), slog.Any("error", err))
-		return "", "", false
 	}
-	return inbox, dom, true
+	return inbox, dom, err
 }
 
 // InvalidateAudience drops this process's cached Resolver answer for an

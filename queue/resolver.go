@@ -22,6 +22,11 @@ import (
 // the new answer at once. Every process that enqueues or delivers
 // activities with audiences needs the same Resolver.
 //
+// An inbox in the answer that cannot be delivered to (a scheme other than
+// https, user info, a fragment) becomes a dead letter on its domain, with
+// the reason, for each activity it would have received; one that names no
+// domain is logged and skipped.
+//
 // A delivering process calls it on the domain's worker. It may call the
 // queue with the context it was given: an admin change (Pause, say)
 // returns at once, and the worker takes it in before it sends anything
@@ -43,12 +48,40 @@ func (f ResolverFunc) Inboxes(ctx context.Context, audience string) ([]string, e
 // inbox URL again.
 type audienceAnswer struct {
 	byDomain map[string][]string
-	domains  []string // the keys of byDomain, in the order the Resolver named them
-	expires  time.Time
+	// refused are the inboxes the Resolver named that cannot be delivered
+	// to (checkInbox refused them), by domain, each with the reason: the
+	// domain's worker records a dead letter for each rather than drop the
+	// recipient. An inbox without a domain is only logged.
+	refused map[string][]refusedInbox
+	// domains are the keys of byDomain and refused, in the order the
+	// Resolver named them.
+	domains []string
+	expires time.Time
 	// freshFor is the highest activity ID for which the answer was asked
 	// again because it lacked a domain the activity addresses (see
 	// resolverCache.answer).
 	freshFor int64
+}
+
+// refusedInbox is an inbox a Resolver named that cannot be delivered to.
+type refusedInbox struct {
+	inbox, reason string
+}
+
+// reaches reports whether the answer names an inbox on dom, usable or not.
+func (a *audienceAnswer) reaches(dom string) bool {
+	if _, ok := a.byDomain[dom]; ok {
+		return true
+	}
+	_, ok := a.refused[dom]
+	return ok
+}
+
+// addDomain adds dom to the answer's domains unless it is there.
+func (a *audienceAnswer) addDomain(dom string) {
+	if !a.reaches(dom) {
+		a.domains = append(a.domains, dom)
+	}
 }
 
 // resolverCache caches a Resolver's answers per audience. Its size is
@@ -58,15 +91,15 @@ type resolverCache struct {
 	resolver Resolver
 	ttl      time.Duration
 	clock    clock.Clock
-	// check validates and normalises an inbox and returns its domain;
-	// inboxes it refuses are dropped.
-	check func(raw string) (inbox, dom string, ok bool)
+	// check validates and normalises an inbox and returns its domain, or
+	// an error and, when the inbox names one, its domain.
+	check func(raw string) (inbox, dom string, err error)
 
 	mu      sync.Mutex
 	entries map[string]*audienceAnswer
 }
 
-func newResolverCache(r Resolver, ttl time.Duration, c clock.Clock, check func(string) (string, string, bool)) *resolverCache {
+func newResolverCache(r Resolver, ttl time.Duration, c clock.Clock, check func(string) (string, string, error)) *resolverCache {
 	return &resolverCache{resolver: r, ttl: ttl, clock: c, check: check, entries: make(map[string]*audienceAnswer)}
 }
 
@@ -80,8 +113,7 @@ func (c *resolverCache) answer(ctx context.Context, audience, dom string, activi
 	c.mu.Lock()
 	a, ok := c.entries[audience]
 	if ok && now.Before(a.expires) {
-		_, reaches := a.byDomain[dom]
-		if dom == "" || reaches || a.freshFor >= activityID {
+		if dom == "" || a.reaches(dom) || a.freshFor >= activityID {
 			c.mu.Unlock()
 			return a, nil
 		}
@@ -95,14 +127,24 @@ func (c *resolverCache) answer(ctx context.Context, audience, dom string, activi
 	fresh := &audienceAnswer{byDomain: make(map[string][]string), expires: now.Add(c.ttl), freshFor: activityID}
 	seen := make(map[string]bool, len(raw))
 	for _, r := range raw {
-		inbox, d, ok := c.check(r)
-		if !ok || seen[inbox] {
+		inbox, d, err := c.check(r)
+		if err != nil {
+			// Logged by check; recorded on its domain when it has one.
+			if d != "" && !seen[r] {
+				seen[r] = true
+				fresh.addDomain(d)
+				if fresh.refused == nil {
+					fresh.refused = make(map[string][]refusedInbox)
+				}
+				fresh.refused[d] = append(fresh.refused[d], refusedInbox{inbox: r, reason: err.Error()})
+			}
+			continue
+		}
+		if seen[inbox] {
 			continue
 		}
 		seen[inbox] = true
-		if _, known := fresh.byDomain[d]; !known {
-			fresh.domains = append(fresh.domains, d)
-		}
+		fresh.addDomain(d)
 		fresh.byDomain[d] = append(fresh.byDomain[d], inbox)
 	}
 	c.mu.Lock()

@@ -2,8 +2,13 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,4 +189,85 @@ func TestAllDomainsReachesEveryKnownDomain(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, dls, 1, "a domain without a shared inbox is recorded, not skipped silently")
 	require.Contains(t, dls[0].Reason, "no shared inbox")
+}
+
+func TestInboxesTheResolverNamesButCannotBeReachedAreDeadLetters(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := newMemory()
+	res := newCountingResolver()
+	res.set(followers,
+		"https://a.example/users/1/inbox",
+		"http://a.example/users/2/inbox",    // plain http: refused, on a.example
+		"https://bob@b.example/inbox",       // user info: refused, on b.example
+		"https://c.example/users/3/inbox#x", // refused, but c.example has a shared inbox
+		"not a URL",                         // no domain to record it on: logged
+	)
+	fake := &sendertest.Fake{}
+	cfg := testConfig()
+	cfg.Resolver = res
+	q := startQueue(t, st, fake, cfg)
+	require.NoError(t, q.SetSharedInbox(ctx, "https://c.example/inbox"))
+	ids := enqueueAll(t, q, post(1))
+
+	eventually(t, func() bool { return fake.DeliveredCount() == 2 }, "the usable inbox and the shared one")
+	require.Len(t, fake.Delivered("https://a.example/users/1/inbox"), 1)
+	require.Len(t, fake.Delivered("https://c.example/inbox"), 1)
+	for dom, want := range map[string]struct{ inbox, reason string }{
+		"a.example": {"http://a.example/users/2/inbox", `scheme "http" not allowed`},
+		"b.example": {"https://bob@b.example/inbox", "has user info"},
+	} {
+		eventually(t, func() bool { return deadLetterCount(t, st, dom) == 1 }, "the refused inbox on %s is recorded", dom)
+		dls, err := st.DeadLetters(ctx, storeFilter(dom))
+		require.NoError(t, err)
+		require.Equal(t, ids[0], dls[0].ActivityID)
+		require.Equal(t, want.inbox, dls[0].Inbox)
+		require.Contains(t, dls[0].Reason, "the Resolver named an inbox that cannot be delivered to")
+		require.Contains(t, dls[0].Reason, want.reason)
+	}
+	require.Zero(t, deadLetterCount(t, st, "c.example"), "reached through its shared inbox")
+	require.Len(t, fake.Calls(), 2, "nothing sent to a refused inbox")
+}
+
+func TestResolverFailuresShowInStatsAndAreRetried(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	// Enqueued by another process, whose Resolver answered; this one's
+	// fails until the test lets it answer.
+	enqueuer := webEnqueuer(t, st, "https://a.example/users/1/inbox")
+	enqueueAll(t, enqueuer, post(1))
+	var failing atomic.Bool
+	failing.Store(true)
+	var calls atomic.Int32
+	cfg := testConfig()
+	cfg.Resolver = ResolverFunc(func(ctx context.Context, audience string) ([]string, error) {
+		calls.Add(1)
+		if failing.Load() {
+			return nil, errors.New("followers table unreachable")
+		}
+		return []string{"https://a.example/users/1/inbox"}, nil
+	})
+	fake := &sendertest.Fake{}
+	q := startQueue(t, st, fake, cfg)
+
+	blocked := func() string {
+		s, err := q.Stats(context.Background())
+		require.NoError(t, err)
+		for _, d := range s.Domains {
+			if d.Domain == "a.example" {
+				return d.Blocked
+			}
+		}
+		return ""
+	}
+	eventually(t, func() bool { return strings.Contains(blocked(), "followers table unreachable") }, "the failure shows in Stats")
+	rec := httptest.NewRecorder()
+	q.StatusHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	require.Contains(t, rec.Body.String(), "blocked: resolving audiences: followers table unreachable")
+	eventually(t, func() bool { return calls.Load() >= 3 }, "the resolution is retried")
+	require.Zero(t, fake.DeliveredCount())
+
+	failing.Store(false)
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/users/1/inbox")) == 1 }, "delivered once the Resolver answers")
+	eventually(t, func() bool { return blocked() == "" }, "no longer blocked")
 }

@@ -636,13 +636,14 @@ func (w *worker) targets(e *entry) ([]string, error) {
 	inboxes := e.byDomain[w.domain]
 	shared := w.state.SharedInbox
 	if shared == "" {
+		var refused []refusedInbox
 		for _, aud := range e.act.Audiences {
 			if w.q.resolver == nil {
 				// Enqueued by a process that has a Resolver; this one cannot
 				// find the audience's inboxes on a domain without a known
 				// shared inbox. Record that rather than wait for ever or
 				// drop it, and send to the explicit inboxes.
-				w.settleUndeliverable(e, errNoResolverHere.Error())
+				w.settleUndeliverable(e, "", errNoResolverHere.Error())
 				return dedupe(inboxes), nil
 			}
 			ans, err := w.q.resolver.answer(w.resolveCtx, aud, w.domain, e.act.ID)
@@ -650,11 +651,17 @@ func (w *worker) targets(e *entry) ([]string, error) {
 				return nil, err
 			}
 			inboxes = append(inboxes[:len(inboxes):len(inboxes)], ans.byDomain[w.domain]...)
+			refused = append(refused, ans.refused[w.domain]...)
+		}
+		// Recorded once every audience is resolved: a failed resolution
+		// is retried, and would record them again.
+		for _, r := range refused {
+			w.settleUndeliverable(e, r.inbox, "the Resolver named an inbox that cannot be delivered to: "+r.reason)
 		}
 	}
 	if e.act.AllDomains && shared == "" && len(inboxes) == 0 {
 		// Nowhere to send it: record it rather than drop it.
-		w.settleUndeliverable(e, "addressed to all domains, but no shared inbox is known for this domain")
+		w.settleUndeliverable(e, "", "addressed to all domains, but no shared inbox is known for this domain")
 		return nil, nil
 	}
 	if shared != "" {
@@ -668,13 +675,13 @@ func (w *worker) targets(e *entry) ([]string, error) {
 	return dedupe(inboxes), nil
 }
 
-// settleUndeliverable records a dead letter for an activity that has no
-// inbox on this domain.
-func (w *worker) settleUndeliverable(e *entry, reason string) {
-	d := &delivery{entry: e}
+// settleUndeliverable records a dead letter for an activity that cannot be
+// sent to inbox ("": to any inbox) on this domain.
+func (w *worker) settleUndeliverable(e *entry, inbox, reason string) {
+	d := &delivery{entry: e, inbox: inbox}
 	w.deadLetters = append(w.deadLetters, d.deadLetter(w.domain, 0, reason))
 	w.counts.DeadLettered++
-	w.q.observe(Event{Kind: EventDeadLetter, Domain: w.domain, ActivityID: e.act.ID, Reason: reason})
+	w.q.observe(Event{Kind: EventDeadLetter, Domain: w.domain, ActivityID: e.act.ID, Inbox: inbox, Reason: reason})
 }
 
 var errNoResolverHere = errors.New("an activity has audiences and the domain has no known shared inbox, but this queue has no Config.Resolver to find its inboxes: configure the same Resolver in every process")
