@@ -17,3 +17,8 @@ func TestActivityStatusFromAnotherProcess(t *testing.T) {
 	t.Parallel()
 	queuetest.ActivityStatusFromAnotherProcess(t, func(*testing.T) store.Store { return memory.New() })
 }
+
+func TestNeverSeenDomainsAreDelivered(t *testing.T) {
+	t.Parallel()
+	queuetest.NeverSeenDomainsAreDelivered(t, func(*testing.T) store.Store { return memory.New() })
+}

@@ -223,6 +223,15 @@ func TestAdminFromAnotherProcess(t *testing.T) {
 	})
 }
 
+// TestNeverSeenDomainsAreDelivered: see internal/queuetest.
+func TestNeverSeenDomainsAreDelivered(t *testing.T) {
+	t.Parallel()
+	queuetest.NeverSeenDomainsAreDelivered(t, func(t *testing.T) store.Store {
+		s, _ := newStore(t, nil)
+		return s
+	})
+}
+
 // TestClearBackoffClearsProgressRetries checks that RetryNow and MarkAlive
 // (ChangeDomain with ClearBackoff) also clear the retry times saved in the
 // domain's Progress, so that an owner that loads the domain afresh retries
