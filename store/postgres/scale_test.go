@@ -122,5 +122,47 @@ func TestStatementsStayLinearWithManyDomainsUnderGenericPlans(t *testing.T) {
 	})
 	require.True(t, kept.Changed, "owner-a was not told that its leases were taken")
 	step("ReleaseLeases", func(ctx context.Context) error { return s.ReleaseLeases(ctx, "owner-b", leasesOf(held)) })
+	step("LeaseStats", func(ctx context.Context) error {
+		ls, err := s.LeaseStats(ctx)
+		if err == nil && ls.Domains != scaleDomains {
+			err = fmt.Errorf("%d domains counted", ls.Domains)
+		}
+		return err
+	})
+
+	// A big account's post reaches 2,000 domains, half of them never seen
+	// (registered with it), by Append and in a caller's transaction
+	// (registered when a reader numbers it).
+	wide := func(from int) []string {
+		doms := append([]string(nil), names[:bigAudience/2]...)
+		for i := range bigAudience / 2 {
+			doms = append(doms, fmt.Sprintf("new%05d.example", from+i))
+		}
+		return doms
+	}
+	step("Append of an activity to 2,000 domains", func(ctx context.Context) error {
+		_, err := s.Append(ctx, []store.NewActivity{newActivity(wide(0)...)})
+		return err
+	})
+	step("AppendTx of an activity to 2,000 domains", func(ctx context.Context) error {
+		return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			return s.AppendTx(ctx, tx, []store.NewActivity{newActivity(wide(bigAudience)...)})
+		})
+	})
+	var read []store.Activity
+	step("Activities, numbering the transaction's", func(ctx context.Context) (err error) {
+		read, err = s.Activities(ctx, ids[2], 10)
+		return err
+	})
+	require.Len(t, read, 2)
+	for _, a := range read {
+		require.Len(t, a.Domains, bigAudience)
+	}
+	states, err = s.Domains(t.Context(), append(wide(0), wide(bigAudience)...))
+	require.NoError(t, err)
+	require.Len(t, states, bigAudience/2+bigAudience, "the known half and the 2,000 new domains")
 	step("Prune", func(ctx context.Context) error { _, err := s.Prune(ctx); return err })
 }
+
+// bigAudience is how many domains a big account's post reaches.
+const bigAudience = 2000
