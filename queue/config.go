@@ -226,8 +226,10 @@ type Config struct {
 	// is: a connection that died without a word (a failover that sends no
 	// reset) would otherwise hold it until TCP gives up, many minutes
 	// later. It must exceed the slowest such call the store makes when
-	// healthy. Pruning and Stop's own calls are not bounded by it.
-	// Default StoreTimeoutDefault.
+	// healthy. The retention job's calls get the longer of it and
+	// PruneInterval (a prune cut short keeps what it deleted, and the next
+	// one goes on); Stop's own calls are not bounded by it. Default
+	// StoreTimeoutDefault.
 	StoreTimeout time.Duration
 
 	// Resolver turns audience keys into inboxes. Required only for activities

@@ -9,19 +9,23 @@ import (
 )
 
 // prune deletes delivered activities and expired idempotency keys, then
-// old dead letters (run every Config.PruneInterval):
-// those below the lowest cursor of a live domain. A dead domain left behind
-// is fast-forwarded by the store in the same step; each one is logged with
-// how many IDs it skipped, and a local worker of it moves on too.
+// old dead letters (run every Config.PruneInterval): those below the lowest
+// cursor of a live domain. A dead domain left behind is fast-forwarded by
+// the store in the same step; each one is logged with how many IDs it
+// skipped, and a local worker of it moves on too.
+//
+// Each of the two store calls is bounded by the longer of StoreTimeout and
+// PruneInterval: stores prune in steps that each commit, so a prune cut
+// short keeps what it did and the next one goes on, and one on a
+// connection that died without a word ends instead of holding its
+// connection until TCP gives up.
 func (q *Queue) prune(ctx context.Context) {
 	defer q.pruneDeadLetters(ctx)
-	res, err := q.store.Prune(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			q.logger.WarnContext(ctx, "apqueue: pruning the activity log failed", slog.Any("error", err))
-		}
-		return
-	}
+	callCtx, cancel := storeCall(ctx, q.pruneTimeout())
+	defer cancel()
+	res, err := q.store.Prune(callCtx)
+	// The fast-forwards a store reports stand even when a later step of
+	// the prune failed.
 	for _, ff := range res.FastForwarded {
 		q.logger.WarnContext(ctx, "apqueue: dead domain fast-forwarded by retention; these activities were never delivered to it",
 			slog.String("domain", ff.Domain), slog.Int64("from", ff.From), slog.Int64("to", ff.To), slog.Int64("skipped_ids", ff.To-ff.From))
@@ -32,12 +36,23 @@ func (q *Queue) prune(ctx context.Context) {
 			w.skipTo(ff.To)
 		}
 	}
+	if err != nil {
+		if ctx.Err() == nil {
+			q.logger.WarnContext(ctx, "apqueue: pruning the activity log failed", slog.Any("error", err))
+		}
+		return
+	}
 	if res.Deleted > 0 {
 		q.logger.DebugContext(ctx, "apqueue: pruned activity log", slog.Int64("deleted", res.Deleted), slog.Int64("below", res.Below))
 	}
 	if res.ExpiredKeys > 0 {
 		q.logger.DebugContext(ctx, "apqueue: deleted expired idempotency keys", slog.Int64("deleted", res.ExpiredKeys))
 	}
+}
+
+// pruneTimeout bounds each store call of the retention job (see prune).
+func (q *Queue) pruneTimeout() time.Duration {
+	return max(q.cfg.StoreTimeout, q.cfg.PruneInterval)
 }
 
 // pruneDeadLetters applies Config.DeadLetterRetention and DeadLetterCap,
@@ -51,7 +66,9 @@ func (q *Queue) pruneDeadLetters(ctx context.Context) {
 	if q.cfg.DeadLetterRetention > 0 {
 		olderThan = q.cfg.clock.Now().Add(-q.cfg.DeadLetterRetention)
 	}
-	n, err := p.PruneDeadLetters(ctx, olderThan, max(q.cfg.DeadLetterCap, 0))
+	callCtx, cancel := storeCall(ctx, q.pruneTimeout())
+	defer cancel()
+	n, err := p.PruneDeadLetters(callCtx, olderThan, max(q.cfg.DeadLetterCap, 0))
 	if err != nil {
 		if ctx.Err() == nil {
 			q.logger.WarnContext(ctx, "apqueue: pruning dead letters failed; retrying at the next interval",

@@ -3,10 +3,12 @@ package queue
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,4 +114,66 @@ func TestRetentionPrunesDeadLetters(t *testing.T) {
 		return slices.Equal(ids, []int64{4, 5, 6, 7})
 	}, "dead letters past the retention or the cap are deleted, the rest kept")
 	eventually(t, func() bool { return strings.Contains(logs.String(), "pruned dead letters") }, "the deletion is logged")
+}
+
+// hangingPrunes is a store whose Prune, while hang is set, never answers
+// until its context ends, as on a connection that died without a reset;
+// the others fail after the inner store's prune, as one whose last step
+// (deleting the keys, say) failed.
+type hangingPrunes struct {
+	store.Store
+	hang, fail atomic.Bool
+	calls      atomic.Int32
+}
+
+func (s *hangingPrunes) Prune(ctx context.Context) (store.PruneResult, error) {
+	s.calls.Add(1)
+	if s.hang.Load() {
+		<-ctx.Done()
+		return store.PruneResult{}, ctx.Err()
+	}
+	res, err := s.Store.Prune(ctx)
+	if err == nil && s.fail.Load() {
+		err = errors.New("deleting expired keys: connection reset")
+	}
+	return res, err
+}
+
+func TestAPruneThatNeverAnswersEnds(t *testing.T) {
+	t.Parallel()
+	st := &hangingPrunes{Store: newMemory()}
+	st.hang.Store(true)
+	cfg := testConfig()
+	cfg.PruneInterval = 20 * time.Millisecond
+	cfg.StoreTimeout = 50 * time.Millisecond
+	startQueue(t, st, &sendertest.Fake{}, cfg)
+	eventually(t, func() bool { return st.calls.Load() >= 3 }, "prunes after one that never answered")
+}
+
+func TestAFastForwardStandsWhenTheRestOfThePruneFails(t *testing.T) {
+	t.Parallel()
+	st := &hangingPrunes{Store: newMemory()}
+	st.fail.Store(true)
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Domain == "gone.example" {
+			return sender.Result{Outcome: sender.DomainGone, Status: 410, Reason: "410 Gone"}
+		}
+		return sender.Success(202)
+	}}
+	logs := &logBuffer{}
+	cfg := testConfig()
+	cfg.PruneInterval = 10 * time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	q := startQueue(t, st, fake, cfg)
+	enqueueAll(t, q, note(0, "https://gone.example/inbox"))
+	eventually(t, func() bool { return domainState(t, st, "gone.example").Status == store.StatusDead }, "the domain is dead")
+	ids := enqueueAll(t, q, note(1, "https://live.example/inbox", "https://gone.example/inbox"))
+	eventually(t, func() bool { return strings.Contains(logs.String(), "dead domain fast-forwarded") }, "the fast-forward is logged")
+	eventually(t, func() bool {
+		q.mu.Lock()
+		w := q.workers["gone.example"]
+		q.mu.Unlock()
+		return w != nil && w.snapshot().Cursor == ids[0]
+	}, "the dead domain's worker moved on")
+	require.Contains(t, logs.String(), "pruning the activity log failed")
 }

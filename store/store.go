@@ -157,7 +157,10 @@ type Store interface {
 	// It also deletes the idempotency keys whose window has passed.
 	// Suspended domains do not hold the point back either: those below it
 	// are moved up to it in the same step, with their Revision incremented,
-	// and are not reported (nothing is delivered to them anyway).
+	// and are not reported (nothing is delivered to them anyway). When a
+	// later step fails (deleting, say) after the fast-forward was made, it
+	// returns the result so far with the error, so that the domains moved
+	// are still reported.
 	Prune(ctx context.Context) (PruneResult, error)
 
 	// Listen calls notify whenever activities are appended, by this process
