@@ -42,23 +42,47 @@ func (l *leaseKeeper) run(ctx context.Context) {
 	defer ticker.Stop()
 	l.kept = keptLeases{}
 	defer l.kept.stop()
-	renew := true
+	// renewDue is set by the ticker and cleared by a round that succeeds:
+	// a round that failed is tried again soon, renewal included, and a
+	// round for a new domain renews too when the last renewal failed.
+	renewDue := true
+	failures := 0
 	for {
-		if err := l.round(ctx, renew); err != nil && ctx.Err() == nil {
-			l.q.logger.WarnContext(ctx, "apqueue: lease round failed, will retry", slog.Any("error", err))
+		var retry <-chan time.Time
+		if err := l.round(ctx, renewDue); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			delay := leaseRetryDelay(failures, interval)
+			l.q.logger.WarnContext(ctx, "apqueue: lease round failed, will retry", slog.Any("error", err), slog.Duration("retry_in", delay))
+			retry = time.After(delay)
+		} else {
+			renewDue, failures = false, 0
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			renew = true
+			renewDue = true
+		case <-retry:
 		case <-l.wants:
 			// A new domain: take it now; renewing every held lease can
 			// wait for the ticker, so that new domains do not make
 			// renewals cost more.
-			renew = false
 		}
 	}
+}
+
+// Retries of a failed lease round: leaseRetryMin after the first failure,
+// doubling, within the renewal interval, so that a failure the next call
+// would not meet costs a few milliseconds of the lease, not a third of it.
+const leaseRetryMin = 20 * time.Millisecond
+
+// leaseRetryDelay is the wait after the failures-th failed round in a row.
+func leaseRetryDelay(failures int, interval time.Duration) time.Duration {
+	d := leaseRetryMin << min(failures-1, 16)
+	return min(d, interval)
 }
 
 // round renews held leases (when renew is set), then acquires or releases

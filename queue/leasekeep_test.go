@@ -287,3 +287,43 @@ func TestDomainsReturnAfterEveryLeaseExpired(t *testing.T) {
 			slices.Contains(fake.Delivered("https://b.example/inbox"), ids[3])
 	}, "the domains were not worked again after the outage")
 }
+
+// flakyKeepStore refuses the next fail renewals, as a database does for a
+// moment (a failover, a connection reset), and counts in after those that
+// succeed once they are all refused.
+type flakyKeepStore struct {
+	*memory.Store
+	fail, after atomic.Int32
+}
+
+func (s *flakyKeepStore) KeepLeases(ctx context.Context, owner string, keep store.LeaseKeep, ttl time.Duration) (store.LeaseKept, error) {
+	if s.fail.Add(-1) >= 0 {
+		return store.LeaseKept{}, errors.New("connection reset by peer")
+	}
+	res, err := s.Store.KeepLeases(ctx, owner, keep, ttl)
+	if err == nil && s.fail.Load() < 0 {
+		s.after.Add(1)
+	}
+	return res, err
+}
+
+// TestFailedRenewalsAreRetriedWithinTheLease fails three renewals in a
+// row: they are tried again within milliseconds, not at the next tick a
+// third of the lease later, so the worker never loses its lease. Waiting
+// for the ticks, the third failure came after the worker's hold ended.
+func TestFailedRenewalsAreRetriedWithinTheLease(t *testing.T) {
+	t.Parallel()
+	st := &flakyKeepStore{Store: newMemory()}
+	cfg := testConfig() // LeaseTTL 3 s: a renewal every second
+	q := startQueue(t, st, &sendertest.Fake{}, cfg)
+	require.NoError(t, q.AddDomains(t.Context(), "a.example"))
+	eventually(t, func() bool { return q.workerCount() == 1 }, "a worker for the domain")
+	first := q.workerList()[0]
+
+	st.after.Store(0)
+	st.fail.Store(3)
+	eventually(t, func() bool { return st.after.Load() > 0 }, "a renewal after the three failures")
+	now := q.workerList()
+	require.True(t, len(now) == 1 && now[0] == first, "the worker lost its lease")
+	require.NoError(t, first.ctx.Err(), "the worker lost its lease")
+}
