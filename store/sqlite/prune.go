@@ -23,22 +23,30 @@ const fastForwardSQL = `UPDATE apqueue_domains SET cursor = ?, revision = revisi
 // forgetOwnersSQL forgets owners gone for a day (live_until before ?).
 const forgetOwnersSQL = `DELETE FROM apqueue_owners WHERE live_until < ?`
 
-const pruneDeleteSQL = `DELETE FROM apqueue_activities WHERE id <= ?`
+// pruneDeleteSQL deletes up to ?2 of the activities at or below the prune
+// point ?1, lowest first.
+const pruneDeleteSQL = `DELETE FROM apqueue_activities WHERE id IN (
+	SELECT id FROM apqueue_activities WHERE id <= ?1 ORDER BY id LIMIT ?2)`
 
-// pruneKeysSQL deletes up to ? idempotency keys expired at ?.
+// pruneKeysSQL deletes up to ?2 idempotency keys expired at ?1.
 const pruneKeysSQL = `DELETE FROM apqueue_idempotency_keys WHERE key IN (
 	SELECT key FROM apqueue_idempotency_keys WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)`
 
-// pruneKeysBatch bounds the keys one statement of Prune deletes.
-const pruneKeysBatch = 5000
+// pruneBatch bounds the rows one statement of Prune deletes, so that each
+// write transaction holds the write lock briefly and a prune cut short
+// keeps what it deleted.
+const pruneBatch = 5000
 
 // pruneDay is how long an owner that left is remembered, in microseconds.
 const pruneDay = 24 * 60 * 60 * 1_000_000
 
-// Prune implements store.Store in one write transaction, which holds the
-// write lock while it fixes the prune point, fast-forwards the dead domains
-// behind it and deletes up to it: no domain can be revived or registered
-// below the point meanwhile.
+// Prune implements store.Store. One write transaction fixes the prune
+// point and fast-forwards the dead domains behind it, holding the write
+// lock, so that no domain can be revived or registered below the point
+// meanwhile; from then on every domain's cursor is at or above it. Then it
+// deletes up to the point, and the expired idempotency keys, in write
+// transactions of their own of at most pruneBatch rows each, so that
+// enqueues wait for none long and a prune cut short keeps its progress.
 func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 	const op = "prune"
 	if err := checkCtx(ctx, op); err != nil {
@@ -68,30 +76,37 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		s.count(3)
+		s.count(2)
 		if _, err := q.ExecContext(ctx, fastForwardSQL, res.Below, res.Below); err != nil {
 			return err
 		}
-		if _, err := q.ExecContext(ctx, forgetOwnersSQL, now()-pruneDay); err != nil {
-			return err
-		}
-		r, err := q.ExecContext(ctx, pruneDeleteSQL, res.Below)
-		if err != nil {
-			return err
-		}
-		res.Deleted, err = r.RowsAffected()
+		_, err = q.ExecContext(ctx, forgetOwnersSQL, now()-pruneDay)
 		return err
 	})
 	if err != nil {
 		return store.PruneResult{}, s.fail(ctx, op, err)
 	}
-	// Expired idempotency keys, in write transactions of their own of at
-	// most pruneKeysBatch rows each, so that enqueues wait for none long.
+	res.Deleted, err = s.deleteInBatches(ctx, pruneDeleteSQL, res.Below)
+	if err != nil {
+		return res, s.fail(ctx, op, err)
+	}
+	res.ExpiredKeys, err = s.deleteInBatches(ctx, pruneKeysSQL, now())
+	if err != nil {
+		return res, s.fail(ctx, op, err)
+	}
+	return res, nil
+}
+
+// deleteInBatches runs query, a DELETE of at most ?2 rows selected by ?1,
+// each time in a write transaction of its own, until it deletes fewer than
+// pruneBatch rows, and returns how many it deleted in all.
+func (s *Store) deleteInBatches(ctx context.Context, query string, arg int64) (int64, error) {
+	var total int64
 	for {
 		var n int64
 		err := s.write(ctx, func(q querier) error {
 			s.count(1)
-			r, err := q.ExecContext(ctx, pruneKeysSQL, now(), pruneKeysBatch)
+			r, err := q.ExecContext(ctx, query, arg, pruneBatch)
 			if err != nil {
 				return err
 			}
@@ -99,11 +114,11 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 			return err
 		})
 		if err != nil {
-			return res, s.fail(ctx, op, err)
+			return total, err
 		}
-		res.ExpiredKeys += n
-		if n < pruneKeysBatch {
-			return res, nil
+		total += n
+		if n < pruneBatch {
+			return total, nil
 		}
 	}
 }

@@ -105,4 +105,23 @@ func testPrune(t *testing.T, su suite) {
 		require.NoError(t, err)
 		require.Zero(t, again.Deleted)
 	})
+
+	// More rows than a store may delete in one statement: stores that
+	// delete in batches go on to the end, and count every row.
+	su.run(t, "ManyRows", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		const n = 12001
+		var last int64
+		for left := n; left > 0; left -= 1000 {
+			got := appendN(t, s, min(left, 1000))
+			last = got[len(got)-1]
+		}
+		res, err := s.Prune(ctx)
+		require.NoError(t, err)
+		require.Equal(t, last, res.Below)
+		require.EqualValues(t, n, res.Deleted)
+		acts, err := s.Activities(ctx, 0, 10)
+		require.NoError(t, err)
+		require.Empty(t, acts)
+	})
 }
