@@ -56,7 +56,9 @@ func (l *leaseKeeper) run(ctx context.Context) {
 			failures++
 			delay := leaseRetryDelay(failures, interval)
 			l.q.logger.WarnContext(ctx, "apqueue: lease round failed, will retry", slog.Any("error", err), slog.Duration("retry_in", delay))
-			retry = time.After(delay)
+			if delay < interval { // else the ticker's next round is the retry
+				retry = time.After(delay)
+			}
 		} else {
 			renewDue, failures = false, 0
 		}

@@ -203,12 +203,16 @@ func TestInboxesTheResolverNamesButCannotBeReachedAreDeadLetters(t *testing.T) {
 		"https://c.example/users/3/inbox#x", // refused, but c.example has a shared inbox
 		"not a URL",                         // no domain to record it on: logged
 	)
+	const mentions = "https://local.example/activities/1/mentions"
+	res.set(mentions, "http://a.example/users/2/inbox") // refused again: one dead letter
 	fake := &sendertest.Fake{}
 	cfg := testConfig()
 	cfg.Resolver = res
 	q := startQueue(t, st, fake, cfg)
 	require.NoError(t, q.SetSharedInbox(ctx, "https://c.example/inbox"))
-	ids := enqueueAll(t, q, post(1))
+	p := post(1)
+	p.Audiences = append(p.Audiences, mentions)
+	ids := enqueueAll(t, q, p)
 
 	eventually(t, func() bool { return fake.DeliveredCount() == 2 }, "the usable inbox and the shared one")
 	require.Len(t, fake.Delivered("https://a.example/users/1/inbox"), 1)
@@ -227,6 +231,13 @@ func TestInboxesTheResolverNamesButCannotBeReachedAreDeadLetters(t *testing.T) {
 	}
 	require.Zero(t, deadLetterCount(t, st, "c.example"), "reached through its shared inbox")
 	require.Len(t, fake.Calls(), 2, "nothing sent to a refused inbox")
+	stats, err := q.Stats(ctx)
+	require.NoError(t, err)
+	for _, d := range stats.Domains {
+		if d.Domain == "a.example" {
+			require.EqualValues(t, 1, d.DeadLettered, "the inbox two audiences name is recorded once")
+		}
+	}
 }
 
 func TestResolverFailuresShowInStatsAndAreRetried(t *testing.T) {

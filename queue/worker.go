@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -653,10 +654,13 @@ func (w *worker) targets(e *entry) ([]string, error) {
 			inboxes = append(inboxes[:len(inboxes):len(inboxes)], ans.byDomain[w.domain]...)
 			refused = append(refused, ans.refused[w.domain]...)
 		}
-		// Recorded once every audience is resolved: a failed resolution
-		// is retried, and would record them again.
-		for _, r := range refused {
-			w.settleUndeliverable(e, r.inbox, "the Resolver named an inbox that cannot be delivered to: "+r.reason)
+		// Recorded once every audience is resolved (a failed resolution
+		// is retried, and would record them again), and once each when
+		// two audiences name one.
+		for i, r := range refused {
+			if !slices.ContainsFunc(refused[:i], func(o refusedInbox) bool { return o.inbox == r.inbox }) {
+				w.settleUndeliverable(e, r.inbox, "the Resolver named an inbox that cannot be delivered to: "+r.reason)
+			}
 		}
 	}
 	if e.act.AllDomains && shared == "" && len(inboxes) == 0 {
