@@ -24,11 +24,15 @@ func values(rows, cols int) string {
 	return b.String()
 }
 
+// statementParams is the room chunks leaves in each statement for
+// parameters of its own besides the rows' (an owner, a time).
+const statementParams = 8
+
 // chunks calls fn with consecutive ranges [from, to) of n rows of cols
-// parameters each, as many rows at a time as one statement may bind, and
-// stops at the first error.
+// parameters each, as many rows at a time as one statement may bind with
+// up to statementParams more, and stops at the first error.
 func chunks(n, cols int, fn func(from, to int) error) error {
-	per := maxVariables / cols
+	per := (maxVariables - statementParams) / cols
 	for from := 0; from < n; from += per {
 		if err := fn(from, min(from+per, n)); err != nil {
 			return err
