@@ -90,6 +90,16 @@
 // machine the processes share. Keep the file on a local disk: SQLite's
 // locking does not work reliably on network file systems.
 //
+// The store implements store.LeaseKeeper: once renewed, a lease follows its
+// owner's row in apqueue_owners, and an idle renewal writes that one row
+// and reads the owner's change mark (moved by triggers when a lease is
+// taken, a domain forgotten or changed by an admin) instead of rewriting
+// every domain row the process holds. Schema version 4 adds the marks;
+// processes of version 3 sharing the file go on renewing with their whole
+// list, and take a lease that follows its owner for one held for ever: they
+// never take a domain over from a process of this release, which still
+// takes theirs. Finish an upgrade before relying on takeovers.
+//
 // # Wake-ups
 //
 // SQLite has no LISTEN/NOTIFY. Append wakes the Listen calls of its own

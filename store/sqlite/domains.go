@@ -10,8 +10,10 @@ import (
 	"github.com/apqueue/apqueue/store"
 )
 
+// domainColumns are the columns of a domain row as collectDomains reads
+// them, the lease's effective expiry among them (see followsOwner).
 const domainColumns = `domain, shared_inbox, cursor, status, fail_count, failing_since, next_attempt_at,
-	last_status, last_error, last_success_at, owner, lease_token, lease_expires_at, revision, progress,
+	last_status, last_error, last_success_at, owner, lease_token, ` + leaseExpirySQL + `, revision, progress,
 	signature_scheme, signature_checked_at`
 
 // registerSQL adds the unknown domains of its VALUES rows (domain, shared

@@ -19,19 +19,37 @@ import (
 // SQLite's single writer makes each of the statements below atomic across
 // processes, so acquirers need no SKIP LOCKED to split the free domains.
 
+// A lease that follows its owner (see KeepLeases) has lease_expires_at set
+// to followsOwner, and lives as long as its owner's row in apqueue_owners
+// (live_until) does: an idle process renews all its leases by writing that
+// one row. AcquireLeases gives a lease its own expiry; the first KeepLeases
+// call that lists it makes it follow its owner; a RenewLeases call, which
+// lists the owner's whole list, gives every lease its own expiry again.
+const followsOwner = `9223372036854775807`
+
+// leaseExpirySQL is a domain row's effective lease expiry: its own, or
+// its owner's live_until when the lease follows its owner (NULL when the
+// owner is gone).
+const leaseExpirySQL = `CASE WHEN apqueue_domains.lease_expires_at = ` + followsOwner + ` THEN (
+		SELECT eo.live_until FROM apqueue_owners eo WHERE eo.owner = apqueue_domains.owner)
+		ELSE apqueue_domains.lease_expires_at END`
+
 // heartbeatSQL marks owner ? live until ?.
 const heartbeatSQL = `INSERT INTO apqueue_owners (owner, live_until) VALUES (?, ?)
 	ON CONFLICT (owner) DO UPDATE SET live_until = max(live_until, excluded.live_until)`
 
-// acquireSQL leases up to ? free domains (at time ?), lowest cursor first,
-// to owner ? until ?.
+// acquireSQL leases up to ?4 free domains (at time ?3), lowest cursor
+// first, to owner ?1 until ?2: never leased, released, expired, or
+// following an owner that is no longer live.
 const acquireSQL = `UPDATE apqueue_domains
-SET owner = ?, lease_token = lease_token + 1, lease_expires_at = ?
+SET owner = ?1, lease_token = lease_token + 1, lease_expires_at = ?2
 WHERE domain IN (
 	SELECT domain FROM apqueue_domains
-	WHERE owner = '' OR lease_expires_at IS NULL OR lease_expires_at <= ?
+	WHERE owner = '' OR lease_expires_at IS NULL OR lease_expires_at <= ?3
+		OR (lease_expires_at = ` + followsOwner + ` AND owner NOT IN (
+			SELECT lo.owner FROM apqueue_owners lo WHERE lo.live_until > ?3))
 	ORDER BY cursor, domain
-	LIMIT ?)
+	LIMIT ?4)
 RETURNING ` + domainColumns
 
 // renewSQL extends, until ?, the leases of its VALUES rows (domain, token,
@@ -53,12 +71,21 @@ UPDATE apqueue_domains AS d SET owner = '', lease_expires_at = NULL
 FROM l WHERE d.domain = l.domain AND d.owner = ? AND d.lease_token = l.token`
 }
 
+// leaseStatsSQL counts the domains and the live owners at time ?: those
+// holding a lease of its own expiry, and those whose row is live (which
+// keeps the leases that follow them).
 const leaseStatsSQL = `SELECT
 	(SELECT count(*) FROM apqueue_domains),
 	(SELECT count(*) FROM (
-		SELECT owner FROM apqueue_domains WHERE owner <> '' AND lease_expires_at > ?
+		SELECT owner FROM apqueue_domains WHERE owner <> '' AND lease_expires_at > ?1
+			AND lease_expires_at <> ` + followsOwner + `
 		UNION
-		SELECT owner FROM apqueue_owners WHERE live_until > ?))`
+		SELECT owner FROM apqueue_owners WHERE live_until > ?1))`
+
+// unfollowSQL gives every lease of owner ?2 that follows it its own
+// expiry, ?1.
+const unfollowSQL = `UPDATE apqueue_domains SET lease_expires_at = ?1
+WHERE owner = ?2 AND lease_expires_at = ` + followsOwner
 
 // AcquireLeases implements store.Store in one write transaction.
 func (s *Store) AcquireLeases(ctx context.Context, owner string, ttl time.Duration, limit int) ([]store.DomainState, error) {
@@ -113,8 +140,13 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Le
 	err := s.write(ctx, func(q querier) error {
 		out = out[:0]
 		until := now() + ttl.Microseconds()
-		s.count(1)
+		s.count(2)
 		if _, err := q.ExecContext(ctx, heartbeatSQL, owner, until); err != nil {
+			return err
+		}
+		// The list is the owner's whole list: a lease that followed the
+		// owner and is left out ends at most ttl from now.
+		if _, err := q.ExecContext(ctx, unfollowSQL, until, owner); err != nil {
 			return err
 		}
 		return chunks(len(leases), 3, func(from, to int) error {
@@ -195,7 +227,7 @@ func (s *Store) LeaseStats(ctx context.Context) (store.LeaseStats, error) {
 		return store.LeaseStats{}, s.fail(ctx, op, err)
 	}
 	s.count(1)
-	if err := stmt.QueryRowContext(ctx, at, at).Scan(&st.Domains, &st.Owners); err != nil {
+	if err := stmt.QueryRowContext(ctx, at).Scan(&st.Domains, &st.Owners); err != nil {
 		return store.LeaseStats{}, s.fail(ctx, op, err)
 	}
 	return st, nil

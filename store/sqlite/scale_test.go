@@ -1,0 +1,83 @@
+package sqlite_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// scaleDomains is how many domains a server that has federated for a year
+// knows.
+const scaleDomains = 20000
+
+// TestStatementsWorkOnManyDomains runs every call whose size grows with the
+// number of domains on 20,000 of them, more rows than one statement may
+// bind parameters for: each is split into statements that fit, and an
+// idle renewal (KeepLeases listing nothing) touches no domain row.
+func TestStatementsWorkOnManyDomains(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, nil)
+	const bound = 30 * time.Second
+	step := func(name string, f func(ctx context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), bound)
+		defer cancel()
+		start := time.Now()
+		require.NoError(t, f(ctx), name)
+		t.Logf("%s, %d domains: %v", name, scaleDomains, time.Since(start))
+	}
+	regs := make([]store.DomainRegistration, scaleDomains)
+	names := make([]string, scaleDomains)
+	for i := range regs {
+		names[i] = fmt.Sprintf("d%05d.example", i)
+		regs[i] = store.DomainRegistration{Domain: names[i], SharedInbox: "https://" + names[i] + "/inbox"}
+	}
+	step("RegisterDomains", func(ctx context.Context) error { return s.RegisterDomains(ctx, regs) })
+	ids, err := appendedIDs(s.Append(t.Context(), []store.NewActivity{{Body: []byte(`{"n":1}`), Domains: names[:1]}}))
+	require.NoError(t, err)
+
+	var held []store.DomainState
+	step("AcquireLeases", func(ctx context.Context) (err error) {
+		held, err = s.AcquireLeases(ctx, "owner-a", time.Hour, scaleDomains)
+		return err
+	})
+	require.Len(t, held, scaleDomains)
+	leases := make([]store.Lease, len(held))
+	for i, st := range held {
+		leases[i] = st.Lease()
+		leases[i].SettledThrough = ids[0]
+	}
+	var kept store.LeaseKept
+	step("KeepLeases, the whole list", func(ctx context.Context) (err error) {
+		kept, err = s.KeepLeases(ctx, "owner-a", store.LeaseKeep{Full: true, Leases: leases}, time.Hour)
+		return err
+	})
+	require.Len(t, kept.Leases, scaleDomains)
+	step("KeepLeases, nothing listed", func(ctx context.Context) (err error) {
+		kept, err = s.KeepLeases(ctx, "owner-a", store.LeaseKeep{Since: kept.Mark}, time.Hour)
+		return err
+	})
+	require.False(t, kept.Changed)
+	var renewed []store.Lease
+	step("RenewLeases", func(ctx context.Context) (err error) {
+		renewed, err = s.RenewLeases(ctx, "owner-a", leases, time.Hour)
+		return err
+	})
+	require.Len(t, renewed, scaleDomains)
+	step("Checkpoint", func(ctx context.Context) error { return s.Checkpoint(ctx, held, nil) })
+	var states []store.DomainState
+	step("Domains", func(ctx context.Context) (err error) {
+		states, err = s.Domains(ctx, names)
+		return err
+	})
+	require.Len(t, states, scaleDomains)
+	for _, st := range states {
+		require.Equal(t, ids[0], st.Cursor, st.Domain)
+	}
+	step("ReleaseLeases", func(ctx context.Context) error { return s.ReleaseLeases(ctx, "owner-a", leases) })
+}
