@@ -19,6 +19,7 @@ var _ store.LeaseKeeper = (*Store)(nil)
 // one row per renewal instead of 20,000. A Full call first gives every
 // lease of the owner that follows it its own expiry again, then makes the
 // listed ones follow, so a lease left out ends at most ttl later.
+// RenewLeases is a Full call.
 
 // keepHeartbeatSQL is heartbeatSQL returning the owner's live_until.
 const keepHeartbeatSQL = heartbeatSQL + ` RETURNING live_until`
@@ -47,48 +48,62 @@ func (s *Store) KeepLeases(ctx context.Context, owner string, keep store.LeaseKe
 		return store.LeaseKept{}, refused(op, err)
 	}
 	var out store.LeaseKept
-	err := s.write(ctx, func(q querier) error {
-		out = store.LeaseKept{Leases: make([]store.Lease, 0, len(keep.Leases))}
-		s.count(2)
-		var until int64
-		if err := q.QueryRowContext(ctx, keepHeartbeatSQL, owner, now()+ttl.Microseconds()).Scan(&until); err != nil {
-			return err
-		}
+	err := s.write(ctx, func(q querier) (err error) {
+		out = store.LeaseKept{}
+		s.count(1)
 		if err := q.QueryRowContext(ctx, markSQL, owner).Scan(&out.Mark); err != nil {
 			return err
 		}
-		expires := time.UnixMicro(until).UTC()
-		if keep.Full {
-			s.count(1)
-			if _, err := q.ExecContext(ctx, unfollowSQL, until, owner); err != nil {
-				return err
-			}
-		}
-		return chunks(len(keep.Leases), 3, func(from, to int) error {
-			args := make([]any, 0, 3*(to-from)+1)
-			for _, l := range keep.Leases[from:to] {
-				args = append(args, l.Domain, l.Token, l.SettledThrough)
-			}
-			args = append(args, owner)
-			s.count(1)
-			rows, err := q.QueryContext(ctx, followSQL(to-from), args...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				l := store.Lease{ExpiresAt: expires}
-				if err := rows.Scan(&l.Domain, &l.Token, &l.Revision); err != nil {
-					return err
-				}
-				out.Leases = append(out.Leases, l)
-			}
-			return rows.Err()
-		})
+		out.Leases, err = s.keepIn(ctx, q, owner, keep.Full, keep.Leases, ttl)
+		return err
 	})
 	if err != nil {
 		return store.LeaseKept{}, s.fail(ctx, op, err)
 	}
 	out.Changed = !keep.Full && out.Mark != keep.Since
 	return out, nil
+}
+
+// keepIn renews, in the write transaction q, the leases that follow owner
+// and those listed, makes the listed ones it still holds follow it (raising
+// their cursors to their SettledThrough) and returns them. When full, the
+// list is the owner's whole list: a lease that followed the owner and is
+// left out gets its own expiry, ttl from now.
+func (s *Store) keepIn(ctx context.Context, q querier, owner string, full bool, leases []store.Lease, ttl time.Duration) ([]store.Lease, error) {
+	at := now()
+	var until int64
+	s.count(1)
+	if err := q.QueryRowContext(ctx, keepHeartbeatSQL, owner, at+ttl.Microseconds()).Scan(&until); err != nil {
+		return nil, err
+	}
+	if full {
+		s.count(1)
+		if _, err := q.ExecContext(ctx, unfollowSQL, at+ttl.Microseconds(), owner); err != nil {
+			return nil, err
+		}
+	}
+	expires := time.UnixMicro(until).UTC()
+	out := make([]store.Lease, 0, len(leases))
+	err := chunks(len(leases), 3, func(from, to int) error {
+		args := make([]any, 0, 3*(to-from)+1)
+		for _, l := range leases[from:to] {
+			args = append(args, l.Domain, l.Token, l.SettledThrough)
+		}
+		args = append(args, owner)
+		s.count(1)
+		rows, err := q.QueryContext(ctx, followSQL(to-from), args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			l := store.Lease{ExpiresAt: expires}
+			if err := rows.Scan(&l.Domain, &l.Token, &l.Revision); err != nil {
+				return err
+			}
+			out = append(out, l)
+		}
+		return rows.Err()
+	})
+	return out, err
 }

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"slices"
 	"strings"
 	"time"
@@ -22,9 +21,10 @@ import (
 // A lease that follows its owner (see KeepLeases) has lease_expires_at set
 // to followsOwner, and lives as long as its owner's row in apqueue_owners
 // (live_until) does: an idle process renews all its leases by writing that
-// one row. AcquireLeases gives a lease its own expiry; the first KeepLeases
-// call that lists it makes it follow its owner; a RenewLeases call, which
-// lists the owner's whole list, gives every lease its own expiry again.
+// one row. AcquireLeases gives a lease its own expiry; the first renewal
+// that lists it (KeepLeases or RenewLeases) makes it follow its owner; a
+// lease of the owner that a renewal of its whole list leaves out gets its
+// own expiry again.
 const followsOwner = `9223372036854775807`
 
 // leaseExpirySQL is a domain row's effective lease expiry: its own, or
@@ -51,16 +51,6 @@ WHERE domain IN (
 	ORDER BY cursor, domain
 	LIMIT ?4)
 RETURNING ` + domainColumns
-
-// renewSQL extends, until ?, the leases of its VALUES rows (domain, token,
-// settled-through ID) that owner ? still holds, and raises each renewed
-// domain's cursor to its settled-through ID (never lowers it).
-func renewSQL(rows int) string {
-	return `WITH l(domain, token, settled) AS (VALUES ` + values(rows, 3) + `)
-UPDATE apqueue_domains AS d SET lease_expires_at = ?, cursor = max(d.cursor, l.settled)
-FROM l WHERE d.domain = l.domain AND d.owner = ? AND d.lease_token = l.token
-RETURNING domain, lease_token, lease_expires_at, revision`
-}
 
 // releaseSQL ends the leases of its VALUES rows (domain, token) that owner
 // ? still holds. The token is kept, so the next acquisition still
@@ -126,8 +116,10 @@ func (s *Store) AcquireLeases(ctx context.Context, owner string, ttl time.Durati
 	return out, nil
 }
 
-// RenewLeases implements store.Store in one write transaction, which also
-// raises the renewed domains' cursors to their leases' SettledThrough.
+// RenewLeases implements store.Store in one write transaction: what
+// KeepLeases does with the whole list (see keepIn), which also raises the
+// renewed domains' cursors to their leases' SettledThrough. The renewed
+// leases follow their owner from then on.
 func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Lease, ttl time.Duration) ([]store.Lease, error) {
 	const op = "renew leases"
 	if err := checkCtx(ctx, op); err != nil {
@@ -136,44 +128,10 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, leases []store.Le
 	if err := store.CheckLease(owner, ttl); err != nil {
 		return nil, refused(op, err)
 	}
-	out := []store.Lease{}
-	err := s.write(ctx, func(q querier) error {
-		out = out[:0]
-		until := now() + ttl.Microseconds()
-		s.count(2)
-		if _, err := q.ExecContext(ctx, heartbeatSQL, owner, until); err != nil {
-			return err
-		}
-		// The list is the owner's whole list: a lease that followed the
-		// owner and is left out ends at most ttl from now.
-		if _, err := q.ExecContext(ctx, unfollowSQL, until, owner); err != nil {
-			return err
-		}
-		return chunks(len(leases), 3, func(from, to int) error {
-			args := make([]any, 0, 3*(to-from)+2)
-			for _, l := range leases[from:to] {
-				args = append(args, l.Domain, l.Token, l.SettledThrough)
-			}
-			args = append(args, until, owner)
-			s.count(1)
-			rows, err := q.QueryContext(ctx, renewSQL(to-from), args...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				var (
-					l  store.Lease
-					ts sql.NullInt64
-				)
-				if err := rows.Scan(&l.Domain, &l.Token, &ts, &l.Revision); err != nil {
-					return err
-				}
-				l.ExpiresAt = fromMicros(ts)
-				out = append(out, l)
-			}
-			return rows.Err()
-		})
+	var out []store.Lease
+	err := s.write(ctx, func(q querier) (err error) {
+		out, err = s.keepIn(ctx, q, owner, true, leases, ttl)
+		return err
 	})
 	if err != nil {
 		return nil, s.fail(ctx, op, err)

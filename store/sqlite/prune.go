@@ -20,8 +20,13 @@ const behindSQL = `SELECT domain, cursor FROM apqueue_domains WHERE status = 'de
 
 const fastForwardSQL = `UPDATE apqueue_domains SET cursor = ?, revision = revision + 1 WHERE status IN ('dead', 'suspended') AND cursor < ?`
 
-// forgetOwnersSQL forgets owners gone for a day (live_until before ?).
-const forgetOwnersSQL = `DELETE FROM apqueue_owners WHERE live_until < ?`
+// forgetOwnersSQL forgets owners gone for a day (live_until before ?);
+// forgetMarksSQL then their change marks (one that comes back reads mark
+// 0, which tells it to look at its whole list).
+const (
+	forgetOwnersSQL = `DELETE FROM apqueue_owners WHERE live_until < ?`
+	forgetMarksSQL  = `DELETE FROM apqueue_owner_marks WHERE owner NOT IN (SELECT owner FROM apqueue_owners)`
+)
 
 // pruneDeleteSQL deletes up to ?2 of the activities at or below the prune
 // point ?1, lowest first.
@@ -76,11 +81,14 @@ func (s *Store) Prune(ctx context.Context) (store.PruneResult, error) {
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		s.count(2)
+		s.count(3)
 		if _, err := q.ExecContext(ctx, fastForwardSQL, res.Below, res.Below); err != nil {
 			return err
 		}
-		_, err = q.ExecContext(ctx, forgetOwnersSQL, now()-pruneDay)
+		if _, err := q.ExecContext(ctx, forgetOwnersSQL, now()-pruneDay); err != nil {
+			return err
+		}
+		_, err = q.ExecContext(ctx, forgetMarksSQL)
 		return err
 	})
 	if err != nil {

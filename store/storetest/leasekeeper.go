@@ -240,6 +240,37 @@ func testLeaseKeeper(t *testing.T, su suite) {
 		require.False(t, quiet(t, s, mark, longTTL).Changed)
 	})
 
+	su.run(t, "RenewLeasesKeepsThemFollowing", func(t *testing.T, s store.Store) {
+		// A renewal of the whole list by RenewLeases in between leaves the
+		// leases held by the calls that list nothing after it.
+		ctx := t.Context()
+		register(t, s, "a.example")
+		held, mark := keepAll(t, s, shortTTL, 1)
+		renewed, err := s.RenewLeases(ctx, "owner-a", leasesOf(held), shortTTL)
+		require.NoError(t, err)
+		require.Len(t, renewed, 1)
+		ticker := time.NewTicker(shortTTL / 10)
+		defer ticker.Stop()
+		for end := time.Now().Add(3 * shortTTL); time.Now().Before(end); <-ticker.C {
+			require.False(t, quiet(t, s, mark, shortTTL).Changed)
+			got, err := s.AcquireLeases(ctx, "owner-b", longTTL, 1)
+			require.NoError(t, err)
+			require.Empty(t, got, "a lease kept by its owner was taken over")
+		}
+	})
+
+	su.run(t, "GoneOwnerIsNotCountedLive", func(t *testing.T, s store.Store) {
+		// Leases that follow an owner that stopped calling make it count
+		// as live no longer than it is.
+		register(t, s, "a.example", "b.example")
+		keepAll(t, s, shortTTL, 2)
+		require.Eventually(t, func() bool {
+			st, err := s.LeaseStats(t.Context())
+			require.NoError(t, err)
+			return st.Owners == 0
+		}, waitFor, tick, "an owner that stopped calling still counts as live")
+	})
+
 	su.run(t, "InvalidArguments", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		_, err := keeper(t, s).KeepLeases(ctx, "", store.LeaseKeep{Full: true}, longTTL)

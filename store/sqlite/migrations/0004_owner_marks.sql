@@ -14,8 +14,8 @@
 -- fast-forward) or its lease token (an acquisition: the lease was taken,
 -- from another owner or from one that let it expire), and the deletion of a
 -- domain (ForgetDomain). The owner's own checkpoints, renewals and releases
--- change neither. A new mark is one above the highest given, under the
--- database's single writer, so no mark is given twice.
+-- change neither. Marks come from a one-row counter, so no mark is given
+-- twice and taking one costs the same however many owners there are.
 --
 -- Additive: processes of version 3 go on renewing with their whole list,
 -- and their statements move the marks too. They take a lease that follows
@@ -25,5 +25,10 @@ CREATE TABLE IF NOT EXISTS apqueue_owner_marks (
 	owner TEXT    PRIMARY KEY,
 	mark  INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS apqueue_domains_move_owner_mark_on_update AFTER UPDATE OF revision, lease_token ON apqueue_domains WHEN OLD.owner <> '' AND (NEW.revision <> OLD.revision OR NEW.lease_token <> OLD.lease_token) BEGIN INSERT INTO apqueue_owner_marks (owner, mark) VALUES (OLD.owner, (SELECT coalesce(max(mark), 0) + 1 FROM apqueue_owner_marks)) ON CONFLICT (owner) DO UPDATE SET mark = excluded.mark; END;
-CREATE TRIGGER IF NOT EXISTS apqueue_domains_move_owner_mark_on_delete AFTER DELETE ON apqueue_domains WHEN OLD.owner <> '' BEGIN INSERT INTO apqueue_owner_marks (owner, mark) VALUES (OLD.owner, (SELECT coalesce(max(mark), 0) + 1 FROM apqueue_owner_marks)) ON CONFLICT (owner) DO UPDATE SET mark = excluded.mark; END;
+CREATE TABLE IF NOT EXISTS apqueue_owner_mark_counter (
+	id   INTEGER PRIMARY KEY CHECK (id = 1),
+	last INTEGER NOT NULL
+);
+INSERT INTO apqueue_owner_mark_counter (id, last) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TRIGGER IF NOT EXISTS apqueue_domains_move_owner_mark_on_update AFTER UPDATE OF revision, lease_token ON apqueue_domains WHEN OLD.owner <> '' AND (NEW.revision <> OLD.revision OR NEW.lease_token <> OLD.lease_token) BEGIN UPDATE apqueue_owner_mark_counter SET last = last + 1 WHERE id = 1; INSERT INTO apqueue_owner_marks (owner, mark) VALUES (OLD.owner, (SELECT last FROM apqueue_owner_mark_counter WHERE id = 1)) ON CONFLICT (owner) DO UPDATE SET mark = excluded.mark; END;
+CREATE TRIGGER IF NOT EXISTS apqueue_domains_move_owner_mark_on_delete AFTER DELETE ON apqueue_domains WHEN OLD.owner <> '' BEGIN UPDATE apqueue_owner_mark_counter SET last = last + 1 WHERE id = 1; INSERT INTO apqueue_owner_marks (owner, mark) VALUES (OLD.owner, (SELECT last FROM apqueue_owner_mark_counter WHERE id = 1)) ON CONFLICT (owner) DO UPDATE SET mark = excluded.mark; END;
