@@ -37,15 +37,21 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-func TestRetentionPrunesAndFastForwardsDeadDomainsLoudly(t *testing.T) {
-	t.Parallel()
-	st := newMemory()
-	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+// goneSender answers 410 Gone for gone.example, which makes it dead at
+// once, and accepts everything else.
+func goneSender() *sendertest.Fake {
+	return &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
 		if d.Domain == "gone.example" {
 			return sender.Result{Outcome: sender.DomainGone, Status: 410, Reason: "410 Gone"}
 		}
 		return sender.Success(202)
 	}}
+}
+
+func TestRetentionPrunesAndFastForwardsDeadDomainsLoudly(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := goneSender()
 	logs := &logBuffer{}
 	cfg := testConfig()
 	cfg.PruneInterval = 10 * time.Millisecond
@@ -154,12 +160,7 @@ func TestAFastForwardStandsWhenTheRestOfThePruneFails(t *testing.T) {
 	t.Parallel()
 	st := &hangingPrunes{Store: newMemory()}
 	st.fail.Store(true)
-	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
-		if d.Domain == "gone.example" {
-			return sender.Result{Outcome: sender.DomainGone, Status: 410, Reason: "410 Gone"}
-		}
-		return sender.Success(202)
-	}}
+	fake := goneSender()
 	logs := &logBuffer{}
 	cfg := testConfig()
 	cfg.PruneInterval = 10 * time.Millisecond

@@ -8,12 +8,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/apqueue/apqueue/internal/queuetest"
 	"github.com/apqueue/apqueue/store"
 )
 
-// scaleDomains is how many domains a server that has federated for a year
-// knows.
-const scaleDomains = 20000
+const scaleDomains = queuetest.ScaleDomains
 
 // TestStatementsWorkOnManyDomains runs every call whose size grows with the
 // number of domains on 20,000 of them, more rows than one statement may
@@ -23,21 +22,11 @@ const scaleDomains = 20000
 func TestStatementsWorkOnManyDomains(t *testing.T) {
 	t.Parallel()
 	s, _ := newStore(t, nil)
-	const bound = 30 * time.Second
 	step := func(name string, f func(ctx context.Context) error) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(t.Context(), bound)
-		defer cancel()
-		start := time.Now()
-		require.NoError(t, f(ctx), name)
-		t.Logf("%s, %d domains: %v", name, scaleDomains, time.Since(start))
+		queuetest.Timed(t, 30*time.Second, fmt.Sprintf("%s, %d domains", name, scaleDomains), f)
 	}
-	regs := make([]store.DomainRegistration, scaleDomains)
-	names := make([]string, scaleDomains)
-	for i := range regs {
-		names[i] = fmt.Sprintf("d%05d.example", i)
-		regs[i] = store.DomainRegistration{Domain: names[i], SharedInbox: "https://" + names[i] + "/inbox"}
-	}
+	regs, names := queuetest.ScaleRegistrations(scaleDomains)
 	step("RegisterDomains", func(ctx context.Context) error { return s.RegisterDomains(ctx, regs) })
 	ids, err := appendedIDs(s.Append(t.Context(), []store.NewActivity{{Body: []byte(`{"n":1}`), Domains: names[:1]}}))
 	require.NoError(t, err)

@@ -43,6 +43,21 @@ func testLeaseKeeper(t *testing.T, su suite) {
 		return kept
 	}
 
+	// stayHeld makes calls that list nothing for d, paced by a ticker as an
+	// owner's renewals are, and checks that another owner takes none of
+	// owner-a's leases meanwhile.
+	stayHeld := func(t *testing.T, s store.Store, mark int64, d time.Duration) {
+		t.Helper()
+		ticker := time.NewTicker(shortTTL / 10)
+		defer ticker.Stop()
+		for end := time.Now().Add(d); time.Now().Before(end); <-ticker.C {
+			require.False(t, quiet(t, s, mark, shortTTL).Changed)
+			got, err := s.AcquireLeases(t.Context(), "owner-b", longTTL, 100)
+			require.NoError(t, err)
+			require.Empty(t, got, "a lease kept by its owner was taken over")
+		}
+	}
+
 	su.run(t, "RenewsUnlistedLeases", func(t *testing.T, s store.Store) {
 		register(t, s, "a.example", "b.example")
 		_, mark := keepAll(t, s, longTTL, 2)
@@ -59,19 +74,10 @@ func testLeaseKeeper(t *testing.T, su suite) {
 	})
 
 	su.run(t, "QuietCallsHoldLeases", func(t *testing.T, s store.Store) {
-		ctx := t.Context()
 		register(t, s, "a.example", "b.example")
 		_, mark := keepAll(t, s, shortTTL, 2)
-		// Several TTLs of calls that list nothing, paced by a ticker as an
-		// owner's renewals are: nobody takes a lease.
-		ticker := time.NewTicker(shortTTL / 10)
-		defer ticker.Stop()
-		for end := time.Now().Add(4 * shortTTL); time.Now().Before(end); <-ticker.C {
-			require.False(t, quiet(t, s, mark, shortTTL).Changed)
-			got, err := s.AcquireLeases(ctx, "owner-b", longTTL, 2)
-			require.NoError(t, err)
-			require.Empty(t, got, "a lease kept by its owner was taken over")
-		}
+		// Several TTLs of calls that list nothing: nobody takes a lease.
+		stayHeld(t, s, mark, 4*shortTTL)
 	})
 
 	su.run(t, "ListedLeases", func(t *testing.T, s store.Store) {
@@ -249,14 +255,7 @@ func testLeaseKeeper(t *testing.T, su suite) {
 		renewed, err := s.RenewLeases(ctx, "owner-a", leasesOf(held), shortTTL)
 		require.NoError(t, err)
 		require.Len(t, renewed, 1)
-		ticker := time.NewTicker(shortTTL / 10)
-		defer ticker.Stop()
-		for end := time.Now().Add(3 * shortTTL); time.Now().Before(end); <-ticker.C {
-			require.False(t, quiet(t, s, mark, shortTTL).Changed)
-			got, err := s.AcquireLeases(ctx, "owner-b", longTTL, 1)
-			require.NoError(t, err)
-			require.Empty(t, got, "a lease kept by its owner was taken over")
-		}
+		stayHeld(t, s, mark, 3*shortTTL)
 	})
 
 	su.run(t, "GoneOwnerIsNotCountedLive", func(t *testing.T, s store.Store) {

@@ -1,0 +1,39 @@
+package queuetest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/apqueue/apqueue/store"
+)
+
+// ScaleDomains is how many domains a server that has federated for a year
+// knows.
+const ScaleDomains = 20000
+
+// ScaleRegistrations returns the registrations of n domains,
+// d00000.example and up, each with its shared inbox, and their names.
+func ScaleRegistrations(n int) ([]store.DomainRegistration, []string) {
+	regs := make([]store.DomainRegistration, n)
+	names := make([]string, n)
+	for i := range regs {
+		names[i] = fmt.Sprintf("d%05d.example", i)
+		regs[i] = store.DomainRegistration{Domain: names[i], SharedInbox: "https://" + names[i] + "/inbox"}
+	}
+	return regs, names
+}
+
+// Timed runs one step of a scale test: f, with a context that ends after
+// bound, must succeed; the log shows how long it took.
+func Timed(t *testing.T, bound time.Duration, name string, f func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), bound)
+	defer cancel()
+	start := time.Now()
+	require.NoError(t, f(ctx), name)
+	t.Logf("%s: %v", name, time.Since(start))
+}
