@@ -21,9 +21,10 @@ const (
 	// MaxInFlightDefault caps the requests in flight across all domains.
 	// Each request holds a connection and its buffers; without a cap, a
 	// backlog to 1,000 domains put up to four requests in flight to each
-	// (InitialInFlightLimit), 4,000 connections and 44–69 MiB of heap in
-	// the load generator's restart scenario. With 256 it drained faster
-	// (about 12,000 deliveries/s against 9,000) in about 22 MiB.
+	// (InitialInFlightLimit): 4,000 connections, and 50–80 MiB of heap
+	// growth in the load generator's restart scenario, against about
+	// 20 MiB with this cap, which also drained faster (README,
+	// Performance).
 	MaxInFlightDefault = 256
 	// MaxBodyBytesDefault caps the size of an activity body (1 MiB).
 	MaxBodyBytesDefault = 1 << 20
