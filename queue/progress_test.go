@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -168,6 +169,83 @@ func TestAttemptsCountAcrossOwners(t *testing.T) {
 	require.Len(t, dls, 1)
 	require.Equal(t, ids[0], dls[0].ActivityID)
 	require.Equal(t, cfg.MaxAttempts, dls[0].Attempts, "attempts counted across owners")
+	require.Equal(t, cfg.MaxAttempts, answered(), "exactly MaxAttempts answered requests in all")
+}
+
+// A delivery whose last allowed attempt is the first one a new owner makes
+// is given up on at that attempt when the domain accepted others since the
+// new owner took it over: the earlier owner's failures are not forgotten.
+func TestTheLastAttemptCanBeTheNewOwnersFirst(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	var stuck idSet
+	var firstOwner atomic.Bool
+	firstOwner.Store(true)
+	othersDelivered := make(chan struct{})
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if !stuck.has(d.Activity.ID) {
+			return sender.Success(202)
+		}
+		if firstOwner.Load() && d.Attempt > 3 {
+			// The first owner stops with its fourth attempt in flight:
+			// cancelled, it is no answer and is not counted.
+			<-ctx.Done()
+			return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: "canceled"}
+		}
+		if !firstOwner.Load() {
+			// The new owner's attempt is answered once it has handled a
+			// success.
+			select {
+			case <-othersDelivered:
+			case <-ctx.Done():
+				return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: "canceled"}
+			}
+		}
+		return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+	}}
+	var dispatched atomic.Int32
+	var other atomic.Int64
+	var closeOnce sync.Once
+	cfg := testConfig()
+	cfg.MaxAttempts = 4
+	cfg.Observer = ObserverFunc(func(_ context.Context, e Event) {
+		switch {
+		case e.Kind == EventDispatched && stuck.has(e.ActivityID):
+			dispatched.Add(1)
+		case e.Kind == EventDelivered && e.ActivityID == other.Load():
+			closeOnce.Do(func() { close(othersDelivered) })
+		}
+	})
+	answered := func() int {
+		n := 0
+		for _, c := range fake.Calls() {
+			if stuck.has(c.ActivityID) && c.Result.Reason != "canceled" {
+				n++
+			}
+		}
+		return n
+	}
+	q1, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	ids := enqueueAll(t, q1, note(1, "https://a.example/inbox"))
+	stuck.set(ids[0])
+	require.NoError(t, q1.Start(context.Background()))
+	eventually(t, func() bool { return dispatched.Load() == 4 }, "three attempts by the first owner, and a fourth in flight")
+	stopCtx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	require.NoError(t, q1.Stop(stopCtx))
+	require.Equal(t, 3, answered())
+	firstOwner.Store(false)
+
+	// The new owner's first attempt is the fourth and last, and the domain
+	// accepts another delivery before it is answered.
+	other.Store(enqueueAll(t, q1, note(2, "https://a.example/inbox"))[0])
+	startQueue(t, st, fake, cfg)
+	eventually(t, func() bool { return deadLetterCount(t, st, "a.example") == 1 }, "a dead letter")
+	dls, err := st.DeadLetters(context.Background(), storeFilter("a.example"))
+	require.NoError(t, err)
+	require.Equal(t, ids[0], dls[0].ActivityID)
+	require.Equal(t, cfg.MaxAttempts, dls[0].Attempts)
 	require.Equal(t, cfg.MaxAttempts, answered(), "exactly MaxAttempts answered requests in all")
 }
 

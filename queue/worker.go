@@ -557,6 +557,14 @@ func (w *worker) fill() {
 				if w.restored != nil && w.restored.apply(d) {
 					d.settled = true // by an earlier owner
 				}
+				if !d.settled && d.attempts > 0 {
+					// It failed under an earlier owner, which did not save
+					// what the domain accepted since: successes from now on
+					// show that the domain works (see worker.retry), so that
+					// an attempt made here can be the last even if it is the
+					// first failure this worker sees.
+					d.firstFailure, d.successesBefore = w.clock().Now(), w.successes
+				}
 				if d.settled || d.attempts > 0 {
 					w.touchedUpTo = max(w.touchedUpTo, e.act.ID)
 				}
