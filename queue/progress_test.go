@@ -268,3 +268,39 @@ func TestStuckDeliveryDoesNotStallItsDomainPastTheCheckpointBatch(t *testing.T) 
 	t.Cleanup(func() { _ = q.Stop(context.Background()) })
 	eventually(t, func() bool { return fake.DeliveredCount() == 299 }, "everything behind the stuck delivery goes out (run-ahead bounded by MaxPendingPerDomain, not by the checkpoint batch)")
 }
+
+// An activity sent to two inboxes of a domain, one of which keeps failing,
+// is not sent again to the other by the next owner.
+func TestTheNextOwnerDoesNotResendToAnotherInboxOfTheActivity(t *testing.T) {
+	t.Parallel()
+	const failing, accepting = "https://a.example/users/2/inbox", "https://a.example/users/1/inbox"
+	st := newMemory()
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Inbox == failing {
+			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+		}
+		return sender.Success(202)
+	}}
+	cfg := testConfig()
+	cfg.MaxAttempts = 1 << 30 // it stays pending throughout
+	q1, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	enqueueAll(t, q1, note(1, accepting, failing))
+	require.NoError(t, q1.Start(context.Background()))
+	eventually(t, func() bool { return len(fake.Delivered(accepting)) == 1 }, "delivered to the accepting inbox")
+	require.NoError(t, q1.Stop(context.Background()))
+
+	handover := time.Now()
+	q2 := startQueue(t, st, fake, cfg)
+	enqueueAll(t, q2, note(2, "https://a.example/users/3/inbox"))
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/users/3/inbox")) == 1 }, "the next owner delivers")
+	eventually(t, func() bool {
+		for _, c := range fake.Calls() {
+			if c.Inbox == failing && c.Started.After(handover) {
+				return true
+			}
+		}
+		return false
+	}, "the next owner retries the failing inbox")
+	require.Len(t, fake.Delivered(accepting), 1, "sent again to the inbox that accepted it")
+}

@@ -713,14 +713,20 @@ func dedupe(in []string) []string {
 	return out
 }
 
-// advanceCursor drops the settled prefix of the pending deliveries and moves
-// the cursor to just below the first unsettled one: only over contiguous
-// settled IDs.
+// advanceCursor drops the pending deliveries of the activities at the front
+// whose deliveries are all settled, and moves the cursor to just below the
+// first activity with one that is not: only over contiguous settled IDs.
+// The settled deliveries of an activity with one still pending stay, so
+// that the progress saved says they are settled.
 func (w *worker) advanceCursor() {
 	i := 0
-	for i < len(w.pending) && w.pending[i].settled {
-		w.pendingBytes -= w.pending[i].bytes
-		i++
+	for j := 0; j < len(w.pending) && w.pending[j].settled; j++ {
+		if j+1 == len(w.pending) || w.pending[j+1].entry.act.ID != w.pending[j].entry.act.ID {
+			i = j + 1 // the end of an activity whose deliveries all settled
+		}
+	}
+	for _, d := range w.pending[:i] {
+		w.pendingBytes -= d.bytes
 	}
 	if i > 0 {
 		clear(w.pending[:i])
