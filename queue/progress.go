@@ -61,8 +61,7 @@ func newRestored(p *store.Progress, cursor int64) *restored {
 // is settled already.
 func (r *restored) apply(d *delivery) bool {
 	id := d.entry.act.ID
-	i := sort.Search(len(r.settled), func(i int) bool { return r.settled[i].Last >= id })
-	if i < len(r.settled) && r.settled[i].First <= id {
+	if r.settledAt(id, d.inbox) {
 		return true
 	}
 	p, ok := r.deliveries[deliveryKey{id, d.inbox}]
@@ -71,7 +70,18 @@ func (r *restored) apply(d *delivery) bool {
 	}
 	d.attempts = p.Attempts
 	d.nextAttempt = p.NextAttemptAt
-	return p.Settled
+	return false
+}
+
+// settledAt reports whether the saved progress says that the delivery of
+// activity id to inbox was settled.
+func (r *restored) settledAt(id int64, inbox string) bool {
+	i := sort.Search(len(r.settled), func(i int) bool { return r.settled[i].Last >= id })
+	if i < len(r.settled) && r.settled[i].First <= id {
+		return true
+	}
+	p, ok := r.deliveries[deliveryKey{id, inbox}]
+	return ok && p.Settled
 }
 
 // progress returns the worker's progress above its cursor: its pending

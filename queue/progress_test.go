@@ -304,3 +304,69 @@ func TestTheNextOwnerDoesNotResendToAnotherInboxOfTheActivity(t *testing.T) {
 	}, "the next owner retries the failing inbox")
 	require.Len(t, fake.Delivered(accepting), 1, "sent again to the inbox that accepted it")
 }
+
+// A dead letter recorded for an inbox the activity cannot be sent to, with
+// no request made, is saved with the progress like a settled delivery: the
+// next owner, reading the activity again behind a delivery still pending,
+// does not record it again.
+func TestUndeliverableInboxesAreRecordedOnceAcrossOwners(t *testing.T) {
+	t.Parallel()
+	const inbox = "https://a.example/users/1/inbox"
+	for _, tc := range []struct {
+		name string
+		// activities returns what is enqueued, in order: the last one is
+		// the one with the inbox it cannot be sent to.
+		activities func() []Activity
+		stuck      func(ids []int64) int64 // the delivery that stays pending
+	}{{
+		name: "addressed to all domains, no shared inbox, behind a stuck delivery",
+		activities: func() []Activity {
+			return []Activity{note(1, inbox), {Body: note(2).Body, AllDomains: true}}
+		},
+		stuck: func(ids []int64) int64 { return ids[0] },
+	}, {
+		name: "a refused inbox beside one that stays pending",
+		activities: func() []Activity {
+			return []Activity{post(1)}
+		},
+		stuck: func(ids []int64) int64 { return ids[0] },
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := newMemory()
+			res := newCountingResolver()
+			res.set(followers, inbox, "http://a.example/users/2/inbox") // plain http: refused
+			var stuck idSet
+			fake := stuckSender(&stuck)
+			var deadLetterEvents atomic.Int32
+			cfg := testConfig()
+			cfg.Resolver = res
+			cfg.MaxAttempts = 1 << 30 // the stuck one stays pending throughout
+			cfg.Observer = ObserverFunc(func(_ context.Context, e Event) {
+				if e.Kind == EventDeadLetter {
+					deadLetterEvents.Add(1)
+				}
+			})
+			q1, err := New(st, fake, cfg)
+			require.NoError(t, err)
+			ids := enqueueAll(t, q1, tc.activities()...)
+			stuck.set(tc.stuck(ids))
+			require.NoError(t, q1.Start(context.Background()))
+			eventually(t, func() bool { return deadLetterCount(t, st, "a.example") == 1 }, "the dead letter is saved")
+			require.NoError(t, q1.Stop(context.Background()))
+			require.EqualValues(t, 1, deadLetterEvents.Load())
+
+			// The next owner reads the activity again, behind the stuck
+			// delivery, and delivers one enqueued after it.
+			q2 := startQueue(t, st, fake, cfg)
+			later := enqueueAll(t, q2, note(3, "https://a.example/users/3/inbox"))
+			eventually(t, func() bool { return len(fake.Delivered("https://a.example/users/3/inbox")) == 1 }, "the activity after it")
+			require.Equal(t, later[0], fake.Delivered("https://a.example/users/3/inbox")[0])
+			require.EqualValues(t, 1, deadLetterEvents.Load(), "the next owner recorded the dead letter again")
+			require.Equal(t, 1, deadLetterCount(t, st, "a.example"))
+			stats, err := q2.Stats(context.Background())
+			require.NoError(t, err)
+			require.Zero(t, stats.Domains[0].DeadLettered)
+		})
+	}
+}

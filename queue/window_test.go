@@ -241,11 +241,12 @@ func TestIdleOnlyOnceDeadLettersAreOffered(t *testing.T) {
 	states, err := st.AcquireLeases(ctx, "o", time.Minute, 10)
 	require.NoError(t, err)
 	w := newWorker(q, ctx, states[0], time.Now().Add(time.Minute), q.domainLimit(states[0].Domain))
-	w.fill() // the activity has nowhere to go here: a dead letter, nothing pending
+	w.fill() // the activity has nowhere to go here: a dead letter, nothing to send
 	require.Len(t, w.deadLetters, 1)
 	_, ok := q.window.settledThrough(w)
 	require.False(t, ok, "idle before its dead letter was offered: a renewal could move the cursor past it")
 	w.offer()
+	w.advanceCursor() // as the run loop does before it fills
 	w.fill()
 	_, ok = q.window.settledThrough(w)
 	require.True(t, ok, "idle once offered")

@@ -543,18 +543,32 @@ func (w *worker) fill() {
 			return
 		}
 		for _, e := range res.entries {
-			inboxes, err := w.targets(e)
+			inboxes, refused, err := w.targets(e)
 			if err != nil {
 				w.fillFailed("resolving audiences", err)
 				return
 			}
-			for i, inbox := range inboxes {
-				d := &delivery{entry: e, inbox: inbox, shared: inbox == w.state.SharedInbox}
+			// An inbox it cannot be sent to is a delivery settled by its
+			// dead letter: saved with the progress like any other, so that
+			// the next owner does not record it again.
+			for _, r := range refused {
+				if w.restored == nil || !w.restored.settledAt(e.act.ID, r.inbox) {
+					w.recordUndeliverable(e, r.inbox, r.reason)
+				}
+			}
+			for i := range len(refused) + len(inboxes) {
+				var d *delivery
+				if i < len(refused) {
+					d = &delivery{entry: e, inbox: refused[i].inbox, settled: true}
+				} else {
+					inbox := inboxes[i-len(refused)]
+					d = &delivery{entry: e, inbox: inbox, shared: inbox == w.state.SharedInbox}
+				}
 				if i == 0 {
 					d.bytes = e.footprint()
 					w.pendingBytes += d.bytes
 				}
-				if w.restored != nil && w.restored.apply(d) {
+				if !d.settled && w.restored != nil && w.restored.apply(d) {
 					d.settled = true // by an earlier owner
 				}
 				if !d.settled && d.attempts > 0 {
@@ -640,10 +654,14 @@ func (w *worker) fillFailed(what string, err error) {
 }
 
 // targets returns the inboxes of the domain that e is addressed to, with the
-// domain's shared inbox preferred and no inbox twice.
-func (w *worker) targets(e *entry) ([]string, error) {
+// domain's shared inbox preferred and no inbox twice, and the inboxes it
+// cannot be sent to, each once, with why ("": to any inbox of the domain).
+// It records nothing: a failed resolution is retried, and would record
+// them again.
+func (w *worker) targets(e *entry) ([]string, []refusedInbox, error) {
 	inboxes := e.byDomain[w.domain]
 	shared := w.state.SharedInbox
+	var undeliverable []refusedInbox
 	if shared == "" {
 		var refused []refusedInbox
 		for _, aud := range e.act.Audiences {
@@ -652,44 +670,41 @@ func (w *worker) targets(e *entry) ([]string, error) {
 				// find the audience's inboxes on a domain without a known
 				// shared inbox. Record that rather than wait for ever or
 				// drop it, and send to the explicit inboxes.
-				w.settleUndeliverable(e, "", errNoResolverHere.Error())
-				return dedupe(inboxes), nil
+				return dedupe(inboxes), []refusedInbox{{reason: errNoResolverHere.Error()}}, nil
 			}
 			ans, err := w.q.resolver.answer(w.resolveCtx, aud, w.domain, e.act.ID)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			inboxes = append(inboxes[:len(inboxes):len(inboxes)], ans.byDomain[w.domain]...)
 			refused = append(refused, ans.refused[w.domain]...)
 		}
-		// Recorded once every audience is resolved (a failed resolution
-		// is retried, and would record them again), and once each when
-		// two audiences name one.
+		// Once each when two audiences name one.
 		for i, r := range refused {
 			if !slices.ContainsFunc(refused[:i], func(o refusedInbox) bool { return o.inbox == r.inbox }) {
-				w.settleUndeliverable(e, r.inbox, "the Resolver named an inbox that cannot be delivered to: "+r.reason)
+				undeliverable = append(undeliverable, refusedInbox{inbox: r.inbox,
+					reason: "the Resolver named an inbox that cannot be delivered to: " + r.reason})
 			}
 		}
 	}
 	if e.act.AllDomains && shared == "" && len(inboxes) == 0 {
 		// Nowhere to send it: record it rather than drop it.
-		w.settleUndeliverable(e, "", "addressed to all domains, but no shared inbox is known for this domain")
-		return nil, nil
+		return nil, append(undeliverable, refusedInbox{reason: "addressed to all domains, but no shared inbox is known for this domain"}), nil
 	}
 	if shared != "" {
-		return []string{shared}, nil
+		return []string{shared}, undeliverable, nil
 	}
 	if len(inboxes) == 0 && len(e.act.Audiences) > 0 {
 		// The audience reached the domain at enqueue, but reaches no one
 		// there now (the followers left): nothing to send, said once.
 		w.q.logger.DebugContext(w.ctx, "apqueue: audience no longer reaches the domain", slog.String("domain", w.domain), slog.Int64("activity_id", e.act.ID))
 	}
-	return dedupe(inboxes), nil
+	return dedupe(inboxes), undeliverable, nil
 }
 
-// settleUndeliverable records a dead letter for an activity that cannot be
+// recordUndeliverable records a dead letter for an activity that cannot be
 // sent to inbox ("": to any inbox) on this domain.
-func (w *worker) settleUndeliverable(e *entry, inbox, reason string) {
+func (w *worker) recordUndeliverable(e *entry, inbox, reason string) {
 	d := &delivery{entry: e, inbox: inbox}
 	w.deadLetters = append(w.deadLetters, d.deadLetter(w.domain, 0, reason))
 	w.counts.DeadLettered++
