@@ -24,7 +24,7 @@ func TestStatementsWorkOnManyDomains(t *testing.T) {
 	s, _ := newStore(t, nil)
 	step := func(name string, f func(ctx context.Context) error) {
 		t.Helper()
-		queuetest.Timed(t, 30*time.Second, fmt.Sprintf("%s, %d domains", name, scaleDomains), f)
+		queuetest.Timed(t, fmt.Sprintf("%s, %d domains", name, scaleDomains), f)
 	}
 	regs, names := queuetest.ScaleRegistrations(scaleDomains)
 	step("RegisterDomains", func(ctx context.Context) error { return s.RegisterDomains(ctx, regs) })
