@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +27,28 @@ type contrast struct {
 	// (refRates[i] in round i): what the variant is bounded by.
 	ref      string
 	refRates []float64
-	note     string
+	// The CPU time per call of each round's phases (variant, baseline,
+	// reference), on the whole machine and in this process; no machine
+	// figures where /proc/stat cannot be read.
+	machineCPU, processCPU [3][]time.Duration
+	note                   string
+}
+
+// phase is what one phase of a contrast measured: calls per second, and
+// the CPU time per call on the whole machine (0 where it cannot be read)
+// and in this process.
+type phase struct {
+	rate                   float64
+	machineCPU, processCPU time.Duration
+}
+
+// add keeps p's CPU figures as those of phase i (0 variant, 1 baseline,
+// 2 reference).
+func (c *contrast) add(i int, p phase) {
+	if p.machineCPU > 0 {
+		c.machineCPU[i] = append(c.machineCPU[i], p.machineCPU)
+	}
+	c.processCPU[i] = append(c.processCPU[i], p.processCPU)
 }
 
 // refRatio is the median over the rounds of reference / baseline.
@@ -166,14 +188,17 @@ func runAppendScaling(ctx context.Context, o *options) (*report, error) {
 	serial := *o
 	serial.enqueuers = 1
 	for range o.rounds {
-		var r [2]float64
-		if r[1], err = rateFor(ctx, &serial, enqueue); err != nil {
+		base, err := rateFor(ctx, &serial, enqueue)
+		if err != nil {
 			return nil, err
 		}
-		if r[0], err = rateFor(ctx, o, enqueue); err != nil {
+		variant, err := rateFor(ctx, o, enqueue)
+		if err != nil {
 			return nil, err
 		}
-		c.rates = append(c.rates, r)
+		c.rates = append(c.rates, [2]float64{variant.rate, base.rate})
+		c.add(0, variant)
+		c.add(1, base)
 	}
 	return &report{scenario: o.scenario, opts: o, contrast: c}, nil
 }
@@ -183,29 +208,32 @@ func runAppendScaling(ctx context.Context, o *options) (*report, error) {
 // o.baselineDuration.
 func measureContrast(ctx context.Context, o *options, c *contrast, variant, baseline, reference func(context.Context, int) error) error {
 	for range o.rounds {
-		var r [2]float64
-		var err error
-		if r[1], err = rateFor(ctx, o, baseline); err != nil {
+		base, err := rateFor(ctx, o, baseline)
+		if err != nil {
 			return err
 		}
-		if r[0], err = rateFor(ctx, o, variant); err != nil {
+		v, err := rateFor(ctx, o, variant)
+		if err != nil {
 			return err
 		}
-		c.rates = append(c.rates, r)
+		c.rates = append(c.rates, [2]float64{v.rate, base.rate})
+		c.add(0, v)
+		c.add(1, base)
 		if reference != nil {
 			ref, err := rateFor(ctx, o, reference)
 			if err != nil {
 				return err
 			}
-			c.refRates = append(c.refRates, ref)
+			c.refRates = append(c.refRates, ref.rate)
+			c.add(2, ref)
 		}
 	}
 	return nil
 }
 
 // rateFor calls f from o.enqueuers goroutines for o.baselineDuration and
-// returns the calls completed per second.
-func rateFor(ctx context.Context, o *options, f func(context.Context, int) error) (float64, error) {
+// returns the calls completed per second and what they cost in CPU.
+func rateFor(ctx context.Context, o *options, f func(context.Context, int) error) (phase, error) {
 	runCtx, cancel := context.WithTimeout(ctx, o.baselineDuration)
 	defer cancel()
 	var (
@@ -215,7 +243,8 @@ func rateFor(ctx context.Context, o *options, f func(context.Context, int) error
 		first error
 		mu    sync.Mutex
 	)
-	start := time.Now()
+	start, process := time.Now(), cpuTime()
+	machine, machineOK := machineCPU()
 	for range o.enqueuers {
 		wg.Add(1)
 		go func() {
@@ -235,9 +264,14 @@ func rateFor(ctx context.Context, o *options, f func(context.Context, int) error
 	}
 	wg.Wait()
 	if first != nil {
-		return 0, first
+		return phase{}, first
 	}
-	return float64(done.Load()) / time.Since(start).Seconds(), nil
+	calls := max(1, done.Load())
+	p := phase{rate: float64(done.Load()) / time.Since(start).Seconds(), processCPU: (cpuTime() - process) / time.Duration(calls)}
+	if now, ok := machineCPU(); ok && machineOK {
+		p.machineCPU = (now - machine) / time.Duration(calls)
+	}
+	return p, nil
 }
 
 // printContrast prints a contrast scenario's rounds and ratio.
@@ -254,7 +288,32 @@ func (r *report) printContrast(p func(string, ...any)) {
 	if len(c.refRates) > 0 {
 		p("  reference      %s / %s = %.2f (median): the bound for a statement that writes the body in the caller's transaction", c.ref, c.base, c.refRatio())
 	}
+	if len(c.machineCPU[0]) > 0 {
+		names := "the first / the second"
+		if len(c.refRates) > 0 {
+			names += " / the reference"
+		}
+		p("  CPU per call   %s: whole machine (the database included when it runs here) %s µs; this process %s µs (medians)",
+			names, cpuPerCall(c.machineCPU), cpuPerCall(c.processCPU))
+	}
 	if c.note != "" {
 		p("  check          %s", c.note)
 	}
+}
+
+// cpuPerCall prints the median CPU time per call of each phase measured,
+// in microseconds.
+func cpuPerCall(cpu [3][]time.Duration) string {
+	var parts []string
+	for _, ds := range cpu {
+		if len(ds) == 0 {
+			continue
+		}
+		xs := make([]float64, len(ds))
+		for j, d := range ds {
+			xs[j] = float64(d) / float64(time.Microsecond)
+		}
+		parts = append(parts, fmt.Sprintf("%.0f", median(xs)))
+	}
+	return strings.Join(parts, " / ")
 }
