@@ -111,6 +111,11 @@ func (w *worker) progress() *store.Progress {
 			open.Last = id
 		} else {
 			open = nil
+			if i == 0 {
+				for _, inbox := range w.frontSettled {
+					p.Deliveries = append(p.Deliveries, store.DeliveryProgress{ActivityID: id, Inbox: inbox, Settled: true})
+				}
+			}
 			for _, d := range w.pending[i:j] {
 				if d.settled || d.attempts > 0 {
 					p.Deliveries = append(p.Deliveries, store.DeliveryProgress{

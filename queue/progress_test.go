@@ -370,3 +370,68 @@ func TestUndeliverableInboxesAreRecordedOnceAcrossOwners(t *testing.T) {
 		})
 	}
 }
+
+// An activity with more inboxes on a domain than MaxPendingPerDomain, whose
+// last inbox keeps failing, does not hold the domain: the inboxes settled
+// before it (delivered, or refused as undeliverable) leave the pending
+// deliveries, the domain reads on and delivers what follows, and the
+// failing inbox is given up on after MaxAttempts.
+func TestAWideActivityWithAFailingInboxDoesNotHoldItsDomain(t *testing.T) {
+	t.Parallel()
+	const failing = "https://a.example/users/5/inbox"
+	for _, tc := range []struct {
+		name        string
+		activity    Activity
+		inboxes     []string // the Resolver's answer for the followers
+		deadLetters int
+	}{{
+		name: "delivered to the others",
+		activity: note(1, "https://a.example/users/1/inbox", "https://a.example/users/2/inbox",
+			"https://a.example/users/3/inbox", "https://a.example/users/4/inbox", failing),
+		deadLetters: 1,
+	}, {
+		name:        "the others refused",
+		activity:    post(1),
+		inboxes:     []string{"http://a.example/users/1/inbox", "http://a.example/users/2/inbox", "http://a.example/users/3/inbox", failing},
+		deadLetters: 4,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := newMemory()
+			fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+				if d.Inbox == failing {
+					return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+				}
+				return sender.Success(202)
+			}}
+			res := newCountingResolver()
+			res.set(followers, tc.inboxes...)
+			cfg := testConfig()
+			cfg.Resolver = res
+			cfg.MaxPendingPerDomain = 4
+			cfg.MaxAttempts = 3
+			q := startQueue(t, st, fake, cfg)
+			enqueueAll(t, q, tc.activity)
+			eventually(t, func() bool {
+				for _, c := range fake.Calls() {
+					if c.Inbox == failing {
+						return true
+					}
+				}
+				return false
+			}, "the failing inbox is tried")
+			enqueueAll(t, q, note(2, "https://a.example/users/9/inbox"))
+			eventually(t, func() bool { return len(fake.Delivered("https://a.example/users/9/inbox")) == 1 }, "the next activity")
+			eventually(t, func() bool { return deadLetterCount(t, st, "a.example") == tc.deadLetters }, "the failing inbox is given up on")
+			attempts := 0
+			for _, c := range fake.Calls() {
+				if c.Inbox == failing {
+					attempts++
+				}
+			}
+			// One more when the next activity's success came after the
+			// last allowed attempt (the rule waits for one).
+			require.GreaterOrEqual(t, attempts, cfg.MaxAttempts)
+		})
+	}
+}

@@ -78,10 +78,14 @@ type worker struct {
 	wakes    atomic.Int64 // nudges taken, for tests of who is woken
 
 	// Owned by the run goroutine.
-	state        store.DomainState
-	offered      store.DomainState // the state last offered to the checkpointer
-	scanned      int64             // every activity at or below this was read for the domain
-	pending      []*delivery
+	state   store.DomainState
+	offered store.DomainState // the state last offered to the checkpointer
+	scanned int64             // every activity at or below this was read for the domain
+	pending []*delivery
+	// frontSettled are the inboxes of the first pending activity whose
+	// deliveries settled and left the pending list while another of its
+	// deliveries is still pending: the saved progress says they settled.
+	frontSettled []string
 	inflight     int
 	caughtUp     bool // the window will nudge when something arrives
 	waitingIdle  bool // caught up with nothing pending (see window.settledThrough)
@@ -728,22 +732,32 @@ func dedupe(in []string) []string {
 	return out
 }
 
-// advanceCursor drops the pending deliveries of the activities at the front
-// whose deliveries are all settled, and moves the cursor to just below the
-// first activity with one that is not: only over contiguous settled IDs.
-// The settled deliveries of an activity with one still pending stay, so
-// that the progress saved says they are settled.
+// advanceCursor drops the settled prefix of the pending deliveries and moves
+// the cursor to just below the first unsettled one: only over contiguous
+// settled IDs. A settled delivery dropped before another of its activity
+// leaves its inbox in frontSettled and its footprint with that one.
 func (w *worker) advanceCursor() {
 	i := 0
-	for j := 0; j < len(w.pending) && w.pending[j].settled; j++ {
-		if j+1 == len(w.pending) || w.pending[j+1].entry.act.ID != w.pending[j].entry.act.ID {
-			i = j + 1 // the end of an activity whose deliveries all settled
-		}
-	}
-	for _, d := range w.pending[:i] {
-		w.pendingBytes -= d.bytes
+	for i < len(w.pending) && w.pending[i].settled {
+		i++
 	}
 	if i > 0 {
+		front := int64(0)
+		if i < len(w.pending) {
+			front = w.pending[i].entry.act.ID
+		}
+		if len(w.frontSettled) > 0 && w.pending[0].entry.act.ID != front {
+			// Only the dropped deliveries of the first activity were kept.
+			w.frontSettled = nil
+		}
+		for _, d := range w.pending[:i] {
+			if d.entry.act.ID == front {
+				w.frontSettled = append(w.frontSettled, d.inbox)
+				w.pending[i].bytes += d.bytes
+			} else {
+				w.pendingBytes -= d.bytes
+			}
+		}
 		clear(w.pending[:i])
 		w.pending = w.pending[i:]
 		if len(w.pending) == 0 {
