@@ -69,6 +69,27 @@ func TestDrainWaitsForABacklog(t *testing.T) {
 	require.Len(t, dls, perDomain)
 }
 
+// A domain whose last activity was dead-lettered is idle once the dead
+// letter is offered, without waiting for another activity to wake it:
+// Drain returns.
+func TestDrainEndsAfterADeadLetter(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Domain == "a.example" {
+			return sender.Result{Outcome: sender.Permanent, Status: 400, Reason: "400 Bad Request"}
+		}
+		return sender.Success(202)
+	}}
+	q := startQueue(t, st, fake, testConfig())
+	enqueueAll(t, q, note(1, "https://a.example/inbox"))
+	eventually(t, func() bool { return deadLetterCount(t, st, "a.example") == 1 }, "the dead letter")
+	enqueueAll(t, q, note(2, "https://b.example/inbox"))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, q.Drain(ctx))
+}
+
 // Drain waits for a paused domain, which settles once resumed: until then
 // it returns ctx's error naming the domain.
 func TestDrainWaitsForAPausedDomainUntilCtxEnds(t *testing.T) {

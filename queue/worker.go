@@ -376,6 +376,13 @@ func (w *worker) run() {
 		w.advanceCursor()
 		w.offer()
 		w.publish()
+		if !stopping && w.caughtUp && !w.waitingIdle && len(w.pending) == 0 && len(w.deadLetters) == 0 {
+			// Caught up, and idle now that its last dead letters are
+			// offered: read once more, so that the window hears it (a
+			// Drain, the lease keeper and retention wait for that), rather
+			// than wait for an activity that may never come.
+			w.poke()
+		}
 
 		if timer != nil {
 			timer.Stop()
