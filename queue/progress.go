@@ -86,8 +86,9 @@ func (r *restored) settledAt(id int64, inbox string) bool {
 
 // progress returns the worker's progress above its cursor: its pending
 // deliveries, and what of the restored progress fill has not reached yet.
-// Its size is bounded by the pending deliveries (MaxPendingPerDomain) plus
-// what was restored. Called by the run goroutine.
+// Its size is bounded by the pending deliveries (MaxPendingPerDomain), the
+// inboxes of the first pending activity (frontSettled), and what was
+// restored. Called by the run goroutine.
 func (w *worker) progress() *store.Progress {
 	var p store.Progress
 	// A range of settled activities grows across the IDs addressed

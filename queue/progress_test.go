@@ -435,3 +435,50 @@ func TestAWideActivityWithAFailingInboxDoesNotHoldItsDomain(t *testing.T) {
 		})
 	}
 }
+
+// A domain whose room for pending deliveries is filled, in one read, by
+// deliveries settled as they are read (inboxes it cannot send to) reads on
+// and delivers what comes next, and Drain sees it idle.
+func TestDeliveriesSettledAsTheyAreReadDoNotPutTheDomainToSleep(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		config      func(*Config)
+		enqueue     func(t *testing.T, q *Queue)
+		deadLetters int
+	}{{
+		name:   "refused inboxes fill MaxPendingPerDomain",
+		config: func(c *Config) { c.MaxPendingPerDomain = 2 },
+		enqueue: func(t *testing.T, q *Queue) {
+			enqueueAll(t, q, post(1)) // the Resolver names two plain-http inboxes
+		},
+		deadLetters: 2,
+	}, {
+		name:   "an AllDomains activity fills MaxPendingBytesPerDomain",
+		config: func(c *Config) { c.MaxPendingBytesPerDomain = 1 },
+		enqueue: func(t *testing.T, q *Queue) {
+			require.NoError(t, q.AddDomains(t.Context(), "a.example")) // no shared inbox known
+			enqueueAll(t, q, Activity{Body: note(1).Body, AllDomains: true})
+		},
+		deadLetters: 1,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := newMemory()
+			res := newCountingResolver()
+			res.set(followers, "http://a.example/users/1/inbox", "http://a.example/users/2/inbox")
+			fake := &sendertest.Fake{}
+			cfg := testConfig()
+			cfg.Resolver = res
+			tc.config(cfg)
+			q := startQueue(t, st, fake, cfg)
+			tc.enqueue(t, q)
+			eventually(t, func() bool { return deadLetterCount(t, st, "a.example") == tc.deadLetters }, "the dead letters")
+			enqueueAll(t, q, note(2, "https://a.example/users/9/inbox"))
+			eventually(t, func() bool { return len(fake.Delivered("https://a.example/users/9/inbox")) == 1 }, "the next activity")
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			require.NoError(t, q.Drain(ctx))
+		})
+	}
+}

@@ -529,6 +529,14 @@ func (w *worker) fill() {
 	for reads := 0; ; reads++ {
 		room := min(w.ahead()-len(w.pending), 2*lowWater-w.untried)
 		if room <= 0 {
+			if w.unsettled == 0 && len(w.pending) > 0 {
+				// Full of deliveries settled as they were read (inboxes it
+				// cannot send to, or settled by an earlier owner): no
+				// answer will wake it, and the window does not until it
+				// has read everything. The next step drops them first.
+				readsOn = true
+				w.poke()
+			}
 			return
 		}
 		if reads == maxReadsPerStep || w.isStopping() || w.ctx.Err() != nil {
