@@ -12,6 +12,7 @@ import (
 	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/sender/sendertest"
 	"github.com/apqueue/apqueue/store"
+	"github.com/apqueue/apqueue/store/memory"
 )
 
 // stuckSender answers 500 for ever to one activity per domain (its ID set
@@ -110,66 +111,105 @@ func TestGracefulStopHandoverAndReloadResendNothing(t *testing.T) {
 	requireNoResend(t, fake, inboxes...)
 }
 
-func TestAttemptsCountAcrossOwners(t *testing.T) {
-	t.Parallel()
-	st := newMemory()
-	var stuck idSet
-	var firstOwner atomic.Bool
-	firstOwner.Store(true)
-	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
-		if !stuck.has(d.Activity.ID) {
+// stuckAcrossOwners is one delivery that keeps failing, tried by two owners
+// of its domain in turn.
+type stuckAcrossOwners struct {
+	st         *memory.Store
+	fake       *sendertest.Fake
+	stuck      idSet
+	firstOwner atomic.Bool
+	dispatched atomic.Int32
+	// secondAnswers, when set, is closed when the second owner's attempts
+	// may be answered.
+	secondAnswers chan struct{}
+}
+
+// newStuckAcrossOwners sets cfg's Observer to count the stuck delivery's
+// attempts, then to call observe (when not nil).
+func newStuckAcrossOwners(cfg *Config, observe func(Event)) *stuckAcrossOwners {
+	s := &stuckAcrossOwners{st: newMemory()}
+	s.firstOwner.Store(true)
+	s.fake = &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if !s.stuck.has(d.Activity.ID) {
 			return sender.Success(202)
 		}
-		if firstOwner.Load() && d.Attempt > 3 {
+		canceled := sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: "canceled"}
+		if s.firstOwner.Load() && d.Attempt > 3 {
 			// The first owner stops with its fourth attempt in flight:
 			// cancelled, it is no answer and is not counted.
 			<-ctx.Done()
-			return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: "canceled"}
+			return canceled
+		}
+		if !s.firstOwner.Load() && s.secondAnswers != nil {
+			select {
+			case <-s.secondAnswers:
+			case <-ctx.Done():
+				return canceled
+			}
 		}
 		return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
 	}}
-	var dispatched atomic.Int32
-	cfg := testConfig()
-	cfg.MaxAttempts = 5
 	cfg.Observer = ObserverFunc(func(_ context.Context, e Event) {
-		if e.Kind == EventDispatched && stuck.has(e.ActivityID) {
-			dispatched.Add(1)
+		if e.Kind == EventDispatched && s.stuck.has(e.ActivityID) {
+			s.dispatched.Add(1)
+		}
+		if observe != nil {
+			observe(e)
 		}
 	})
-	answered := func() int {
-		n := 0
-		for _, c := range fake.Calls() {
-			if stuck.has(c.ActivityID) && c.Result.Reason != "canceled" {
-				n++
-			}
+	return s
+}
+
+// answered counts the stuck delivery's attempts that were answered.
+func (s *stuckAcrossOwners) answered() int {
+	n := 0
+	for _, c := range s.fake.Calls() {
+		if s.stuck.has(c.ActivityID) && c.Result.Reason != "canceled" {
+			n++
 		}
-		return n
 	}
-	q1, err := New(st, fake, cfg)
+	return n
+}
+
+// firstOwnerStops enqueues the stuck activity, lets a first owner make three
+// answered attempts, and stops it with a fourth in flight. It returns the
+// activity's ID.
+func (s *stuckAcrossOwners) firstOwnerStops(t *testing.T, cfg *Config) int64 {
+	t.Helper()
+	q1, err := New(s.st, s.fake, cfg)
 	require.NoError(t, err)
 	ids := enqueueAll(t, q1, note(1, "https://a.example/inbox"))
-	stuck.set(ids[0])
+	s.stuck.set(ids[0])
 	require.NoError(t, q1.Start(context.Background()))
-	eventually(t, func() bool { return dispatched.Load() == 4 }, "three attempts by the first owner, and a fourth in flight")
+	eventually(t, func() bool { return s.dispatched.Load() == 4 }, "three attempts by the first owner, and a fourth in flight")
 	stopCtx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	require.NoError(t, q1.Stop(stopCtx))
-	require.Equal(t, 3, answered(), "the first owner never saw another success: no dead letter yet")
-	firstOwner.Store(false)
+	require.Equal(t, 3, s.answered(), "the first owner never saw another success: no dead letter yet")
+	s.firstOwner.Store(false)
+	return ids[0]
+}
 
-	q2 := startQueue(t, st, fake, cfg)
+func TestAttemptsCountAcrossOwners(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.MaxAttempts = 5
+	s := newStuckAcrossOwners(cfg, nil)
+	id := s.firstOwnerStops(t, cfg)
+
+	q2 := startQueue(t, s.st, s.fake, cfg)
 	// The domain accepts other deliveries meanwhile.
-	for i := 2; deadLetterCount(t, st, "a.example") == 0; i++ {
+	for i := 2; deadLetterCount(t, s.st, "a.example") == 0; i++ {
 		enqueueAll(t, q2, note(i, "https://a.example/inbox"))
-		eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == i-1 }, "delivered")
+		eventually(t, func() bool { return len(s.fake.Delivered("https://a.example/inbox")) == i-1 }, "delivered")
 		require.Less(t, i, 200, "never dead-lettered")
 	}
-	dls, err := st.DeadLetters(context.Background(), store.DeadLetterFilter{Domain: "a.example"})
+	dls, err := s.st.DeadLetters(context.Background(), store.DeadLetterFilter{Domain: "a.example"})
 	require.NoError(t, err)
 	require.Len(t, dls, 1)
-	require.Equal(t, ids[0], dls[0].ActivityID)
+	require.Equal(t, id, dls[0].ActivityID)
 	require.Equal(t, cfg.MaxAttempts, dls[0].Attempts, "attempts counted across owners")
-	require.Equal(t, cfg.MaxAttempts, answered(), "exactly MaxAttempts answered requests in all")
+	require.Equal(t, cfg.MaxAttempts, s.answered(), "exactly MaxAttempts answered requests in all")
 }
 
 // A delivery whose last allowed attempt is the first one a new owner makes
@@ -177,76 +217,30 @@ func TestAttemptsCountAcrossOwners(t *testing.T) {
 // new owner took it over: the earlier owner's failures are not forgotten.
 func TestTheLastAttemptCanBeTheNewOwnersFirst(t *testing.T) {
 	t.Parallel()
-	st := newMemory()
-	var stuck idSet
-	var firstOwner atomic.Bool
-	firstOwner.Store(true)
-	othersDelivered := make(chan struct{})
-	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
-		if !stuck.has(d.Activity.ID) {
-			return sender.Success(202)
-		}
-		if firstOwner.Load() && d.Attempt > 3 {
-			// The first owner stops with its fourth attempt in flight:
-			// cancelled, it is no answer and is not counted.
-			<-ctx.Done()
-			return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: "canceled"}
-		}
-		if !firstOwner.Load() {
-			// The new owner's attempt is answered once it has handled a
-			// success.
-			select {
-			case <-othersDelivered:
-			case <-ctx.Done():
-				return sender.Result{Outcome: sender.Retry, DomainLevel: true, Reason: "canceled"}
-			}
-		}
-		return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
-	}}
-	var dispatched atomic.Int32
-	var other atomic.Int64
+	const other = "https://a.example/users/2/inbox"
 	var closeOnce sync.Once
+	othersDelivered := make(chan struct{})
 	cfg := testConfig()
 	cfg.MaxAttempts = 4
-	cfg.Observer = ObserverFunc(func(_ context.Context, e Event) {
-		switch {
-		case e.Kind == EventDispatched && stuck.has(e.ActivityID):
-			dispatched.Add(1)
-		case e.Kind == EventDelivered && e.ActivityID == other.Load():
+	s := newStuckAcrossOwners(cfg, func(e Event) {
+		if e.Kind == EventDelivered && e.Inbox == other {
 			closeOnce.Do(func() { close(othersDelivered) })
 		}
 	})
-	answered := func() int {
-		n := 0
-		for _, c := range fake.Calls() {
-			if stuck.has(c.ActivityID) && c.Result.Reason != "canceled" {
-				n++
-			}
-		}
-		return n
-	}
-	q1, err := New(st, fake, cfg)
-	require.NoError(t, err)
-	ids := enqueueAll(t, q1, note(1, "https://a.example/inbox"))
-	stuck.set(ids[0])
-	require.NoError(t, q1.Start(context.Background()))
-	eventually(t, func() bool { return dispatched.Load() == 4 }, "three attempts by the first owner, and a fourth in flight")
-	stopCtx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	require.NoError(t, q1.Stop(stopCtx))
-	require.Equal(t, 3, answered())
-	firstOwner.Store(false)
+	// The new owner's attempt is answered once it has handled a success.
+	s.secondAnswers = othersDelivered
+	id := s.firstOwnerStops(t, cfg)
 
 	// The new owner's first attempt is the fourth and last, and the domain
 	// accepts another delivery before it is answered.
-	other.Store(enqueueAll(t, q1, note(2, "https://a.example/inbox"))[0])
-	startQueue(t, st, fake, cfg)
-	eventually(t, func() bool { return deadLetterCount(t, st, "a.example") == 1 }, "a dead letter")
-	dls, err := st.DeadLetters(context.Background(), storeFilter("a.example"))
+	q2 := startQueue(t, s.st, s.fake, cfg)
+	enqueueAll(t, q2, note(2, other))
+	eventually(t, func() bool { return deadLetterCount(t, s.st, "a.example") == 1 }, "a dead letter")
+	dls, err := s.st.DeadLetters(context.Background(), storeFilter("a.example"))
 	require.NoError(t, err)
-	require.Equal(t, ids[0], dls[0].ActivityID)
+	require.Equal(t, id, dls[0].ActivityID)
 	require.Equal(t, cfg.MaxAttempts, dls[0].Attempts)
-	require.Equal(t, cfg.MaxAttempts, answered(), "exactly MaxAttempts answered requests in all")
+	require.Equal(t, cfg.MaxAttempts, s.answered(), "exactly MaxAttempts answered requests in all")
 }
 
 func TestStuckDeliveryDoesNotStallItsDomainPastTheCheckpointBatch(t *testing.T) {
