@@ -78,14 +78,10 @@ type worker struct {
 	wakes    atomic.Int64 // nudges taken, for tests of who is woken
 
 	// Owned by the run goroutine.
-	state   store.DomainState
-	offered store.DomainState // the state last offered to the checkpointer
-	scanned int64             // every activity at or below this was read for the domain
-	pending []*delivery
-	// frontSettled are the inboxes of the first pending activity whose
-	// deliveries settled and left the pending list while another of its
-	// deliveries is still pending: the saved progress says they settled.
-	frontSettled []string
+	state        store.DomainState
+	offered      store.DomainState // the state last offered to the checkpointer
+	scanned      int64             // every activity at or below this was read for the domain
+	pending      []*delivery
 	inflight     int
 	caughtUp     bool // the window will nudge when something arrives
 	waitingIdle  bool // caught up with nothing pending (see window.settledThrough)
@@ -105,12 +101,16 @@ type worker struct {
 	// were attempted or settled: the ones after it were never tried, so the
 	// scans for progress and retry times stop there.
 	touchedUpTo int64
-	successes   int64 // deliveries accepted since the worker started
-	counts      counts
-	latency     latencyRing
-	latencyAt   time.Time // when the published percentiles were computed
-	limit       *inflightLimit
-	spareSlots  int // slots of the global cap granted and not used yet
+	// frontSettled are the inboxes of the first pending activity whose
+	// deliveries settled and left the pending list while another of its
+	// deliveries is still pending: the saved progress says they settled.
+	frontSettled []string
+	successes    int64 // deliveries accepted since the worker started
+	counts       counts
+	latency      latencyRing
+	latencyAt    time.Time // when the published percentiles were computed
+	limit        *inflightLimit
+	spareSlots   int // slots of the global cap granted and not used yet
 	// heldBack says dispatch last stopped with a delivery ready to send
 	// and no room for it: the domain's limit was reached, or the global
 	// cap had no slot (see waitsForSlots).
@@ -562,7 +562,7 @@ func (w *worker) fill() {
 			return
 		}
 		for _, e := range res.entries {
-			inboxes, refused, err := w.targets(e)
+			inboxes, undeliverable, err := w.targets(e)
 			if err != nil {
 				w.fillFailed("resolving audiences", err)
 				return
@@ -570,17 +570,17 @@ func (w *worker) fill() {
 			// An inbox it cannot be sent to is a delivery settled by its
 			// dead letter: saved with the progress like any other, so that
 			// the next owner does not record it again.
-			for _, r := range refused {
-				if w.restored == nil || !w.restored.settledAt(e.act.ID, r.inbox) {
-					w.recordUndeliverable(e, r.inbox, r.reason)
+			for _, u := range undeliverable {
+				if w.restored == nil || !w.restored.settledAt(e.act.ID, u.inbox) {
+					w.recordUndeliverable(e, u.inbox, u.reason)
 				}
 			}
-			for i := range len(refused) + len(inboxes) {
+			for i := range len(undeliverable) + len(inboxes) {
 				var d *delivery
-				if i < len(refused) {
-					d = &delivery{entry: e, inbox: refused[i].inbox, settled: true}
+				if i < len(undeliverable) {
+					d = &delivery{entry: e, inbox: undeliverable[i].inbox, settled: true}
 				} else {
-					inbox := inboxes[i-len(refused)]
+					inbox := inboxes[i-len(undeliverable)]
 					d = &delivery{entry: e, inbox: inbox, shared: inbox == w.state.SharedInbox}
 				}
 				if i == 0 {
