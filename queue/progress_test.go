@@ -26,6 +26,17 @@ func stuckSender(stuck *idSet) *sendertest.Fake {
 	}}
 }
 
+// failingInboxSender answers 500 for ever to one inbox and accepts
+// everything else.
+func failingInboxSender(inbox string) *sendertest.Fake {
+	return &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Inbox == inbox {
+			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+		}
+		return sender.Success(202)
+	}}
+}
+
 // idSet is a set of activity IDs safe for concurrent use.
 type idSet struct {
 	ids atomic.Pointer[map[int64]bool]
@@ -269,12 +280,7 @@ func TestTheNextOwnerDoesNotResendToAnotherInboxOfTheActivity(t *testing.T) {
 	t.Parallel()
 	const failing, accepting = "https://a.example/users/2/inbox", "https://a.example/users/1/inbox"
 	st := newMemory()
-	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
-		if d.Inbox == failing {
-			return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
-		}
-		return sender.Success(202)
-	}}
+	fake := failingInboxSender(failing)
 	cfg := testConfig()
 	cfg.MaxAttempts = 1 << 30 // it stays pending throughout
 	q1, err := New(st, fake, cfg)
@@ -392,12 +398,7 @@ func TestAWideActivityWithAFailingInboxDoesNotHoldItsDomain(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			st := newMemory()
-			fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
-				if d.Inbox == failing {
-					return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
-				}
-				return sender.Success(202)
-			}}
+			fake := failingInboxSender(failing)
 			res := newCountingResolver()
 			res.set(followers, tc.inboxes...)
 			cfg := testConfig()
