@@ -57,35 +57,24 @@ func (w *worker) dispatch() {
 	if failing && w.dispatchUntried(now) {
 		return
 	}
-	var blocked map[string]blockKind
-	block := func(key string, kind blockKind) {
-		if key == "" {
-			return
-		}
-		if blocked == nil {
-			blocked = make(map[string]blockKind)
-		}
-		if blocked[key] != blockedInFlight {
-			blocked[key] = kind
-		}
-	}
+	var holds keyHolds
 	for _, d := range w.pending {
 		if d.settled {
 			continue
 		}
-		key := d.key()
+		kind := holds.at(d)
 		if d.inFlight {
-			block(key, blockedInFlight)
+			holds.hold(blockedInFlight)
 			continue
 		}
-		if kind := blocked[key]; key != "" && kind != 0 {
+		if kind != 0 {
 			if kind == blockedInFlight && d.attempts == 0 {
 				return // keep first attempts in ID order
 			}
 			continue
 		}
 		if d.nextAttempt.After(now) {
-			block(key, blockedWaiting)
+			holds.hold(blockedWaiting)
 			continue
 		}
 		if w.inflight >= limit || !w.takeSlot() {
@@ -93,7 +82,7 @@ func (w *worker) dispatch() {
 			return
 		}
 		w.send(d)
-		block(key, blockedInFlight)
+		holds.hold(blockedInFlight)
 	}
 }
 
@@ -103,13 +92,12 @@ func (w *worker) dispatch() {
 // allowed and hold the domain back. It reports whether it sent one, or
 // found one to send and waits for a slot of the global cap.
 func (w *worker) dispatchUntried(now time.Time) bool {
-	var keys map[string]bool // keys of earlier unsettled deliveries
+	var holds keyHolds
 	for _, d := range w.pending {
 		if d.settled {
 			continue
 		}
-		key := d.key()
-		if d.attempts == 0 && !d.inFlight && !d.nextAttempt.After(now) && (key == "" || !keys[key]) {
+		if holds.at(d) == 0 && d.attempts == 0 && !d.inFlight && !d.nextAttempt.After(now) {
 			if w.takeSlot() {
 				w.send(d)
 			} else {
@@ -117,14 +105,52 @@ func (w *worker) dispatchUntried(now time.Time) bool {
 			}
 			return true
 		}
-		if key != "" {
-			if keys == nil {
-				keys = make(map[string]bool)
-			}
-			keys[key] = true
-		}
+		holds.hold(blockedWaiting) // unsettled: it holds its key
 	}
 	return false
+}
+
+// keyHolds says, while dispatch walks the pending deliveries in ID order,
+// which ordering keys the activities walked past hold: a delivery waits
+// while an earlier activity with its key is unsettled. The deliveries of
+// one activity (its inboxes on the domain) do not hold each other: only
+// activities are ordered, and an inbox that keeps failing must not keep
+// the activity's other inboxes from the successes that let it be given up
+// on.
+type keyHolds struct {
+	held  map[string]blockKind // by the activities before the current one
+	entry *entry               // the current activity
+	key   string               // its ordering key
+	kind  blockKind            // how it holds its key; 0 while it does not
+}
+
+// at moves the walk to d, and returns how an earlier activity holds d's key
+// (0 when none does). Deliveries of one activity are next to each other in
+// the pending list.
+func (h *keyHolds) at(d *delivery) blockKind {
+	if d.entry != h.entry {
+		if h.key != "" && h.kind != 0 {
+			if h.held == nil {
+				h.held = make(map[string]blockKind)
+			}
+			if h.held[h.key] != blockedInFlight {
+				h.held[h.key] = h.kind
+			}
+		}
+		h.entry, h.key, h.kind = d.entry, d.key(), 0
+	}
+	if h.key == "" {
+		return 0
+	}
+	return h.held[h.key]
+}
+
+// hold records that the current activity holds its key: in flight, which
+// wins, or waiting for a retry.
+func (h *keyHolds) hold(kind blockKind) {
+	if h.kind != blockedInFlight {
+		h.kind = kind
+	}
 }
 
 // schemeCheckDue reports whether the next delivery may knock twice (the

@@ -431,6 +431,50 @@ func TestAWideActivityWithAFailingInboxDoesNotHoldItsDomain(t *testing.T) {
 	}
 }
 
+// While one inbox of an activity keeps failing, the activity is delivered
+// to its other inboxes on the domain, and, when it has more inboxes there
+// than MaxPendingPerDomain, leaves room for the activities after it: the
+// domain does not wait for that inbox's retries. An activity with the same
+// ordering key still waits for it.
+func TestAFailingInboxDoesNotHoldTheRestOfItsActivity(t *testing.T) {
+	t.Parallel()
+	const failing = "https://a.example/users/0/inbox"
+	others := []string{"https://a.example/users/1/inbox", "https://a.example/users/2/inbox",
+		"https://a.example/users/3/inbox", "https://a.example/users/4/inbox"}
+	const next = "https://a.example/users/9/inbox"
+	fake := failingInboxSender(failing)
+	cfg := testConfig()
+	cfg.BackoffMin, cfg.BackoffMax = time.Hour, time.Hour // one attempt at the failing inbox in this test
+	cfg.MaxPendingPerDomain = len(others)
+	q := startQueue(t, newMemory(), fake, cfg)
+	first := note(1, append([]string{failing}, others...)...)
+	sameObject := keyed(2, "https://local.example/notes/1", others[0]) // note 1's ordering key
+	enqueueAll(t, q, first, sameObject)
+	eventually(t, func() bool {
+		for _, c := range fake.Calls() {
+			if c.Inbox == failing {
+				return true
+			}
+		}
+		return false
+	}, "the failing inbox is tried")
+	enqueueAll(t, q, note(3, next)) // read once the room is free again
+	eventually(t, func() bool { return len(fake.Delivered(next)) == 1 }, "the activity after it is delivered")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, q.Stop(ctx)) // what was sent has finished
+	for _, inbox := range others {
+		require.Equal(t, []int64{1}, fake.Delivered(inbox), "its other inboxes, and not the activity with its ordering key")
+	}
+	attempts := 0
+	for _, c := range fake.Calls() {
+		if c.Inbox == failing {
+			attempts++
+		}
+	}
+	require.Equal(t, 1, attempts, "the failing inbox waits for its retry")
+}
+
 // A domain whose room for pending deliveries is filled, in one read, by
 // deliveries settled as they are read (inboxes it cannot send to) reads on
 // and delivers what comes next, and Drain sees it idle.

@@ -747,37 +747,52 @@ func dedupe(in []string) []string {
 	return out
 }
 
-// advanceCursor drops the settled prefix of the pending deliveries and moves
-// the cursor to just below the first unsettled one: only over contiguous
-// settled IDs. A settled delivery dropped before another of its activity
-// leaves its inbox in frontSettled and its footprint with that one.
+// advanceCursor drops the settled prefix of the pending deliveries, and the
+// settled deliveries of the first unsettled one's activity, and moves the
+// cursor to just below that activity: only over contiguous settled IDs. A
+// settled delivery dropped before another of its activity leaves its inbox
+// in frontSettled and its footprint with that one, so that an activity with
+// more inboxes on the domain than MaxPendingPerDomain leaves room for the
+// activities after it whichever of its inboxes keeps failing.
 func (w *worker) advanceCursor() {
 	i := 0
 	for i < len(w.pending) && w.pending[i].settled {
 		i++
 	}
-	if i > 0 {
-		front := int64(0)
-		if i < len(w.pending) {
-			front = w.pending[i].entry.act.ID
-		}
-		if len(w.frontSettled) > 0 && w.pending[0].entry.act.ID != front {
-			// Only the dropped deliveries of the first activity were kept.
-			w.frontSettled = nil
-		}
-		for _, d := range w.pending[:i] {
-			if d.entry.act.ID == front {
-				w.frontSettled = append(w.frontSettled, d.inbox)
-				w.pending[i].bytes += d.bytes
+	var front *delivery // the first unsettled delivery
+	if i < len(w.pending) {
+		front = w.pending[i]
+	}
+	if len(w.frontSettled) > 0 && (front == nil || w.pending[0].entry != front.entry) {
+		// Only the dropped deliveries of the first activity are kept.
+		w.frontSettled = nil
+	}
+	// Deliveries of one activity are next to each other: the walk stops
+	// at the first one after the front activity.
+	kept := w.pending[:0]
+	for j, d := range w.pending {
+		if j > i && d.entry != front.entry {
+			if len(kept) == j {
+				kept = w.pending // nothing dropped
 			} else {
-				w.pendingBytes -= d.bytes
+				kept = append(kept, w.pending[j:]...)
 			}
+			break
 		}
-		clear(w.pending[:i])
-		w.pending = w.pending[i:]
-		if len(w.pending) == 0 {
-			w.pending = nil
+		switch {
+		case front != nil && d.entry == front.entry && d.settled:
+			w.frontSettled = append(w.frontSettled, d.inbox)
+			front.bytes += d.bytes
+		case j < i:
+			w.pendingBytes -= d.bytes
+		default:
+			kept = append(kept, d)
 		}
+	}
+	clear(w.pending[len(kept):])
+	w.pending = kept
+	if len(w.pending) == 0 {
+		w.pending = nil
 	}
 	cursor := w.scanned
 	if len(w.pending) > 0 {
