@@ -220,8 +220,12 @@ func (q *Queue) DeadLetters(ctx context.Context, filter store.DeadLetterFilter) 
 
 // RequeueDeadLetters enqueues the given dead letters again, each as a new
 // activity to its inbox, and then deletes them. It returns the new activity
-// IDs, in the order of the dead letters' IDs. Unknown IDs are an error and
-// nothing is done.
+// IDs, in the order of the dead letters' IDs. A dead letter recorded
+// without an inbox (an AllDomains activity on a domain with no shared inbox
+// known, audiences without a Resolver) goes to its domain's shared inbox,
+// once one is known (SetSharedInbox). Unknown IDs, or a dead letter without
+// an inbox whose domain still has no shared inbox, are an error and nothing
+// is done.
 func (q *Queue) RequeueDeadLetters(ctx context.Context, ids ...int64) ([]int64, error) {
 	if len(ids) == 0 {
 		return nil, nil
@@ -233,12 +237,20 @@ func (q *Queue) RequeueDeadLetters(ctx context.Context, ids ...int64) ([]int64, 
 	if len(dls) != len(dedupeIDs(ids)) {
 		return nil, fmt.Errorf("queue: requeue dead letters: %d of %d not found: %w", len(dedupeIDs(ids))-len(dls), len(dedupeIDs(ids)), store.ErrNotFound)
 	}
+	shared, err := q.sharedInboxesFor(ctx, dls)
+	if err != nil {
+		return nil, fmt.Errorf("queue: requeue dead letters: %w", err)
+	}
 	acts := make([]Activity, len(dls))
 	for i, dl := range dls {
-		if dl.Inbox == "" {
-			return nil, fmt.Errorf("queue: requeue dead letter %d: it has no inbox (%s)", dl.ID, dl.Reason)
+		inbox := dl.Inbox
+		if inbox == "" {
+			inbox = shared[dl.Domain]
 		}
-		acts[i] = Activity{Body: dl.Body, Actor: dl.Actor, OrderingKey: dl.OrderingKey, Inboxes: []string{dl.Inbox}}
+		if inbox == "" {
+			return nil, fmt.Errorf("queue: requeue dead letter %d: it has no inbox (%s), and %s has no shared inbox known yet (SetSharedInbox)", dl.ID, dl.Reason, dl.Domain)
+		}
+		acts[i] = Activity{Body: dl.Body, Actor: dl.Actor, OrderingKey: dl.OrderingKey, Inboxes: []string{inbox}}
 	}
 	newIDs, err := q.EnqueueMany(ctx, acts)
 	if err != nil {
@@ -250,6 +262,31 @@ func (q *Queue) RequeueDeadLetters(ctx context.Context, ids ...int64) ([]int64, 
 		return newIDs, fmt.Errorf("queue: requeued, but deleting the dead letters failed: %w", err)
 	}
 	return newIDs, nil
+}
+
+// sharedInboxesFor returns the shared inboxes known of the domains of the
+// dead letters that have no inbox, by domain.
+func (q *Queue) sharedInboxesFor(ctx context.Context, dls []store.DeadLetter) (map[string]string, error) {
+	var names []string
+	seen := make(map[string]bool)
+	for _, dl := range dls {
+		if dl.Inbox == "" && !seen[dl.Domain] {
+			seen[dl.Domain] = true
+			names = append(names, dl.Domain)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	states, err := q.store.Domains(ctx, names)
+	if err != nil {
+		return nil, err
+	}
+	shared := make(map[string]string, len(states))
+	for _, st := range states {
+		shared[st.Domain] = st.SharedInbox
+	}
+	return shared, nil
 }
 
 // DiscardDeadLetters deletes dead letters and returns how many it deleted.

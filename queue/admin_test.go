@@ -328,6 +328,44 @@ func TestRequeueAndDiscardDeadLetters(t *testing.T) {
 	require.Empty(t, left)
 }
 
+// A dead letter recorded without an inbox (an AllDomains activity on a
+// domain with no shared inbox known) is requeued to the domain's shared
+// inbox once it is known, and refused, with nothing done, before.
+func TestDeadLetterWithoutAnInboxIsRequeuedToTheSharedInbox(t *testing.T) {
+	t.Parallel()
+	st := newMemory()
+	fake := &sendertest.Fake{}
+	q := startQueue(t, st, fake, testConfig())
+	ctx := t.Context()
+	require.NoError(t, q.AddDomains(ctx, "a.example")) // no shared inbox known
+	enqueueAll(t, q, Activity{Body: note(1).Body, AllDomains: true})
+	var dls []store.DeadLetter
+	eventually(t, func() bool {
+		var err error
+		dls, err = q.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
+		require.NoError(t, err)
+		return len(dls) == 1
+	}, "the dead letter")
+	require.Empty(t, dls[0].Inbox)
+
+	_, err := q.RequeueDeadLetters(ctx, dls[0].ID)
+	require.ErrorContains(t, err, "no shared inbox known")
+	left, err := q.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
+	require.NoError(t, err)
+	require.Len(t, left, 1, "nothing done")
+
+	const shared = "https://a.example/inbox"
+	require.NoError(t, q.SetSharedInbox(ctx, shared))
+	newIDs, err := q.RequeueDeadLetters(ctx, dls[0].ID)
+	require.NoError(t, err)
+	require.Len(t, newIDs, 1)
+	eventually(t, func() bool { return len(fake.Delivered(shared)) == 1 }, "sent to the shared inbox")
+	left, err = q.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
+	require.NoError(t, err)
+	require.Empty(t, left)
+	require.Equal(t, newIDs, fake.Delivered(shared))
+}
+
 func TestSharedInboxReachesTheOwningProcess(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
