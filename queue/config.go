@@ -43,9 +43,8 @@ const (
 	// that random failures of single deliveries (a 20 % rate gives 8 in a
 	// row about once in 400,000 attempts) do not throttle a healthy domain.
 	DomainBackoffAfterDefault = 8
-	// MaxPendingPerDomainDefault bounds the deliveries a domain holds in
-	// memory past its cursor, settled or not: how far it runs ahead of a
-	// delivery that keeps failing.
+	// MaxPendingPerDomainDefault bounds the unsettled deliveries a domain
+	// holds in memory past its cursor.
 	MaxPendingPerDomainDefault = 1024
 	// MaxPendingBytesPerDomainDefault bounds the memory of the activities a
 	// domain's pending deliveries hold (8 MiB).
@@ -155,11 +154,13 @@ type Config struct {
 	// domain even when the sender did not blame the domain. Default
 	// DomainBackoffAfterDefault.
 	DomainBackoffAfter int
-	// MaxPendingPerDomain bounds how many deliveries a domain holds past its
-	// cursor: how far it runs ahead of a delivery that keeps failing. Their
-	// progress is saved with each checkpoint, so the bound is one of memory
-	// and of the saved progress's size (at most one entry per pending
-	// delivery), not of re-sends. Default MaxPendingPerDomainDefault.
+	// MaxPendingPerDomain bounds how many unsettled deliveries a domain holds
+	// past its cursor: behind deliveries that keep failing, the domain reads
+	// on while fewer are unsettled. What settled past the cursor leaves
+	// memory but for a range of IDs next to each unsettled activity (and the
+	// settled inboxes of one that has several here). This progress is saved
+	// with each checkpoint, so the bound is one of memory and of the saved
+	// progress's size, not of re-sends. Default MaxPendingPerDomainDefault.
 	MaxPendingPerDomain int
 	// MaxPendingBytesPerDomain bounds the approximate memory of the
 	// activities a domain's pending deliveries hold. Default

@@ -16,9 +16,9 @@ type delivery struct {
 
 	attempts     int
 	firstFailure time.Time
-	// successesBefore is the worker's success count at the delivery's first
-	// failure here: a delivery is given up on only once the domain accepted
-	// others since (see worker.retry).
+	// successesBefore is the worker's success count when the attempt that
+	// first failed here was sent: a delivery is given up on only once the
+	// domain accepted others since (see worker.retry).
 	successesBefore int64
 	nextAttempt     time.Time
 	lastError       string // the reason of the last failed attempt

@@ -223,6 +223,11 @@ func (w *worker) send(d *delivery) {
 		w.untried--
 	}
 	d.attempts++
+	if d.firstFailure.IsZero() {
+		// Until it fails: successes from now on, answered while it is in
+		// flight too, show that the domain works (see retry).
+		d.successesBefore = w.successes
+	}
 	w.progressed = true
 	w.touchedUpTo = max(w.touchedUpTo, d.entry.act.ID)
 	d.sentAt, d.sentClock = time.Now(), w.clock().Now()
@@ -373,8 +378,7 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 	w.counts.Retried++
 	d.lastError = res.Reason
 	if d.firstFailure.IsZero() {
-		d.firstFailure = now
-		d.successesBefore = w.successes
+		d.firstFailure = now // successesBefore was taken as this attempt was sent
 	}
 	st.FailCount++
 	if st.FailingSince.IsZero() {
@@ -384,9 +388,10 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 	w.q.logger.DebugContext(w.ctx, "apqueue: delivery failed, will retry", slog.String("domain", w.domain), slog.Int64("activity_id", d.entry.act.ID), slog.Int("attempt", d.attempts), slog.Int("status", res.Status), slog.String("reason", res.Reason))
 
 	// The delivery is the problem, not the domain, when the domain accepted
-	// other deliveries since this one first failed here (counted in the
-	// order results were handled, not by the clock, so concurrency cannot
-	// change the verdict) and does not fail as a whole now.
+	// other deliveries since the attempt that first failed here was sent
+	// (counted in the order results were handled, not by the clock, so
+	// concurrency cannot change the verdict) and does not fail as a whole
+	// now.
 	if d.attempts >= cfg.MaxAttempts && !res.DomainLevel && w.successes > d.successesBefore && !w.domainFailing() {
 		dl := d.deadLetter(w.domain, res.Status, "gave up after repeated failures: "+res.Reason)
 		w.settle(d, &dl)
@@ -459,6 +464,7 @@ func (w *worker) shed(d *delivery, res sender.Result) bool {
 // settle marks d as done, recording dl when it failed for good.
 func (w *worker) settle(d *delivery, dl *store.DeadLetter) {
 	d.settled = true
+	w.settledPending = true
 	w.unsettled--
 	w.touchedUpTo = max(w.touchedUpTo, d.entry.act.ID)
 	if dl != nil {

@@ -20,9 +20,9 @@
 // A domain failing as a whole is retried with exponential backoff and
 // jitter, one request at a time; a Retry-After sets the wait, up to
 // Config.BackoffMax. A delivery failing on its own waits alone while the
-// others go on, up to Config.MaxPendingPerDomain ahead of it, and becomes a
-// dead letter after Config.MaxAttempts (counted across owners) once its
-// domain accepted others. A domain failing continuously for
+// others go on (up to Config.MaxPendingPerDomain unsettled at once), and
+// becomes a dead letter after Config.MaxAttempts (counted across owners)
+// once its domain accepted others. A domain failing continuously for
 // Config.DeadAfter is marked dead and probed every Config.ProbeInterval
 // until a delivery succeeds. It never delays any other domain.
 //

@@ -85,12 +85,15 @@ func (r *restored) settledAt(id int64, inbox string) bool {
 }
 
 // progress returns the worker's progress above its cursor: its pending
-// deliveries, and what of the restored progress fill has not reached yet.
-// Its size is bounded by the pending deliveries (MaxPendingPerDomain), the
-// inboxes of the first pending activity (frontSettled), and what was
-// restored. Called by the run goroutine.
+// deliveries, what settled and left them (settledAbove, settledInboxes),
+// and what of the restored progress fill has not reached yet. Its size is
+// bounded by the pending deliveries (MaxPendingPerDomain), a range of
+// settled activities next to each pending activity, the settled inboxes
+// of the pending activities, and what was restored. Called by the run
+// goroutine.
 func (w *worker) progress() *store.Progress {
 	var p store.Progress
+	p.Settled = append(p.Settled, w.settledAbove...)
 	// A range of settled activities grows across the IDs addressed
 	// elsewhere (vacuously settled) until an unsettled activity ends it.
 	var open *store.IDRange
@@ -112,10 +115,8 @@ func (w *worker) progress() *store.Progress {
 			open.Last = id
 		} else {
 			open = nil
-			if i == 0 {
-				for _, inbox := range w.frontSettled {
-					p.Deliveries = append(p.Deliveries, store.DeliveryProgress{ActivityID: id, Inbox: inbox, Settled: true})
-				}
+			for _, inbox := range w.settledInboxes[id] {
+				p.Deliveries = append(p.Deliveries, store.DeliveryProgress{ActivityID: id, Inbox: inbox, Settled: true})
 			}
 			for _, d := range w.pending[i:j] {
 				if d.settled || d.attempts > 0 {
@@ -145,5 +146,6 @@ func (w *worker) progress() *store.Progress {
 	if len(p.Settled) == 0 && len(p.Deliveries) == 0 {
 		return nil
 	}
+	sort.Slice(p.Settled, func(i, j int) bool { return p.Settled[i].First < p.Settled[j].First })
 	return &p
 }

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -305,6 +306,42 @@ func TestTheNextOwnerDoesNotResendToAnotherInboxOfTheActivity(t *testing.T) {
 	require.Len(t, fake.Delivered(accepting), 1, "sent again to the inbox that accepted it")
 }
 
+// What settled behind a failing delivery, and left the pending list, is
+// saved with the progress: whole activities, and the inboxes of one that
+// also waits for its failing inbox. The next owner sends none of it again.
+func TestTheNextOwnerDoesNotResendWhatSettledBehindAFailingDelivery(t *testing.T) {
+	t.Parallel()
+	const failing, accepting = "https://a.example/users/2/inbox", "https://a.example/users/1/inbox"
+	st := newMemory()
+	fake := failingInboxSender(failing)
+	cfg := testConfig()
+	cfg.MaxAttempts = 1 << 30 // it stays pending throughout
+	q1, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	enqueueAll(t, q1, note(1, failing), note(2, accepting), note(3, accepting, failing), note(4, accepting))
+	require.NoError(t, q1.Start(context.Background()))
+	eventually(t, func() bool { return len(fake.Delivered(accepting)) == 3 }, "delivered to the accepting inbox")
+	require.NoError(t, q1.Stop(context.Background()))
+	progress := domainState(t, st, "a.example").Progress
+	require.NotNil(t, progress)
+	require.NotEmpty(t, progress.Settled, "whole activities settled above the cursor")
+
+	handover := time.Now()
+	q2 := startQueue(t, st, fake, cfg)
+	enqueueAll(t, q2, note(5, "https://a.example/users/3/inbox"))
+	eventually(t, func() bool { return len(fake.Delivered("https://a.example/users/3/inbox")) == 1 }, "the next owner delivers")
+	eventually(t, func() bool {
+		retried := map[int64]bool{}
+		for _, c := range fake.Calls() {
+			if c.Inbox == failing && c.Started.After(handover) {
+				retried[c.ActivityID] = true
+			}
+		}
+		return len(retried) == 2
+	}, "the next owner retries both deliveries to the failing inbox")
+	require.Len(t, fake.Delivered(accepting), 3, "sent again to the inbox that accepted it")
+}
+
 // A dead letter recorded for an inbox the activity cannot be sent to, with
 // no request made, is saved with the progress like a settled delivery: the
 // next owner, reading the activity again behind a delivery still pending,
@@ -473,6 +510,114 @@ func TestAFailingInboxDoesNotHoldTheRestOfItsActivity(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, attempts, "the failing inbox waits for its retry")
+}
+
+// Deliveries settled behind one that keeps failing leave the pending list,
+// wherever they are in it: the domain reads on and delivers what follows,
+// and the failing one is given up on. Here the failing inbox answers only
+// after the others, so that no success comes after its first failure but
+// from what is read next.
+func TestSettledDeliveriesBehindAFailingOneLeaveRoom(t *testing.T) {
+	t.Parallel()
+	inbox := func(i int) string { return fmt.Sprintf("https://a.example/users/%d/inbox", i) }
+	broken := inbox(0)
+	wide := []string{broken, inbox(1), inbox(2), inbox(3), inbox(4), inbox(5)}
+	for _, tc := range []struct {
+		name        string
+		acts        []Activity
+		others      int // successes before the broken inbox answers
+		deadLetters int
+	}{{
+		name:        "single inboxes",
+		acts:        []Activity{note(1, broken), note(2, inbox(1)), note(3, inbox(2)), note(4, inbox(3))},
+		others:      3,
+		deadLetters: 1,
+	}, {
+		name:        "two activities to the broken inbox and five others",
+		acts:        []Activity{note(1, wide...), note(2, wide...)},
+		others:      10,
+		deadLetters: 2,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var succeeded atomic.Int32
+			othersDone := make(chan struct{})
+			fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+				if d.Inbox != broken {
+					if succeeded.Add(1) == int32(tc.others) {
+						close(othersDone)
+					}
+					return sender.Success(202)
+				}
+				select {
+				case <-othersDone:
+				case <-ctx.Done():
+				}
+				return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+			}}
+			st := newMemory()
+			cfg := testConfig()
+			cfg.MaxPendingPerDomain = 4
+			cfg.MaxAttempts = 3
+			q := startQueue(t, st, fake, cfg)
+			enqueueAll(t, q, tc.acts...)
+			eventually(t, func() bool {
+				for _, c := range fake.Calls() {
+					if c.Inbox == broken {
+						return true
+					}
+				}
+				return false
+			}, "the broken inbox answered")
+			enqueueAll(t, q, note(9, inbox(9)))
+			eventually(t, func() bool { return len(fake.Delivered(inbox(9))) == 1 }, "the next activity is delivered")
+			eventually(t, func() bool { return deadLetterCount(t, st, "a.example") == tc.deadLetters }, "the broken inbox is given up on")
+		})
+	}
+}
+
+// Successes answered while a delivery's failing attempt was in flight show
+// that the domain works: the delivery is given up on after MaxAttempts
+// even when nothing else comes for the domain after.
+func TestSuccessesWhileTheFailingAttemptWasInFlightCount(t *testing.T) {
+	t.Parallel()
+	const broken, accepting = "https://a.example/users/0/inbox", "https://a.example/users/1/inbox"
+	var q atomic.Pointer[Queue]
+	accepted := func() bool { // the worker has handled the success
+		st, err := q.Load().Stats(context.Background())
+		if err != nil {
+			return false
+		}
+		for _, d := range st.Domains {
+			if d.Domain == "a.example" && d.Delivered > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Inbox != broken {
+			return sender.Success(202)
+		}
+		for d.Attempt == 1 && !accepted() {
+			select {
+			case <-ctx.Done():
+				return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "cancelled"}
+			case <-time.After(time.Millisecond):
+			}
+		}
+		return sender.Result{Outcome: sender.Retry, Status: 500, Reason: "500 Internal Server Error"}
+	}}
+	st := newMemory()
+	cfg := testConfig()
+	cfg.MaxAttempts = 3
+	qq, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	q.Store(qq)
+	enqueueAll(t, qq, note(1, broken), note(2, accepting)) // sent together: the limit starts at InitialInFlightLimit
+	require.NoError(t, qq.Start(context.Background()))
+	t.Cleanup(func() { _ = qq.Stop(context.Background()) })
+	eventually(t, func() bool { return deadLetterCount(t, st, "a.example") == 1 }, "the broken inbox is given up on")
 }
 
 // A domain whose room for pending deliveries is filled, in one read, by

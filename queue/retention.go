@@ -86,10 +86,6 @@ func (q *Queue) pruneDeadLetters(ctx context.Context) {
 // it. In-flight deliveries finish; nothing else the skip removed is sent.
 // Called by the run goroutine.
 func (w *worker) applySkip(to int64) {
-	var front int64
-	if len(w.pending) > 0 {
-		front = w.pending[0].entry.act.ID
-	}
 	kept := w.pending[:0]
 	for _, d := range w.pending {
 		if d.entry.act.ID <= to && !d.inFlight {
@@ -107,9 +103,12 @@ func (w *worker) applySkip(to int64) {
 	w.progressed = true
 	clear(w.pending[len(kept):])
 	w.pending = kept
-	if len(kept) == 0 || kept[0].entry.act.ID != front {
-		w.frontSettled = nil // its activity left the pending list
+	for id := range w.settledInboxes {
+		if id <= to {
+			delete(w.settledInboxes, id) // its activity was skipped
+		}
 	}
+	w.settledAbove = rangesAbove(w.settledAbove, to)
 	w.scanned = max(w.scanned, to)
 	w.caughtUp = false
 }

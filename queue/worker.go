@@ -101,16 +101,23 @@ type worker struct {
 	// were attempted or settled: the ones after it were never tried, so the
 	// scans for progress and retry times stop there.
 	touchedUpTo int64
-	// frontSettled are the inboxes of the first pending activity whose
-	// deliveries settled and left the pending list while another of its
-	// deliveries is still pending: the saved progress says they settled.
-	frontSettled []string
-	successes    int64 // deliveries accepted since the worker started
-	counts       counts
-	latency      latencyRing
-	latencyAt    time.Time // when the published percentiles were computed
-	limit        *inflightLimit
-	spareSlots   int // slots of the global cap granted and not used yet
+	// The pending list holds only unsettled deliveries once advanceCursor
+	// has run (settledPending says one settled since), so that deliveries
+	// settled behind one that keeps failing leave room to read on. What
+	// left it above the cursor is kept for the saved progress:
+	// settledInboxes are, by activity, the settled inboxes of an activity
+	// that still has an unsettled delivery; settledAbove are the activities
+	// settled on every inbox here, as ranges of IDs in order, none with a
+	// pending activity inside.
+	settledPending bool
+	settledInboxes map[int64][]string
+	settledAbove   []store.IDRange
+	successes      int64 // deliveries accepted since the worker started
+	counts         counts
+	latency        latencyRing
+	latencyAt      time.Time // when the published percentiles were computed
+	limit          *inflightLimit
+	spareSlots     int // slots of the global cap granted and not used yet
 	// heldBack says dispatch last stopped with a delivery ready to send
 	// and no room for it: the domain's limit was reached, or the global
 	// cap had no slot (see waitsForSlots).
@@ -471,11 +478,10 @@ func (w *worker) takeChange() {
 	}
 }
 
-// ahead is how many deliveries the worker may hold pending: how far it runs
-// ahead of its cursor past a delivery that is not settled. Settled
-// deliveries count until the cursor passes them, and their progress is
-// saved with every checkpoint, so the bound is one of memory and of the
-// saved progress's size (Config.MaxPendingPerDomain and
+// ahead is how many deliveries the worker may hold pending past its cursor.
+// Settled ones leave the pending list at each step (advanceCursor), and the
+// progress is saved with every checkpoint, so the bound is one of memory
+// and of the saved progress's size (Config.MaxPendingPerDomain and
 // MaxPendingBytesPerDomain), not of re-sends.
 func (w *worker) ahead() int {
 	if w.pendingBytes >= w.q.cfg.MaxPendingBytesPerDomain {
@@ -607,6 +613,7 @@ func (w *worker) fill() {
 						w.untried++
 					}
 				}
+				w.settledPending = w.settledPending || d.settled
 				w.pending = append(w.pending, d)
 			}
 			w.scanned = e.act.ID
@@ -747,58 +754,104 @@ func dedupe(in []string) []string {
 	return out
 }
 
-// advanceCursor drops the settled prefix of the pending deliveries, and the
-// settled deliveries of the first unsettled one's activity, and moves the
-// cursor to just below that activity: only over contiguous settled IDs. A
-// settled delivery dropped before another of its activity leaves its inbox
-// in frontSettled and its footprint with that one, so that an activity with
-// more inboxes on the domain than MaxPendingPerDomain leaves room for the
-// activities after it whichever of its inboxes keeps failing.
+// advanceCursor drops the settled deliveries from the pending list and
+// moves the cursor to just below the first unsettled one: only over
+// contiguous settled IDs.
 func (w *worker) advanceCursor() {
-	i := 0
-	for i < len(w.pending) && w.pending[i].settled {
-		i++
-	}
-	var front *delivery // the first unsettled delivery
-	if i < len(w.pending) {
-		front = w.pending[i]
-	}
-	if len(w.frontSettled) > 0 && (front == nil || w.pending[0].entry != front.entry) {
-		// Only the dropped deliveries of the first activity are kept.
-		w.frontSettled = nil
-	}
-	// Deliveries of one activity are next to each other: the walk stops
-	// at the first one after the front activity.
-	kept := w.pending[:0]
-	for j, d := range w.pending {
-		if j > i && d.entry != front.entry {
-			if len(kept) == j {
-				kept = w.pending // nothing dropped
-			} else {
-				kept = append(kept, w.pending[j:]...)
-			}
-			break
-		}
-		switch {
-		case front != nil && d.entry == front.entry && d.settled:
-			w.frontSettled = append(w.frontSettled, d.inbox)
-			front.bytes += d.bytes
-		case j < i:
-			w.pendingBytes -= d.bytes
-		default:
-			kept = append(kept, d)
-		}
-	}
-	clear(w.pending[len(kept):])
-	w.pending = kept
-	if len(w.pending) == 0 {
-		w.pending = nil
+	if w.settledPending {
+		w.settledPending = false
+		w.dropSettled()
 	}
 	cursor := w.scanned
 	if len(w.pending) > 0 {
 		cursor = min(cursor, w.pending[0].entry.act.ID-1)
 	}
 	w.state.Cursor = max(w.state.Cursor, cursor)
+	w.settledAbove = rangesAbove(w.settledAbove, w.state.Cursor)
+}
+
+// dropSettled removes the settled deliveries from the pending list. The
+// inboxes of an activity that keeps an unsettled delivery go to
+// settledInboxes, and their footprint to the first delivery it keeps; an
+// activity settled on every inbox joins settledAbove (advanceCursor then
+// drops what the cursor passed).
+func (w *worker) dropSettled() {
+	var ranges []store.IDRange
+	earlier := w.settledAbove
+	between := false // a kept activity since the last range
+	add := func(r store.IDRange) {
+		if n := len(ranges); n > 0 && !between {
+			ranges[n-1].Last = r.Last
+		} else {
+			ranges = append(ranges, r)
+		}
+		between = false
+	}
+	kept := w.pending[:0]
+	for i := 0; i < len(w.pending); {
+		e := w.pending[i].entry
+		id := e.act.ID
+		j, unsettled := i, 0
+		for ; j < len(w.pending) && w.pending[j].entry == e; j++ {
+			if !w.pending[j].settled {
+				unsettled++
+			}
+		}
+		for len(earlier) > 0 && earlier[0].First < id {
+			add(earlier[0])
+			earlier = earlier[1:]
+		}
+		if unsettled == 0 {
+			for _, d := range w.pending[i:j] {
+				w.pendingBytes -= d.bytes
+			}
+			delete(w.settledInboxes, id)
+			add(store.IDRange{First: id, Last: id})
+		} else {
+			var first *delivery
+			moved := 0
+			for _, d := range w.pending[i:j] {
+				if !d.settled {
+					if first == nil {
+						first = d
+					}
+					kept = append(kept, d)
+					continue
+				}
+				if w.settledInboxes == nil {
+					w.settledInboxes = make(map[int64][]string)
+				}
+				w.settledInboxes[id] = append(w.settledInboxes[id], d.inbox)
+				moved += d.bytes
+			}
+			first.bytes += moved
+			between = true
+		}
+		i = j
+	}
+	for _, r := range earlier {
+		add(r)
+	}
+	clear(w.pending[len(kept):])
+	w.pending = kept
+	if len(w.pending) == 0 {
+		w.pending = nil
+	}
+	w.settledAbove = ranges
+}
+
+// rangesAbove returns the part of ranges above id.
+func rangesAbove(ranges []store.IDRange, id int64) []store.IDRange {
+	k := 0
+	for k < len(ranges) && ranges[k].Last <= id {
+		k++
+	}
+	if k == len(ranges) {
+		return nil
+	}
+	ranges = ranges[k:]
+	ranges[0].First = max(ranges[0].First, id+1)
+	return ranges
 }
 
 // offer hands the domain's state to the checkpointer when it changed, with
