@@ -776,18 +776,41 @@ func (w *worker) advanceCursor() {
 // activity settled on every inbox joins settledAbove (advanceCursor then
 // drops what the cursor passed).
 func (w *worker) dropSettled() {
+	// The activities settled in front, the usual case, go by a reslice:
+	// the cursor passes them.
+	front := 0
+	for front < len(w.pending) && w.pending[front].settled {
+		front++
+	}
+	if front < len(w.pending) {
+		for front > 0 && w.pending[front-1].entry == w.pending[front].entry {
+			front-- // its activity is not settled: see below
+		}
+	}
+	for k, d := range w.pending[:front] {
+		w.pendingBytes -= d.bytes
+		if k == 0 || d.entry != w.pending[k-1].entry {
+			delete(w.settledInboxes, d.entry.act.ID)
+		}
+	}
+	clear(w.pending[:front])
+	w.pending = w.pending[front:]
+
 	var ranges []store.IDRange
 	earlier := w.settledAbove
+	n := 0           // deliveries kept, moved to the front of the list
 	between := false // a kept activity since the last range
 	add := func(r store.IDRange) {
-		if n := len(ranges); n > 0 && !between {
-			ranges[n-1].Last = r.Last
+		if n == 0 {
+			return // below the first unsettled delivery: the cursor passes it
+		}
+		if last := len(ranges) - 1; last >= 0 && !between {
+			ranges[last].Last = r.Last
 		} else {
 			ranges = append(ranges, r)
 		}
 		between = false
 	}
-	kept := w.pending[:0]
 	for i := 0; i < len(w.pending); {
 		e := w.pending[i].entry
 		id := e.act.ID
@@ -801,21 +824,28 @@ func (w *worker) dropSettled() {
 			add(earlier[0])
 			earlier = earlier[1:]
 		}
-		if unsettled == 0 {
+		switch {
+		case unsettled == 0:
 			for _, d := range w.pending[i:j] {
 				w.pendingBytes -= d.bytes
 			}
 			delete(w.settledInboxes, id)
 			add(store.IDRange{First: id, Last: id})
-		} else {
-			var first *delivery
-			moved := 0
+		case unsettled == j-i:
+			if n != i {
+				copy(w.pending[n:], w.pending[i:j])
+			}
+			n += j - i
+			between = true
+		default:
+			first, moved := -1, 0
 			for _, d := range w.pending[i:j] {
 				if !d.settled {
-					if first == nil {
-						first = d
+					if first < 0 {
+						first = n
 					}
-					kept = append(kept, d)
+					w.pending[n] = d
+					n++
 					continue
 				}
 				if w.settledInboxes == nil {
@@ -824,7 +854,7 @@ func (w *worker) dropSettled() {
 				w.settledInboxes[id] = append(w.settledInboxes[id], d.inbox)
 				moved += d.bytes
 			}
-			first.bytes += moved
+			w.pending[first].bytes += moved
 			between = true
 		}
 		i = j
@@ -832,9 +862,9 @@ func (w *worker) dropSettled() {
 	for _, r := range earlier {
 		add(r)
 	}
-	clear(w.pending[len(kept):])
-	w.pending = kept
-	if len(w.pending) == 0 {
+	clear(w.pending[n:])
+	w.pending = w.pending[:n]
+	if n == 0 {
 		w.pending = nil
 	}
 	w.settledAbove = ranges
