@@ -523,9 +523,21 @@ func TestConnectionReuseAndNoLeaks(t *testing.T) {
 		d.Activity.ID = int64(i)
 		require.Equal(t, Delivered, h.Send(context.Background(), d).Outcome)
 	}
-	mu.Lock()
-	require.LessOrEqual(t, newConns, 2, "sequential deliveries reuse one connection")
-	mu.Unlock()
+	// Read the counts under the lock, assert without it: a failed require
+	// ends the test while srv.Close, in the cleanup, waits for connection
+	// goroutines that ConnState would block on the lock, hanging the binary.
+	counts := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return newConns, open
+	}
+	created, _ := counts()
+	// net/http drops a connection instead of reusing it when its write
+	// goroutine has not reported the request written 50 ms after the
+	// response was read (maxWriteWaitBeforeConnReuse): a stalled machine
+	// can cost a connection now and then. A sender that does not drain
+	// and close the body opens one per delivery.
+	require.LessOrEqual(t, created, sequential/10, "sequential deliveries reuse one connection")
 
 	const workers, each = 8, 25
 	var wg sync.WaitGroup
@@ -541,10 +553,9 @@ func TestConnectionReuseAndNoLeaks(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	mu.Lock()
-	require.LessOrEqual(t, newConns, 2+2*workers, "concurrent deliveries reuse connections")
-	require.LessOrEqual(t, open, MaxIdleConnsPerHostDefault)
-	mu.Unlock()
+	createdAfter, openNow := counts()
+	require.LessOrEqual(t, createdAfter-created, 2*workers, "concurrent deliveries reuse connections")
+	require.LessOrEqual(t, openNow, MaxIdleConnsPerHostDefault)
 
 	h.Close()
 	require.Eventually(t, func() bool {
