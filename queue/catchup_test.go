@@ -145,10 +145,10 @@ func TestRestartWithDomainsBehindReadsEachRowAtMostTwice(t *testing.T) {
 
 	c := q.window.catchUp
 	peak := 0 // the most the blocks held whenever looked at
-	eventually(t, func() bool {
+	eventuallyCount(t, func() int {
 		peak = max(peak, c.size())
-		return fake.DeliveredCount() == 2400
-	}, "the backlog is delivered")
+		return fake.DeliveredCount()
+	}, 2400, "the backlog is delivered")
 	requireDeliveredOnce(t, fake, want)
 	most, total := st.mostReads(ids)
 	t.Logf("100 domains behind, 800 activities: each row read at most %d times, %.2f on average; blocks held at most %d bytes", most, float64(total)/float64(len(ids)), peak)

@@ -107,6 +107,28 @@ func eventually(t *testing.T, cond func() bool, msg string, args ...any) {
 	require.Eventually(t, cond, 5*time.Second, 2*time.Millisecond, append([]any{msg}, args...)...)
 }
 
+// eventuallyCount waits for count to reach want, for as long as it keeps
+// moving: a bulk delivery is slow on a loaded machine, not stuck. It fails
+// when count passes want (something sent twice) or stands still for the
+// bound of eventually.
+func eventuallyCount(t *testing.T, count func() int, want int, msg string, args ...any) {
+	t.Helper()
+	last, moved := -1, time.Now()
+	for {
+		n := count()
+		if n == want {
+			return
+		}
+		require.Less(t, n, want, append([]any{msg}, args...)...)
+		if n != last {
+			last, moved = n, time.Now()
+		} else if time.Since(moved) > 5*time.Second {
+			require.FailNowf(t, "stalled", "%d of %d for 5s: "+msg, append([]any{n, want}, args...)...)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 func storeFilter(dom string) store.DeadLetterFilter { return store.DeadLetterFilter{Domain: dom} }
 
 // inflightNow returns the requests in flight as last published, for tests.

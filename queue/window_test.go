@@ -219,7 +219,7 @@ func TestQuietDomainReadsOnFromWhereItWasWoken(t *testing.T) {
 		}
 		enqueueAll(t, q, acts...)
 	}
-	eventually(t, func() bool { return fake.DeliveredCount() == n+1 }, "the busy domain's activities")
+	eventuallyCount(t, fake.DeliveredCount, n+1, "the busy domain's activities")
 	before := st.reads.Load()
 	enqueueAll(t, q, note(n+1, "https://quiet.example/inbox"))
 	eventually(t, func() bool { return len(fake.Delivered("https://quiet.example/inbox")) == 2 }, "the quiet domain's second activity")
