@@ -157,10 +157,10 @@ type Config struct {
 	// MaxPendingPerDomain bounds how many unsettled deliveries a domain holds
 	// past its cursor: behind deliveries that keep failing, the domain reads
 	// on while fewer are unsettled. What settled past the cursor leaves
-	// memory but for a range of IDs next to each unsettled activity (and the
-	// settled inboxes of one that has several here). This progress is saved
-	// with each checkpoint, so the bound is one of memory and of the saved
-	// progress's size, not of re-sends. Default MaxPendingPerDomainDefault.
+	// memory but for a range of IDs next to each unsettled activity. This
+	// progress is saved with each checkpoint, so the bound is one of memory
+	// and of the saved progress's size, not of re-sends. Default
+	// MaxPendingPerDomainDefault.
 	MaxPendingPerDomain int
 	// MaxPendingBytesPerDomain bounds the approximate memory of the
 	// activities a domain's pending deliveries hold. Default

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"slices"
 	"sort"
 	"time"
 
@@ -26,7 +27,10 @@ type deliveryKey struct {
 type restored struct {
 	settled    []store.IDRange
 	deliveries map[deliveryKey]store.DeliveryProgress
-	last       int64 // highest activity ID it mentions
+	// othersSettled are activities settled on every inbox but the ones
+	// deliveries lists for them.
+	othersSettled map[int64]bool
+	last          int64 // highest activity ID it mentions
 }
 
 // newRestored keeps what p says above cursor; nil when nothing is left.
@@ -51,6 +55,16 @@ func newRestored(p *store.Progress, cursor int64) *restored {
 		r.deliveries[deliveryKey{d.ActivityID, d.Inbox}] = d
 		r.last = max(r.last, d.ActivityID)
 	}
+	for _, id := range p.OthersSettled {
+		if id <= cursor {
+			continue
+		}
+		if r.othersSettled == nil {
+			r.othersSettled = make(map[int64]bool)
+		}
+		r.othersSettled[id] = true
+		r.last = max(r.last, id)
+	}
 	if r.last == 0 {
 		return nil
 	}
@@ -73,6 +87,28 @@ func (r *restored) apply(d *delivery) bool {
 	return false
 }
 
+// checkOthersSettled keeps the mark that activity id is settled on every
+// inbox but the ones listed for it only if one of those is still among its
+// inboxes here (inboxes, undeliverable): when none is (a shared inbox
+// learned since, in place of the personal ones), the saved progress says
+// nothing of the inboxes it has now, and they are sent.
+func (r *restored) checkOthersSettled(id int64, inboxes []string, undeliverable []refusedInbox) {
+	if !r.othersSettled[id] {
+		return
+	}
+	for _, inbox := range inboxes {
+		if _, ok := r.deliveries[deliveryKey{id, inbox}]; ok {
+			return
+		}
+	}
+	for _, u := range undeliverable {
+		if _, ok := r.deliveries[deliveryKey{id, u.inbox}]; ok {
+			return
+		}
+	}
+	delete(r.othersSettled, id)
+}
+
 // settledAt reports whether the saved progress says that the delivery of
 // activity id to inbox was settled.
 func (r *restored) settledAt(id int64, inbox string) bool {
@@ -81,16 +117,19 @@ func (r *restored) settledAt(id int64, inbox string) bool {
 		return true
 	}
 	p, ok := r.deliveries[deliveryKey{id, inbox}]
-	return ok && p.Settled
+	if !ok {
+		return r.othersSettled[id] // only its unsettled inboxes are listed
+	}
+	return p.Settled
 }
 
 // progress returns the worker's progress above its cursor: its pending
-// deliveries, what settled and left them (settledAbove, settledInboxes),
+// deliveries, what settled and left them (settledAbove, othersSettled),
 // and what of the restored progress fill has not reached yet. Its size is
-// bounded by the pending deliveries (MaxPendingPerDomain), a range of
-// settled activities next to each pending activity, the settled inboxes
-// of the pending activities, and what was restored. Called by the run
-// goroutine.
+// bounded by the pending deliveries (MaxPendingPerDomain: a pending
+// activity's settled inboxes are not listed, see store.Progress), a range
+// of settled activities next to each pending activity, and what was
+// restored. Called by the run goroutine.
 func (w *worker) progress() *store.Progress {
 	var p store.Progress
 	p.Settled = append(p.Settled, w.settledAbove...)
@@ -115,11 +154,12 @@ func (w *worker) progress() *store.Progress {
 			open.Last = id
 		} else {
 			open = nil
-			for _, inbox := range w.settledInboxes[id] {
-				p.Deliveries = append(p.Deliveries, store.DeliveryProgress{ActivityID: id, Inbox: inbox, Settled: true})
+			others := w.othersSettled[id]
+			if others {
+				p.OthersSettled = append(p.OthersSettled, id)
 			}
 			for _, d := range w.pending[i:j] {
-				if d.settled || d.attempts > 0 {
+				if others || d.settled || d.attempts > 0 {
 					p.Deliveries = append(p.Deliveries, store.DeliveryProgress{
 						ActivityID: id, Inbox: d.inbox, Settled: d.settled, Attempts: d.attempts,
 						NextAttemptAt: d.nextAttempt.Truncate(time.Microsecond),
@@ -141,9 +181,15 @@ func (w *worker) progress() *store.Progress {
 				p.Deliveries = append(p.Deliveries, d)
 			}
 		}
+		for id := range r.othersSettled {
+			if id > w.scanned {
+				p.OthersSettled = append(p.OthersSettled, id)
+			}
+		}
+		slices.Sort(p.OthersSettled)
 		sort.Slice(p.Deliveries, func(i, j int) bool { return p.Deliveries[i].ActivityID < p.Deliveries[j].ActivityID })
 	}
-	if len(p.Settled) == 0 && len(p.Deliveries) == 0 {
+	if len(p.Settled) == 0 && len(p.Deliveries) == 0 && len(p.OthersSettled) == 0 {
 		return nil
 	}
 	sort.Slice(p.Settled, func(i, j int) bool { return p.Settled[i].First < p.Settled[j].First })

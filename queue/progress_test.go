@@ -307,24 +307,32 @@ func TestTheNextOwnerDoesNotResendToAnotherInboxOfTheActivity(t *testing.T) {
 }
 
 // What settled behind a failing delivery, and left the pending list, is
-// saved with the progress: whole activities, and the inboxes of one that
-// also waits for its failing inbox. The next owner sends none of it again.
+// saved with the progress: whole activities as ranges, and an activity
+// that also waits for its failing inbox as settled but for it (its many
+// settled inboxes are not listed). The next owner sends none of it again.
 func TestTheNextOwnerDoesNotResendWhatSettledBehindAFailingDelivery(t *testing.T) {
 	t.Parallel()
 	const failing, accepting = "https://a.example/users/2/inbox", "https://a.example/users/1/inbox"
+	wide := []string{accepting, failing}
+	for i := range 20 {
+		wide = append(wide, fmt.Sprintf("https://a.example/users/%d/inbox", 10+i))
+	}
 	st := newMemory()
 	fake := failingInboxSender(failing)
 	cfg := testConfig()
 	cfg.MaxAttempts = 1 << 30 // it stays pending throughout
 	q1, err := New(st, fake, cfg)
 	require.NoError(t, err)
-	enqueueAll(t, q1, note(1, failing), note(2, accepting), note(3, accepting, failing), note(4, accepting))
+	ids := enqueueAll(t, q1, note(1, failing), note(2, accepting), note(3, wide...), note(4, accepting))
 	require.NoError(t, q1.Start(context.Background()))
-	eventually(t, func() bool { return len(fake.Delivered(accepting)) == 3 }, "delivered to the accepting inbox")
+	eventually(t, func() bool { return len(fake.Delivered(accepting)) == 3 && len(fake.Delivered(wide[len(wide)-1])) == 1 },
+		"delivered to the accepting inboxes")
 	require.NoError(t, q1.Stop(context.Background()))
 	progress := domainState(t, st, "a.example").Progress
 	require.NotNil(t, progress)
 	require.NotEmpty(t, progress.Settled, "whole activities settled above the cursor")
+	require.Equal(t, []int64{ids[2]}, progress.OthersSettled)
+	require.Len(t, progress.Deliveries, 2, "the two deliveries to the failing inbox, not the settled inboxes")
 
 	handover := time.Now()
 	q2 := startQueue(t, st, fake, cfg)
@@ -340,6 +348,35 @@ func TestTheNextOwnerDoesNotResendWhatSettledBehindAFailingDelivery(t *testing.T
 		return len(retried) == 2
 	}, "the next owner retries both deliveries to the failing inbox")
 	require.Len(t, fake.Delivered(accepting), 3, "sent again to the inbox that accepted it")
+	for _, inbox := range wide[2:] {
+		require.Len(t, fake.Delivered(inbox), 1, "sent again to %s, which accepted it", inbox)
+	}
+}
+
+// An activity saved as settled on every inbox of its domain but a failing
+// one is sent to the domain's shared inbox when the next owner knows one
+// that replaces both: the saved progress says nothing of the new inbox.
+func TestASharedInboxLearnedSinceGetsThePartlySettledActivity(t *testing.T) {
+	t.Parallel()
+	const failing, accepting, shared = "https://a.example/users/2/inbox", "https://a.example/users/1/inbox", "https://a.example/inbox"
+	st := newMemory()
+	fake := failingInboxSender(failing)
+	cfg := testConfig()
+	cfg.MaxAttempts = 1 << 30
+	q1, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	ids := enqueueAll(t, q1, note(1, accepting, failing))
+	require.NoError(t, q1.Start(context.Background()))
+	eventually(t, func() bool { return len(fake.Delivered(accepting)) == 1 }, "delivered to the accepting inbox")
+	require.NoError(t, q1.Stop(context.Background()))
+	require.Equal(t, []int64{ids[0]}, domainState(t, st, "a.example").Progress.OthersSettled)
+
+	q2, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	require.NoError(t, q2.SetSharedInbox(context.Background(), shared))
+	require.NoError(t, q2.Start(context.Background()))
+	t.Cleanup(func() { _ = q2.Stop(context.Background()) })
+	eventually(t, func() bool { return len(fake.Delivered(shared)) == 1 }, "sent to the shared inbox")
 }
 
 // A dead letter recorded for an inbox the activity cannot be sent to, with

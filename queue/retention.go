@@ -103,9 +103,9 @@ func (w *worker) applySkip(to int64) {
 	w.progressed = true
 	clear(w.pending[len(kept):])
 	w.pending = kept
-	for id := range w.settledInboxes {
+	for id := range w.othersSettled {
 		if id <= to {
-			delete(w.settledInboxes, id) // its activity was skipped
+			delete(w.othersSettled, id) // its activity was skipped
 		}
 	}
 	w.settledAbove = rangesAbove(w.settledAbove, to)

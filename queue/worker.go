@@ -105,12 +105,12 @@ type worker struct {
 	// has run (settledPending says one settled since), so that deliveries
 	// settled behind one that keeps failing leave room to read on. What
 	// left it above the cursor is kept for the saved progress:
-	// settledInboxes are, by activity, the settled inboxes of an activity
-	// that still has an unsettled delivery; settledAbove are the activities
-	// settled on every inbox here, as ranges of IDs in order, none with a
-	// pending activity inside.
+	// othersSettled are the pending activities some of whose deliveries
+	// settled and left (the rest of their inboxes here is settled);
+	// settledAbove are the activities settled on every inbox here, as
+	// ranges of IDs in order, none with a pending activity inside.
 	settledPending bool
-	settledInboxes map[int64][]string
+	othersSettled  map[int64]bool
 	settledAbove   []store.IDRange
 	successes      int64 // deliveries accepted since the worker started
 	counts         counts
@@ -573,6 +573,9 @@ func (w *worker) fill() {
 				w.fillFailed("resolving audiences", err)
 				return
 			}
+			if w.restored != nil {
+				w.restored.checkOthersSettled(e.act.ID, inboxes, undeliverable)
+			}
 			// An inbox it cannot be sent to is a delivery settled by its
 			// dead letter: saved with the progress like any other, so that
 			// the next owner does not record it again.
@@ -770,9 +773,9 @@ func (w *worker) advanceCursor() {
 	w.settledAbove = rangesAbove(w.settledAbove, w.state.Cursor)
 }
 
-// dropSettled removes the settled deliveries from the pending list. The
-// inboxes of an activity that keeps an unsettled delivery go to
-// settledInboxes, and their footprint to the first delivery it keeps; an
+// dropSettled removes the settled deliveries from the pending list. An
+// activity that keeps an unsettled delivery is marked in othersSettled,
+// and the footprint of those it drops goes to the first one it keeps; an
 // activity settled on every inbox joins settledAbove (advanceCursor then
 // drops what the cursor passed).
 func (w *worker) dropSettled() {
@@ -790,7 +793,7 @@ func (w *worker) dropSettled() {
 	for k, d := range w.pending[:front] {
 		w.pendingBytes -= d.bytes
 		if k == 0 || d.entry != w.pending[k-1].entry {
-			delete(w.settledInboxes, d.entry.act.ID)
+			delete(w.othersSettled, d.entry.act.ID)
 		}
 	}
 	clear(w.pending[:front])
@@ -829,7 +832,7 @@ func (w *worker) dropSettled() {
 			for _, d := range w.pending[i:j] {
 				w.pendingBytes -= d.bytes
 			}
-			delete(w.settledInboxes, id)
+			delete(w.othersSettled, id)
 			add(store.IDRange{First: id, Last: id})
 		case unsettled == j-i:
 			if n != i {
@@ -848,13 +851,13 @@ func (w *worker) dropSettled() {
 					n++
 					continue
 				}
-				if w.settledInboxes == nil {
-					w.settledInboxes = make(map[int64][]string)
-				}
-				w.settledInboxes[id] = append(w.settledInboxes[id], d.inbox)
 				moved += d.bytes
 			}
 			w.pending[first].bytes += moved
+			if w.othersSettled == nil {
+				w.othersSettled = make(map[int64]bool)
+			}
+			w.othersSettled[id] = true
 			between = true
 		}
 		i = j

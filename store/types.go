@@ -198,8 +198,17 @@ type Progress struct {
 	Settled []IDRange `json:"settled,omitempty"`
 	// Deliveries are the deliveries above the cursor that were attempted
 	// and are not settled, or are settled while another delivery of the same
-	// activity is not, in ascending activity ID order.
+	// activity is not, and every unsettled delivery of an activity in
+	// OthersSettled, in ascending activity ID order.
 	Deliveries []DeliveryProgress `json:"deliveries,omitempty"`
+	// OthersSettled are activities above the cursor, in ascending order,
+	// whose deliveries to the domain are all settled but the ones
+	// Deliveries lists unsettled for them (untried ones included): their
+	// settled inboxes are not listed, so that the progress of an activity
+	// with many inboxes on the domain is as small as what is left of it.
+	// A release that does not know the field sends those inboxes again: a
+	// re-send, never a loss.
+	OthersSettled []int64 `json:"others_settled,omitempty"`
 }
 
 // IDRange is the activity IDs from First to Last, both included.
@@ -224,7 +233,11 @@ func (p *Progress) Clone() *Progress {
 	if p == nil {
 		return nil
 	}
-	return &Progress{Settled: append([]IDRange(nil), p.Settled...), Deliveries: append([]DeliveryProgress(nil), p.Deliveries...)}
+	return &Progress{
+		Settled:       append([]IDRange(nil), p.Settled...),
+		Deliveries:    append([]DeliveryProgress(nil), p.Deliveries...),
+		OthersSettled: append([]int64(nil), p.OthersSettled...),
+	}
 }
 
 // Lease returns the lease fields of s as a Lease.

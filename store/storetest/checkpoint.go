@@ -111,6 +111,7 @@ func testCheckpoint(t *testing.T, su suite) {
 				{ActivityID: ids[2], Inbox: "https://a.example/users/2/inbox", Settled: true, Attempts: 1},
 				{ActivityID: ids[5], Inbox: "https://a.example/users/1/inbox", Attempts: 1},
 			},
+			OthersSettled: []int64{ids[5]},
 		}
 		st := held[0]
 		st.Cursor = ids[1]
@@ -120,6 +121,7 @@ func testCheckpoint(t *testing.T, su suite) {
 		got := domainState(t, s, "a.example")
 		require.NotNil(t, got.Progress)
 		require.Equal(t, progress.Settled, got.Progress.Settled)
+		require.Equal(t, progress.OthersSettled, got.Progress.OthersSettled)
 		require.Len(t, got.Progress.Deliveries, 3)
 		for i, d := range got.Progress.Deliveries {
 			want := progress.Deliveries[i]
@@ -139,6 +141,7 @@ func testCheckpoint(t *testing.T, su suite) {
 			require.True(t, d.NextAttemptAt.IsZero(), "a retry time survived ClearBackoff: %+v", d)
 		}
 		require.Equal(t, 4, got.Progress.Deliveries[0].Attempts)
+		require.Equal(t, progress.OthersSettled, got.Progress.OthersSettled)
 
 		// A new owner gets it with the lease; nil clears it.
 		require.NoError(t, s.ReleaseLeases(ctx, "owner-a", leasesOf(held)))
