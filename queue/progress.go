@@ -87,24 +87,19 @@ func (r *restored) apply(d *delivery) bool {
 	return false
 }
 
-// checkOthersSettled keeps the mark that activity id is settled on every
-// inbox but the ones listed for it only if one of those is still among its
-// inboxes here (inboxes, undeliverable): when none is (a shared inbox
-// learned since, in place of the personal ones), the saved progress says
-// nothing of the inboxes it has now, and they are sent.
-func (r *restored) checkOthersSettled(id int64, inboxes []string, undeliverable []refusedInbox) {
-	if !r.othersSettled[id] {
+// checkOthersSettled drops the mark that activity id is settled on every
+// inbox but the ones listed for it when it now goes only to the domain's
+// shared inbox (inboxes; shared), learned since and not listed: the saved
+// progress says nothing of it, and it is sent. Otherwise the mark stands:
+// an inbox added since (a new follower) is taken for one that came after
+// the activity was read, as a single owner does, and the listed ones that
+// are gone are not sent.
+func (r *restored) checkOthersSettled(id int64, inboxes []string, shared string) {
+	if !r.othersSettled[id] || shared == "" || len(inboxes) != 1 || inboxes[0] != shared {
 		return
 	}
-	for _, inbox := range inboxes {
-		if _, ok := r.deliveries[deliveryKey{id, inbox}]; ok {
-			return
-		}
-	}
-	for _, u := range undeliverable {
-		if _, ok := r.deliveries[deliveryKey{id, u.inbox}]; ok {
-			return
-		}
+	if _, ok := r.deliveries[deliveryKey{id, shared}]; ok {
+		return
 	}
 	delete(r.othersSettled, id)
 }

@@ -354,6 +354,39 @@ func TestTheNextOwnerDoesNotResendWhatSettledBehindAFailingDelivery(t *testing.T
 }
 
 // An activity saved as settled on every inbox of its domain but a failing
+// one is not sent again to the inboxes that accepted it when the next
+// owner's Resolver no longer names the failing one (its follower left).
+func TestAPartlySettledActivityIsNotResentWhenItsFailingInboxLeaves(t *testing.T) {
+	t.Parallel()
+	const accepting, failing = "https://a.example/users/1/inbox", "https://a.example/users/2/inbox"
+	st := newMemory()
+	fake := failingInboxSender(failing)
+	cfg := testConfig()
+	cfg.MaxAttempts = 1 << 30
+	before := newCountingResolver()
+	before.set(followers, accepting, failing)
+	cfg.Resolver = before
+	q1, err := New(st, fake, cfg)
+	require.NoError(t, err)
+	ids := enqueueAll(t, q1, post(1))
+	require.NoError(t, q1.Start(context.Background()))
+	eventually(t, func() bool { return len(fake.Delivered(accepting)) == 1 }, "delivered to the accepting inbox")
+	require.NoError(t, q1.Stop(context.Background()))
+
+	next := *cfg
+	after := newCountingResolver()
+	after.set(followers, accepting)
+	next.Resolver = after
+	q2, err := New(st, fake, &next)
+	require.NoError(t, err)
+	require.NoError(t, q2.Start(context.Background()))
+	later := enqueueAll(t, q2, note(2, accepting))
+	eventually(t, func() bool { return len(fake.Delivered(accepting)) >= 2 }, "the next activity")
+	require.NoError(t, q2.Stop(context.Background())) // what was sent has finished
+	require.Equal(t, []int64{ids[0], later[0]}, fake.Delivered(accepting), "sent again to the inbox that accepted it")
+}
+
+// An activity saved as settled on every inbox of its domain but a failing
 // one is sent to the domain's shared inbox when the next owner knows one
 // that replaces both: the saved progress says nothing of the new inbox.
 func TestASharedInboxLearnedSinceGetsThePartlySettledActivity(t *testing.T) {

@@ -574,7 +574,7 @@ func (w *worker) fill() {
 				return
 			}
 			if w.restored != nil {
-				w.restored.checkOthersSettled(e.act.ID, inboxes, undeliverable)
+				w.restored.checkOthersSettled(e.act.ID, inboxes, w.state.SharedInbox)
 			}
 			// An inbox it cannot be sent to is a delivery settled by its
 			// dead letter: saved with the progress like any other, so that

@@ -206,6 +206,9 @@ type Progress struct {
 	// Deliveries lists unsettled for them (untried ones included): their
 	// settled inboxes are not listed, so that the progress of an activity
 	// with many inboxes on the domain is as small as what is left of it.
+	// An inbox the activity has on the domain for a later owner and not
+	// for the one that saved this (a new follower) counts as settled too,
+	// but for the domain's shared inbox when it replaces the listed ones.
 	// A release that does not know the field sends those inboxes again: a
 	// re-send, never a loss.
 	OthersSettled []int64 `json:"others_settled,omitempty"`
