@@ -159,12 +159,7 @@ func TestActivityStatusOfUnknownIDs(t *testing.T) {
 func TestActivityStatusOfPrunedActivity(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
-	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
-		if d.Domain == "refusing.example" {
-			return sender.Result{Outcome: sender.Permanent, Status: 422, Reason: "422 Unprocessable Entity"}
-		}
-		return sender.Success(202)
-	}}
+	fake := refusingDomainSender("refusing.example")
 	cfg := testConfig()
 	cfg.PruneInterval = -1 // pruned by the test
 	q := startQueue(t, st, fake, cfg)

@@ -75,13 +75,7 @@ func TestDrainWaitsForABacklog(t *testing.T) {
 func TestDrainEndsAfterADeadLetter(t *testing.T) {
 	t.Parallel()
 	st := newMemory()
-	fake := &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
-		if d.Domain == "a.example" {
-			return sender.Result{Outcome: sender.Permanent, Status: 400, Reason: "400 Bad Request"}
-		}
-		return sender.Success(202)
-	}}
-	q := startQueue(t, st, fake, testConfig())
+	q := startQueue(t, st, refusingDomainSender("a.example"), testConfig())
 	enqueueAll(t, q, note(1, "https://a.example/inbox"))
 	eventually(t, func() bool { return deadLetterCount(t, st, "a.example") == 1 }, "the dead letter")
 	enqueueAll(t, q, note(2, "https://b.example/inbox"))

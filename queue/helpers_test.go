@@ -129,6 +129,17 @@ func eventuallyCount(t *testing.T, count func() int, want int, msg string, args 
 	}
 }
 
+// refusingDomainSender is a fake sender to which domain answers 422 for
+// good, and every other domain 202.
+func refusingDomainSender(domain string) *sendertest.Fake {
+	return &sendertest.Fake{Handler: func(ctx context.Context, d *sender.Delivery) sender.Result {
+		if d.Domain == domain {
+			return sender.Result{Outcome: sender.Permanent, Status: 422, Reason: "422 Unprocessable Entity"}
+		}
+		return sender.Success(202)
+	}}
+}
+
 func storeFilter(dom string) store.DeadLetterFilter { return store.DeadLetterFilter{Domain: dom} }
 
 // inflightNow returns the requests in flight as last published, for tests.
