@@ -389,9 +389,8 @@ func (w *worker) retry(d *delivery, res sender.Result, now time.Time) (deadLette
 
 	// The delivery is the problem, not the domain, when the domain accepted
 	// other deliveries since the attempt that first failed here was sent
-	// (counted in the order results were handled, not by the clock, so
-	// concurrency cannot change the verdict) and does not fail as a whole
-	// now.
+	// (counted in the order results were handled, not by the clock) and
+	// does not fail as a whole now.
 	if d.attempts >= cfg.MaxAttempts && !res.DomainLevel && w.successes > d.successesBefore && !w.domainFailing() {
 		dl := d.deadLetter(w.domain, res.Status, "gave up after repeated failures: "+res.Reason)
 		w.settle(d, &dl)
