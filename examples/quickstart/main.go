@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -261,23 +262,63 @@ type addrBook struct {
 // listen listens on the saved address of the inbox named name, or on a new
 // loopback port that it saves.
 func (b *addrBook) listen(name string) (net.Listener, error) {
-	addr := "127.0.0.1:0"
-	if b.db != nil {
-		_ = b.db.QueryRow(`SELECT addr FROM quickstart_inboxes WHERE name = ?`, name).Scan(&addr)
+	if b.db == nil {
+		return net.Listen("tcp", "127.0.0.1:0")
+	}
+	var addr string
+	if err := b.db.QueryRow(`SELECT addr FROM quickstart_inboxes WHERE name = ?`, name).Scan(&addr); err != nil {
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, err
+		}
+		ln, err := listenBelowEphemeral()
+		if err != nil {
+			return nil, fmt.Errorf("inbox %s: %w", name, err)
+		}
+		_, err = b.db.Exec(`INSERT INTO quickstart_inboxes (name, addr) VALUES (?, ?)`, name, ln.Addr().String())
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		return ln, nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("inbox %s: listen on %s: %w", name, addr, err)
 	}
-	if b.db != nil {
-		_, err := b.db.Exec(`INSERT INTO quickstart_inboxes (name, addr) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`,
-			name, ln.Addr().String())
-		if err != nil {
-			ln.Close()
-			return nil, err
+	return ln, nil
+}
+
+// listenBelowEphemeral listens on a free loopback port below the system's
+// range of ephemeral ports. The kernel hands out ports from that range to
+// every outgoing connection and to every listener asking for any port, so
+// one of those could hold an address taken from it when a resumed run
+// listens there again; a port below it is taken only by a program that
+// names it.
+func listenBelowEphemeral() (net.Listener, error) {
+	const lowest = 10000 // above the ports well-known services use
+	if first := firstEphemeralPort(); first > lowest {
+		for range 32 {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lowest+mrand.IntN(first-lowest)))
+			if err == nil {
+				return ln, nil
+			}
 		}
 	}
-	return ln, nil
+	return net.Listen("tcp", "127.0.0.1:0")
+}
+
+// firstEphemeralPort is the first port of the system's ephemeral range:
+// Linux says it in /proc; 32768 (Linux's default, below the 49152 of
+// macOS, the BSDs and Windows) elsewhere.
+func firstEphemeralPort() int {
+	first := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var last int
+		if _, err := fmt.Sscan(string(b), &first, &last); err != nil {
+			return 32768
+		}
+	}
+	return first
 }
 
 // front serves the inbox at its stable address, forwarding every request

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -73,6 +74,22 @@ func TestResumes(t *testing.T) {
 	for _, d := range doms {
 		require.Equal(t, int64(40), d.Cursor, "%s did not settle", d.Domain)
 	}
+
+	// The inboxes listened on ports no other socket is given by chance
+	// between the runs.
+	rows, err := db.Query(`SELECT addr FROM quickstart_inboxes`)
+	require.NoError(t, err)
+	defer rows.Close()
+	n := 0
+	for ; rows.Next(); n++ {
+		var addr string
+		require.NoError(t, rows.Scan(&addr))
+		ap, err := netip.ParseAddrPort(addr)
+		require.NoError(t, err)
+		require.Less(t, int(ap.Port()), firstEphemeralPort(), "%s is in the ephemeral range", addr)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, 4, n)
 }
 
 // TestMemoryStore runs the old, in-memory quick start to the end.
