@@ -50,7 +50,27 @@ func PgBouncer(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("pgtest: parse %s: %v", EnvURL, err)
 	}
-	port := freePort(t)
+	// The port was free a moment ago; another process may take it before
+	// pgbouncer listens, which then exits: try again on another.
+	const tries = 3
+	for try := 1; ; try++ {
+		conn, output, exited := startPgBouncer(t, bin, server, pickPort(t))
+		if !exited {
+			return conn
+		}
+		if try == tries {
+			t.Fatalf("pgtest: pgbouncer exited %d times: %s", tries, output)
+		}
+		t.Logf("pgtest: pgbouncer exited, trying another port: %s", output)
+	}
+}
+
+// startPgBouncer starts pgbouncer on port, in front of server, and waits
+// until it answers. It returns the connection string through it, or what
+// pgbouncer printed and true when it exited first (as when it could not
+// listen on port). A started pgbouncer is stopped when t ends.
+func startPgBouncer(t testing.TB, bin string, server *pgx.ConnConfig, port int) (conn, output string, exited bool) {
+	t.Helper()
 	dir := t.TempDir()
 	conf := fmt.Sprintf(`[databases]
 %s = host=%s port=%d user=%s dbname=%s
@@ -86,27 +106,27 @@ ignore_startup_parameters = extra_float_digits
 		args = append([]string{"-u", u}, args...)
 	}
 	cmd := exec.Command(bin, args...)
-	var output lockedBuffer
-	cmd.Stdout, cmd.Stderr = &output, &output
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("pgtest: start pgbouncer: %v", err)
 	}
-	exited := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
-		close(exited)
+		close(done)
 	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGINT) // shut down at once
 		select {
-		case <-exited:
+		case <-done:
 		case <-time.After(5 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			<-done
 		}
 	})
 
-	conn := fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", server.User, port, server.Database)
+	conn = fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", server.User, port, server.Database)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -116,16 +136,17 @@ ignore_startup_parameters = extra_float_digits
 			_ = c.Close(ctx)
 		}
 		cancel()
-		if err == nil {
-			return conn
-		}
 		select {
-		case <-exited:
-			t.Fatalf("pgtest: pgbouncer exited: %s", output.String())
+		case <-done:
+			// Whatever answered, it was not this pgbouncer.
+			return "", out.String(), true
 		default:
 		}
+		if err == nil {
+			return conn, "", false
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pgtest: pgbouncer did not accept connections: %v\n%s", err, output.String())
+			t.Fatalf("pgtest: pgbouncer did not accept connections: %v\n%s", err, out.String())
 		}
 		time.Sleep(20 * time.Millisecond) // polling a child process's port
 	}
@@ -154,6 +175,10 @@ func unprivilegedUser(t testing.TB) string {
 	t.Fatalf("pgtest: running as root and no user (postgres, nobody) for pgbouncer to run as")
 	return ""
 }
+
+// pickPort picks the port for pgbouncer to listen on: freePort, or another
+// in tests.
+var pickPort = freePort
 
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort(t testing.TB) int {

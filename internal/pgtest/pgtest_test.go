@@ -2,6 +2,7 @@ package pgtest_test
 
 import (
 	"fmt"
+	"net"
 	"runtime"
 	"testing"
 
@@ -108,6 +109,33 @@ func TestPgBouncerWithoutTheBinary(t *testing.T) {
 	require.Empty(t, callPgBouncer(r))
 	require.Contains(t, r.failed, pgtest.EnvRequirePgBouncer+"=1")
 	require.Empty(t, r.skipped)
+}
+
+// TestPgBouncerOnATakenPort gives pgbouncer a port another socket holds
+// first, as when another process takes the free port before it listens:
+// it exits, and PgBouncer starts it again on another port.
+func TestPgBouncerOnATakenPort(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	picked := 0
+	defer pgtest.SetPickPort(func(tb testing.TB) int {
+		picked++
+		if picked == 1 {
+			return taken.Addr().(*net.TCPAddr).Port
+		}
+		free, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(tb, err)
+		defer free.Close()
+		return free.Addr().(*net.TCPAddr).Port
+	})()
+
+	conn := pgtest.PgBouncer(t)
+	require.Equal(t, 2, picked)
+	require.NotContains(t, conn, fmt.Sprintf(":%d/", taken.Addr().(*net.TCPAddr).Port))
+	db := pgtest.New(t, &pgtest.Options{Through: conn, Mode: pgx.QueryExecModeSimpleProtocol})
+	var one int
+	require.NoError(t, db.Pool.QueryRow(t.Context(), "SELECT 1").Scan(&one))
 }
 
 // TestPgBouncer starts a pgBouncer, talks to the database through it, and
