@@ -1,0 +1,8 @@
+//go:build !race
+
+package queuetest
+
+// RaceDetector reports whether the tests were built with the race
+// detector, which makes SQLite (C translated to Go, every memory access
+// instrumented) about 25 times slower.
+const RaceDetector = false
