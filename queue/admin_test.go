@@ -258,7 +258,9 @@ func startOwner(t *testing.T, st store.Store, fake *sendertest.Fake) *Queue {
 	t.Helper()
 	cfg := testConfig()
 	cfg.OwnerID = "owner"
-	cfg.LeaseTTL = 150 * time.Millisecond
+	// Renewals every 200 ms bring another process's change in soon; a
+	// stall of a few hundred milliseconds does not end the lease.
+	cfg.LeaseTTL = 600 * time.Millisecond
 	return startQueue(t, st, fake, cfg)
 }
 
@@ -275,7 +277,8 @@ func TestAdminChangeReachesTheOwningProcess(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, admin.Pause(context.Background(), "a.example"))
 	eventually(t, func() bool {
-		return qa.workerList()[0].snapshot().Status == store.StatusPaused
+		ws := qa.workerList()
+		return len(ws) == 1 && ws[0].snapshot().Status == store.StatusPaused
 	}, "the owner takes the pause in at its next renewal")
 	enqueueAll(t, qa, note(2, "https://a.example/inbox"))
 	// Give the owner a checkpoint and a renewal to prove the pause holds.
@@ -377,7 +380,10 @@ func TestSharedInboxReachesTheOwningProcess(t *testing.T) {
 	other, err := New(st, &sendertest.Fake{}, testConfig())
 	require.NoError(t, err)
 	require.NoError(t, other.SetSharedInbox(context.Background(), "https://a.example/inbox"))
-	eventually(t, func() bool { return qa.workerList()[0].snapshot().SharedInbox == "https://a.example/inbox" }, "the owner learns the shared inbox")
+	eventually(t, func() bool {
+		ws := qa.workerList()
+		return len(ws) == 1 && ws[0].snapshot().SharedInbox == "https://a.example/inbox"
+	}, "the owner learns the shared inbox")
 	enqueueAll(t, qa, note(2, "https://a.example/users/1/inbox", "https://a.example/users/2/inbox"))
 	eventually(t, func() bool { return len(fake.Delivered("https://a.example/inbox")) == 1 }, "sent once, to the shared inbox")
 	require.Len(t, fake.Delivered("https://a.example/users/2/inbox"), 0)
@@ -472,7 +478,7 @@ func TestObserverThatPausesADomainLosesNoEvent(t *testing.T) {
 	require.NoError(t, err)
 	// Slow, never blocked, however slow the machine: an event is dropped
 	// only if the observer and a worker wait for each other.
-	q.events.stall = 2 * time.Second
+	q.events.stall = 30 * time.Second
 	// Enough for one step of the worker to emit several events.
 	var acts []Activity
 	for i := range 8 {

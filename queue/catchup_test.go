@@ -178,11 +178,11 @@ func TestCatchUpPausedDomainDropsOutAndResumesFromItsCursor(t *testing.T) {
 
 	paused := "https://d007.example/inbox"
 	others := 800 - len(want[paused])
-	eventually(t, func() bool { return fake.DeliveredCount() == others }, "every other domain catches up while one is paused")
+	eventuallyCount(t, fake.DeliveredCount, others, "every other domain catches up while one is paused")
 	require.Empty(t, fake.Delivered(paused))
 
 	require.NoError(t, q.Resume(ctx, "d007.example"))
-	eventually(t, func() bool { return fake.DeliveredCount() == 800 }, "the paused domain gets its backlog once resumed")
+	eventuallyCount(t, fake.DeliveredCount, 800, "the paused domain gets its backlog once resumed")
 	requireDeliveredOnce(t, fake, want)
 	most, _ := st.mostReads(ids)
 	require.LessOrEqual(t, most, 2, "the sweep reads each row once, the paused domain once more")
@@ -200,7 +200,7 @@ func TestCatchUpRetriesAFailedReadWithoutLosingActivities(t *testing.T) {
 	require.NoError(t, q.Start(context.Background()))
 	t.Cleanup(func() { _ = q.Stop(context.Background()) })
 
-	eventually(t, func() bool { return fake.DeliveredCount() == 600 }, "the backlog is delivered despite failing reads")
+	eventuallyCount(t, fake.DeliveredCount, 600, "the backlog is delivered despite failing reads")
 	require.Positive(t, st.failed.Load(), "reads failed")
 	requireDeliveredOnce(t, fake, want)
 }
@@ -255,7 +255,7 @@ func TestCatchUpDoesNotWaitLongForABusyDomain(t *testing.T) {
 	require.Empty(t, fake.Delivered(slow))
 
 	releaseOnce.Do(func() { close(release) })
-	eventually(t, func() bool { return fake.DeliveredCount() == 640 }, "the slow domain gets everything once it answers")
+	eventuallyCount(t, fake.DeliveredCount, 640, "the slow domain gets everything once it answers")
 	requireDeliveredOnce(t, fake, want)
 }
 

@@ -92,7 +92,19 @@ func TestDrainWaitsForAPausedDomainUntilCtxEnds(t *testing.T) {
 	q := startQueue(t, newMemory(), snd, testConfig())
 	require.NoError(t, q.AddDomains(t.Context(), "paused.example"))
 	require.NoError(t, q.Pause(t.Context(), "paused.example"))
-	enqueueAll(t, q, note(1, "https://paused.example/inbox"), note(2, "https://other.example/inbox"))
+	ids := enqueueAll(t, q, note(1, "https://paused.example/inbox"), note(2, "https://other.example/inbox"))
+	// other.example settles first, however slow the machine: what Drain
+	// names after 300 ms is what waits on the pause alone.
+	eventually(t, func() bool {
+		st, err := q.Stats(t.Context())
+		require.NoError(t, err)
+		for _, d := range st.Domains {
+			if d.Domain == "other.example" {
+				return d.Cursor == ids[1]
+			}
+		}
+		return false
+	}, "other.example delivers")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()

@@ -77,14 +77,40 @@ func TestIdleRenewalsListNoLease(t *testing.T) {
 	t.Parallel()
 	st := &keepRecorder{Store: newMemory()}
 	const n = 50
-	idleQueue(t, st, n)
+	q := idleQueue(t, st, n)
 	first := st.since(0)
 	require.True(t, first[0].Full, "the first renewal looks at the whole list")
-	start := len(first)
-	eventually(t, func() bool { return len(st.since(start)) >= 3 }, "three more renewals")
-	for _, c := range st.since(start) {
+	for _, c := range renewalsWhileHeld(t, q, st, n) {
 		require.False(t, c.Full, "an idle renewal looked at the whole list")
 		require.Empty(t, c.Leases, "an idle renewal listed leases")
+	}
+}
+
+// renewalsWhileHeld returns three renewals in a row during which q kept
+// the leases of its n idle domains d0.example… with the same workers. A
+// lease that expires meanwhile (a renewal more than 100 ms late on a
+// stalled machine) drops its worker, which makes the next renewal Full,
+// and is acquired again with a new token, rightly listed as new: such a
+// window proves nothing, and is watched again.
+func renewalsWhileHeld(t *testing.T, q *Queue, st *keepRecorder, n int) []store.LeaseKeep {
+	t.Helper()
+	holders := func() (tokens []int64, workers []*worker) {
+		for i := range n {
+			d := fmt.Sprintf("d%d.example", i)
+			tokens = append(tokens, domainState(t, st, d).LeaseToken)
+			workers = append(workers, workerOf(q, d))
+		}
+		return tokens, workers
+	}
+	for window := 1; ; window++ {
+		tokens, workers := holders()
+		start := len(st.since(0))
+		eventually(t, func() bool { return len(st.since(start)) >= 3 }, "three more renewals")
+		calls := st.since(start)
+		if after, still := holders(); slices.Equal(after, tokens) && slices.Equal(still, workers) {
+			return calls
+		}
+		require.Less(t, window, 10, "a lease lost in every window of three renewals")
 	}
 }
 
@@ -92,14 +118,19 @@ func TestAdminChangeFromAnotherProcessReachesAnIdleWorker(t *testing.T) {
 	t.Parallel()
 	st := &keepRecorder{Store: newMemory()}
 	q := idleQueue(t, st, 3)
-	w := workerOf(q, "d1.example")
-	require.NotNil(t, w)
 	// Another process pauses the domain: only the store knows.
 	_, err := st.ChangeDomain(context.Background(), "d1.example", store.DomainChange{Status: store.StatusPaused})
 	require.NoError(t, err)
-	eventually(t, func() bool { return w.snapshot().Status == store.StatusPaused }, "the worker takes the pause in")
+	// The worker is looked up each time: a lease that lapsed on a stalled
+	// machine gives the domain a new one.
+	eventually(t, func() bool {
+		w := workerOf(q, "d1.example")
+		return w != nil && w.snapshot().Status == store.StatusPaused
+	}, "the worker takes the pause in")
 	for _, d := range []string{"d0.example", "d2.example"} {
-		require.Equal(t, store.StatusActive, workerOf(q, d).snapshot().Status)
+		if w := workerOf(q, d); w != nil {
+			require.Equal(t, store.StatusActive, w.snapshot().Status)
+		}
 	}
 }
 
@@ -169,32 +200,8 @@ func TestIdleDomainCursorFollowsTheLogThroughRenewals(t *testing.T) {
 		return len(calls) > 0 && len(calls[len(calls)-1].Leases) == 0
 	}, "a renewal listing nothing")
 	// Three renewals during which the process kept both leases, with the
-	// same workers, must list nothing. A lease that expires meanwhile (a
-	// renewal more than 150 ms late on a stalled machine) drops its worker,
-	// which makes the next renewal Full, and is acquired again with a new
-	// token, rightly listed as new: such a window proves nothing, and is
-	// watched again.
-	type holding struct {
-		tokens  [2]int64
-		workers [2]*worker
-	}
-	holders := func() holding {
-		return holding{
-			[2]int64{domainState(t, st, "d0.example").LeaseToken, domainState(t, st, "d1.example").LeaseToken},
-			[2]*worker{workerOf(q, "d0.example"), workerOf(q, "d1.example")},
-		}
-	}
-	var calls []store.LeaseKeep
-	for window := 1; ; window++ {
-		before := holders()
-		start = len(st.since(0))
-		eventually(t, func() bool { return len(st.since(start)) >= 3 }, "three more renewals")
-		calls = st.since(start)
-		if holders() == before {
-			break
-		}
-		require.Less(t, window, 10, "a lease lost in every window of three renewals")
-	}
+	// same workers, must list nothing.
+	calls := renewalsWhileHeld(t, q, st, 2)
 	for _, c := range calls {
 		require.False(t, c.Full)
 		require.Empty(t, c.Leases, "a renewal listed a domain whose cursor had followed the head already")

@@ -129,7 +129,7 @@ func TestAdaptiveLimitGrowsWithTheLoad(t *testing.T) {
 	require.NotEmpty(t, s.LimitChanges)
 	require.Equal(t, "grow", s.LimitChanges[len(s.LimitChanges)-1].Reason)
 	g.open(dom)
-	eventually(t, func() bool { return g.fake.DeliveredCount() == 300 }, "all delivered")
+	eventuallyCount(t, g.fake.DeliveredCount, 300, "all delivered")
 }
 
 func TestTooManyRequestsShrinkTheLimitWithoutBackingOff(t *testing.T) {
@@ -409,7 +409,7 @@ func TestAdaptiveLimitGrowsOneAtATimeWhileTheCPUIsShort(t *testing.T) {
 	}
 	require.Greater(t, limits[len(limits)-1], InitialInFlightLimit, "answers as fast as the best still grow it: %v", limits)
 	g.open(dom)
-	eventually(t, func() bool { return g.fake.DeliveredCount() == 300 }, "all delivered")
+	eventuallyCount(t, g.fake.DeliveredCount, 300, "all delivered")
 }
 
 // releaseRounds waits, rounds times, until w has as many requests in flight

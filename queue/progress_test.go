@@ -297,7 +297,7 @@ func TestStuckDeliveryDoesNotStallItsDomainPastTheCheckpointBatch(t *testing.T) 
 	stuck.set(ids[0])
 	require.NoError(t, q.Start(context.Background()))
 	t.Cleanup(func() { _ = q.Stop(context.Background()) })
-	eventually(t, func() bool { return fake.DeliveredCount() == 299 }, "everything behind the stuck delivery goes out (not held by the checkpoint batch)")
+	eventuallyCount(t, fake.DeliveredCount, 299, "everything behind the stuck delivery goes out (not held by the checkpoint batch)")
 }
 
 // An activity sent to two inboxes of a domain, one of which keeps failing,

@@ -90,7 +90,7 @@ func TestLaggingDomainHoldsABoundedBatch(t *testing.T) {
 	require.Equal(t, cfg.MaxPendingPerDomain, pending, "a backlog of 200 holds MaxPendingPerDomain deliveries in memory")
 
 	releaseOnce.Do(func() { close(release) })
-	eventually(t, func() bool { return fake.DeliveredCount() == 200 }, "the backlog behind the window is delivered")
+	eventuallyCount(t, fake.DeliveredCount, 200, "the backlog behind the window is delivered")
 	require.Equal(t, ids, sortedIDs(fake.Delivered("https://a.example/inbox")))
 }
 
@@ -158,7 +158,7 @@ func TestCatchingUpReadsTheStoreInBatches(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, q.Start(context.Background()))
 	t.Cleanup(func() { _ = q.Stop(context.Background()) })
-	eventually(t, func() bool { return fake.DeliveredCount() == 320 }, "the backlog is delivered")
+	eventuallyCount(t, fake.DeliveredCount, 320, "the backlog is delivered")
 	// Refilling at half the room: about 320/8 reads, not one per delivery.
 	require.LessOrEqual(t, st.reads.Load(), int64(60), "log reads while catching up on 320 activities")
 }

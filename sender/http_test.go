@@ -430,8 +430,9 @@ func TestTimeouts(t *testing.T) {
 	}
 
 	// A body that stalls after the status line: the status decides, and the
-	// request timeout ends the read.
-	h := newTestSender(t, &HTTPConfig{RequestTimeout: 100 * time.Millisecond})
+	// request timeout ends the read (2 s: the status line must come
+	// before it, on a machine that may stall).
+	h := newTestSender(t, &HTTPConfig{RequestTimeout: 2 * time.Second})
 	res := h.Send(context.Background(), testDelivery(slowBody.URL+"/inbox"))
 	require.Equal(t, Retry, res.Outcome)
 	require.Equal(t, http.StatusServiceUnavailable, res.Status)

@@ -294,11 +294,13 @@ func (b *addrBook) listen(name string) (net.Listener, error) {
 // one of those could hold an address taken from it when a resumed run
 // listens there again; a port below it is taken only by a program that
 // names it.
+//
+// On a system whose ephemeral range starts at lowestStablePort or below, it
+// listens on a port from the range.
 func listenBelowEphemeral() (net.Listener, error) {
-	const lowest = 10000 // above the ports well-known services use
-	if first := firstEphemeralPort(); first > lowest {
+	if first := firstEphemeralPort(); first > lowestStablePort {
 		for range 32 {
-			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lowest+mrand.IntN(first-lowest)))
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lowestStablePort+mrand.IntN(first-lowestStablePort)))
 			if err == nil {
 				return ln, nil
 			}
@@ -306,6 +308,10 @@ func listenBelowEphemeral() (net.Listener, error) {
 	}
 	return net.Listen("tcp", "127.0.0.1:0")
 }
+
+// lowestStablePort is the lowest port listenBelowEphemeral takes: above
+// the ports well-known services use.
+const lowestStablePort = 10000
 
 // firstEphemeralPort is the first port of the system's ephemeral range:
 // Linux says it in /proc; 32768 (Linux's default, below the 49152 of

@@ -76,7 +76,11 @@ func TestResumes(t *testing.T) {
 	}
 
 	// The inboxes listened on ports no other socket is given by chance
-	// between the runs.
+	// between the runs (where the system leaves room below its ephemeral
+	// range).
+	if firstEphemeralPort() <= lowestStablePort {
+		return
+	}
 	rows, err := db.Query(`SELECT addr FROM quickstart_inboxes`)
 	require.NoError(t, err)
 	defer rows.Close()

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -134,9 +135,15 @@ func TestWorkerDeliversAndStopsGracefully(t *testing.T) {
 	}
 	require.EqualValues(t, 3, tlsReceived.Load(), "the https inbox trusted through -tls-roots")
 
-	metrics := get(t, "http://"+addr.String()+"/metrics", "")
+	// The events reach the metrics through an Observer, on its own
+	// goroutine: Drain does not wait for it.
+	delivered := fmt.Sprintf(`apqueue_events_total{kind="delivered",domain=%q} 6`, inbox.Domain())
+	var metrics string
+	require.Eventually(t, func() bool {
+		metrics = get(t, "http://"+addr.String()+"/metrics", "")
+		return strings.Contains(metrics, delivered)
+	}, 10*time.Second, 10*time.Millisecond, "the metrics did not count 6 deliveries")
 	require.Contains(t, metrics, fmt.Sprintf("apqueue_head_id %d\n", last))
-	require.Contains(t, metrics, fmt.Sprintf(`apqueue_events_total{kind="delivered",domain=%q} 6`, inbox.Domain()))
 	status := get(t, "http://"+addr.String()+"/status", "application/json")
 	require.Contains(t, status, inbox.Domain())
 

@@ -90,7 +90,7 @@ func TestLeasesFollowingADeadOwnerAreTakenOver(t *testing.T) {
 	s, _ := newStore(t, pgx.QueryExecModeCacheStatement, nil)
 	ctx := t.Context()
 	require.NoError(t, s.RegisterDomains(ctx, []store.DomainRegistration{{Domain: "a.example"}, {Domain: "b.example"}}))
-	const ttl = 300 * time.Millisecond
+	const ttl = time.Second // longer than a stall between two calls
 	held, err := s.AcquireLeases(ctx, "owner-a", ttl, 2)
 	require.NoError(t, err)
 	require.Len(t, held, 2)
@@ -108,7 +108,7 @@ func TestLeasesFollowingADeadOwnerAreTakenOver(t *testing.T) {
 		require.NoError(t, err)
 		b = append(b, got...)
 		return len(b) == 2
-	}, 5*time.Second, 20*time.Millisecond, "leases of an owner that stopped renewing were not taken over")
+	}, 10*time.Second, 20*time.Millisecond, "leases of an owner that stopped renewing were not taken over")
 	for _, st := range b {
 		require.Greater(t, st.LeaseToken, held[0].LeaseToken-1)
 	}

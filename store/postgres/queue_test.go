@@ -103,7 +103,7 @@ func TestQueuesSplitAndFence(t *testing.T) {
 		require.NoError(t, err)
 		ids = append(ids, id)
 	}
-	require.Eventually(t, func() bool { return owners(t, setup)["b"] == domains }, 10*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return owners(t, setup)["b"] == domains }, 30*time.Second, 20*time.Millisecond,
 		"b did not take over a's domains")
 	t.Logf("takeover %v after the partition (lease TTL 1s)", time.Since(cutAt).Round(10*time.Millisecond))
 	require.Eventually(t, func() bool { return allAt(t, setup, ids[len(ids)-1]) }, 15*time.Second, 20*time.Millisecond)

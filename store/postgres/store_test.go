@@ -284,8 +284,10 @@ func TestStatsCountStatements(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrInvalid)
 	require.Equal(t, int64(4), s.Stats().Statements-start)
 
-	// AppendTx is one statement; the commit watcher adds its own after the
-	// commit.
+	// AppendTx is one statement. The commit watcher it starts counts its
+	// own polls, on its own clock: a closed store starts none, and still
+	// stages.
+	s.Close()
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
 	require.NoError(t, s.AppendTx(ctx, tx, []store.NewActivity{newActivity()}))

@@ -108,7 +108,7 @@ func TestEnqueueTx(t *testing.T) {
 	enqueueIn(1, "https://gone.example/inbox", false)
 	enqueueIn(2, "https://kept.example/inbox", true)
 	require.Eventually(t, func() bool { return len(fake.Delivered("https://kept.example/inbox")) == 1 },
-		5*time.Second, 5*time.Millisecond, "the committed activity was not delivered")
+		30*time.Second, 5*time.Millisecond, "the committed activity was not delivered")
 	// The rolled-back IDs were never visible, so the committed transaction
 	// took them again: the log holds one activity, ID 1.
 	require.Equal(t, []int64{1}, fake.Delivered("https://kept.example/inbox"))

@@ -139,7 +139,7 @@ func testLeaseKeeper(t *testing.T, su suite) {
 		mark := kept.Mark
 		var b []store.DomainState
 		require.Eventually(t, func() bool {
-			quiet(t, s, mark, shortTTL)
+			quiet(t, s, mark, longTTL) // dropped.example's expiry is its own since the full call
 			got, err := s.AcquireLeases(ctx, "owner-b", longTTL, 2)
 			require.NoError(t, err)
 			b = append(b, got...)

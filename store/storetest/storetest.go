@@ -79,10 +79,14 @@ func (su suite) run(t *testing.T, name string, fn func(t *testing.T, s store.Sto
 const (
 	// longTTL is a lease TTL no test outlives.
 	longTTL = time.Minute
-	// shortTTL is a lease TTL tests wait out with require.Eventually.
-	shortTTL = 300 * time.Millisecond
+	// shortTTL is a lease TTL tests wait out with require.Eventually. It
+	// is also the longest a test that keeps a lease held may pause
+	// between two calls: a stalled machine (SQLite under the race
+	// detector, beside the other packages) pauses for hundreds of
+	// milliseconds.
+	shortTTL = time.Second
 	// waitFor bounds every require.Eventually.
-	waitFor = 5 * time.Second
+	waitFor = 10 * time.Second
 	// tick is the polling interval of require.Eventually.
 	tick = 10 * time.Millisecond
 	// clockSlack tolerates the difference between the test's clock and the
