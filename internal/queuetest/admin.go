@@ -27,8 +27,8 @@ const (
 	waitFor = 10 * time.Second
 	tick    = 2 * time.Millisecond
 	// holdFor is how long a change must hold while the owner checkpoints
-	// and renews many times over (every 20 ms and 500 ms).
-	holdFor = 1200 * time.Millisecond
+	// and renews (every 20 ms and 200 ms).
+	holdFor = 450 * time.Millisecond
 )
 
 // mode is what the fake receiver answers.
@@ -79,7 +79,7 @@ func newFixture(t *testing.T, st store.Store) *fixture {
 	}}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := &queue.Config{
-		OwnerID: "owner", LeaseTTL: 1500 * time.Millisecond, CheckpointInterval: 20 * time.Millisecond,
+		OwnerID: "owner", LeaseTTL: 600 * time.Millisecond, CheckpointInterval: 20 * time.Millisecond,
 		BackoffMin: time.Hour, BackoffMax: time.Hour, BackoffJitter: -1, MaxAttempts: 1 << 30,
 		PollInterval: 20 * time.Millisecond, SummaryInterval: -1, Logger: logger,
 	}
