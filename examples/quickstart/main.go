@@ -260,7 +260,7 @@ type addrBook struct {
 }
 
 // listen listens on the saved address of the inbox named name, or on a new
-// loopback port that it saves.
+// loopback port below the ephemeral range that it saves.
 func (b *addrBook) listen(name string) (net.Listener, error) {
 	if b.db == nil {
 		return net.Listen("tcp", "127.0.0.1:0")

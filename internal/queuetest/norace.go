@@ -4,5 +4,5 @@ package queuetest
 
 // RaceDetector reports whether the tests were built with the race
 // detector, which makes SQLite (C translated to Go, every memory access
-// instrumented) about 25 times slower.
+// instrumented) 10 to 25 times slower.
 const RaceDetector = false
