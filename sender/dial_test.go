@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/apqueue/apqueue/internal/fakedns"
+	"github.com/apqueue/apqueue/internal/refused"
 )
 
 // fakeResolver answers every A query with addrs, from a DNS server on
@@ -29,10 +30,8 @@ func fakeResolver(t *testing.T, addrs ...[4]byte) *net.Resolver {
 // network failure, to be retried, not as a permanent refusal.
 func TestMixedAddressesFailAsTheAllowedOneDoes(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.2:0") // a free port, closed again: refused
+	_, port, err := net.SplitHostPort(refused.Addr(t, "127.0.0.2"))
 	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
 	h, err := NewHTTP(&HTTPConfig{
 		Resolver:      fakeResolver(t, [4]byte{127, 0, 0, 1}, [4]byte{127, 0, 0, 2}),
 		AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, // a trusted relay, say
@@ -40,7 +39,7 @@ func TestMixedAddressesFailAsTheAllowedOneDoes(t *testing.T) {
 	})
 	require.NoError(t, err)
 	defer h.Close()
-	res := h.Send(context.Background(), testDelivery(fmt.Sprintf("http://mixed.example:%d/inbox", port)))
+	res := h.Send(context.Background(), testDelivery("http://mixed.example:"+port+"/inbox"))
 	require.Equal(t, Retry, res.Outcome, res.Reason)
 	require.True(t, res.DomainLevel)
 	require.False(t, strings.Contains(res.Reason, "blocked"), res.Reason)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/apqueue/apqueue/internal/httpsigverify"
 	"github.com/apqueue/apqueue/internal/leakcheck"
+	"github.com/apqueue/apqueue/internal/refused"
 	"github.com/apqueue/apqueue/signer"
 )
 
@@ -325,11 +326,7 @@ func TestSigningFailures(t *testing.T) {
 
 func TestConnectionErrorsAreDomainLevel(t *testing.T) {
 	t.Parallel()
-	// A port nobody listens on: take one and close it.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
+	addr := refused.Addr(t, "127.0.0.1") // a port nobody listens on
 
 	h := newTestSender(t, nil)
 	res := h.Send(context.Background(), testDelivery("http://"+addr+"/inbox"))
