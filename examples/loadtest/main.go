@@ -77,7 +77,9 @@
 // two thirds of the way another joins and the first stops gracefully (a lease
 // handover). Then -fault-saturation activities are enqueued at once, more
 // than the domains can take, so that throughput is measured where it is the
-// limit. The report gives each domain's lag percentiles and throughput
+// limit; enough of them (4,000 by default) that a healthy domain takes
+// several times longer to drain them than a delivery's retries take to
+// wait out their backoff. The report gives each domain's lag percentiles and throughput
 // against its twin, the pause after each 429, the attempts the broken
 // activity got before its dead letter and the dead letters stored for it,
 // and the duplicate deliveries after the restart and after the handover,

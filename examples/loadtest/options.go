@@ -219,7 +219,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.Uint64Var(&o.faultSeed, "fault-seed", 1, "faults scenario: seed of the flaky domain's failures (the same seed fails the same attempts)")
 	fs.IntVar(&o.faultRetryAfter, "fault-retry-after", 3, "faults scenario: Retry-After, in seconds, of the throttled domain's 429 answers")
 	fs.IntVar(&o.faultThrottles, "fault-throttles", 6, "faults scenario: how many 429 answers the throttled domain gives, in bursts spread evenly over the run")
-	fs.IntVar(&o.faultSaturation, "fault-saturation", 600, "faults scenario: activities enqueued at once after the paced ones, to every domain, to measure each domain's throughput when it has more to send than it can (0: none)")
+	fs.IntVar(&o.faultSaturation, "fault-saturation", faultSaturationDefault, "faults scenario: activities enqueued at once after the paced ones, to every domain, to measure each domain's throughput when it has more to send than it can (0: none)")
 	fs.IntVar(&o.faultBurst, "fault-burst", 2, "faults scenario: 429 answers in a row in each burst (the throttled domain's requests until its window passes)")
 	fs.StringVar(&o.retryAfter, "retry-after", "", "Retry-After header sent with the 503 answers (\"1\" or an HTTP date); empty: none")
 
