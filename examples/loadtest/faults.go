@@ -262,6 +262,11 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 	}
 	// Saturation: more activities at once than the domains can take, to
 	// measure each one's throughput.
+	stopProfile, err := startCPUProfile(o.cpuProfile)
+	if err != nil {
+		return nil, err
+	}
+	defer stopProfile()
 	if fr.saturation = o.faultSaturation; fr.saturation > 0 {
 		so := *o
 		so.rate, so.activities = 0, fr.saturation
@@ -284,6 +289,7 @@ func runFaults(ctx context.Context, o *options) (*report, error) {
 			break
 		}
 	}
+	stopProfile()
 	fr.elapsed = time.Since(began)
 	fr.dupHandover = in.rec.duplicates.Load() - fr.dupBefore - fr.dupRestart
 	rep.peakHeap, rep.peakSys = mem.finish()
