@@ -53,3 +53,7 @@ func MigrationCount() int {
 
 // SweepLimit is how many staged activities one sequencer statement numbers.
 const SweepLimit = sweepLimit
+
+// Watch adds the transaction xid (xid8, as text) to s's commit watcher, as
+// AppendTx does.
+func Watch(s *Store, xid string) { s.watch(xid) }

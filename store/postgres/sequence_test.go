@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -122,6 +123,40 @@ func TestCommitWatcherRetriesWhileTheCounterIsHeld(t *testing.T) {
 	require.NoError(t, holder.Rollback(ctx))
 	require.Empty(t, next(), "the activity was numbered")
 	require.Equal(t, int64(1), counter(t, db))
+}
+
+// TestCommitWatcherPollsDuringASteadyStream commits a caller's transaction
+// while other transactions are added to the watcher without a pause: each
+// puts the next poll off a little, but not for as long as they keep coming,
+// so the committed activity is numbered while they do.
+func TestCommitWatcherPollsDuringASteadyStream(t *testing.T) {
+	t.Parallel()
+	s, db, ctx, _ := newWatched(t)
+
+	// The stream re-adds a transaction that has ended: each poll finds it
+	// ended and drops it, and the stream adds it again.
+	var ended string
+	require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, "SELECT pg_current_xact_id()::text").Scan(&ended)
+	}))
+	streamCtx, stopStream := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for streamCtx.Err() == nil {
+			postgres.Watch(s, ended)
+			// Well within the watcher's 1 ms: a time.Sleep this short
+			// can take a millisecond.
+			for start := time.Now(); time.Since(start) < 100*time.Microsecond; {
+				runtime.Gosched()
+			}
+		}
+	})
+	defer wg.Wait()
+	defer stopStream()
+
+	stage(t, s, db.Pool, keyed("committed"))
+	require.Eventually(t, func() bool { return counter(t, db) == 1 }, 5*time.Second, time.Millisecond,
+		"the activity was not numbered while transactions kept being added")
 }
 
 // TestCommitWatcherNumbersMoreThanOneSweep commits more activities in one
