@@ -25,11 +25,12 @@ const (
 
 // faultSaturationDefault is how many activities the faults scenario
 // enqueues at once to every domain to measure throughput. A healthy twin
-// drains them in several seconds on two cores: several times the longest
-// backoff a delivery of the 20 % 500s domain waits out (four failures in a
-// row, 0.1 + 0.2 + 0.4 + 0.8 s), so that the ratio measures the rate the
-// domain keeps up and not that tail alone, as it did with 600 once the
-// adaptive in-flight limit drained them in about 2 s.
+// drains them in 8–11 s on two cores: about three times the longest
+// backoff a delivery of the 20 % 500s domain waits out (five failures in a
+// row with the default seed, 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s), so that the
+// ratio measures the rate the domain keeps up and not that tail alone, as
+// it did with 600 once the adaptive in-flight limit drained them in about
+// 2 s.
 const faultSaturationDefault = 4000
 
 var faultNames = [faultDomains]string{

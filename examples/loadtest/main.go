@@ -63,7 +63,8 @@
 // the domains are registered and their leases split between the workers
 // before the first enqueue, so what is measured is a running server's
 // steady state. -cpuprofile and -memprofile profile the queue phase (the
-// idle scenario: -cpuprofile its idle window).
+// idle scenario: -cpuprofile its idle window; the faults scenario: from the
+// saturation's enqueue to the end of the run).
 //
 // -scenario faults measures how the queue copes with hostile receivers. Six
 // inboxes (answering in -inbox-latency) receive every activity: one answers
@@ -78,12 +79,13 @@
 // handover). Then -fault-saturation activities are enqueued at once, more
 // than the domains can take, so that throughput is measured where it is the
 // limit; enough of them (4,000 by default) that a healthy domain takes
-// several times longer to drain them than a delivery's retries take to
-// wait out their backoff. The report gives each domain's lag percentiles and throughput
-// against its twin, the pause after each 429, the attempts the broken
-// activity got before its dead letter and the dead letters stored for it,
-// and the duplicate deliveries after the restart and after the handover,
-// each next to the target of issue 8. The queue's backoff (-backoff-min,
+// about three times longer to drain them than the flaky domain's longest
+// chain of retries takes to wait out its backoff. The report gives each
+// domain's lag percentiles and throughput against its twin, the pause
+// after each 429, the attempts the broken activity got before its dead
+// letter and the dead letters stored for it, and the duplicate deliveries
+// after the restart and after the handover, each next to the target of
+// issue 8. The queue's backoff (-backoff-min,
 // -backoff-max, -max-attempts) and -lease-ttl are set so that the broken
 // activity can become a dead letter within the run, and are printed.
 package main

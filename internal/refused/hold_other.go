@@ -3,6 +3,7 @@
 package refused
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 )
@@ -13,11 +14,11 @@ import (
 func hold(ip netip.Addr) (port int, release func() error, err error) {
 	ln, err := net.Listen("tcp", netip.AddrPortFrom(ip, 0).String())
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, fmt.Errorf("listen: %w", err)
 	}
 	port = ln.Addr().(*net.TCPAddr).Port
 	if err := ln.Close(); err != nil {
-		return 0, nil, err
+		return 0, nil, fmt.Errorf("close: %w", err)
 	}
 	return port, func() error { return nil }, nil
 }

@@ -2,9 +2,10 @@
 // as long as the test runs.
 //
 // Taking a free port and closing it again is not enough when tests run in
-// parallel: another test's listener may get the port before the dial.
-// Addr keeps the port bound, without listening, until the test ends: a
-// connection to it is refused, and no listener can take it.
+// parallel: another test's listener may get the port before the dial. On
+// unix, Addr keeps the port bound, without listening, until the test ends:
+// a connection to it is refused, and no listener can take it. Elsewhere it
+// takes a free port and closes it again.
 package refused
 
 import (

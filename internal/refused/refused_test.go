@@ -1,12 +1,8 @@
 package refused_test
 
 import (
-	"errors"
 	"net"
-	"runtime"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -16,31 +12,9 @@ import (
 
 func TestMain(m *testing.M) { leakcheck.Main(m) }
 
-func TestAddrRefusesConnections(t *testing.T) {
-	for _, ip := range []string{"127.0.0.1", "127.0.0.2"} {
-		addr := refused.Addr(t, ip)
-		_, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		require.Error(t, err)
-		require.True(t, errors.Is(err, syscall.ECONNREFUSED), "%s: %v", addr, err)
-	}
-}
-
-// While the test runs, no listener gets the port: not one that names it,
-// and so not one that asks for any free port either.
-func TestAddrKeepsThePort(t *testing.T) {
-	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" {
-		t.Skip("the port is held only on unix")
-	}
-	addr := refused.Addr(t, "127.0.0.1")
-	ln, err := net.Listen("tcp", addr)
-	if err == nil {
-		ln.Close()
-	}
-	require.True(t, errors.Is(err, syscall.EADDRINUSE), "listen on %s: %v", addr, err)
-}
-
 // Once the test has ended, the port is free again.
 func TestAddrReleasesThePort(t *testing.T) {
+	t.Parallel()
 	var addr string
 	t.Run("holds", func(t *testing.T) { addr = refused.Addr(t, "127.0.0.1") })
 	ln, err := net.Listen("tcp", addr)
@@ -49,6 +23,7 @@ func TestAddrReleasesThePort(t *testing.T) {
 }
 
 func TestAddrRejectsWhatIsNotIPv4(t *testing.T) {
+	t.Parallel()
 	for _, ip := range []string{"::1", "localhost", ""} {
 		r := &recorder{}
 		func() {

@@ -70,7 +70,7 @@
 // all of that, or need a renumbering step, which is a sequencer. The
 // sequencer's cost is a second write of each transactional activity (a
 // move) and a short wait between commit and ID, which the watcher keeps to
-// a few milliseconds for a lone commit, and within about 50 ms plus one of
+// a few milliseconds for a lone commit, and within about 50 ms plus two of
 // its statements while callers enqueue without pause (it polls once for a
 // burst of commits).
 //

@@ -15,15 +15,16 @@ import (
 // watchDelayMax after the first transaction added since the last poll: a
 // steady stream of them, with no gap of watchIntervalMin, would otherwise
 // put the poll off for as long as it lasts, bounded only by chance. With 8
-// callers enqueueing without pause, commits waited for their IDs 26 ms at
-// the median and 70–84 ms at the 90th percentile; with this bound 28–34 and
-// 60 ms. A bound of 10 ms halved those, but cost each EnqueueTx about 4 %
-// more CPU on the machine (more polls).
+// callers enqueueing without pause, commits waited for their IDs 41–50 ms
+// at the median and 111–114 ms at the 90th percentile; with this bound
+// 30–38 and 69–73 ms (BenchmarkEnqueueTxWaitForID). A bound of 10 ms
+// shortened them further but cost each EnqueueTx about 4 % more CPU on the
+// machine (more polls).
 const (
 	watchIntervalMin = time.Millisecond
 	watchIntervalMax = 50 * time.Millisecond
 	watchFastFor     = 10 * time.Millisecond
-	watchDelayMax    = watchIntervalMax
+	watchDelayMax    = 50 * time.Millisecond
 )
 
 // watchTimeout bounds one statement of the commit watcher.

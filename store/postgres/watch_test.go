@@ -11,6 +11,7 @@ import (
 // within watchDelayMax of the first one, however closely they follow each
 // other; after a poll that starts over.
 func TestPollDelayIsBounded(t *testing.T) {
+	t.Parallel()
 	var p pollDelay
 	start := time.Unix(1_700_000_000, 0)
 	step := watchIntervalMin / 4
