@@ -256,7 +256,7 @@ func parseOptions(args []string) (*options, error) {
 
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "the run gives up (and reports what is missing) after this long")
 	fs.BoolVar(&o.verbose, "v", false, "log the queue's warnings and summaries to stderr")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the queue phase (baselines excluded; idle scenario: the idle window; faults scenario: from the saturation's enqueue to the end of the run) to this file")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the queue phase (baselines excluded; idle scenario: the idle window; faults scenario: from the saturation's enqueue to the end of the run; txenqueue: every round, the baseline and the reference included) to this file")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile, taken when every delivery has arrived (restart scenario: half of them), to this file")
 	fs.BoolVar(&o.child, "child", false, "internal: run as a worker process of another load generator")
 	fs.BoolVar(&o.inboxChild, "inbox-child", false, "internal: serve the inboxes of another load generator")

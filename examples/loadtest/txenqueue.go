@@ -141,7 +141,13 @@ func runTxEnqueue(ctx context.Context, o *options) (*report, error) {
 	}
 	c.ref = "BEGIN; INSERT; INSERT of the body into a plain table; COMMIT"
 	stmtStart := be.statements()
-	if err := measureContrast(ctx, o, c, txn(true), txn(false), reference); err != nil {
+	stopProfile, err := startCPUProfile(o.cpuProfile)
+	if err != nil {
+		return nil, err
+	}
+	err = measureContrast(ctx, o, c, txn(true), txn(false), reference)
+	stopProfile()
+	if err != nil {
 		return nil, err
 	}
 	storeStatements := be.statements() - stmtStart
