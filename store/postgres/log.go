@@ -349,25 +349,33 @@ func (s *Store) appendTx(ctx context.Context, ptx pgx.Tx, activities []store.New
 		return nil, invalid(op, "nil transaction")
 	}
 	staged, pos := firstOfEachKey(activities)
-	b, err := newBatch(op, staged)
-	if err != nil {
-		return nil, err
-	}
 	var (
 		xid       string
 		suspended []string
 		dupOrds   []int64
 		row       pgx.Row
 	)
-	s.count(1)
-	if len(b.keyOrds) > 0 {
-		row = ptx.QueryRow(ctx, s.sql.stageKeyedTx, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
-			b.keyOrds, b.keyNames, b.keyWindows, b.newDomains)
-	} else if a := staged[0]; len(staged) == 1 {
+	if len(staged) == 1 && staged[0].IdempotencyKey == "" {
+		// The common case, with its lists as arrays: no batch to encode.
+		a := staged[0]
+		if err := store.CheckAppend(staged); err != nil {
+			return nil, refused(op, err)
+		}
+		s.count(1)
 		row = ptx.QueryRow(ctx, s.sql.stageOneTx, a.Actor, a.OrderingKey, a.Body, nonNil(a.Inboxes), nonNil(a.Domains),
 			nonNil(a.Audiences), a.AllDomains)
 	} else {
-		row = ptx.QueryRow(ctx, s.sql.stageTx, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all, b.newDomains)
+		b, err := newBatch(op, staged)
+		if err != nil {
+			return nil, err
+		}
+		s.count(1)
+		if len(b.keyOrds) > 0 {
+			row = ptx.QueryRow(ctx, s.sql.stageKeyedTx, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all,
+				b.keyOrds, b.keyNames, b.keyWindows, b.newDomains)
+		} else {
+			row = ptx.QueryRow(ctx, s.sql.stageTx, b.actors, b.keys, b.bodies, b.inboxes, b.doms, b.audies, b.all, b.newDomains)
+		}
 	}
 	if err := row.Scan(&xid, &suspended, &dupOrds); err != nil {
 		return nil, s.fail(ctx, op, err)
