@@ -20,6 +20,7 @@ import (
 	"github.com/apqueue/apqueue/sender"
 	"github.com/apqueue/apqueue/sender/sendertest"
 	"github.com/apqueue/apqueue/store"
+	"github.com/apqueue/apqueue/store/postgres"
 )
 
 func benchActivities(n int) []store.NewActivity {
@@ -232,7 +233,8 @@ func BenchmarkCatchUp(b *testing.B) {
 // number them (and so to be delivered), while 8 callers enqueue 1 KiB
 // activities without pause: the median and 90th percentile of the wait
 // (p50-wait-ms, p90-wait-ms), estimated every 10 ms from the ID counter
-// against the commits counted so far, so to within about 10 ms.
+// against the commits counted so far, so to within about 10 ms; and how
+// often the watcher woke up per transaction (watcher-wakes/op).
 //
 //	TEST_DATABASE_URL=... go test -run '^$' -bench EnqueueTxWaitForID -benchtime 5s ./store/postgres/
 func BenchmarkEnqueueTxWaitForID(b *testing.B) {
@@ -250,6 +252,7 @@ func BenchmarkEnqueueTxWaitForID(b *testing.B) {
 	go func() { waitsC <- sampleWaitsForID(ctx, db, &committed, stop) }()
 
 	b.ResetTimer()
+	wakes := postgres.WatcherWakes(s)
 	var wg sync.WaitGroup
 	for range callers {
 		wg.Go(func() {
@@ -266,6 +269,7 @@ func BenchmarkEnqueueTxWaitForID(b *testing.B) {
 	}
 	wg.Wait()
 	b.StopTimer()
+	b.ReportMetric(float64(postgres.WatcherWakes(s)-wakes)/float64(b.N), "watcher-wakes/op")
 	close(stop)
 	waits := <-waitsC
 	if len(waits) == 0 {

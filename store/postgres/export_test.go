@@ -57,3 +57,6 @@ const SweepLimit = sweepLimit
 // Watch adds the transaction xid (xid8, as text) to s's commit watcher, as
 // AppendTx does.
 func Watch(s *Store, xid string) { s.watch(xid) }
+
+// WatcherWakes is how often s's commit watcher has woken up so far.
+func WatcherWakes(s *Store) int64 { return s.watcher.wakes.Load() }
