@@ -131,6 +131,42 @@ func BenchmarkAppendTx(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "activities/s")
 }
 
+// BenchmarkHeadAfterABurst measures a read of the log (Head) while nothing
+// is staged, after a burst of 20,000 activities, 1 KiB each, was enqueued in
+// callers' transactions and numbered (moved out of the staging table): the
+// read of every idle queue and every poll of the commit watcher until the
+// staging table is vacuumed.
+//
+//	TEST_DATABASE_URL=... go test -run '^$' -bench HeadAfterABurst ./store/postgres/
+func BenchmarkHeadAfterABurst(b *testing.B) {
+	const burst, perTx = 20_000, 500
+	s, db := newStore(b, 0, nil)
+	ctx := b.Context()
+	batch := make([]store.NewActivity, perTx)
+	for i := range batch {
+		batch[i] = store.NewActivity{
+			Actor: "https://local.example/users/alice", OrderingKey: fmt.Sprintf("https://local.example/notes/%d", i),
+			Body:    bytes.Repeat([]byte("x"), 1024),
+			Inboxes: []string{"https://remote.example/inbox"}, Domains: []string{"remote.example"},
+		}
+	}
+	for range burst / perTx {
+		require.NoError(b, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return s.AppendTx(ctx, tx, batch) }))
+	}
+	for {
+		head, err := s.Head(ctx)
+		require.NoError(b, err)
+		if head == burst {
+			break
+		}
+	}
+	for b.Loop() {
+		if _, err := s.Head(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkDeliveryRemoteDatabase drains a backlog of b.N batches of 100
 // activities for 20 domains (remote servers answering in 5 ms, 4 requests
 // in flight per domain), with the database reachable directly and 25 ms

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -60,3 +61,9 @@ func Watch(s *Store, xid string) { s.watch(xid) }
 
 // WatcherWakes is how often s's commit watcher has woken up so far.
 func WatcherWakes(s *Store) int64 { return s.watcher.wakes.Load() }
+
+// StagedAnySQL is the check, in s's schema, that readers and the commit
+// watcher make for staged rows.
+func StagedAnySQL(s *Store) string {
+	return strings.ReplaceAll(stagedAnySQL, "{s}", pgx.Identifier{s.schema}.Sanitize())
+}

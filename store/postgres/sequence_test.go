@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -332,4 +333,55 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Readers and the commit watcher ask whether anything is staged on every
+// read and poll. The answer comes from the staging table's primary key,
+// not from a scan of the table: after a burst, the table keeps the pages of
+// every row moved out of it until a vacuum, and a scan reads them all
+// (BenchmarkHeadAfterABurst).
+func TestStagedCheckReadsTheIndexAfterABurst(t *testing.T) {
+	t.Parallel()
+	s, db := newStore(t, 0, nil)
+	ctx := t.Context()
+	burst := make([]store.NewActivity, 1000)
+	for i := range burst {
+		burst[i] = newActivity("remote.example")
+		burst[i].Body = bytes.Repeat([]byte("x"), 1024)
+	}
+	for range 3 {
+		stage(t, s, db.Pool, burst...)
+	}
+	for head := int64(0); head < 3000; {
+		var err error
+		head, err = s.Head(ctx)
+		require.NoError(t, err)
+	}
+
+	var plan []byte
+	require.NoError(t, db.Pool.QueryRow(ctx, "EXPLAIN (FORMAT JSON) SELECT "+postgres.StagedAnySQL(s)).Scan(&plan))
+	var nodes []map[string]any
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if v["Relation Name"] == "staged_activities" {
+				nodes = append(nodes, v)
+			}
+			for _, c := range v {
+				walk(c)
+			}
+		case []any:
+			for _, c := range v {
+				walk(c)
+			}
+		}
+	}
+	var doc any
+	require.NoError(t, json.Unmarshal(plan, &doc))
+	walk(doc)
+	require.NotEmpty(t, nodes, "the plan reads staged_activities: %s", plan)
+	for _, n := range nodes {
+		require.NotEqual(t, "Seq Scan", n["Node Type"], "the check scans the staging table: %s", plan)
+	}
 }

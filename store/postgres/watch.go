@@ -242,7 +242,7 @@ var watchSQL = readerSequence("$2") + `
 SELECT x.x,
 	CASE WHEN st.status = 'committed' AND NOT pg_visible_in_snapshot(x.x::xid8, pg_current_snapshot())
 		THEN 'in progress' ELSE coalesce(st.status, 'aborted') END,
-	EXISTS (SELECT 1 FROM lk) OR NOT EXISTS (SELECT 1 FROM {s}.staged_activities),
+	EXISTS (SELECT 1 FROM lk) OR NOT (` + stagedAnySQL + `),
 	k.k
 FROM unnest($1::text[]) AS x(x), LATERAL (SELECT pg_xact_status(x.x::xid8) AS status) AS st, k`
 
