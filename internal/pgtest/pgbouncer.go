@@ -29,7 +29,8 @@ var pgBouncerPaths = []string{"/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer"
 // PgBouncer starts pgBouncer (Debian's pgbouncer package) in transaction
 // pooling mode in front of the test database, on a free loopback port, with
 // its configuration in a directory of t's own, and stops it when t ends. It
-// returns the test database's connection string through pgBouncer.
+// returns a connection string to the test database through pgBouncer, under
+// a database name of that pgBouncer's own.
 //
 // Without the binary the test is skipped with a message saying so, unless
 // EnvRequirePgBouncer is 1 (CI installs pgbouncer and sets it), which turns
@@ -72,6 +73,10 @@ func PgBouncer(t testing.TB) string {
 func startPgBouncer(t testing.TB, bin string, server *pgx.ConnConfig, port int) (conn, output string, exited bool) {
 	t.Helper()
 	dir := t.TempDir()
+	// The database's name through this pgbouncer is its own, so that
+	// another pgbouncer that holds port (another test's) refuses the
+	// connection below rather than answering for this one.
+	alias := "apqueue_pgbouncer_" + randomHex(6)
 	conf := fmt.Sprintf(`[databases]
 %s = host=%s port=%d user=%s dbname=%s
 
@@ -86,7 +91,7 @@ pool_mode = transaction
 max_client_conn = 500
 default_pool_size = 20
 ignore_startup_parameters = extra_float_digits
-`, server.Database, server.Host, server.Port, server.User, server.Database, port, filepath.Join(dir, "users.txt"), server.User)
+`, alias, server.Host, server.Port, server.User, server.Database, port, filepath.Join(dir, "users.txt"), server.User)
 	write := func(name, text string) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			t.Fatalf("pgtest: write pgbouncer %s: %v", name, err)
@@ -126,7 +131,7 @@ ignore_startup_parameters = extra_float_digits
 		}
 	})
 
-	conn = fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", server.User, port, server.Database)
+	conn = fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", server.User, port, alias)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -138,7 +143,7 @@ ignore_startup_parameters = extra_float_digits
 		cancel()
 		select {
 		case <-done:
-			// Whatever answered, it was not this pgbouncer.
+			// This pgbouncer exited (it could not listen on port).
 			return "", out.String(), true
 		default:
 		}

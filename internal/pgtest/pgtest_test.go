@@ -138,6 +138,33 @@ func TestPgBouncerOnATakenPort(t *testing.T) {
 	require.NoError(t, db.Pool.QueryRow(t.Context(), "SELECT 1").Scan(&one))
 }
 
+// TestPgBouncerOnAnotherPgBouncersPort gives pgbouncer the port of a
+// pgbouncer already running, as when another test's took the free port
+// first: the new one exits, and PgBouncer must not mistake the running one,
+// which answers but goes away with its test, for its own.
+func TestPgBouncerOnAnotherPgBouncersPort(t *testing.T) {
+	first, err := pgx.ParseConfig(pgtest.PgBouncer(t))
+	require.NoError(t, err)
+	picked := 0
+	defer pgtest.SetPickPort(func(tb testing.TB) int {
+		picked++
+		if picked == 1 {
+			return int(first.Port)
+		}
+		free, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(tb, err)
+		defer free.Close()
+		return free.Addr().(*net.TCPAddr).Port
+	})()
+
+	conn := pgtest.PgBouncer(t)
+	require.Equal(t, 2, picked)
+	require.NotContains(t, conn, fmt.Sprintf(":%d/", first.Port))
+	db := pgtest.New(t, &pgtest.Options{Through: conn, Mode: pgx.QueryExecModeSimpleProtocol})
+	var one int
+	require.NoError(t, db.Pool.QueryRow(t.Context(), "SELECT 1").Scan(&one))
+}
+
 // TestPgBouncer starts a pgBouncer, talks to the database through it, and
 // asks its admin console for its pooling mode.
 func TestPgBouncer(t *testing.T) {
