@@ -16,6 +16,7 @@ func TestPollDelayIsBounded(t *testing.T) {
 	var p pollDelay
 	start := time.Unix(1_700_000_000, 0)
 	require.Zero(t, p.wait(start), "nothing added: poll now")
+	require.False(t, p.added())
 
 	step := watchIntervalMin / 4
 	at := start
@@ -31,7 +32,9 @@ func TestPollDelayIsBounded(t *testing.T) {
 	}
 	require.Zero(t, p.wait(start.Add(watchDelayMax)), "at the bound")
 
+	require.True(t, p.added())
 	p.polled()
+	require.False(t, p.added(), "after a poll")
 	p.add(at)
 	require.Equal(t, watchIntervalMin, p.wait(at), "the first one added after a poll")
 	require.Zero(t, p.wait(at.Add(watchIntervalMin)), "a gap of watchIntervalMin")
