@@ -135,10 +135,22 @@ func BenchmarkAppendTx(b *testing.B) {
 // is staged, after a burst of 20,000 activities, 1 KiB each, was enqueued in
 // callers' transactions and numbered (moved out of the staging table): the
 // read of every idle queue and every poll of the commit watcher until the
-// staging table is vacuumed.
+// staging table is vacuumed. In "open-transaction", a caller's transaction
+// that staged an activity before the burst stays open throughout, so that
+// no row of the burst is dead to every transaction yet.
 //
 //	TEST_DATABASE_URL=... go test -run '^$' -bench HeadAfterABurst ./store/postgres/
 func BenchmarkHeadAfterABurst(b *testing.B) {
+	for _, open := range []bool{false, true} {
+		name := "vacuumable"
+		if open {
+			name = "open-transaction"
+		}
+		b.Run(name, func(b *testing.B) { benchHeadAfterABurst(b, open) })
+	}
+}
+
+func benchHeadAfterABurst(b *testing.B, open bool) {
 	const burst, perTx = 20_000, 500
 	s, db := newStore(b, 0, nil)
 	ctx := b.Context()
@@ -150,16 +162,20 @@ func BenchmarkHeadAfterABurst(b *testing.B) {
 			Inboxes: []string{"https://remote.example/inbox"}, Domains: []string{"remote.example"},
 		}
 	}
+	if open {
+		tx, err := db.Pool.Begin(ctx)
+		require.NoError(b, err)
+		defer func() { require.NoError(b, tx.Rollback(context.Background())) }()
+		require.NoError(b, s.AppendTx(ctx, tx, batch[:1]))
+	}
 	for range burst / perTx {
 		require.NoError(b, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return s.AppendTx(ctx, tx, batch) }))
 	}
-	for {
+	require.Eventually(b, func() bool {
 		head, err := s.Head(ctx)
 		require.NoError(b, err)
-		if head == burst {
-			break
-		}
-	}
+		return head == burst
+	}, time.Minute, time.Millisecond, "the burst is numbered")
 	for b.Loop() {
 		if _, err := s.Head(ctx); err != nil {
 			b.Fatal(err)

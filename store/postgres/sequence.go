@@ -104,10 +104,13 @@ const sweepLimit = 5000
 // its pages stay until a vacuum (which then keeps them, empty, for reuse),
 // so an EXISTS, which PostgreSQL runs as a sequential scan, read every page
 // of what had been staged since, on every poll and every read. After a
-// burst of 20,000 activities, Head took 560–690 µs with EXISTS and
-// 240–250 µs with this (BenchmarkHeadAfterABurst). The index has the same
-// entries but is tens of times smaller, and a scan skips those of deleted
-// rows once one has found them dead.
+// burst of 20,000 activities, Head took 560–750 µs with EXISTS and
+// 200–270 µs with this (BenchmarkHeadAfterABurst, four runs each). The
+// index has the same entries but is tens of times smaller, and a scan
+// skips those of deleted rows once one has found them dead to every
+// transaction. While a transaction older than the deletions stays open,
+// neither can skip them: both forms then read every row of the burst
+// (3–7 ms with either).
 const stagedAnySQL = `(SELECT min(seq) FROM {s}.staged_activities) IS NOT NULL`
 
 // readerLockCTE locks the counter for a reader that sequences: only when
