@@ -164,6 +164,28 @@ func TestCommitWatcherPollsDuringASteadyStream(t *testing.T) {
 		"the activity was not numbered while transactions kept being added")
 }
 
+// TestCommitWatcherBacksOffWhileATransactionStaysOpen keeps a caller's
+// transaction open for a second after its enqueue: the watcher polls it
+// every millisecond at first, then ever less often, up to
+// watchIntervalMax (50 ms), about 25 polls in the second. One that polled
+// every millisecond throughout (as it would if the transaction kept
+// counting as just added) would send hundreds.
+func TestCommitWatcherBacksOffWhileATransactionStaysOpen(t *testing.T) {
+	t.Parallel()
+	s, db, ctx, next := newWatched(t)
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(context.Background()) //nolint:errcheck // ends the test's transaction on failure
+	require.NoError(t, s.AppendTx(ctx, tx, []store.NewActivity{keyed("open")}))
+	start := s.Stats().Statements
+	time.Sleep(time.Second) // the time the transaction stays open
+	polls := s.Stats().Statements - start
+	require.NoError(t, tx.Commit(ctx))
+	require.Empty(t, next(), "the activity was numbered")
+	require.Positive(t, polls, "the watcher did not poll the open transaction")
+	require.Less(t, polls, int64(100), "the watcher polled an open transaction %d times in a second", polls)
+}
+
 // TestCommitWatcherNumbersMoreThanOneSweep commits more activities in one
 // transaction than one sequencer statement numbers: the watcher numbers
 // them all, with no read in between.
