@@ -142,7 +142,7 @@ func BenchmarkAppendTx(b *testing.B) {
 //	TEST_DATABASE_URL=... go test -run '^$' -bench HeadAfterABurst ./store/postgres/
 func BenchmarkHeadAfterABurst(b *testing.B) {
 	for _, open := range []bool{false, true} {
-		name := "vacuumable"
+		name := "no-open-transaction"
 		if open {
 			name = "open-transaction"
 		}
@@ -154,6 +154,7 @@ func benchHeadAfterABurst(b *testing.B, open bool) {
 	const burst, perTx = 20_000, 500
 	s, db := newStore(b, 0, nil)
 	ctx := b.Context()
+	keepStagingPages(b, db)
 	batch := make([]store.NewActivity, perTx)
 	for i := range batch {
 		batch[i] = store.NewActivity{
