@@ -118,24 +118,7 @@ func TestPgBouncerOnATakenPort(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer taken.Close()
-	picked := 0
-	defer pgtest.SetPickPort(func(tb testing.TB) int {
-		picked++
-		if picked == 1 {
-			return taken.Addr().(*net.TCPAddr).Port
-		}
-		free, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(tb, err)
-		defer free.Close()
-		return free.Addr().(*net.TCPAddr).Port
-	})()
-
-	conn := pgtest.PgBouncer(t)
-	require.Equal(t, 2, picked)
-	require.NotContains(t, conn, fmt.Sprintf(":%d/", taken.Addr().(*net.TCPAddr).Port))
-	db := pgtest.New(t, &pgtest.Options{Through: conn, Mode: pgx.QueryExecModeSimpleProtocol})
-	var one int
-	require.NoError(t, db.Pool.QueryRow(t.Context(), "SELECT 1").Scan(&one))
+	requirePgBouncerElsewhere(t, taken.Addr().(*net.TCPAddr).Port)
 }
 
 // TestPgBouncerOnAnotherPgBouncersPort gives pgbouncer the port of a
@@ -145,11 +128,19 @@ func TestPgBouncerOnATakenPort(t *testing.T) {
 func TestPgBouncerOnAnotherPgBouncersPort(t *testing.T) {
 	first, err := pgx.ParseConfig(pgtest.PgBouncer(t))
 	require.NoError(t, err)
+	requirePgBouncerElsewhere(t, int(first.Port))
+}
+
+// requirePgBouncerElsewhere starts a pgbouncer whose first port is taken:
+// PgBouncer must start it again on another, and return a connection
+// string that reaches the database through it.
+func requirePgBouncerElsewhere(t *testing.T, taken int) {
+	t.Helper()
 	picked := 0
 	defer pgtest.SetPickPort(func(tb testing.TB) int {
 		picked++
 		if picked == 1 {
-			return int(first.Port)
+			return taken
 		}
 		free, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(tb, err)
@@ -159,7 +150,7 @@ func TestPgBouncerOnAnotherPgBouncersPort(t *testing.T) {
 
 	conn := pgtest.PgBouncer(t)
 	require.Equal(t, 2, picked)
-	require.NotContains(t, conn, fmt.Sprintf(":%d/", first.Port))
+	require.NotContains(t, conn, fmt.Sprintf(":%d/", taken))
 	db := pgtest.New(t, &pgtest.Options{Through: conn, Mode: pgx.QueryExecModeSimpleProtocol})
 	var one int
 	require.NoError(t, db.Pool.QueryRow(t.Context(), "SELECT 1").Scan(&one))
