@@ -20,11 +20,12 @@ import (
 // at the median and 111–114 ms at the 90th percentile; with this bound
 // 30–38 and 69–73 ms (BenchmarkEnqueueTxWaitForID). A bound of 10 ms
 // shortened them further but cost each EnqueueTx about 4 % more CPU on the
-// machine (more polls). The loop finds the transactions added meanwhile when
-// its timer fires; one wakes it only while it waits longer than
-// watchIntervalMin (one added during a poll keeps the next wait that
-// short). With 8 callers it woke 0.16
-// times per transaction (watcher-wakes/op in the benchmark) instead of
+// machine (more polls).
+//
+// The loop finds the transactions added meanwhile when its timer fires; one
+// wakes it only while it waits longer than watchIntervalMin (one added
+// during a poll keeps the next wait that short). With 8 callers it woke
+// 0.16 times per transaction (watcher-wakes/op in the benchmark) instead of
 // 0.82 when each one woke it (the same counter, added by hand to that
 // code), with no longer waits.
 const (
