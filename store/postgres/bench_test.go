@@ -137,24 +137,26 @@ func BenchmarkAppendTx(b *testing.B) {
 // read of every idle queue and every poll of the commit watcher until the
 // staging table is vacuumed. In "open-transaction", a caller's transaction
 // that staged an activity before the burst stays open throughout, so that
-// no row of the burst is dead to every transaction yet.
+// no row of the burst is dead to every transaction yet. In
+// "vacuumed-by-the-store", the commit watcher vacuums the staging table as
+// it does by default, but after every poll (so that the last rows of the
+// burst are vacuumed too).
 //
 //	TEST_DATABASE_URL=... go test -run '^$' -bench HeadAfterABurst ./store/postgres/
 func BenchmarkHeadAfterABurst(b *testing.B) {
-	for _, open := range []bool{false, true} {
-		name := "no-open-transaction"
-		if open {
-			name = "open-transaction"
-		}
-		b.Run(name, func(b *testing.B) { benchHeadAfterABurst(b, open) })
+	for _, name := range []string{"no-open-transaction", "open-transaction", "vacuumed-by-the-store"} {
+		b.Run(name, func(b *testing.B) { benchHeadAfterABurst(b, name) })
 	}
 }
 
-func benchHeadAfterABurst(b *testing.B, open bool) {
+func benchHeadAfterABurst(b *testing.B, mode string) {
 	const burst, perTx = 20_000, 500
 	s, db := newStore(b, 0, nil)
 	ctx := b.Context()
-	keepStagingPages(b, db)
+	keepStagingPages(b, s, db)
+	if mode == "vacuumed-by-the-store" {
+		postgres.SetStagingVacuum(s, 1, 0)
+	}
 	batch := make([]store.NewActivity, perTx)
 	for i := range batch {
 		batch[i] = store.NewActivity{
@@ -163,7 +165,7 @@ func benchHeadAfterABurst(b *testing.B, open bool) {
 			Inboxes: []string{"https://remote.example/inbox"}, Domains: []string{"remote.example"},
 		}
 	}
-	if open {
+	if mode == "open-transaction" {
 		tx, err := db.Pool.Begin(ctx)
 		require.NoError(b, err)
 		defer func() { require.NoError(b, tx.Rollback(context.Background())) }()
@@ -177,6 +179,10 @@ func benchHeadAfterABurst(b *testing.B, open bool) {
 		require.NoError(b, err)
 		return head == burst
 	}, time.Minute, time.Millisecond, "the burst is numbered")
+	if mode == "vacuumed-by-the-store" {
+		require.Eventually(b, func() bool { return !postgres.WatcherRunning(s) }, time.Minute, time.Millisecond,
+			"the watcher has seen the burst numbered, vacuumed and stopped")
+	}
 	for b.Loop() {
 		if _, err := s.Head(ctx); err != nil {
 			b.Fatal(err)

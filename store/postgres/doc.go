@@ -140,4 +140,14 @@
 // one blocked by another session changes nothing and fails with
 // ErrLockTimeout, so it never leaves enqueues queued behind it. TableSizes
 // reports the size of every table.
+//
+// The staging table holds every transactional activity for moments and
+// keeps its dead rows until a vacuum, while every read of the log steps
+// over them; autovacuum comes by at most once a minute by default. So the
+// commit watcher vacuums it itself (VACUUM (SKIP_LOCKED, TRUNCATE false))
+// once the transactions it watched have left 1,000 dead rows, at most once
+// a second; a trickle of enqueues is left to autovacuum. The store's role
+// must own the table (or the database) for the vacuum to do anything:
+// PostgreSQL skips it with a warning otherwise. The other tables are left
+// to autovacuum.
 package postgres

@@ -57,7 +57,34 @@ const SweepLimit = sweepLimit
 
 // Watch adds the transaction xid (xid8, as text) to s's commit watcher, as
 // AppendTx does.
-func Watch(s *Store, xid string) { s.watch(xid) }
+func Watch(s *Store, xid string) { s.watch(xid, 1) }
+
+// SetStagingVacuum sets after how many ended rows, and how long at least
+// after the last, s's commit watcher vacuums the staging table, for tests.
+// Call it before AppendTx.
+func SetStagingVacuum(s *Store, rows int, interval time.Duration) {
+	s.stagingVacuumRows, s.stagingVacuumInterval = rows, interval
+}
+
+// StagingVacuums is how many vacuums of the staging table s's commit
+// watcher has completed.
+func StagingVacuums(s *Store) int64 { return s.watcher.vacuums.Load() }
+
+// WatchedTransactions is how many transactions s's commit watcher waits
+// for.
+func WatchedTransactions(s *Store) int {
+	s.watcher.mu.Lock()
+	defer s.watcher.mu.Unlock()
+	return len(s.watcher.pending)
+}
+
+// WatcherRunning reports whether s's commit watcher's goroutine runs: it
+// stops at its first tick with no transaction left, after any vacuum.
+func WatcherRunning(s *Store) bool {
+	s.watcher.mu.Lock()
+	defer s.watcher.mu.Unlock()
+	return s.watcher.running
+}
 
 // WatcherWakes is how often s's commit watcher has woken up so far.
 func WatcherWakes(s *Store) int64 { return s.watcher.wakes.Load() }

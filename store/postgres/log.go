@@ -380,7 +380,7 @@ func (s *Store) appendTx(ctx context.Context, ptx pgx.Tx, activities []store.New
 	if err := row.Scan(&xid, &suspended, &dupOrds); err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
-	s.watch(xid)
+	s.watch(xid, len(staged)-len(dupOrds))
 	out := make([]store.Appended, len(activities))
 	for i := range out {
 		out[i].Duplicate = true // unless staged below

@@ -89,6 +89,10 @@ type Store struct {
 	pingInterval, pingTimeout time.Duration
 	// watchGiveUp is how long the commit watcher retries failing polls.
 	watchGiveUp time.Duration
+	// How many ended rows and how long between the commit watcher's
+	// vacuums of the staging table (see stagingVacuumRows).
+	stagingVacuumRows     int
+	stagingVacuumInterval time.Duration
 
 	statements atomic.Int64
 
@@ -153,6 +157,9 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Store, error) {
 		pingInterval: listenPingInterval,
 		pingTimeout:  listenPingTimeout,
 		watchGiveUp:  watchGiveUp,
+
+		stagingVacuumRows:     stagingVacuumRows,
+		stagingVacuumInterval: stagingVacuumInterval,
 	}
 	s.sql = newQueries(pgx.Identifier{c.Schema}.Sanitize())
 	return s, nil
@@ -188,7 +195,7 @@ type queries struct {
 	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
 	changeDomain, openTransactions, expireDeadLetters, capDeadLetters                       string
 	stageKeyedTx, knownKeys, pruneKeys, forgetDomain                                        string
-	deadLettersByActivity, keepListed, keepFull, watch                                      string
+	deadLettersByActivity, keepListed, keepFull, watch, vacuumStaging                       string
 }
 
 func newQueries(schema string) queries {
@@ -225,6 +232,7 @@ func newQueries(schema string) queries {
 		deadLettersByActivity: deadLettersByActivitySQL,
 		keepListed:            keepSQL(false),
 		keepFull:              keepSQL(true),
+		vacuumStaging:         stagingVacuumSQL,
 	}
 	for _, p := range []*string{
 		&q.append, &q.stageTx, &q.stageOneTx, &q.activities, &q.head, &q.register, &q.domains,
@@ -232,7 +240,7 @@ func newQueries(schema string) queries {
 		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
 		&q.expireDeadLetters, &q.capDeadLetters,
 		&q.stageKeyedTx, &q.knownKeys, &q.pruneKeys, &q.forgetDomain,
-		&q.deadLettersByActivity, &q.keepListed, &q.keepFull, &q.watch,
+		&q.deadLettersByActivity, &q.keepListed, &q.keepFull, &q.watch, &q.vacuumStaging,
 	} {
 		// Twice: {safe_head} itself names {s}.
 		*p = r.Replace(r.Replace(*p))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -367,7 +368,7 @@ func TestStagedCheckReadsTheIndexAfterABurst(t *testing.T) {
 	t.Parallel()
 	s, db := newStore(t, 0, nil)
 	ctx := t.Context()
-	keepStagingPages(t, db)
+	keepStagingPages(t, s, db)
 	burst := make([]store.NewActivity, 1000)
 	for i := range burst {
 		burst[i] = newActivity("remote.example")
@@ -410,11 +411,13 @@ func TestStagedCheckReadsTheIndexAfterABurst(t *testing.T) {
 	}
 }
 
-// keepStagingPages turns autovacuum off for db's staging table, so that
-// the pages a burst left behind are still there when a test or benchmark
-// reads it, as between two vacuums (a vacuum would truncate them away).
-func keepStagingPages(tb testing.TB, db *pgtest.DB) {
+// keepStagingPages turns autovacuum and s's own vacuums off for db's
+// staging table, so that the pages and index entries a burst left behind
+// are still there when a test or benchmark reads it, as between two
+// vacuums.
+func keepStagingPages(tb testing.TB, s *postgres.Store, db *pgtest.DB) {
 	tb.Helper()
+	postgres.SetStagingVacuum(s, math.MaxInt, 0)
 	_, err := db.Pool.Exec(tb.Context(), "ALTER TABLE "+pgx.Identifier{db.Schema, "staged_activities"}.Sanitize()+
 		" SET (autovacuum_enabled = false)")
 	require.NoError(tb, err)

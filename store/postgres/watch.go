@@ -64,14 +64,17 @@ const watchGiveUp = time.Minute
 // statement that numbered anything notifies every listening process once
 // for all of them.
 //
+// After a poll, the watcher may vacuum the staging table (see
+// stagingVacuumRows).
+//
 // If the process stops before its watcher sees a commit, the rows wait for
 // the next reader (readers number staged rows too) or Append: the queue's
 // polling bounds that wait.
 type commitWatcher struct {
 	mu      sync.Mutex
-	pending map[string]bool // transaction IDs (xid8, as text)
-	added   time.Time       // when the last transaction was added
-	delay   pollDelay       // how long added transactions put the poll off
+	pending map[string]int // transaction IDs (xid8, as text): rows staged
+	added   time.Time      // when the last transaction was added
+	delay   pollDelay      // how long added transactions put the poll off
 	// asleep is set while the loop waits longer than watchIntervalMin for
 	// its next poll: only then does an added transaction wake it (kick).
 	// Otherwise the loop finds the transactions added meanwhile when its
@@ -83,11 +86,18 @@ type commitWatcher struct {
 	kick    chan struct{} // a transaction was added while the loop slept long
 	done    sync.WaitGroup
 	wakes   atomic.Int64 // how often the loop woke up (kick or timer)
+
+	// The staging table's vacuum (see stagingVacuumRows): rows staged by
+	// the transactions that ended since the last vacuum, when the next
+	// may run, and how many succeeded.
+	endedRows   int
+	vacuumAfter time.Time
+	vacuums     atomic.Int64
 }
 
-// watch adds the caller's transaction xid and starts the watcher if it is
-// not running.
-func (s *Store) watch(xid string) {
+// watch adds the caller's transaction xid, which staged rows rows, and
+// starts the watcher if it is not running.
+func (s *Store) watch(xid string, rows int) {
 	w := &s.watcher
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -95,11 +105,11 @@ func (s *Store) watch(xid string) {
 		return
 	}
 	if w.pending == nil {
-		w.pending = make(map[string]bool)
+		w.pending = make(map[string]int)
 		w.stop = make(chan struct{})
 		w.kick = make(chan struct{}, 1)
 	}
-	w.pending[xid] = true
+	w.pending[xid] += rows
 	w.added = time.Now()
 	w.delay.add(w.added)
 	if w.asleep {
@@ -228,9 +238,12 @@ func (s *Store) watchLoop() {
 			}
 		}
 		w.mu.Lock()
+		endedRows := 0
 		for _, x := range ended {
+			endedRows += w.pending[x]
 			delete(w.pending, x)
 		}
+		vacuum := err == nil && s.vacuumDue(endedRows, time.Now())
 		next := interval
 		if w.delay.added() {
 			// Transactions added during the poll did not wake the loop:
@@ -240,6 +253,9 @@ func (s *Store) watchLoop() {
 		}
 		w.asleep = next > watchIntervalMin
 		w.mu.Unlock()
+		if vacuum {
+			s.vacuumStaging()
+		}
 		timer.Reset(next)
 	}
 }
@@ -265,15 +281,8 @@ FROM unnest($1::text[]) AS x(x), LATERAL (SELECT pg_xact_status(x.x::xid8) AS st
 // It returns the transactions that have ended: rolled back, or committed
 // with their activities numbered.
 func (s *Store) pollCommits(xids []string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), watchTimeout)
+	ctx, cancel := s.watcherContext(watchTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-s.watcher.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	for {
 		ended, more, err := s.watchStatement(ctx, xids)
 		if err != nil || !more {
