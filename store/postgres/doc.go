@@ -145,9 +145,10 @@
 // keeps its dead rows until a vacuum, while every read of the log steps
 // over them; autovacuum comes by at most once a minute by default. So the
 // commit watcher vacuums it itself (VACUUM (SKIP_LOCKED, TRUNCATE false))
-// once the transactions it watched have left 1,000 dead rows, at most once
-// a second; a trickle of enqueues is left to autovacuum. The store's role
-// must own the table (or the database) for the vacuum to do anything:
-// PostgreSQL skips it with a warning otherwise. The other tables are left
-// to autovacuum.
+// each time the transactions it watched have left 1,000 more dead rows, at
+// most once a second, and for no more than about 5 % of its time. Only a
+// role that may vacuum the table (its owner, as the role that ran Migrate
+// is, the database's owner, a superuser, or a role with MAINTAIN from
+// PostgreSQL 17) does; another says so once in the log and leaves it to
+// autovacuum. The other tables are left to autovacuum.
 package postgres

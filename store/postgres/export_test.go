@@ -66,17 +66,13 @@ func SetStagingVacuum(s *Store, rows int, interval time.Duration) {
 	s.stagingVacuumRows, s.stagingVacuumInterval = rows, interval
 }
 
-// StagingVacuums is how many vacuums of the staging table s's commit
-// watcher has completed.
+// StagingVacuums is how many VACUUM statements of the staging table s's
+// commit watcher has seen return without error.
 func StagingVacuums(s *Store) int64 { return s.watcher.vacuums.Load() }
 
-// WatchedTransactions is how many transactions s's commit watcher waits
-// for.
-func WatchedTransactions(s *Store) int {
-	s.watcher.mu.Lock()
-	defer s.watcher.mu.Unlock()
-	return len(s.watcher.pending)
-}
+// MayVacuumSQL is the statement, in s's schema, that tells whether the
+// current role may vacuum the staging table.
+func MayVacuumSQL(s *Store) string { return s.sql.mayVacuum }
 
 // WatcherRunning reports whether s's commit watcher's goroutine runs: it
 // stops at its first tick with no transaction left, after any vacuum.

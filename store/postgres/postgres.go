@@ -195,7 +195,7 @@ type queries struct {
 	leaseStats, deadLetters, deleteDeadLetters, pruneFloor, pruneDelete, pruneLock, version string
 	changeDomain, openTransactions, expireDeadLetters, capDeadLetters                       string
 	stageKeyedTx, knownKeys, pruneKeys, forgetDomain                                        string
-	deadLettersByActivity, keepListed, keepFull, watch, vacuumStaging                       string
+	deadLettersByActivity, keepListed, keepFull, watch, vacuumStaging, mayVacuum            string
 }
 
 func newQueries(schema string) queries {
@@ -233,6 +233,7 @@ func newQueries(schema string) queries {
 		keepListed:            keepSQL(false),
 		keepFull:              keepSQL(true),
 		vacuumStaging:         stagingVacuumSQL,
+		mayVacuum:             mayVacuumSQL,
 	}
 	for _, p := range []*string{
 		&q.append, &q.stageTx, &q.stageOneTx, &q.activities, &q.head, &q.register, &q.domains,
@@ -240,7 +241,7 @@ func newQueries(schema string) queries {
 		&q.deleteDeadLetters, &q.pruneFloor, &q.pruneDelete, &q.pruneLock, &q.version, &q.changeDomain, &q.openTransactions,
 		&q.expireDeadLetters, &q.capDeadLetters,
 		&q.stageKeyedTx, &q.knownKeys, &q.pruneKeys, &q.forgetDomain,
-		&q.deadLettersByActivity, &q.keepListed, &q.keepFull, &q.watch, &q.vacuumStaging,
+		&q.deadLettersByActivity, &q.keepListed, &q.keepFull, &q.watch, &q.vacuumStaging, &q.mayVacuum,
 	} {
 		// Twice: {safe_head} itself names {s}.
 		*p = r.Replace(r.Replace(*p))

@@ -87,12 +87,8 @@ type commitWatcher struct {
 	done    sync.WaitGroup
 	wakes   atomic.Int64 // how often the loop woke up (kick or timer)
 
-	// The staging table's vacuum (see stagingVacuumRows): rows staged by
-	// the transactions that ended since the last vacuum, when the next
-	// may run, and how many succeeded.
-	endedRows   int
-	vacuumAfter time.Time
-	vacuums     atomic.Int64
+	vacuum  vacuumState  // the staging table's vacuums (see stagingVacuumRows)
+	vacuums atomic.Int64 // VACUUM statements that returned without error
 }
 
 // watch adds the caller's transaction xid, which staged rows rows, and
@@ -202,9 +198,22 @@ func (s *Store) watchLoop() {
 		}
 		w.delay.polled()
 		if len(w.pending) == 0 {
-			w.running, w.asleep = false, false
+			// A vacuum owed within its interval of the last keeps the
+			// loop running until it may run.
+			owed, wait := s.vacuumWait(0, time.Now())
+			if !owed {
+				w.running, w.asleep = false, false
+				w.mu.Unlock()
+				return
+			}
+			w.asleep = wait > watchIntervalMin
 			w.mu.Unlock()
-			return
+			if wait == 0 {
+				s.vacuumStaging()
+				wait = watchIntervalMin
+			}
+			timer.Reset(wait)
+			continue
 		}
 		fast := time.Since(w.added) < watchFastFor
 		xids := make([]string, 0, len(w.pending))
@@ -243,7 +252,11 @@ func (s *Store) watchLoop() {
 			endedRows += w.pending[x]
 			delete(w.pending, x)
 		}
-		vacuum := err == nil && s.vacuumDue(endedRows, time.Now())
+		vacuum := false
+		if err == nil {
+			owed, wait := s.vacuumWait(endedRows, time.Now())
+			vacuum = owed && wait == 0
+		}
 		next := interval
 		if w.delay.added() {
 			// Transactions added during the poll did not wake the loop:
