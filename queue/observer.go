@@ -27,7 +27,9 @@ const (
 	// EventSuspendedDropped: an activity enqueued (ActivityID; 0 when
 	// enqueued in a transaction whose store numbers it at commit) names
 	// Domain, which is suspended: it is not delivered there. Reported by
-	// the enqueuing process, once per activity and domain.
+	// the enqueuing process, once per activity and domain; for EnqueueTx,
+	// when it returns, before the caller's transaction commits or rolls
+	// back (an activity of a transaction that rolls back is reported too).
 	EventSuspendedDropped
 	// EventInboxGone: a personal inbox (not the domain's shared inbox)
 	// answered 404 Not Found or 410 Gone, so its recipient is gone: the
