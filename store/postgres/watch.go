@@ -64,8 +64,8 @@ const watchGiveUp = time.Minute
 // statement that numbered anything notifies every listening process once
 // for all of them.
 //
-// After a poll, the watcher may vacuum the staging table (see
-// stagingVacuumRows).
+// After a poll, or before it stops, the watcher may vacuum the staging
+// table (see stagingVacuumRows).
 //
 // If the process stops before its watcher sees a commit, the rows wait for
 // the next reader (readers number staged rows too) or Append: the queue's
@@ -168,7 +168,8 @@ func (s *Store) closeWatcher() {
 	w.done.Wait()
 }
 
-// watchLoop polls the pending transactions until none is left.
+// watchLoop polls the pending transactions until none is left and no
+// vacuum of the staging table is owed.
 func (s *Store) watchLoop() {
 	w := &s.watcher
 	defer w.done.Done()
