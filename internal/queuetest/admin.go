@@ -103,6 +103,18 @@ func newFixture(t *testing.T, st store.Store) *fixture {
 	return f
 }
 
+// never fails the test if bad is true at any check within holdFor.
+// Unlike require.Never it checks in the test's goroutine, so no check is
+// left running once it returns: one left running would read the store
+// after the test's cleanup closed it, and fail the test.
+func never(t *testing.T, bad func() bool, msg string) {
+	t.Helper()
+	for end := time.Now().Add(holdFor); time.Now().Before(end); time.Sleep(tick) {
+		require.False(t, bad(), msg)
+	}
+	require.False(t, bad(), msg)
+}
+
 // enqueue appends n activities to the domain, each with its own object;
 // with stuck, the first one is about stuckObject.
 func (f *fixture) enqueue(n int, stuck ...bool) []int64 {
@@ -185,7 +197,7 @@ func AdminFromAnotherProcess(t *testing.T, newStore func(t *testing.T) store.Sto
 		require.NoError(t, f.admin.Pause(ctx, "a.example"))
 		require.Eventually(t, func() bool { return f.local().Status == store.StatusPaused }, waitFor, tick, "the owner takes the pause in")
 		f.enqueue(5)
-		require.Never(t, func() bool { return f.delivered() > 5 || f.saved().Status != store.StatusPaused }, holdFor, tick,
+		never(t, func() bool { return f.delivered() > 5 || f.saved().Status != store.StatusPaused },
 			"the owner sent to a paused domain or undid the pause")
 		require.NoError(t, f.admin.Resume(ctx, "a.example"))
 		require.Eventually(t, func() bool { return f.delivered() == 10 }, waitFor, tick, "the backlog goes out after Resume")
@@ -213,7 +225,7 @@ func AdminFromAnotherProcess(t *testing.T, newStore func(t *testing.T) store.Sto
 		head := ids[len(ids)-1]
 		require.Eventually(t, func() bool { return f.local().Cursor >= head }, waitFor, tick, "the owner takes the skip in")
 		attempts := len(f.fake.Calls())
-		require.Never(t, func() bool { return f.saved().Cursor < head || len(f.fake.Calls()) > attempts }, holdFor, tick,
+		never(t, func() bool { return f.saved().Cursor < head || len(f.fake.Calls()) > attempts },
 			"the owner moved the cursor back or sent what was skipped")
 		later := f.enqueue(1)
 		require.Eventually(t, func() bool { return f.saved().Cursor == later[0] }, waitFor, tick, "delivery goes on after the skip")
@@ -227,7 +239,7 @@ func AdminFromAnotherProcess(t *testing.T, newStore func(t *testing.T) store.Sto
 		f.mode.Store(int32(accept))
 		require.NoError(t, f.admin.MarkAlive(ctx, "a.example"))
 		require.Eventually(t, func() bool { return f.delivered() == 1 }, waitFor, tick, "the backlog is delivered")
-		require.Never(t, func() bool { return f.saved().Status != store.StatusActive }, holdFor, tick, "the owner undid MarkAlive")
+		never(t, func() bool { return f.saved().Status != store.StatusActive }, "the owner undid MarkAlive")
 	})
 	t.Run("SuspendAndUnsuspend", func(t *testing.T) {
 		t.Parallel()
@@ -243,7 +255,7 @@ func AdminFromAnotherProcess(t *testing.T, newStore func(t *testing.T) store.Sto
 		ids := f.enqueueBy(f.admin, 3)
 		// The Observer is called from the queue's own goroutine: wait for it.
 		require.Eventually(t, func() bool { return slices.Equal(ids, f.dropped()) }, waitFor, tick, "the enqueuing process reports each drop")
-		require.Never(t, func() bool { return f.delivered() > 2 || f.saved().Status != store.StatusSuspended }, holdFor, tick,
+		never(t, func() bool { return f.delivered() > 2 || f.saved().Status != store.StatusSuspended },
 			"the owner sent to a suspended domain or undid the suspension")
 		res, err := f.st.Prune(ctx)
 		require.NoError(t, err)
@@ -272,7 +284,7 @@ func AdminFromAnotherProcess(t *testing.T, newStore func(t *testing.T) store.Sto
 		// A probe due now, and an activity to probe with.
 		require.NoError(t, f.admin.RetryNow(ctx, "a.example"))
 		f.enqueue(1)
-		require.Never(t, func() bool { return len(f.fake.Calls()) > calls || f.saved().Status != store.StatusSuspended }, holdFor, tick,
+		never(t, func() bool { return len(f.fake.Calls()) > calls || f.saved().Status != store.StatusSuspended },
 			"a suspended domain was probed or revived")
 	})
 	t.Run("Forget", func(t *testing.T) {
@@ -292,7 +304,7 @@ func AdminFromAnotherProcess(t *testing.T, newStore func(t *testing.T) store.Sto
 		require.NoError(t, f.admin.Forget(ctx, "a.example"))
 		require.ErrorIs(t, f.admin.Forget(ctx, "a.example"), store.ErrNotFound)
 		require.Eventually(t, func() bool { return f.local().Domain == "" }, waitFor, tick, "the owner stops working the forgotten domain")
-		require.Never(t, f.known, holdFor, tick, "the owner saved the forgotten domain back")
+		never(t, f.known, "the owner saved the forgotten domain back")
 		dls, err := f.admin.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
 		require.NoError(t, err)
 		require.Len(t, dls, 1, "the dead letters of a forgotten domain are kept")
@@ -322,11 +334,11 @@ func AdminFromAnotherProcess(t *testing.T, newStore func(t *testing.T) store.Sto
 		n, err := f.admin.DiscardDeadLetters(ctx, dls[1].ID)
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
-		require.Never(t, func() bool {
+		never(t, func() bool {
 			left, err := f.admin.DeadLetters(ctx, store.DeadLetterFilter{Domain: "a.example"})
 			require.NoError(t, err)
 			return len(left) > 0 || f.delivered() > 1
-		}, holdFor, tick, "a dead letter came back or the requeued activity was sent twice")
+		}, "a dead letter came back or the requeued activity was sent twice")
 		require.Equal(t, []int64{newIDs[0]}, f.fake.Delivered(inbox))
 	})
 }
