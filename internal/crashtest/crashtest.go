@@ -87,6 +87,15 @@ func Run(t *testing.T, st store.Store, childTest string, env ...string) {
 		cmd.Stderr = cmd.Stdout
 		require.NoError(t, cmd.Start())
 		done := make(chan struct{})
+		// Even when a check below fails, the child is gone and its output
+		// read before run returns: the reader logs to t, which must not
+		// happen once the test has ended. On the way out of a passing run
+		// the child has already exited, and this does nothing.
+		defer func() {
+			_ = cmd.Process.Kill()
+			<-done
+			_ = cmd.Wait()
+		}()
 		go func() {
 			defer close(done)
 			sc := bufio.NewScanner(out)
