@@ -304,6 +304,9 @@ func TestReleasingDomainsWhileCheckpointing(t *testing.T) {
 	q1 := startQueue(t, mem, fake, cfg)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	// The enqueuer stops however the test ends, a failed check included.
+	defer wg.Wait()
+	defer close(stop)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -326,8 +329,6 @@ func TestReleasingDomainsWhileCheckpointing(t *testing.T) {
 	cfg2.OwnerID = "p2"
 	q2 := startQueue(t, mem, fake, &cfg2)
 	eventually(t, func() bool { return q1.workerCount() == 5 && q2.workerCount() == 5 }, "p1 handed half its domains to p2")
-	close(stop)
-	wg.Wait()
 }
 
 func TestStopSavesADomainChangedByAnotherProcess(t *testing.T) {
