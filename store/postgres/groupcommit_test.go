@@ -118,7 +118,11 @@ func TestGroupCommitRetriesARefusedGroupAlone(t *testing.T) {
 	require.Eventually(t, func() bool { return g.waitingCalls() == 3 }, 5*time.Second, time.Millisecond)
 	go func() {
 		for range 5 { // first, the combined statement, then three alone
-			hold <- struct{}{}
+			select {
+			case hold <- struct{}{}:
+			case <-ctx.Done(): // fewer statements ran: the test failed
+				return
+			}
 		}
 	}()
 	_, errs := first()
